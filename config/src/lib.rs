@@ -1,1 +1,13 @@
-//! placeholder
+//! tlsgate's operator language: the appliance settings file (EAL arguments,
+//! port pairs, worker lcores, pools and queues), loaded from TOML and validated
+//! with errors that name the file, the line and the field.
+//!
+//! This crate knows nothing of packets or DPDK.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod settings;
+
+pub use error::ConfigError;
+pub use settings::{EalSettings, MempoolSettings, PortPair, QueueSettings, Settings, WorkerSettings};

@@ -1,7 +1,12 @@
 //! tlsgate's packet level: the safe DPDK layer ([`dpdk`], the only `unsafe`
-//! outside `dpdk-sys`), packet codecs ([`packet`]), and the run-to-completion
-//! [`worker`] loop that bridges port pairs on each worker lcore.
+//! outside `dpdk-sys`), packet codecs ([`packet`]), the run-to-completion
+//! [`worker`] loop that bridges port pairs on each worker lcore, its
+//! [`stats`], and the [`runtime`] wiring from settings to running workers.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod dpdk;
+pub mod packet;
+pub mod runtime;
+pub mod stats;
+pub mod worker;

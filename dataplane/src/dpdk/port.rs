@@ -255,6 +255,16 @@ impl Port {
         }
     }
 
+    /// Closes the port, releasing the driver's resources (net_pcap closes and
+    /// flushes its output file here). Call after `stop`.
+    pub fn close(&self) {
+        // SAFETY: valid, stopped port; no queue handle is used after this (the
+        // workers have returned before the runtime closes ports).
+        unsafe {
+            dpdk_sys::rte_eth_dev_close(self.id);
+        }
+    }
+
     /// Turns promiscuous mode on: a bump in the wire forwards every frame.
     /// Drivers without the notion (net_null, net_ring, net_pcap) report
     /// "not supported", which is fine.

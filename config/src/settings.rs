@@ -1,0 +1,319 @@
+//! The appliance settings file: what DPDK is started with, which ports are
+//! bridged, on which lcores the workers run, and pool and queue sizes.
+//!
+//! ```toml
+//! [eal]
+//! args = ["--no-huge", "--in-memory", "--no-pci", "--vdev=net_null0", "--vdev=net_null1"]
+//!
+//! [[pair]]
+//! a = "net_null0"
+//! b = "net_null1"
+//!
+//! [workers]
+//! lcores = [1, 2]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::ConfigError;
+
+/// Everything `tlsgate run` needs to start the data plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// DPDK EAL arguments.
+    pub eal: EalSettings,
+    /// Port pairs bridged to each other (`[[pair]]`).
+    #[serde(rename = "pair")]
+    pub pairs: Vec<PortPair>,
+    /// Worker lcores.
+    pub workers: WorkerSettings,
+    /// Packet buffer pool.
+    #[serde(default)]
+    pub mempool: MempoolSettings,
+    /// Queue sizes.
+    #[serde(default)]
+    pub queues: QueueSettings,
+    /// The file the settings came from (set by `load`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// `[eal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EalSettings {
+    /// Arguments as on a DPDK command line (`--vdev=...`, `-a 0000:01:00.0`, `--no-huge`).
+    pub args: Vec<String>,
+}
+
+/// `[[pair]]`: two ports that are the two sides of one wire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortPair {
+    /// One side (DPDK port name: vdev name or PCI address).
+    pub a: Spanned<String>,
+    /// The other side.
+    pub b: Spanned<String>,
+}
+
+/// `[workers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Lcore ids of the workers; each owns one rx and one tx queue on every port.
+    pub lcores: Spanned<Vec<u32>>,
+    /// Slots in each worker-to-worker dispatch ring (software dispatch only).
+    #[serde(default = "default_dispatch_ring")]
+    pub dispatch_ring: u32,
+}
+
+/// `[mempool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolSettings {
+    /// Mbufs in the pool (best as 2^n - 1).
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// Per-lcore cache.
+    #[serde(default = "default_cache")]
+    pub cache: u32,
+    /// Bytes per mbuf including the 128-byte headroom.
+    #[serde(default = "default_data_room")]
+    pub data_room: u16,
+}
+
+/// `[queues]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Rx descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub rx_descriptors: u16,
+    /// Tx descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub tx_descriptors: u16,
+}
+
+fn default_dispatch_ring() -> u32 {
+    4096
+}
+fn default_mbufs() -> u32 {
+    32767
+}
+fn default_cache() -> u32 {
+    256
+}
+fn default_data_room() -> u16 {
+    2176
+}
+fn default_desc() -> u16 {
+    1024
+}
+
+impl Default for MempoolSettings {
+    fn default() -> Self {
+        MempoolSettings { mbufs: default_mbufs(), cache: default_cache(), data_room: default_data_room() }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings { rx_descriptors: default_desc(), tx_descriptors: default_desc() }
+    }
+}
+
+impl Settings {
+    /// Reads, parses and validates a settings file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read the settings file: {e}")))?;
+        Settings::parse(&text, Some(path))
+    }
+
+    /// Parses and validates settings from TOML text.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut s: Settings = toml::from_str(text).map_err(|e| {
+            let field = field_of(e.message());
+            ConfigError::at(path, Some(text), e.span().map(|r| r.start), field.as_deref(), e.message().trim())
+        })?;
+        s.source = path.map(Path::to_path_buf);
+        s.validate(Some(text))?;
+        Ok(s)
+    }
+
+    /// Settings made in code (the replay command), validated the same way.
+    pub fn from_parts(eal_args: Vec<String>, pairs: Vec<(String, String)>, lcores: Vec<u32>) -> Result<Settings, ConfigError> {
+        let s = Settings {
+            eal: EalSettings { args: eal_args },
+            pairs: pairs
+                .into_iter()
+                .map(|(a, b)| PortPair { a: Spanned::new(0..0, a), b: Spanned::new(0..0, b) })
+                .collect(),
+            workers: WorkerSettings { lcores: Spanned::new(0..0, lcores), dispatch_ring: default_dispatch_ring() },
+            mempool: MempoolSettings::default(),
+            queues: QueueSettings::default(),
+            source: None,
+        };
+        s.validate(None)?;
+        Ok(s)
+    }
+
+    fn err(&self, text: Option<&str>, span: Option<usize>, field: &str, msg: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.source.as_deref(), text, span, Some(field), msg)
+    }
+
+    fn validate(&self, text: Option<&str>) -> Result<(), ConfigError> {
+        if self.pairs.is_empty() {
+            return Err(self.err(text, None, "pair", "no [[pair]] given: name two ports to bridge (a = \"...\", b = \"...\")"));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, p) in self.pairs.iter().enumerate() {
+            for side in [&p.a, &p.b] {
+                let name = side.get_ref().as_str();
+                if name.is_empty() {
+                    return Err(self.err(text, Some(side.span().start), &format!("pair[{i}]"), "empty port name"));
+                }
+                if seen.contains(&name) {
+                    return Err(self.err(
+                        text,
+                        Some(side.span().start),
+                        &format!("pair[{i}]"),
+                        format!("port {name:?} appears in more than one pair (or twice in one)"),
+                    ));
+                }
+                seen.push(name);
+            }
+        }
+        let lcores = self.workers.lcores.get_ref();
+        let at = Some(self.workers.lcores.span().start);
+        if lcores.is_empty() {
+            return Err(self.err(text, at, "workers.lcores", "at least one worker lcore is needed"));
+        }
+        let mut sorted = lcores.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(self.err(text, at, "workers.lcores", "an lcore is listed twice"));
+        }
+        if let Some(&l) = lcores.iter().find(|&&l| l >= 128) {
+            return Err(self.err(text, at, "workers.lcores", format!("lcore {l} is out of range (DPDK allows 0..127)")));
+        }
+        if lcores.len() > 64 {
+            return Err(self.err(text, at, "workers.lcores", "at most 64 workers"));
+        }
+        if self.workers.dispatch_ring < 64 {
+            return Err(self.err(text, None, "workers.dispatch_ring", "at least 64 slots"));
+        }
+        if self.mempool.mbufs < 1024 {
+            return Err(self.err(text, None, "mempool.mbufs", "at least 1024 mbufs"));
+        }
+        if self.mempool.data_room < 1024 {
+            return Err(self.err(text, None, "mempool.data_room", "at least 1024 bytes (128 of them headroom)"));
+        }
+        if self.queues.rx_descriptors == 0 || self.queues.tx_descriptors == 0 {
+            return Err(self.err(text, None, "queues", "descriptor counts must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The EAL arguments, with `--lcores` added when the file gives none:
+    /// lcore 0 is the control (main) lcore, the workers follow, all free to run
+    /// on any CPU (so more lcores than CPUs works).
+    pub fn eal_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let given = |p: &str| self.eal.args.iter().any(|a| a == p || a.starts_with(&format!("{p}=")));
+        if !given("--log-level") {
+            args.push("--log-level=notice".to_owned());
+        }
+        args.extend(self.eal.args.iter().cloned());
+        if !(given("-l") || given("--lcores") || given("-c") || self.eal.args.iter().any(|a| a.starts_with("-l"))) {
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let mut ids = vec![0u32];
+            ids.extend(self.workers.lcores.get_ref().iter().copied().filter(|&l| l != 0));
+            let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+            let cpu_set = if cpus > 1 { format!("0-{}", cpus - 1) } else { "0".to_owned() };
+            args.push(format!("--lcores=({})@({})", list.join(","), cpu_set));
+        }
+        args
+    }
+
+    /// All port names, pair by pair (a then b).
+    pub fn port_names(&self) -> Vec<String> {
+        self.pairs.iter().flat_map(|p| [p.a.get_ref().clone(), p.b.get_ref().clone()]).collect()
+    }
+}
+
+/// The field a serde message names (`unknown field `x``, `missing field `y``).
+fn field_of(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let end = start + msg[start..].find('`')?;
+    Some(msg[start..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[eal]
+args = ["--no-huge", "--vdev=net_null0", "--vdev=net_null1"]
+
+[[pair]]
+a = "net_null0"
+b = "net_null1"
+
+[workers]
+lcores = [1, 2]
+"#;
+
+    #[test]
+    fn good_file_parses_with_defaults() {
+        let s = Settings::parse(GOOD, None).unwrap();
+        assert_eq!(s.port_names(), ["net_null0", "net_null1"]);
+        assert_eq!(s.workers.lcores.get_ref(), &[1, 2]);
+        assert_eq!(s.mempool.mbufs, 32767);
+        let args = s.eal_args();
+        assert!(args.iter().any(|a| a.starts_with("--lcores=(0,1,2)@")), "{args:?}");
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let text = GOOD.replace("lcores = [1, 2]", "lcores = [1, 2]\nspeed = 3");
+        let e = Settings::parse(&text, Some(Path::new("x.toml"))).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("speed"));
+        assert_eq!(e.line, Some(11));
+        assert!(e.to_string().starts_with("x.toml:11: speed: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let text = GOOD.replace("[workers]\nlcores = [1, 2]\n", "");
+        let e = Settings::parse(&text, Some(Path::new("x.toml"))).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workers"), "{e}");
+    }
+
+    #[test]
+    fn bad_types_and_values_are_refused() {
+        let e = Settings::parse(&GOOD.replace("[1, 2]", "[\"one\"]"), None).unwrap_err();
+        assert_eq!(e.line, Some(10), "{e}");
+        let e = Settings::parse(&GOOD.replace("[1, 2]", "[1, 1]"), None).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workers.lcores"));
+        assert_eq!(e.line, Some(10));
+        let e = Settings::parse(&GOOD.replace("[1, 2]", "[]"), None).unwrap_err();
+        assert!(e.message.contains("at least one"));
+        let e = Settings::parse(&GOOD.replace("net_null1\"\n", "net_null0\"\n"), None).unwrap_err();
+        assert!(e.message.contains("more than one pair"), "{e}");
+        let e = Settings::parse("this is not toml", None).unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn explicit_lcores_are_kept() {
+        let text = GOOD.replace("\"--no-huge\",", "\"--no-huge\", \"-l\", \"0-2\",");
+        let s = Settings::parse(&text, None).unwrap();
+        assert!(!s.eal_args().iter().any(|a| a.starts_with("--lcores")));
+    }
+}

@@ -1,0 +1,226 @@
+//! Wiring: from validated settings to running workers. Finds and configures
+//! the ports (symmetric RSS where every port has it, else software dispatch
+//! rings between workers), builds one [`Worker`] per worker lcore, launches
+//! them, and gives the control thread counters and a clean stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tlsgate_config::Settings;
+
+use crate::dpdk::{
+    ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
+    PortStats, RingConsumer, RingError,
+};
+use crate::stats::{SharedCounters, WorkerCounters};
+use crate::worker::{Dispatch, Worker, WorkerPort};
+
+/// How flows reach the worker that owns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowSteering {
+    /// One worker: nothing to steer.
+    SingleWorker,
+    /// Every port spreads flows by symmetric RSS (key 0x6d5a...).
+    SymmetricRss,
+    /// The receiving worker hashes each packet and hands it to its owner.
+    SoftwareDispatch,
+}
+
+impl FlowSteering {
+    /// How it is named in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowSteering::SingleWorker => "single worker",
+            FlowSteering::SymmetricRss => "symmetric RSS",
+            FlowSteering::SoftwareDispatch => "software dispatch",
+        }
+    }
+}
+
+/// Why the data plane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A port problem.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// Pool creation failed.
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    /// Ring creation failed.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// Launch failed.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// A worker lcore that the EAL did not enable, or the main lcore.
+    #[error("workers.lcores: lcore {lcore} {why}")]
+    Lcore {
+        /// The lcore.
+        lcore: u32,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Options that are not in the settings file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Ask the ports for rx timestamps (replay: the capture's clock).
+    pub rx_timestamp: bool,
+}
+
+/// The running data plane.
+pub struct Dataplane {
+    ports: Vec<Port>,
+    shared: Vec<Arc<SharedCounters>>,
+    running: Arc<AtomicBool>,
+    handles: Vec<LcoreHandle>,
+    steering: FlowSteering,
+    pool: Mempool,
+}
+
+impl Dataplane {
+    /// Sets up ports and workers from `settings` and launches the workers.
+    pub fn start(eal: &Eal, settings: &Settings, opts: StartOptions) -> Result<Dataplane, StartError> {
+        let lcores = settings.workers.lcores.get_ref().clone();
+        for &l in &lcores {
+            if l == eal.main_lcore() {
+                return Err(StartError::Lcore { lcore: l, why: "is the main (control) lcore; pick another".into() });
+            }
+            if !eal.lcore_enabled(l) {
+                return Err(StartError::Lcore {
+                    lcore: l,
+                    why: "is not enabled by the EAL arguments (-l / --lcores); add it there or drop your -l and let tlsgate make one".into(),
+                });
+            }
+        }
+        let nworkers = lcores.len();
+        let mut ports = Vec::new();
+        for name in settings.port_names() {
+            ports.push(Port::by_name(&name)?);
+        }
+        let pool = Mempool::new(
+            "tlsgate_pkts",
+            settings.mempool.mbufs,
+            settings.mempool.cache,
+            settings.mempool.data_room,
+        )?;
+        let rss = nworkers > 1 && ports.iter().all(Port::offers_rss);
+        let steering = match (nworkers, rss) {
+            (1, _) => FlowSteering::SingleWorker,
+            (_, true) => FlowSteering::SymmetricRss,
+            (_, false) => FlowSteering::SoftwareDispatch,
+        };
+        let setup = PortSetup {
+            queues: nworkers as u16,
+            rx_descriptors: settings.queues.rx_descriptors,
+            tx_descriptors: settings.queues.tx_descriptors,
+            rss,
+            rx_timestamp: opts.rx_timestamp,
+        };
+        for p in &mut ports {
+            p.configure(setup, &pool)?;
+        }
+
+        // Software dispatch: rings[from][to], one SPSC ring per ordered pair.
+        let mut producers: Vec<Vec<Option<_>>> = (0..nworkers).map(|_| (0..nworkers).map(|_| None).collect()).collect();
+        let mut consumers: Vec<Vec<RingConsumer<Mbuf>>> = (0..nworkers).map(|_| Vec::new()).collect();
+        if steering == FlowSteering::SoftwareDispatch {
+            for from in 0..nworkers {
+                for to in 0..nworkers {
+                    if from != to {
+                        let (p, c) = ring_pair::<Mbuf>(&format!("tg_disp_{from}_{to}"), settings.workers.dispatch_ring)?;
+                        producers[from][to] = Some((p, Burst::new()));
+                        consumers[to].push(c);
+                    }
+                }
+            }
+        }
+
+        let running = Arc::new(AtomicBool::new(true));
+        let mut workers = Vec::new();
+        let mut shared = Vec::new();
+        for (i, (to, from)) in producers.into_iter().zip(consumers).enumerate() {
+            let mut wports = Vec::new();
+            for (pi, port) in ports.iter_mut().enumerate() {
+                let (rx, tx) = port.queue_pair(i as u16).expect("queue i < queues, configured above");
+                wports.push(WorkerPort::new(rx, tx, pi ^ 1));
+            }
+            let dispatch = (steering == FlowSteering::SoftwareDispatch).then_some(Dispatch { to, from });
+            let counters = Arc::new(SharedCounters::new(ports.len()));
+            shared.push(counters.clone());
+            workers.push(Worker::new(i, nworkers, wports, dispatch, counters, running.clone()));
+        }
+
+        for p in &ports {
+            p.start()?;
+            p.set_promiscuous();
+        }
+        let mut handles = Vec::new();
+        for (w, &l) in workers.into_iter().zip(&lcores) {
+            match LcoreHandle::launch(l, move || w.run()) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    running.store(false, Ordering::SeqCst);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(Dataplane { ports, shared, running, handles, steering, pool })
+    }
+
+    /// How flows are steered to workers.
+    pub fn steering(&self) -> FlowSteering {
+        self.steering
+    }
+
+    /// The ports, in settings order (pair 0 a, pair 0 b, pair 1 a, ...).
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// Each worker's counters, now.
+    pub fn counters(&self) -> Vec<WorkerCounters> {
+        self.shared.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Each port's driver counters, now.
+    pub fn port_stats(&self) -> Vec<PortStats> {
+        self.ports.iter().map(Port::stats).collect()
+    }
+
+    /// Mbufs free in the pool.
+    pub fn free_mbufs(&self) -> u32 {
+        self.pool.available()
+    }
+
+    /// Whether any worker has returned (a panic, caught at the lcore boundary).
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Stops the workers (they drain what they hold), then the ports. Returns
+    /// the workers' exit codes and final counters, and the ports' counters.
+    pub fn stop(self) -> StopReport {
+        self.running.store(false, Ordering::SeqCst);
+        let exit_codes: Vec<i32> = self.handles.into_iter().map(LcoreHandle::wait).collect();
+        let workers = self.shared.iter().map(|s| s.snapshot()).collect();
+        let ports = self.ports.iter().map(Port::stats).collect();
+        for p in &self.ports {
+            p.stop();
+            p.close();
+        }
+        StopReport { exit_codes, workers, ports }
+    }
+}
+
+/// The final account of a run.
+#[derive(Debug, Clone)]
+pub struct StopReport {
+    /// Each worker's return value (0 = clean; -1 = panicked).
+    pub exit_codes: Vec<i32>,
+    /// Each worker's final counters.
+    pub workers: Vec<WorkerCounters>,
+    /// Each port's driver counters.
+    pub ports: Vec<PortStats>,
+}

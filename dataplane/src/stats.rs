@@ -1,0 +1,167 @@
+//! Per-lcore counters. Each worker is the only writer of its own cache-aligned
+//! block (plain relaxed stores, no read-modify-write); the control thread reads
+//! them to print rates and totals.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a packet was dropped by a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The egress tx queue had no room, and the staging burst was full.
+    TxFull,
+    /// The ring to the worker that owns the flow was full.
+    DispatchFull,
+    /// Still unsent when the appliance stopped.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Every reason, in report order.
+    pub const ALL: [DropReason; 3] = [DropReason::TxFull, DropReason::DispatchFull, DropReason::Shutdown];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::TxFull => "tx_full",
+            DropReason::DispatchFull => "dispatch_full",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Plain counters for one port as seen by one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Packets received on this port.
+    pub rx_packets: u64,
+    /// Bytes received on this port.
+    pub rx_bytes: u64,
+    /// Packets sent on this port.
+    pub tx_packets: u64,
+    /// Bytes sent on this port.
+    pub tx_bytes: u64,
+    /// Packets received here that were dropped, by [`DropReason`] (index = position in `ALL`).
+    pub dropped: [u64; 3],
+}
+
+impl PortCounters {
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// Adds `o` into self.
+    pub fn add(&mut self, o: &PortCounters) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+    }
+}
+
+/// Plain counters for one worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Per port, in the order of the appliance's port list.
+    pub ports: Vec<PortCounters>,
+    /// Packets handed to another worker (software dispatch).
+    pub dispatched_out: u64,
+    /// Packets received from another worker.
+    pub dispatched_in: u64,
+    /// Polls that found packets.
+    pub busy_polls: u64,
+    /// Polls that found nothing.
+    pub idle_polls: u64,
+}
+
+impl WorkerCounters {
+    /// Zeroed counters for `ports` ports.
+    pub fn new(ports: usize) -> WorkerCounters {
+        WorkerCounters { ports: vec![PortCounters::default(); ports], ..Default::default() }
+    }
+
+    /// Sum over ports.
+    pub fn total(&self) -> PortCounters {
+        let mut t = PortCounters::default();
+        for p in &self.ports {
+            t.add(p);
+        }
+        t
+    }
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct SharedPort {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    dropped: [AtomicU64; 3],
+}
+
+/// A worker's counters as published for the control thread.
+#[repr(align(64))]
+pub struct SharedCounters {
+    ports: Vec<SharedPort>,
+    dispatched_out: AtomicU64,
+    dispatched_in: AtomicU64,
+    busy_polls: AtomicU64,
+    idle_polls: AtomicU64,
+}
+
+impl SharedCounters {
+    /// Zeroed, for `ports` ports.
+    pub fn new(ports: usize) -> SharedCounters {
+        SharedCounters {
+            ports: (0..ports).map(|_| SharedPort::default()).collect(),
+            dispatched_out: AtomicU64::new(0),
+            dispatched_in: AtomicU64::new(0),
+            busy_polls: AtomicU64::new(0),
+            idle_polls: AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes `c` (called by the owning worker only).
+    pub fn publish(&self, c: &WorkerCounters) {
+        let st = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        for (s, p) in self.ports.iter().zip(&c.ports) {
+            st(&s.rx_packets, p.rx_packets);
+            st(&s.rx_bytes, p.rx_bytes);
+            st(&s.tx_packets, p.tx_packets);
+            st(&s.tx_bytes, p.tx_bytes);
+            for (a, v) in s.dropped.iter().zip(p.dropped) {
+                st(a, v);
+            }
+        }
+        st(&self.dispatched_out, c.dispatched_out);
+        st(&self.dispatched_in, c.dispatched_in);
+        st(&self.busy_polls, c.busy_polls);
+        st(&self.idle_polls, c.idle_polls);
+    }
+
+    /// A snapshot (any thread).
+    pub fn snapshot(&self) -> WorkerCounters {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerCounters {
+            ports: self
+                .ports
+                .iter()
+                .map(|s| PortCounters {
+                    rx_packets: ld(&s.rx_packets),
+                    rx_bytes: ld(&s.rx_bytes),
+                    tx_packets: ld(&s.tx_packets),
+                    tx_bytes: ld(&s.tx_bytes),
+                    dropped: [ld(&s.dropped[0]), ld(&s.dropped[1]), ld(&s.dropped[2])],
+                })
+                .collect(),
+            dispatched_out: ld(&self.dispatched_out),
+            dispatched_in: ld(&self.dispatched_in),
+            busy_polls: ld(&self.busy_polls),
+            idle_polls: ld(&self.idle_polls),
+        }
+    }
+}
