@@ -38,7 +38,11 @@ fn main() {
     let flags: Vec<String> = raw_cflags.split_whitespace().map(str::to_owned).collect();
 
     let mut build = cc::Build::new();
-    build.file("shim.c").include(".").opt_level(3).warnings(false);
+    build
+        .file("shim.c")
+        .include(".")
+        .opt_level(3)
+        .warnings(false);
     for f in &flags {
         build.flag(f);
     }

@@ -52,7 +52,9 @@ impl fmt::Display for Failure {
 pub fn run(config: &Path, stats_interval: Option<f64>) -> Result<(), Failure> {
     let settings = Settings::load(config).map_err(Failure::Config)?;
     let stop = stop_flag()?;
-    run_until(&settings, StartOptions::default(), stats_interval, |_| stop.load(Ordering::Relaxed))
+    run_until(&settings, StartOptions::default(), stats_interval, |_| {
+        stop.load(Ordering::Relaxed)
+    })
 }
 
 /// Starts the data plane from `settings` and runs until `done` says so (it is
@@ -103,7 +105,9 @@ pub fn run_until(
     print_final(&names, &lcores, &report, elapsed);
     drop(eal);
     if report.exit_codes.iter().any(|&c| c != 0) {
-        return Err(Failure::Runtime("a worker failed (see above); counters are as it left them".into()));
+        return Err(Failure::Runtime(
+            "a worker failed (see above); counters are as it left them".into(),
+        ));
     }
     Ok(())
 }
@@ -112,8 +116,9 @@ pub fn run_until(
 fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, flag.clone())
-            .map_err(|e| Failure::Runtime(format!("cannot install a handler for signal {sig}: {e}")))?;
+        signal_hook::flag::register(sig, flag.clone()).map_err(|e| {
+            Failure::Runtime(format!("cannot install a handler for signal {sig}: {e}"))
+        })?;
     }
     Ok(flag)
 }

@@ -47,8 +47,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, stats_interval } => control::run(&config, stats_interval),
-        Command::Replay { pcap, out, stats_interval } => replay::replay(&pcap, out.as_deref(), stats_interval),
+        Command::Run {
+            config,
+            stats_interval,
+        } => control::run(&config, stats_interval),
+        Command::Replay {
+            pcap,
+            out,
+            stats_interval,
+        } => replay::replay(&pcap, out.as_deref(), stats_interval),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

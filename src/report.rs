@@ -18,7 +18,12 @@ impl RateLine {
     /// Rates every `every`.
     pub fn new(every: Duration) -> RateLine {
         let now = Instant::now();
-        RateLine { every, start: now, last_at: now, last: PortCounters::default() }
+        RateLine {
+            every,
+            start: now,
+            last_at: now,
+            last: PortCounters::default(),
+        }
     }
 
     /// Prints a line if the interval has passed.

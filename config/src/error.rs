@@ -18,24 +18,44 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error about `field` of `file`, at the byte `offset` of `text` if known.
-    pub fn at(file: Option<&Path>, text: Option<&str>, offset: Option<usize>, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: Option<&Path>,
+        text: Option<&str>,
+        offset: Option<usize>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         let line = match (text, offset) {
             (Some(t), Some(o)) => Some(line_of(t, o)),
             _ => None,
         };
-        ConfigError { file: file.map(Path::to_path_buf), line, field: field.map(str::to_owned), message: message.into() }
+        ConfigError {
+            file: file.map(Path::to_path_buf),
+            line,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     /// An error about the whole file (unreadable, say).
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        ConfigError { file: Some(file.to_path_buf()), line: None, field: None, message: message.into() }
+        ConfigError {
+            file: Some(file.to_path_buf()),
+            line: None,
+            field: None,
+            message: message.into(),
+        }
     }
 }
 
 /// 1-based line number of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 impl fmt::Display for ConfigError {

@@ -44,7 +44,11 @@ pub fn flow_hash(frame: &[u8]) -> Option<u32> {
                 x ^= u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
             }
             // Extension headers are not walked: their flows hash by address only.
-            let ports = if ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP { port_pair(frame, l3 + 40) } else { 0 };
+            let ports = if ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP {
+                port_pair(frame, l3 + 40)
+            } else {
+                0
+            };
             Some(mix(x, ports))
         }
         _ => None,

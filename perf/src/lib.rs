@@ -1,1 +1,10 @@
-//! placeholder
+//! tlsgate's traffic generation and perf harness.
+//!
+//! [`traffic`] builds real Ethernet/IPv4/TCP frames for load; the
+//! `tlsgate-perf` binary measures the tlsgate worker loop beside a bare
+//! rx-burst/tx-burst loop on the same PMD and traffic, in the same invocation,
+//! and reports the ratio.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod traffic;

@@ -69,9 +69,15 @@ impl LcoreHandle {
         if rc != 0 {
             // SAFETY: arg came from Box::into_raw above and was not consumed.
             drop(unsafe { Box::from_raw(arg as *mut Job) });
-            return Err(LaunchError::Launch { lcore, reason: super::strerror(rc) });
+            return Err(LaunchError::Launch {
+                lcore,
+                reason: super::strerror(rc),
+            });
         }
-        Ok(LcoreHandle { lcore, waited: false })
+        Ok(LcoreHandle {
+            lcore,
+            waited: false,
+        })
     }
 
     /// The lcore this runs on.
@@ -102,7 +108,7 @@ impl Drop for LcoreHandle {
 unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: arg is the Box<Job> leaked by `launch`, passed to us exactly once.
     let job = unsafe { Box::from_raw(arg as *mut Job) };
-    match catch_unwind(AssertUnwindSafe(move || (job)())) {
+    match catch_unwind(AssertUnwindSafe(job)) {
         Ok(rc) => rc,
         Err(p) => {
             eprintln!("tlsgate: lcore {} panicked: {}", lcore_id(), panic_text(&p));

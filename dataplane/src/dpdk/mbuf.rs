@@ -33,7 +33,9 @@ impl Mbuf {
 
     /// Appends `bytes` to the packet's last segment; false if there is no room.
     pub fn append(&mut self, bytes: &[u8]) -> bool {
-        let Ok(len) = u16::try_from(bytes.len()) else { return false };
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return false;
+        };
         // SAFETY: self owns a valid mbuf; rte_pktmbuf_append returns NULL or a
         // pointer to `len` writable bytes inside the last segment.
         let dst = unsafe { dpdk_sys::tg_pktmbuf_append(self.0.as_ptr(), len) };
@@ -158,7 +160,9 @@ impl Mbuf {
     pub fn prefetch(&self) {
         let m = self.raw();
         // SAFETY: a prefetch of any address is harmless; this one is in the buffer.
-        unsafe { dpdk_sys::tg_prefetch0((m.buf_addr as *const u8).add(m.data_off as usize) as *const _) }
+        unsafe {
+            dpdk_sys::tg_prefetch0((m.buf_addr as *const u8).add(m.data_off as usize) as *const _)
+        }
     }
 
     pub(crate) fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
@@ -198,7 +202,10 @@ impl Default for Burst {
 impl Burst {
     /// An empty burst.
     pub fn new() -> Burst {
-        Burst { pkts: [const { MaybeUninit::uninit() }; BURST], len: 0 }
+        Burst {
+            pkts: [const { MaybeUninit::uninit() }; BURST],
+            len: 0,
+        }
     }
 
     /// Mbufs held.
@@ -250,7 +257,45 @@ impl Burst {
         let n = std::mem::replace(&mut self.len, 0);
         // SAFETY: entries 0..n are initialised and, with len reset to 0, each is
         // read out exactly once by the iterator (unread ones leak, never double-free).
-        self.pkts[..n].iter().map(|p| unsafe { p.assume_init_read() })
+        self.pkts[..n]
+            .iter()
+            .map(|p| unsafe { p.assume_init_read() })
+    }
+
+    /// The mbufs from index `from` on.
+    #[inline]
+    pub fn tail(&self, from: usize) -> &[Mbuf] {
+        &self.as_slice()[from.min(self.len)..]
+    }
+
+    /// Walks the mbufs from index `from` on, in order: each one for which
+    /// `keep` returns true stays (compacted, order kept); every other one is
+    /// handed to `take`.
+    #[inline]
+    pub fn retain_from(
+        &mut self,
+        from: usize,
+        mut keep: impl FnMut(&mut Mbuf) -> bool,
+        mut take: impl FnMut(Mbuf),
+    ) {
+        let end = self.len;
+        let first = from.min(end);
+        let mut w = first;
+        // While the walk runs, len covers only the kept prefix: if `keep` or
+        // `take` panicked, the slots past it would leak, never be freed twice.
+        self.len = w;
+        for r in first..end {
+            // SAFETY: slot r (< end) holds an owned mbuf not yet read out;
+            // it is moved out exactly once here.
+            let mut m = unsafe { self.pkts[r].assume_init_read() };
+            if keep(&mut m) {
+                self.pkts[w].write(m);
+                w += 1;
+                self.len = w;
+            } else {
+                take(m);
+            }
+        }
     }
 
     /// Frees every mbuf held.

@@ -27,8 +27,17 @@ unsafe impl Sync for Mempool {}
 impl Mempool {
     /// Creates a packet pool of `count` mbufs with `data_room` bytes each
     /// (headroom included) and a per-lcore cache of `cache` mbufs.
-    pub fn new(name: &str, count: u32, cache: u32, data_room: u16) -> Result<Mempool, MempoolError> {
-        let err = |reason: String| MempoolError { name: name.to_owned(), count, reason };
+    pub fn new(
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+    ) -> Result<Mempool, MempoolError> {
+        let err = |reason: String| MempoolError {
+            name: name.to_owned(),
+            count,
+            reason,
+        };
         let cname = CString::new(name).map_err(|_| err("name contains NUL".into()))?;
         // SAFETY: cname is a valid C string; the EAL is initialised (a pool can
         // only be asked for by code holding configuration after Eal::init).
@@ -42,7 +51,9 @@ impl Mempool {
                 dpdk_sys::SOCKET_ID_ANY,
             )
         };
-        NonNull::new(p).map(Mempool).ok_or_else(|| err(super::errno_text().1))
+        NonNull::new(p)
+            .map(Mempool)
+            .ok_or_else(|| err(super::errno_text().1))
     }
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {

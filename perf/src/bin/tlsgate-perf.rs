@@ -1,0 +1,361 @@
+//! The perf harness. `tlsgate-perf forward` measures forwarding through the
+//! tlsgate worker loop beside a bare rx-burst/tx-burst loop: same PMD
+//! (net_ring loopback ports, so the load is a closed loop of real TCP frames
+//! and the PMD costs almost nothing), same traffic, same invocation; each
+//! measurement runs in a child process (one EAL per process), rounds alternate
+//! bare and tlsgate so that machine noise hits both alike.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use tlsgate_config::Settings;
+use tlsgate_dataplane::dpdk::{tsc, tsc_hz, Burst, Eal, LcoreHandle, Mbuf};
+use tlsgate_dataplane::runtime::{Dataplane, StartOptions};
+use tlsgate_dataplane::worker::{Backoff, WorkerPort};
+use tlsgate_perf::traffic::{tcp_frames, IMIX};
+
+#[derive(Parser)]
+#[command(name = "tlsgate-perf", about = "tlsgate perf harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Forwarding rate: tlsgate worker loop vs bare loop, for each worker count.
+    Forward {
+        /// Worker counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Alternating rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// PMDs to measure on (`ring`: loopback rings carrying real TCP
+        /// frames; `null`: net_null, which allocates, fills and frees an mbuf
+        /// per packet, as a NIC driver does).
+        #[arg(long, value_delimiter = ',', default_value = "null,ring")]
+        pmd: Vec<Pmd>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// One measurement in this process (used by `forward`).
+    ForwardChild {
+        #[arg(long)]
+        mode: Mode,
+        #[arg(long)]
+        workers: usize,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        pmd: Pmd,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Pmd {
+    Null,
+    Ring,
+}
+
+impl Pmd {
+    fn name(self) -> &'static str {
+        match self {
+            Pmd::Null => "null",
+            Pmd::Ring => "ring",
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Mode {
+    Bare,
+    Tlsgate,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+struct Sample {
+    packets: u64,
+    seconds: f64,
+    mpps: f64,
+    cycles_per_packet: f64,
+}
+
+/// Frames in flight per port per worker: well under the ring PMD's 1024 slots.
+const IN_FLIGHT: usize = 128;
+/// Distinct TCP flows in the load.
+const FLOWS: usize = 1024;
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Forward {
+            workers,
+            seconds,
+            rounds,
+            pmd,
+            json,
+        } => forward(&pmd, &workers, seconds, rounds.max(1), json),
+        Cmd::ForwardChild {
+            mode,
+            workers,
+            seconds,
+            pmd,
+        } => match child(pmd, mode, workers, seconds) {
+            Ok(s) => println!(
+                "{}",
+                serde_json::to_string(&s).expect("plain struct serialises")
+            ),
+            Err(e) => {
+                eprintln!("tlsgate-perf: {e}");
+                std::process::exit(1);
+            }
+        },
+    }
+}
+
+fn forward(
+    pmds: &[Pmd],
+    workers: &[usize],
+    seconds: f64,
+    rounds: usize,
+    json: Option<std::path::PathBuf>,
+) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut rows = Vec::new();
+    println!(
+        "forwarding through one port pair, {seconds} s x {rounds} alternating rounds (median)"
+    );
+    println!("  null: net_null, 64-byte frames made and freed by the PMD");
+    println!("  ring: net_ring loopback pair, {FLOWS} TCP flows, IMIX sizes, closed loop");
+    println!(
+        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7}",
+        "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio"
+    );
+    for (&pmd, &w) in pmds
+        .iter()
+        .flat_map(|p| workers.iter().map(move |w| (p, w)))
+    {
+        let mut bare = Vec::new();
+        let mut tg = Vec::new();
+        for _ in 0..rounds {
+            for (mode, out) in [(Mode::Bare, &mut bare), (Mode::Tlsgate, &mut tg)] {
+                let o = Command::new(&exe)
+                    .args([
+                        "forward-child",
+                        "--mode",
+                        if mode == Mode::Bare {
+                            "bare"
+                        } else {
+                            "tlsgate"
+                        },
+                    ])
+                    .args([
+                        "--workers",
+                        &w.to_string(),
+                        "--seconds",
+                        &seconds.to_string(),
+                        "--pmd",
+                        pmd.name(),
+                    ])
+                    .output()
+                    .expect("spawn own binary");
+                if !o.status.success() {
+                    eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+                    std::process::exit(1);
+                }
+                let line = String::from_utf8_lossy(&o.stdout);
+                let s: Sample =
+                    serde_json::from_str(line.trim()).expect("child prints one JSON sample");
+                out.push(s);
+            }
+        }
+        let b = median(&bare);
+        let t = median(&tg);
+        let ratio = t.mpps / b.mpps;
+        println!(
+            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}%",
+            pmd.name(),
+            w,
+            b.mpps,
+            b.cycles_per_packet,
+            t.mpps,
+            t.cycles_per_packet,
+            ratio * 100.0
+        );
+        rows.push(serde_json::json!({"pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "ratio": ratio}));
+    }
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&rows).expect("json"))
+            .expect("write --json file");
+    }
+}
+
+fn median(v: &[Sample]) -> Sample {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
+    v[v.len() / 2]
+}
+
+fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, String> {
+    let lcores: Vec<u32> = (1..=workers as u32).collect();
+    // Hugepages when the machine has them reserved (TLB misses on 4 KiB pages
+    // would otherwise dominate what is measured), else plain memory.
+    let mem: &[&str] = if hugepages_reserved() {
+        &["--in-memory"]
+    } else {
+        &["--no-huge", "--no-shconf"]
+    };
+    let settings = Settings::from_parts(
+        mem.iter()
+            .chain(&[
+                "--no-pci",
+                "--no-telemetry",
+                "--log-level=warning",
+                "-m",
+                "512",
+            ])
+            .map(|s| s.to_string())
+            .chain([
+                format!("--vdev=net_{}0", pmd.name()),
+                format!("--vdev=net_{}1", pmd.name()),
+            ])
+            .collect(),
+        vec![(
+            format!("net_{}0", pmd.name()),
+            format!("net_{}1", pmd.name()),
+        )],
+        lcores.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let eal = Eal::init(&settings.eal_args()).map_err(|e| e.to_string())?;
+    let mut prep =
+        Dataplane::prepare(&eal, &settings, StartOptions::default()).map_err(|e| e.to_string())?;
+    let pool = prep.pool();
+    // net_ring ports are loopbacks: seed them once and the frames circulate.
+    let seeded = if pmd == Pmd::Ring {
+        IN_FLIGHT * 2 * workers
+    } else {
+        0
+    };
+    let frames = tcp_frames(seeded, FLOWS, &IMIX);
+    let mut chunks = frames.chunks(IN_FLIGHT);
+    for w in 0..workers.min(seeded) {
+        for port in 0..2 {
+            let chunk = chunks
+                .next()
+                .expect("frames sized for every port and worker");
+            for part in chunk.chunks(32) {
+                let mut b = Burst::new();
+                for f in part {
+                    let m =
+                        Mbuf::from_bytes(&pool, f).ok_or("mbuf pool exhausted while seeding")?;
+                    let _ = b.push(m);
+                }
+                prep.inject(port, w, &mut b);
+            }
+        }
+    }
+    let hz = tsc_hz() as f64;
+    let warmup = Duration::from_millis(300);
+    let run = Duration::from_secs_f64(seconds);
+    let (packets, cycles) = match mode {
+        Mode::Tlsgate => {
+            let dp = prep.launch().map_err(|e| e.to_string())?;
+            let rx = |dp: &Dataplane| {
+                dp.counters()
+                    .iter()
+                    .map(|w| w.total().rx_packets)
+                    .sum::<u64>()
+            };
+            std::thread::sleep(warmup);
+            let (p0, t0) = (rx(&dp), tsc());
+            std::thread::sleep(run);
+            let (p1, t1) = (rx(&dp), tsc());
+            dp.stop();
+            (p1 - p0, t1 - t0)
+        }
+        Mode::Bare => {
+            let (queues, _ports) = prep.into_queues();
+            let running = Arc::new(AtomicBool::new(true));
+            let counts: Vec<Arc<AtomicU64>> =
+                queues.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+            let mut handles = Vec::new();
+            for ((lcore, ports), count) in queues.into_iter().zip(&counts) {
+                let (running, count) = (running.clone(), count.clone());
+                handles.push(
+                    LcoreHandle::launch(lcore, move || bare_loop(ports, &running, &count))
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let rx = || {
+                counts
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum::<u64>()
+            };
+            std::thread::sleep(warmup);
+            let (p0, t0) = (rx(), tsc());
+            std::thread::sleep(run);
+            let (p1, t1) = (rx(), tsc());
+            running.store(false, Ordering::SeqCst);
+            for h in handles {
+                h.wait();
+            }
+            (p1 - p0, t1 - t0)
+        }
+    };
+    drop(eal);
+    let secs = cycles as f64 / hz;
+    Ok(Sample {
+        packets,
+        seconds: secs,
+        mpps: packets as f64 / secs / 1e6,
+        cycles_per_packet: cycles as f64 * workers as f64 / packets.max(1) as f64,
+    })
+}
+
+/// Whether free 2 MiB hugepages are reserved.
+fn hugepages_reserved() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n >= 300)
+}
+
+/// The baseline: rx burst from each port, tx burst to its peer, free what the
+/// tx queue refused. Nothing else.
+fn bare_loop(mut ports: Vec<WorkerPort>, running: &AtomicBool, count: &AtomicU64) -> i32 {
+    let mut b = Burst::new();
+    let mut n_total = 0u64;
+    let mut idle = Backoff::default();
+    while running.load(Ordering::Relaxed) {
+        let mut work = 0;
+        for p in 0..ports.len() {
+            let n = ports[p].rx.recv(&mut b);
+            if n == 0 {
+                continue;
+            }
+            work += n;
+            let peer = ports[p].peer;
+            ports[peer].tx.send(&mut b);
+            b.clear();
+        }
+        n_total += work as u64;
+        count.store(n_total, Ordering::Relaxed);
+        if work == 0 {
+            idle.wait();
+        } else {
+            idle.reset();
+        }
+    }
+    0
+}
