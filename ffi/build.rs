@@ -10,11 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=shim.h");
     println!("cargo:rerun-if-changed=shim.c");
 
-    let dpdk = match pkg_config::Config::new()
-        .atleast_version("22.11")
-        .cargo_metadata(true)
-        .probe("libdpdk")
-    {
+    let dpdk = match pkg_config::Config::new().atleast_version("22.11").cargo_metadata(true).probe("libdpdk") {
         Ok(lib) => lib,
         Err(e) => {
             eprintln!(
@@ -38,11 +34,7 @@ fn main() {
     let flags: Vec<String> = raw_cflags.split_whitespace().map(str::to_owned).collect();
 
     let mut build = cc::Build::new();
-    build
-        .file("shim.c")
-        .include(".")
-        .opt_level(3)
-        .warnings(false);
+    build.file("shim.c").include(".").opt_level(3).warnings(false);
     for f in &flags {
         build.flag(f);
     }
@@ -85,7 +77,5 @@ fn main() {
             std::process::exit(1);
         });
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("write bindings.rs into OUT_DIR");
+    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs into OUT_DIR");
 }

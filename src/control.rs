@@ -3,7 +3,7 @@
 //! prints the final counters.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use tlsgate_config::{ConfigError, Settings};
 use tlsgate_dataplane::dpdk::{Eal, EalError};
 use tlsgate_dataplane::runtime::{Dataplane, StartError, StartOptions};
 
-use crate::report::{print_final, RateLine};
+use crate::report::{counters_json, print_final, RateLine};
 
 /// Why a command failed, and the exit status it gives.
 #[derive(Debug)]
@@ -48,13 +48,20 @@ impl fmt::Display for Failure {
     }
 }
 
+/// What the operator asked to see besides the final table.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Seconds between rate lines.
+    pub stats_interval: Option<f64>,
+    /// Where to write the final counters as JSON.
+    pub counters_json: Option<PathBuf>,
+}
+
 /// `tlsgate run --config FILE`.
-pub fn run(config: &Path, stats_interval: Option<f64>) -> Result<(), Failure> {
+pub fn run(config: &Path, out: Output) -> Result<(), Failure> {
     let settings = Settings::load(config).map_err(Failure::Config)?;
     let stop = stop_flag()?;
-    run_until(&settings, StartOptions::default(), stats_interval, |_| {
-        stop.load(Ordering::Relaxed)
-    })
+    run_until(&settings, StartOptions::default(), &out, |_| stop.load(Ordering::Relaxed))
 }
 
 /// Starts the data plane from `settings` and runs until `done` says so (it is
@@ -62,10 +69,10 @@ pub fn run(config: &Path, stats_interval: Option<f64>) -> Result<(), Failure> {
 pub fn run_until(
     settings: &Settings,
     opts: StartOptions,
-    stats_interval: Option<f64>,
+    out: &Output,
     mut done: impl FnMut(&Dataplane) -> bool,
 ) -> Result<(), Failure> {
-    if let Some(s) = stats_interval {
+    if let Some(s) = out.stats_interval {
         if !(s.is_finite() && s > 0.0) {
             return Err(Failure::Config(ConfigError::at(
                 None,
@@ -93,21 +100,24 @@ pub fn run_until(
         dp.steering().name()
     );
     let started = Instant::now();
-    let mut rates = stats_interval.map(|s| RateLine::new(Duration::from_secs_f64(s)));
+    let mut rates = out.stats_interval.map(|s| RateLine::new(Duration::from_secs_f64(s)));
     while !done(&dp) {
         std::thread::sleep(Duration::from_millis(10));
         if let Some(r) = &mut rates {
             r.tick(&dp.counters());
         }
     }
+    let dp_steering = dp.steering().name();
     let report = dp.stop();
     let elapsed = started.elapsed();
     print_final(&names, &lcores, &report, elapsed);
     drop(eal);
+    if let Some(path) = &out.counters_json {
+        let json = counters_json(&names, &lcores, &report, elapsed, dp_steering);
+        std::fs::write(path, json).map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+    }
     if report.exit_codes.iter().any(|&c| c != 0) {
-        return Err(Failure::Runtime(
-            "a worker failed (see above); counters are as it left them".into(),
-        ));
+        return Err(Failure::Runtime("a worker failed (see above); counters are as it left them".into()));
     }
     Ok(())
 }
@@ -116,9 +126,8 @@ pub fn run_until(
 fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, flag.clone()).map_err(|e| {
-            Failure::Runtime(format!("cannot install a handler for signal {sig}: {e}"))
-        })?;
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| Failure::Runtime(format!("cannot install a handler for signal {sig}: {e}")))?;
     }
     Ok(flag)
 }

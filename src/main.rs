@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::control::Output;
+
 /// Inline TLS decryption-policy appliance on DPDK.
 #[derive(Parser)]
 #[command(name = "tlsgate", version, about)]
@@ -29,10 +31,13 @@ enum Command {
         /// Print a line of rates every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_interval: Option<f64>,
+        /// Also write the final counters as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        counters_json: Option<PathBuf>,
     },
     /// Replay a capture through the data plane (net_pcap PMD) and stop when done.
     Replay {
-        /// Capture to read (pcap or pcapng).
+        /// Capture to read (pcap or pcapng, optionally gzip-compressed).
         #[arg(long)]
         pcap: PathBuf,
         /// Where to write what the appliance let through.
@@ -41,21 +46,21 @@ enum Command {
         /// Print a line of rates every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_interval: Option<f64>,
+        /// Also write the final counters as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        counters_json: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run {
-            config,
-            stats_interval,
-        } => control::run(&config, stats_interval),
-        Command::Replay {
-            pcap,
-            out,
-            stats_interval,
-        } => replay::replay(&pcap, out.as_deref(), stats_interval),
+        Command::Run { config, stats_interval, counters_json } => {
+            control::run(&config, Output { stats_interval, counters_json })
+        }
+        Command::Replay { pcap, out, stats_interval, counters_json } => {
+            replay::replay(&pcap, out.as_deref(), Output { stats_interval, counters_json })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,25 +11,26 @@ use std::time::{Duration, Instant};
 use tlsgate_config::{ConfigError, Settings};
 use tlsgate_dataplane::runtime::StartOptions;
 
-use crate::control::{run_until, Failure};
+use crate::control::{run_until, Failure, Output};
 
 /// How long the replay waits with nothing moving before it decides that the
 /// driver will deliver no more (e.g. frames the driver itself refused).
 const STALL: Duration = Duration::from_secs(2);
 
 /// `tlsgate replay --pcap IN [--out OUT]`.
-pub fn replay(
-    input: &Path,
-    out: Option<&Path>,
-    stats_interval: Option<f64>,
-) -> Result<(), Failure> {
-    let arg_err = |field: &str, msg: String| {
-        Failure::Config(ConfigError::at(None, None, None, Some(field), msg))
+pub fn replay(input: &Path, out: Option<&Path>, output: Output) -> Result<(), Failure> {
+    let arg_err = |field: &str, msg: String| Failure::Config(ConfigError::at(None, None, None, Some(field), msg));
+    let scratch = Scratch::new().map_err(|e| Failure::Runtime(format!("cannot make a scratch directory: {e}")))?;
+    let shown = input;
+    let gunzipped;
+    let input = if input.extension().is_some_and(|e| e == "gz") {
+        gunzipped = scratch.path("input.pcap");
+        gunzip(input, &gunzipped).map_err(|e| arg_err("--pcap", format!("{}: {e}", input.display())))?;
+        gunzipped.as_path()
+    } else {
+        input
     };
-    let expected =
-        count_packets(input).map_err(|e| arg_err("--pcap", format!("{}: {e}", input.display())))?;
-    let scratch = Scratch::new()
-        .map_err(|e| Failure::Runtime(format!("cannot make a scratch directory: {e}")))?;
+    let expected = count_packets(input).map_err(|e| arg_err("--pcap", format!("{}: {e}", shown.display())))?;
     let out_path = match out {
         Some(p) => p.to_path_buf(),
         None => scratch.path("forwarded.pcap"),
@@ -37,15 +38,11 @@ pub fn replay(
     for (flag, p) in [("--pcap", input), ("--out", out_path.as_path())] {
         let s = p.to_string_lossy();
         if s.contains(',') || s.contains('=') {
-            return Err(arg_err(
-                flag,
-                format!("{s:?}: a path for net_pcap may not contain ',' or '='"),
-            ));
+            return Err(arg_err(flag, format!("{s:?}: a path for net_pcap may not contain ',' or '='")));
         }
     }
     let empty = scratch.path("empty.pcap");
-    std::fs::write(&empty, EMPTY_PCAP)
-        .map_err(|e| Failure::Runtime(format!("{}: {e}", empty.display())))?;
+    std::fs::write(&empty, EMPTY_PCAP).map_err(|e| Failure::Runtime(format!("{}: {e}", empty.display())))?;
     let settings = Settings::from_parts(
         vec![
             "--no-huge".into(),
@@ -59,48 +56,42 @@ pub fn replay(
                 input.display(),
                 scratch.path("toward-in.pcap").display()
             ),
-            format!(
-                "--vdev=net_pcap_out,rx_pcap={},tx_pcap={}",
-                empty.display(),
-                out_path.display()
-            ),
+            format!("--vdev=net_pcap_out,rx_pcap={},tx_pcap={}", empty.display(), out_path.display()),
         ],
         vec![("net_pcap_in".into(), "net_pcap_out".into())],
         vec![1],
     )
     .map_err(Failure::Config)?;
 
-    eprintln!(
-        "tlsgate: replaying {} ({expected} packets) -> {}",
-        input.display(),
-        out_path.display()
-    );
+    eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());
-    run_until(
-        &settings,
-        StartOptions {
-            rx_timestamp: false,
-        },
-        stats_interval,
-        |dp| {
-            let mut rx = 0;
-            let mut settled = 0;
-            for w in dp.counters() {
-                let t = w.total();
-                rx += t.rx_packets;
-                settled += t.tx_packets + t.dropped_total();
-            }
-            if rx >= expected && settled >= rx {
-                return true;
-            }
-            if rx != last_progress.0 {
-                last_progress = (rx, Instant::now());
-                return false;
-            }
-            // Nothing new for a while: the driver has delivered all it will.
-            last_progress.1.elapsed() > STALL && settled >= rx
-        },
-    )
+    run_until(&settings, StartOptions { rx_timestamp: false }, &output, |dp| {
+        let mut rx = 0;
+        let mut settled = 0;
+        for w in dp.counters() {
+            let t = w.total();
+            rx += t.rx_packets;
+            settled += t.tx_packets + t.dropped_total();
+        }
+        if rx >= expected && settled >= rx {
+            return true;
+        }
+        if rx != last_progress.0 {
+            last_progress = (rx, Instant::now());
+            return false;
+        }
+        // Nothing new for a while: the driver has delivered all it will.
+        last_progress.1.elapsed() > STALL && settled >= rx
+    })
+}
+
+/// Decompresses a gzip file.
+fn gunzip(from: &Path, to: &Path) -> Result<(), String> {
+    let f = File::open(from).map_err(|e| format!("cannot open: {e}"))?;
+    let mut d = flate2::read::GzDecoder::new(BufReader::new(f));
+    let mut out = File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    std::io::copy(&mut d, &mut out).map_err(|e| format!("not a valid gzip file: {e}"))?;
+    Ok(())
 }
 
 /// Counts the packets in a pcap or pcapng file.
@@ -108,23 +99,20 @@ pub fn count_packets(path: &Path) -> Result<u64, String> {
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut r = BufReader::new(f);
     let mut magic = [0u8; 4];
-    r.read_exact(&mut magic)
-        .map_err(|_| "not a pcap file (too short)".to_string())?;
+    r.read_exact(&mut magic).map_err(|_| "not a pcap file (too short)".to_string())?;
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut n = 0u64;
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
-        let mut rd = pcap_file::pcapng::PcapNgReader::new(BufReader::new(f))
-            .map_err(|e| format!("bad pcapng: {e}"))?;
+        let mut rd = pcap_file::pcapng::PcapNgReader::new(BufReader::new(f)).map_err(|e| format!("bad pcapng: {e}"))?;
         while let Some(b) = rd.next_block() {
             match b.map_err(|e| format!("bad pcapng block: {e}"))? {
-                pcap_file::pcapng::Block::EnhancedPacket(_)
-                | pcap_file::pcapng::Block::SimplePacket(_) => n += 1,
+                pcap_file::pcapng::Block::EnhancedPacket(_) | pcap_file::pcapng::Block::SimplePacket(_) => n += 1,
                 _ => {}
             }
         }
     } else {
-        let mut rd = pcap_file::pcap::PcapReader::new(BufReader::new(f))
-            .map_err(|e| format!("not a pcap file: {e}"))?;
+        let mut rd =
+            pcap_file::pcap::PcapReader::new(BufReader::new(f)).map_err(|e| format!("not a pcap file: {e}"))?;
         while let Some(p) = rd.next_packet() {
             p.map_err(|e| format!("bad pcap record after {n} packets: {e}"))?;
             n += 1;
@@ -134,9 +122,7 @@ pub fn count_packets(path: &Path) -> Result<u64, String> {
 }
 
 /// A pcap global header with no packets (Ethernet, snaplen 262144).
-const EMPTY_PCAP: [u8; 24] = [
-    0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0, 0,
-];
+const EMPTY_PCAP: [u8; 24] = [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0, 0];
 
 /// A private scratch directory, removed on drop.
 struct Scratch(PathBuf);

@@ -18,12 +18,7 @@ impl RateLine {
     /// Rates every `every`.
     pub fn new(every: Duration) -> RateLine {
         let now = Instant::now();
-        RateLine {
-            every,
-            start: now,
-            last_at: now,
-            last: PortCounters::default(),
-        }
+        RateLine { every, start: now, last_at: now, last: PortCounters::default() }
     }
 
     /// Prints a line if the interval has passed.
@@ -115,4 +110,64 @@ pub fn print_final(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Du
 
 fn join(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// The final counters as JSON: per port (ours and the driver's) and per worker.
+pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Duration, steering: &str) -> String {
+    let drops = |c: &PortCounters| {
+        let mut m = serde_json::Map::new();
+        for (reason, n) in DropReason::ALL.iter().zip(c.dropped) {
+            m.insert(reason.name().into(), n.into());
+        }
+        serde_json::Value::Object(m)
+    };
+    let counters = |c: &PortCounters| {
+        serde_json::json!({
+            "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
+            "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
+            "dropped": c.dropped_total(), "dropped_by_reason": drops(c),
+        })
+    };
+    let port_rows: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut c = PortCounters::default();
+            for w in &r.workers {
+                if let Some(p) = w.ports.get(i) {
+                    c.add(p);
+                }
+            }
+            let d = r.ports.get(i).copied().unwrap_or_default();
+            let mut v = counters(&c);
+            v["name"] = name.as_str().into();
+            v["driver"] = serde_json::json!({
+                "ipackets": d.ipackets, "opackets": d.opackets, "imissed": d.imissed,
+                "ierrors": d.ierrors, "oerrors": d.oerrors, "rx_nombuf": d.rx_nombuf,
+            });
+            v
+        })
+        .collect();
+    let worker_rows: Vec<_> = r
+        .workers
+        .iter()
+        .zip(lcores)
+        .map(|(w, lcore)| {
+            let mut v = counters(&w.total());
+            v["lcore"] = (*lcore).into();
+            v["ports"] = w.ports.iter().map(counters).collect();
+            v["dispatched_out"] = w.dispatched_out.into();
+            v["dispatched_in"] = w.dispatched_in.into();
+            v["busy_polls"] = w.busy_polls.into();
+            v["idle_polls"] = w.idle_polls.into();
+            v
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "elapsed_seconds": elapsed.as_secs_f64(),
+        "steering": steering,
+        "ports": port_rows,
+        "workers": worker_rows,
+    }))
+    .expect("a JSON value always serialises")
 }

@@ -39,23 +39,14 @@ impl ConfigError {
 
     /// An error about the whole file (unreadable, say).
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: Some(file.to_path_buf()),
-            line: None,
-            field: None,
-            message: message.into(),
-        }
+        ConfigError { file: Some(file.to_path_buf()), line: None, field: None, message: message.into() }
     }
 }
 
 /// 1-based line number of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 impl fmt::Display for ConfigError {

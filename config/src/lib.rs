@@ -10,6 +10,4 @@ mod error;
 mod settings;
 
 pub use error::ConfigError;
-pub use settings::{
-    EalSettings, MempoolSettings, PortPair, QueueSettings, Settings, WorkerSettings,
-};
+pub use settings::{EalSettings, MempoolSettings, PortPair, QueueSettings, Settings, WorkerSettings};

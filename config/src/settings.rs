@@ -116,20 +116,13 @@ fn default_desc() -> u16 {
 
 impl Default for MempoolSettings {
     fn default() -> Self {
-        MempoolSettings {
-            mbufs: default_mbufs(),
-            cache: default_cache(),
-            data_room: default_data_room(),
-        }
+        MempoolSettings { mbufs: default_mbufs(), cache: default_cache(), data_room: default_data_room() }
     }
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings {
-            rx_descriptors: default_desc(),
-            tx_descriptors: default_desc(),
-        }
+        QueueSettings { rx_descriptors: default_desc(), tx_descriptors: default_desc() }
     }
 }
 
@@ -145,13 +138,7 @@ impl Settings {
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut s: Settings = toml::from_str(text).map_err(|e| {
             let field = field_of(e.message());
-            ConfigError::at(
-                path,
-                Some(text),
-                e.span().map(|r| r.start),
-                field.as_deref(),
-                e.message().trim(),
-            )
+            ConfigError::at(path, Some(text), e.span().map(|r| r.start), field.as_deref(), e.message().trim())
         })?;
         s.source = path.map(Path::to_path_buf);
         s.validate(Some(text))?;
@@ -168,15 +155,9 @@ impl Settings {
             eal: EalSettings { args: eal_args },
             pairs: pairs
                 .into_iter()
-                .map(|(a, b)| PortPair {
-                    a: Spanned::new(0..0, a),
-                    b: Spanned::new(0..0, b),
-                })
+                .map(|(a, b)| PortPair { a: Spanned::new(0..0, a), b: Spanned::new(0..0, b) })
                 .collect(),
-            workers: WorkerSettings {
-                lcores: Spanned::new(0..0, lcores),
-                dispatch_ring: default_dispatch_ring(),
-            },
+            workers: WorkerSettings { lcores: Spanned::new(0..0, lcores), dispatch_ring: default_dispatch_ring() },
             mempool: MempoolSettings::default(),
             queues: QueueSettings::default(),
             source: None,
@@ -185,13 +166,7 @@ impl Settings {
         Ok(s)
     }
 
-    fn err(
-        &self,
-        text: Option<&str>,
-        span: Option<usize>,
-        field: &str,
-        msg: impl Into<String>,
-    ) -> ConfigError {
+    fn err(&self, text: Option<&str>, span: Option<usize>, field: &str, msg: impl Into<String>) -> ConfigError {
         ConfigError::at(self.source.as_deref(), text, span, Some(field), msg)
     }
 
@@ -209,12 +184,7 @@ impl Settings {
             for side in [&p.a, &p.b] {
                 let name = side.get_ref().as_str();
                 if name.is_empty() {
-                    return Err(self.err(
-                        text,
-                        Some(side.span().start),
-                        &format!("pair[{i}]"),
-                        "empty port name",
-                    ));
+                    return Err(self.err(text, Some(side.span().start), &format!("pair[{i}]"), "empty port name"));
                 }
                 if seen.contains(&name) {
                     return Err(self.err(
@@ -230,12 +200,7 @@ impl Settings {
         let lcores = self.workers.lcores.get_ref();
         let at = Some(self.workers.lcores.span().start);
         if lcores.is_empty() {
-            return Err(self.err(
-                text,
-                at,
-                "workers.lcores",
-                "at least one worker lcore is needed",
-            ));
+            return Err(self.err(text, at, "workers.lcores", "at least one worker lcore is needed"));
         }
         let mut sorted = lcores.clone();
         sorted.sort_unstable();
@@ -260,12 +225,7 @@ impl Settings {
             return Err(self.err(text, None, "mempool.mbufs", "at least 1024 mbufs"));
         }
         if self.mempool.data_room < 1024 {
-            return Err(self.err(
-                text,
-                None,
-                "mempool.data_room",
-                "at least 1024 bytes (128 of them headroom)",
-            ));
+            return Err(self.err(text, None, "mempool.data_room", "at least 1024 bytes (128 of them headroom)"));
         }
         if self.queues.rx_descriptors == 0 || self.queues.tx_descriptors == 0 {
             return Err(self.err(text, None, "queues", "descriptor counts must be positive"));
@@ -278,39 +238,17 @@ impl Settings {
     /// on any CPU (so more lcores than CPUs works).
     pub fn eal_args(&self) -> Vec<String> {
         let mut args = Vec::new();
-        let given = |p: &str| {
-            self.eal
-                .args
-                .iter()
-                .any(|a| a == p || a.starts_with(&format!("{p}=")))
-        };
+        let given = |p: &str| self.eal.args.iter().any(|a| a == p || a.starts_with(&format!("{p}=")));
         if !given("--log-level") {
             args.push("--log-level=notice".to_owned());
         }
         args.extend(self.eal.args.iter().cloned());
-        if !(given("-l")
-            || given("--lcores")
-            || given("-c")
-            || self.eal.args.iter().any(|a| a.starts_with("-l")))
-        {
-            let cpus = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
+        if !(given("-l") || given("--lcores") || given("-c") || self.eal.args.iter().any(|a| a.starts_with("-l"))) {
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let mut ids = vec![0u32];
-            ids.extend(
-                self.workers
-                    .lcores
-                    .get_ref()
-                    .iter()
-                    .copied()
-                    .filter(|&l| l != 0),
-            );
+            ids.extend(self.workers.lcores.get_ref().iter().copied().filter(|&l| l != 0));
             let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-            let cpu_set = if cpus > 1 {
-                format!("0-{}", cpus - 1)
-            } else {
-                "0".to_owned()
-            };
+            let cpu_set = if cpus > 1 { format!("0-{}", cpus - 1) } else { "0".to_owned() };
             args.push(format!("--lcores=({})@({})", list.join(","), cpu_set));
         }
         args
@@ -318,10 +256,7 @@ impl Settings {
 
     /// All port names, pair by pair (a then b).
     pub fn port_names(&self) -> Vec<String> {
-        self.pairs
-            .iter()
-            .flat_map(|p| [p.a.get_ref().clone(), p.b.get_ref().clone()])
-            .collect()
+        self.pairs.iter().flat_map(|p| [p.a.get_ref().clone(), p.b.get_ref().clone()]).collect()
     }
 }
 
@@ -355,10 +290,7 @@ lcores = [1, 2]
         assert_eq!(s.workers.lcores.get_ref(), &[1, 2]);
         assert_eq!(s.mempool.mbufs, 32767);
         let args = s.eal_args();
-        assert!(
-            args.iter().any(|a| a.starts_with("--lcores=(0,1,2)@")),
-            "{args:?}"
-        );
+        assert!(args.iter().any(|a| a.starts_with("--lcores=(0,1,2)@")), "{args:?}");
     }
 
     #[test]
@@ -367,10 +299,7 @@ lcores = [1, 2]
         let e = Settings::parse(&text, Some(Path::new("x.toml"))).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("speed"));
         assert_eq!(e.line, Some(11));
-        assert!(
-            e.to_string().starts_with("x.toml:11: speed: unknown field"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("x.toml:11: speed: unknown field"), "{e}");
     }
 
     #[test]

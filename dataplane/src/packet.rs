@@ -30,11 +30,8 @@ pub fn flow_hash(frame: &[u8]) -> Option<u32> {
             let a = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
             let b = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
             let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-            let ports = if !frag && (ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) {
-                port_pair(frame, l3 + ihl)
-            } else {
-                0
-            };
+            let ports =
+                if !frag && (ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) { port_pair(frame, l3 + ihl) } else { 0 };
             Some(mix(a ^ b, ports))
         }
         ETHERTYPE_IPV6 => {
@@ -44,11 +41,7 @@ pub fn flow_hash(frame: &[u8]) -> Option<u32> {
                 x ^= u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
             }
             // Extension headers are not walked: their flows hash by address only.
-            let ports = if ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP {
-                port_pair(frame, l3 + 40)
-            } else {
-                0
-            };
+            let ports = if ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP { port_pair(frame, l3 + 40) } else { 0 };
             Some(mix(x, ports))
         }
         _ => None,

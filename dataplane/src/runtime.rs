@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tlsgate_config::Settings;
 
 use crate::dpdk::{
-    ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError,
-    PortSetup, PortStats, RingConsumer, RingError,
+    ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
+    PortStats, RingConsumer, RingError,
 };
 use crate::stats::{SharedCounters, WorkerCounters};
 use crate::worker::{Dispatch, Worker, WorkerPort};
@@ -81,29 +81,18 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Sets up ports and workers from `settings` and launches the workers.
-    pub fn start(
-        eal: &Eal,
-        settings: &Settings,
-        opts: StartOptions,
-    ) -> Result<Dataplane, StartError> {
+    pub fn start(eal: &Eal, settings: &Settings, opts: StartOptions) -> Result<Dataplane, StartError> {
         Dataplane::prepare(eal, settings, opts)?.launch()
     }
 
     /// Sets up and starts the ports and builds the workers, without launching
     /// them: the perf harness and tests inject packets or run another loop on
     /// the same queues before anything polls.
-    pub fn prepare(
-        eal: &Eal,
-        settings: &Settings,
-        opts: StartOptions,
-    ) -> Result<Prepared, StartError> {
+    pub fn prepare(eal: &Eal, settings: &Settings, opts: StartOptions) -> Result<Prepared, StartError> {
         let lcores = settings.workers.lcores.get_ref().clone();
         for &l in &lcores {
             if l == eal.main_lcore() {
-                return Err(StartError::Lcore {
-                    lcore: l,
-                    why: "is the main (control) lcore; pick another".into(),
-                });
+                return Err(StartError::Lcore { lcore: l, why: "is the main (control) lcore; pick another".into() });
             }
             if !eal.lcore_enabled(l) {
                 return Err(StartError::Lcore {
@@ -117,12 +106,8 @@ impl Dataplane {
         for name in settings.port_names() {
             ports.push(Port::by_name(&name)?);
         }
-        let pool = Mempool::new(
-            "tlsgate_pkts",
-            settings.mempool.mbufs,
-            settings.mempool.cache,
-            settings.mempool.data_room,
-        )?;
+        let pool =
+            Mempool::new("tlsgate_pkts", settings.mempool.mbufs, settings.mempool.cache, settings.mempool.data_room)?;
         let rss = nworkers > 1 && ports.iter().all(Port::offers_rss);
         let steering = match (nworkers, rss) {
             (1, _) => FlowSteering::SingleWorker,
@@ -141,19 +126,14 @@ impl Dataplane {
         }
 
         // Software dispatch: rings[from][to], one SPSC ring per ordered pair.
-        let mut producers: Vec<Vec<Option<_>>> = (0..nworkers)
-            .map(|_| (0..nworkers).map(|_| None).collect())
-            .collect();
-        let mut consumers: Vec<Vec<RingConsumer<Mbuf>>> =
-            (0..nworkers).map(|_| Vec::new()).collect();
+        let mut producers: Vec<Vec<Option<_>>> = (0..nworkers).map(|_| (0..nworkers).map(|_| None).collect()).collect();
+        let mut consumers: Vec<Vec<RingConsumer<Mbuf>>> = (0..nworkers).map(|_| Vec::new()).collect();
         if steering == FlowSteering::SoftwareDispatch {
             for (from, row) in producers.iter_mut().enumerate() {
                 for (to, slot) in row.iter_mut().enumerate() {
                     if from != to {
-                        let (p, c) = ring_pair::<Mbuf>(
-                            &format!("tg_disp_{from}_{to}"),
-                            settings.workers.dispatch_ring,
-                        )?;
+                        let (p, c) =
+                            ring_pair::<Mbuf>(&format!("tg_disp_{from}_{to}"), settings.workers.dispatch_ring)?;
                         *slot = Some((p, Burst::new()));
                         consumers[to].push(c);
                     }
@@ -167,38 +147,20 @@ impl Dataplane {
         for (i, (to, from)) in producers.into_iter().zip(consumers).enumerate() {
             let mut wports = Vec::new();
             for (pi, port) in ports.iter_mut().enumerate() {
-                let (rx, tx) = port
-                    .queue_pair(i as u16)
-                    .expect("queue i < queues, configured above");
+                let (rx, tx) = port.queue_pair(i as u16).expect("queue i < queues, configured above");
                 wports.push(WorkerPort::new(rx, tx, pi ^ 1));
             }
-            let dispatch =
-                (steering == FlowSteering::SoftwareDispatch).then_some(Dispatch { to, from });
+            let dispatch = (steering == FlowSteering::SoftwareDispatch).then_some(Dispatch { to, from });
             let counters = Arc::new(SharedCounters::new(ports.len()));
             shared.push(counters.clone());
-            workers.push(Worker::new(
-                i,
-                nworkers,
-                wports,
-                dispatch,
-                counters,
-                running.clone(),
-            ));
+            workers.push(Worker::new(i, nworkers, wports, dispatch, counters, running.clone()));
         }
 
         for p in &ports {
             p.start()?;
             p.set_promiscuous();
         }
-        Ok(Prepared {
-            ports,
-            shared,
-            running,
-            workers,
-            lcores,
-            steering,
-            pool,
-        })
+        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool })
     }
 
     /// How flows are steered to workers.
@@ -242,11 +204,7 @@ impl Dataplane {
             p.stop();
             p.close();
         }
-        StopReport {
-            exit_codes,
-            workers,
-            ports,
-        }
+        StopReport { exit_codes, workers, ports }
     }
 }
 
@@ -264,15 +222,7 @@ pub struct Prepared {
 impl Prepared {
     /// Launches each worker on its lcore.
     pub fn launch(self) -> Result<Dataplane, StartError> {
-        let Prepared {
-            ports,
-            shared,
-            running,
-            workers,
-            lcores,
-            steering,
-            pool,
-        } = self;
+        let Prepared { ports, shared, running, workers, lcores, steering, pool } = self;
         let mut handles = Vec::new();
         for (w, &l) in workers.into_iter().zip(&lcores) {
             match LcoreHandle::launch(l, move || w.run()) {
@@ -283,22 +233,13 @@ impl Prepared {
                 }
             }
         }
-        Ok(Dataplane {
-            ports,
-            shared,
-            running,
-            handles,
-            steering,
-            pool,
-        })
+        Ok(Dataplane { ports, shared, running, handles, steering, pool })
     }
 
     /// Sends `pkts` out of port `port` on worker `worker`'s tx queue (before
     /// launch, from the main lcore). Returns how many were taken.
     pub fn inject(&mut self, port: usize, worker: usize, pkts: &mut Burst) -> usize {
-        self.workers
-            .get_mut(worker)
-            .map_or(0, |w| w.inject(port, pkts))
+        self.workers.get_mut(worker).map_or(0, |w| w.inject(port, pkts))
     }
 
     /// The packet pool.
@@ -315,12 +256,7 @@ impl Prepared {
     /// loop other than tlsgate's on the same ports (the perf baseline).
     /// Returns, per worker, its lcore and its ports, and the ports themselves.
     pub fn into_queues(self) -> (Vec<(u32, Vec<WorkerPort>)>, Vec<Port>) {
-        let per_worker = self
-            .lcores
-            .iter()
-            .copied()
-            .zip(self.workers.into_iter().map(Worker::into_ports))
-            .collect();
+        let per_worker = self.lcores.iter().copied().zip(self.workers.into_iter().map(Worker::into_ports)).collect();
         (per_worker, self.ports)
     }
 }

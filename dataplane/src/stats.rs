@@ -17,11 +17,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 3] = [
-        DropReason::TxFull,
-        DropReason::DispatchFull,
-        DropReason::Shutdown,
-    ];
+    pub const ALL: [DropReason; 3] = [DropReason::TxFull, DropReason::DispatchFull, DropReason::Shutdown];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
@@ -88,10 +84,7 @@ pub struct WorkerCounters {
 impl WorkerCounters {
     /// Zeroed counters for `ports` ports.
     pub fn new(ports: usize) -> WorkerCounters {
-        WorkerCounters {
-            ports: vec![PortCounters::default(); ports],
-            ..Default::default()
-        }
+        WorkerCounters { ports: vec![PortCounters::default(); ports], ..Default::default() }
     }
 
     /// Sum over ports.

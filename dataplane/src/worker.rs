@@ -29,13 +29,7 @@ pub struct WorkerPort {
 impl WorkerPort {
     /// A port with its queues and the index of its peer.
     pub fn new(rx: RxQueue, tx: TxQueue, peer: usize) -> WorkerPort {
-        WorkerPort {
-            rx,
-            tx,
-            peer,
-            pending: Burst::new(),
-            pending_bytes: 0,
-        }
+        WorkerPort { rx, tx, peer, pending: Burst::new(), pending_bytes: 0 }
     }
 }
 
@@ -79,15 +73,7 @@ impl Worker {
         running: Arc<AtomicBool>,
     ) -> Worker {
         let counters = WorkerCounters::new(ports.len());
-        Worker {
-            index,
-            workers,
-            ports,
-            dispatch,
-            counters,
-            shared,
-            running,
-        }
+        Worker { index, workers, ports, dispatch, counters, shared, running }
     }
 
     /// Sends `pkts` on this worker's tx queue of port index `port` (used before
@@ -315,15 +301,8 @@ fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
 fn send_counted(port: &mut WorkerPort, c: &mut crate::stats::PortCounters) -> usize {
     let n = port.tx.send(&mut port.pending);
     c.tx_packets += n as u64;
-    let unsent: u64 = if port.pending.is_empty() {
-        0
-    } else {
-        port.pending
-            .as_slice()
-            .iter()
-            .map(|m| m.pkt_len() as u64)
-            .sum()
-    };
+    let unsent: u64 =
+        if port.pending.is_empty() { 0 } else { port.pending.as_slice().iter().map(|m| m.pkt_len() as u64).sum() };
     c.tx_bytes += port.pending_bytes - unsent;
     port.pending_bytes = unsent;
     n

@@ -21,18 +21,14 @@ pub fn tcp_frames(count: usize, flows: usize, sizes: &[usize]) -> Vec<Vec<u8>> {
             let cport = 20000 + (f % 40000) as u16;
             let size = sizes[i % sizes.len()].max(54);
             let payload = vec![(i & 0xff) as u8; size - 54];
-            let (src, dst, sp, dp) = if to_server {
-                (client, server, cport, 443)
-            } else {
-                (server, client, 443, cport)
-            };
+            let (src, dst, sp, dp) =
+                if to_server { (client, server, cport, 443) } else { (server, client, 443, cport) };
             let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
                 .ipv4(src, dst, 64)
                 .tcp(sp, dp, 1000 + i as u32, 65535)
                 .ack(1);
             let mut out = Vec::with_capacity(size);
-            b.write(&mut out, &payload)
-                .expect("writing to a Vec cannot fail");
+            b.write(&mut out, &payload).expect("writing to a Vec cannot fail");
             out
         })
         .collect()
@@ -49,10 +45,7 @@ mod tests {
         for (i, fr) in f.iter().enumerate() {
             assert_eq!(fr.len(), IMIX[i % IMIX.len()]);
             let p = etherparse::SlicedPacket::from_ethernet(fr).unwrap();
-            assert!(matches!(
-                p.transport,
-                Some(etherparse::TransportSlice::Tcp(_))
-            ));
+            assert!(matches!(p.transport, Some(etherparse::TransportSlice::Tcp(_))));
         }
     }
 }

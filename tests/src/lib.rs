@@ -1,1 +1,166 @@
-//! placeholder
+//! Helpers for tlsgate's cross-crate integration tests: where the built
+//! binaries and the shared captures are, running a child with a time limit,
+//! reading pcaps, and network namespaces that clean up after themselves.
+//!
+//! Every DPDK test runs a binary as a child process: DPDK allows one EAL per
+//! process, and a child that crashes cannot take the test runner with it.
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries (this test's own
+/// profile: `target/release` under `cargo test --release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
+}
+
+/// Path of a workspace binary, with a clear message if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --release --workspace` (scripts/test does) before the tests",
+        p.display()
+    );
+    p
+}
+
+/// The tlsgate binary.
+pub fn tlsgate() -> PathBuf {
+    bin("tlsgate")
+}
+
+/// The shared test captures (`../shared/testdata/public` beside the checkout).
+pub fn testdata() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for cand in [root.join("../shared/testdata/public"), root.join("shared/testdata/public")] {
+        if cand.is_dir() {
+            return cand;
+        }
+    }
+    panic!("shared test captures not found beside the checkout (../shared/testdata/public)");
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+}
+
+/// DPDK tests in one test binary take turns: each data plane busy-polls, and
+/// the machine has two CPUs.
+pub fn dpdk_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `cmd` to completion, killing it after `limit`.
+pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    wait_with_limit(child, limit)
+}
+
+/// Waits for `child`, killing it after `limit`; stdout/stderr must be piped.
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let mut out = child.stdout.take().expect("stdout piped");
+    let mut err = child.stderr.take().expect("stderr piped");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().expect("wait after kill");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() }
+}
+
+/// Sends SIGTERM (or another signal) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status();
+}
+
+/// Every frame of a pcap/pcapng file (gzip allowed), in order.
+pub fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
+    let mut raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut d = flate2::read::GzDecoder::new(&raw[..]);
+        let mut v = Vec::new();
+        d.read_to_end(&mut v).expect("gunzip");
+        raw = v;
+    }
+    let mut frames = Vec::new();
+    if raw.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&raw[..]).expect("pcapng");
+        while let Some(b) = r.next_block() {
+            match b.expect("pcapng block") {
+                pcap_file::pcapng::Block::EnhancedPacket(p) => frames.push(p.data.to_vec()),
+                pcap_file::pcapng::Block::SimplePacket(p) => frames.push(p.data.to_vec()),
+                _ => {}
+            }
+        }
+    } else {
+        let mut r = pcap_file::pcap::PcapReader::new(&raw[..]).expect("pcap");
+        while let Some(p) = r.next_packet() {
+            frames.push(p.expect("pcap record").data.to_vec());
+        }
+    }
+    frames
+}
+
+/// Text of a process's output streams, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh directory named after `tag`, this process and a sequence number
+    /// (tests in one process run concurrently).
+    pub fn new(tag: &str) -> Scratch {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("tlsgate-test-{tag}-{}-{seq}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Scratch(p)
+    }
+
+    /// A path inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub mod netns;

@@ -10,9 +10,7 @@ static EAL_STARTED: AtomicBool = AtomicBool::new(false);
 #[derive(Debug, thiserror::Error)]
 pub enum EalError {
     /// `rte_eal_init` was already called in this process; DPDK allows it once.
-    #[error(
-        "the DPDK EAL is already initialised in this process (DPDK allows one EAL per process)"
-    )]
+    #[error("the DPDK EAL is already initialised in this process (DPDK allows one EAL per process)")]
     AlreadyStarted,
     /// An argument contained a NUL byte.
     #[error("EAL argument {0:?} contains a NUL byte")]
@@ -53,10 +51,7 @@ impl Eal {
         let rc = unsafe { dpdk_sys::rte_eal_init((argv.len() - 1) as c_int, argv.as_mut_ptr()) };
         if rc < 0 {
             let (code, reason) = super::errno_text();
-            return Err(EalError::Init {
-                reason,
-                hint: hint_for(code, args),
-            });
+            return Err(EalError::Init { reason, hint: hint_for(code, args) });
         }
         Ok(Eal { _private: () })
     }

@@ -69,15 +69,9 @@ impl LcoreHandle {
         if rc != 0 {
             // SAFETY: arg came from Box::into_raw above and was not consumed.
             drop(unsafe { Box::from_raw(arg as *mut Job) });
-            return Err(LaunchError::Launch {
-                lcore,
-                reason: super::strerror(rc),
-            });
+            return Err(LaunchError::Launch { lcore, reason: super::strerror(rc) });
         }
-        Ok(LcoreHandle {
-            lcore,
-            waited: false,
-        })
+        Ok(LcoreHandle { lcore, waited: false })
     }
 
     /// The lcore this runs on.

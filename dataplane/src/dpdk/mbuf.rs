@@ -59,12 +59,7 @@ impl Mbuf {
         let m = self.raw();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the segment's
         // buffer by the mbuf invariants DPDK maintains; the slice borrows self.
-        unsafe {
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
     }
 
     /// The first segment's bytes, writable.
@@ -73,10 +68,7 @@ impl Mbuf {
         // SAFETY: as in data(); &mut self gives exclusive access.
         unsafe {
             let m = self.0.as_mut();
-            std::slice::from_raw_parts_mut(
-                (m.buf_addr as *mut u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
+            std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize)
         }
     }
 
@@ -160,9 +152,7 @@ impl Mbuf {
     pub fn prefetch(&self) {
         let m = self.raw();
         // SAFETY: a prefetch of any address is harmless; this one is in the buffer.
-        unsafe {
-            dpdk_sys::tg_prefetch0((m.buf_addr as *const u8).add(m.data_off as usize) as *const _)
-        }
+        unsafe { dpdk_sys::tg_prefetch0((m.buf_addr as *const u8).add(m.data_off as usize) as *const _) }
     }
 
     pub(crate) fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
@@ -202,10 +192,7 @@ impl Default for Burst {
 impl Burst {
     /// An empty burst.
     pub fn new() -> Burst {
-        Burst {
-            pkts: [const { MaybeUninit::uninit() }; BURST],
-            len: 0,
-        }
+        Burst { pkts: [const { MaybeUninit::uninit() }; BURST], len: 0 }
     }
 
     /// Mbufs held.
@@ -257,9 +244,7 @@ impl Burst {
         let n = std::mem::replace(&mut self.len, 0);
         // SAFETY: entries 0..n are initialised and, with len reset to 0, each is
         // read out exactly once by the iterator (unread ones leak, never double-free).
-        self.pkts[..n]
-            .iter()
-            .map(|p| unsafe { p.assume_init_read() })
+        self.pkts[..n].iter().map(|p| unsafe { p.assume_init_read() })
     }
 
     /// The mbufs from index `from` on.
@@ -272,12 +257,7 @@ impl Burst {
     /// `keep` returns true stays (compacted, order kept); every other one is
     /// handed to `take`.
     #[inline]
-    pub fn retain_from(
-        &mut self,
-        from: usize,
-        mut keep: impl FnMut(&mut Mbuf) -> bool,
-        mut take: impl FnMut(Mbuf),
-    ) {
+    pub fn retain_from(&mut self, from: usize, mut keep: impl FnMut(&mut Mbuf) -> bool, mut take: impl FnMut(Mbuf)) {
         let end = self.len;
         let first = from.min(end);
         let mut w = first;

@@ -5,7 +5,9 @@ use std::ptr::NonNull;
 
 /// Why a pool could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create mbuf pool {name:?} of {count} mbufs: {reason}; lower [mempool] mbufs or give the EAL more memory")]
+#[error(
+    "cannot create mbuf pool {name:?} of {count} mbufs: {reason}; lower [mempool] mbufs or give the EAL more memory"
+)]
 pub struct MempoolError {
     name: String,
     count: u32,
@@ -27,33 +29,15 @@ unsafe impl Sync for Mempool {}
 impl Mempool {
     /// Creates a packet pool of `count` mbufs with `data_room` bytes each
     /// (headroom included) and a per-lcore cache of `cache` mbufs.
-    pub fn new(
-        name: &str,
-        count: u32,
-        cache: u32,
-        data_room: u16,
-    ) -> Result<Mempool, MempoolError> {
-        let err = |reason: String| MempoolError {
-            name: name.to_owned(),
-            count,
-            reason,
-        };
+    pub fn new(name: &str, count: u32, cache: u32, data_room: u16) -> Result<Mempool, MempoolError> {
+        let err = |reason: String| MempoolError { name: name.to_owned(), count, reason };
         let cname = CString::new(name).map_err(|_| err("name contains NUL".into()))?;
         // SAFETY: cname is a valid C string; the EAL is initialised (a pool can
         // only be asked for by code holding configuration after Eal::init).
         let p = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                count,
-                cache,
-                0,
-                data_room,
-                dpdk_sys::SOCKET_ID_ANY,
-            )
+            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, dpdk_sys::SOCKET_ID_ANY)
         };
-        NonNull::new(p)
-            .map(Mempool)
-            .ok_or_else(|| err(super::errno_text().1))
+        NonNull::new(p).map(Mempool).ok_or_else(|| err(super::errno_text().1))
     }
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {

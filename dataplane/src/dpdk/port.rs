@@ -125,31 +125,19 @@ pub struct Port {
 impl Port {
     /// Finds a port by its DPDK name (vdev name such as `net_null0`, or PCI address).
     pub fn by_name(name: &str) -> Result<Port, PortError> {
-        let cname = CString::new(name).map_err(|_| PortError::NotFound {
-            name: name.into(),
-            known: known_ports(),
-        })?;
+        let cname = CString::new(name).map_err(|_| PortError::NotFound { name: name.into(), known: known_ports() })?;
         let mut id = 0u16;
         // SAFETY: cname is a valid C string, id a valid out-pointer.
         let rc = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
         if rc != 0 {
-            return Err(PortError::NotFound {
-                name: name.into(),
-                known: known_ports(),
-            });
+            return Err(PortError::NotFound { name: name.into(), known: known_ports() });
         }
         let info = port_info(id).map_err(|reason| PortError::Call {
             name: name.into(),
             op: "rte_eth_dev_info_get",
             reason,
         })?;
-        Ok(Port {
-            id,
-            name: name.to_owned(),
-            info,
-            queues: 0,
-            rss: false,
-        })
+        Ok(Port { id, name: name.to_owned(), info, queues: 0, rss: false })
     }
 
     /// DPDK port id.
@@ -178,11 +166,7 @@ impl Port {
     }
 
     fn fail(&self, op: &'static str, rc: i32) -> PortError {
-        PortError::Call {
-            name: self.name.clone(),
-            op,
-            reason: super::strerror(rc),
-        }
+        PortError::Call { name: self.name.clone(), op, reason: super::strerror(rc) }
     }
 
     /// Configures queues (rx from `pool`) and, if asked and possible, symmetric RSS.
@@ -208,8 +192,7 @@ impl Port {
             };
             conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
             conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
-            conf.rx_adv_conf.rss_conf.rss_hf =
-                (RSS_IP | RSS_TCP | RSS_UDP) & self.info.rss_offloads;
+            conf.rx_adv_conf.rss_conf.rss_hf = (RSS_IP | RSS_TCP | RSS_UDP) & self.info.rss_offloads;
         }
         if setup.rx_timestamp {
             conf.rxmode.offloads |= RX_OFFLOAD_TIMESTAMP;
@@ -241,13 +224,7 @@ impl Port {
             }
             // SAFETY: as above.
             let rc = unsafe {
-                dpdk_sys::rte_eth_tx_queue_setup(
-                    self.id,
-                    qi,
-                    setup.tx_descriptors,
-                    socket,
-                    std::ptr::null(),
-                )
+                dpdk_sys::rte_eth_tx_queue_setup(self.id, qi, setup.tx_descriptors, socket, std::ptr::null())
             };
             if rc != 0 {
                 return Err(self.fail("rte_eth_tx_queue_setup", rc));
@@ -319,16 +296,7 @@ impl Port {
         if q >= self.queues {
             return None;
         }
-        Some((
-            RxQueue {
-                port: self.id,
-                queue: q,
-            },
-            TxQueue {
-                port: self.id,
-                queue: q,
-            },
-        ))
+        Some((RxQueue { port: self.id, queue: q }, TxQueue { port: self.id, queue: q }))
     }
 }
 
@@ -380,12 +348,7 @@ impl TxQueue {
         // SAFETY: the burst's first len slots are owned mbufs; DPDK takes over
         // the first n, which consume_front then forgets.
         unsafe {
-            let n = dpdk_sys::tg_eth_tx_burst(
-                self.port,
-                self.queue,
-                burst.raw_ptr(),
-                burst.len() as u16,
-            ) as usize;
+            let n = dpdk_sys::tg_eth_tx_burst(self.port, self.queue, burst.raw_ptr(), burst.len() as u16) as usize;
             burst.consume_front(n);
             n
         }
@@ -403,9 +366,7 @@ fn port_info(id: u16) -> Result<PortInfo, String> {
         String::from("unknown")
     } else {
         // SAFETY: driver_name is a static NUL-terminated string owned by the driver.
-        unsafe { CStr::from_ptr(info.driver_name) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
     };
     Ok(PortInfo {
         driver,
@@ -428,11 +389,7 @@ fn known_ports() -> String {
         // SAFETY: buf is RTE_ETH_NAME_MAX_LEN long, as the API requires.
         if unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
             // SAFETY: the call NUL-terminated buf.
-            names.push(
-                unsafe { CStr::from_ptr(buf.as_ptr()) }
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            names.push(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
         }
     }
     if names.is_empty() {

@@ -68,12 +68,7 @@ impl<T: RingItem> Drop for RingInner<T> {
         loop {
             // SAFETY: no end exists any more, so this is the only user of the ring.
             let n = unsafe {
-                dpdk_sys::tg_ring_dequeue_burst(
-                    self.ring.as_ptr(),
-                    buf.as_mut_ptr(),
-                    32,
-                    std::ptr::null_mut(),
-                )
+                dpdk_sys::tg_ring_dequeue_burst(self.ring.as_ptr(), buf.as_mut_ptr(), 32, std::ptr::null_mut())
             } as usize;
             if n == 0 {
                 break;
@@ -99,33 +94,16 @@ pub struct RingConsumer<T: RingItem> {
 }
 
 /// Creates an SPSC ring of at least `size` slots (rounded up to a power of two).
-pub fn ring_pair<T: RingItem>(
-    name: &str,
-    size: u32,
-) -> Result<(RingProducer<T>, RingConsumer<T>), RingError> {
+pub fn ring_pair<T: RingItem>(name: &str, size: u32) -> Result<(RingProducer<T>, RingConsumer<T>), RingError> {
     let size = size.max(2).next_power_of_two();
-    let err = |reason: String| RingError {
-        name: name.to_owned(),
-        size,
-        reason,
-    };
+    let err = |reason: String| RingError { name: name.to_owned(), size, reason };
     let cname = CString::new(name).map_err(|_| err("name contains NUL".into()))?;
     let flags = dpdk_sys::RING_F_SP_ENQ | dpdk_sys::RING_F_SC_DEQ | dpdk_sys::RING_F_EXACT_SZ;
     // SAFETY: valid C string; the EAL is initialised by whoever builds rings.
-    let p =
-        unsafe { dpdk_sys::rte_ring_create(cname.as_ptr(), size, dpdk_sys::SOCKET_ID_ANY, flags) };
+    let p = unsafe { dpdk_sys::rte_ring_create(cname.as_ptr(), size, dpdk_sys::SOCKET_ID_ANY, flags) };
     let ring = NonNull::new(p).ok_or_else(|| err(super::errno_text().1))?;
-    let inner = Arc::new(RingInner {
-        ring,
-        enqueue_failures: AtomicU64::new(0),
-        _item: PhantomData,
-    });
-    Ok((
-        RingProducer {
-            inner: inner.clone(),
-        },
-        RingConsumer { inner },
-    ))
+    let inner = Arc::new(RingInner { ring, enqueue_failures: AtomicU64::new(0), _item: PhantomData });
+    Ok((RingProducer { inner: inner.clone() }, RingConsumer { inner }))
 }
 
 impl<T: RingItem> RingProducer<T> {
@@ -133,9 +111,7 @@ impl<T: RingItem> RingProducer<T> {
     pub fn push(&mut self, item: T) -> Result<(), T> {
         let p = item.into_ptr();
         // SAFETY: single producer (this end is !Clone and &mut); p is owned.
-        let n = unsafe {
-            dpdk_sys::tg_ring_enqueue_burst(self.inner.ring.as_ptr(), &p, 1, std::ptr::null_mut())
-        };
+        let n = unsafe { dpdk_sys::tg_ring_enqueue_burst(self.inner.ring.as_ptr(), &p, 1, std::ptr::null_mut()) };
         if n == 1 {
             Ok(())
         } else {
@@ -178,14 +154,7 @@ impl<T: RingItem> RingConsumer<T> {
     pub fn pop(&mut self) -> Option<T> {
         let mut p = std::ptr::null_mut::<c_void>();
         // SAFETY: single consumer (this end is !Clone and &mut).
-        let n = unsafe {
-            dpdk_sys::tg_ring_dequeue_burst(
-                self.inner.ring.as_ptr(),
-                &mut p,
-                1,
-                std::ptr::null_mut(),
-            )
-        };
+        let n = unsafe { dpdk_sys::tg_ring_dequeue_burst(self.inner.ring.as_ptr(), &mut p, 1, std::ptr::null_mut()) };
         // SAFETY: a dequeued pointer came from T::into_ptr.
         (n == 1).then(|| unsafe { T::from_ptr(p) })
     }
@@ -214,12 +183,8 @@ impl RingConsumer<Mbuf> {
         // the free slots, and grow records exactly that many.
         unsafe {
             let dst = burst.raw_ptr().add(burst.len()) as *mut *mut c_void;
-            let n = dpdk_sys::tg_ring_dequeue_burst(
-                self.inner.ring.as_ptr(),
-                dst,
-                room as u32,
-                std::ptr::null_mut(),
-            ) as usize;
+            let n = dpdk_sys::tg_ring_dequeue_burst(self.inner.ring.as_ptr(), dst, room as u32, std::ptr::null_mut())
+                as usize;
             burst.grow(n);
             n
         }

@@ -97,23 +97,9 @@ const FLOWS: usize = 1024;
 fn main() {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Forward {
-            workers,
-            seconds,
-            rounds,
-            pmd,
-            json,
-        } => forward(&pmd, &workers, seconds, rounds.max(1), json),
-        Cmd::ForwardChild {
-            mode,
-            workers,
-            seconds,
-            pmd,
-        } => match child(pmd, mode, workers, seconds) {
-            Ok(s) => println!(
-                "{}",
-                serde_json::to_string(&s).expect("plain struct serialises")
-            ),
+        Cmd::Forward { workers, seconds, rounds, pmd, json } => forward(&pmd, &workers, seconds, rounds.max(1), json),
+        Cmd::ForwardChild { mode, workers, seconds, pmd } => match child(pmd, mode, workers, seconds) {
+            Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
             Err(e) => {
                 eprintln!("tlsgate-perf: {e}");
                 std::process::exit(1);
@@ -122,50 +108,24 @@ fn main() {
     }
 }
 
-fn forward(
-    pmds: &[Pmd],
-    workers: &[usize],
-    seconds: f64,
-    rounds: usize,
-    json: Option<std::path::PathBuf>,
-) {
+fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: Option<std::path::PathBuf>) {
     let exe = std::env::current_exe().expect("own path");
     let mut rows = Vec::new();
-    println!(
-        "forwarding through one port pair, {seconds} s x {rounds} alternating rounds (median)"
-    );
+    println!("forwarding through one port pair, {seconds} s x {rounds} alternating rounds (median)");
     println!("  null: net_null, 64-byte frames made and freed by the PMD");
     println!("  ring: net_ring loopback pair, {FLOWS} TCP flows, IMIX sizes, closed loop");
     println!(
         "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7}",
         "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio"
     );
-    for (&pmd, &w) in pmds
-        .iter()
-        .flat_map(|p| workers.iter().map(move |w| (p, w)))
-    {
+    for (&pmd, &w) in pmds.iter().flat_map(|p| workers.iter().map(move |w| (p, w))) {
         let mut bare = Vec::new();
         let mut tg = Vec::new();
         for _ in 0..rounds {
             for (mode, out) in [(Mode::Bare, &mut bare), (Mode::Tlsgate, &mut tg)] {
                 let o = Command::new(&exe)
-                    .args([
-                        "forward-child",
-                        "--mode",
-                        if mode == Mode::Bare {
-                            "bare"
-                        } else {
-                            "tlsgate"
-                        },
-                    ])
-                    .args([
-                        "--workers",
-                        &w.to_string(),
-                        "--seconds",
-                        &seconds.to_string(),
-                        "--pmd",
-                        pmd.name(),
-                    ])
+                    .args(["forward-child", "--mode", if mode == Mode::Bare { "bare" } else { "tlsgate" }])
+                    .args(["--workers", &w.to_string(), "--seconds", &seconds.to_string(), "--pmd", pmd.name()])
                     .output()
                     .expect("spawn own binary");
                 if !o.status.success() {
@@ -173,8 +133,7 @@ fn forward(
                     std::process::exit(1);
                 }
                 let line = String::from_utf8_lossy(&o.stdout);
-                let s: Sample =
-                    serde_json::from_str(line.trim()).expect("child prints one JSON sample");
+                let s: Sample = serde_json::from_str(line.trim()).expect("child prints one JSON sample");
                 out.push(s);
             }
         }
@@ -194,8 +153,7 @@ fn forward(
         rows.push(serde_json::json!({"pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "ratio": ratio}));
     }
     if let Some(p) = json {
-        std::fs::write(&p, serde_json::to_string_pretty(&rows).expect("json"))
-            .expect("write --json file");
+        std::fs::write(&p, serde_json::to_string_pretty(&rows).expect("json")).expect("write --json file");
     }
 }
 
@@ -209,55 +167,31 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, S
     let lcores: Vec<u32> = (1..=workers as u32).collect();
     // Hugepages when the machine has them reserved (TLB misses on 4 KiB pages
     // would otherwise dominate what is measured), else plain memory.
-    let mem: &[&str] = if hugepages_reserved() {
-        &["--in-memory"]
-    } else {
-        &["--no-huge", "--no-shconf"]
-    };
+    let mem: &[&str] = if hugepages_reserved() { &["--in-memory"] } else { &["--no-huge", "--no-shconf"] };
     let settings = Settings::from_parts(
         mem.iter()
-            .chain(&[
-                "--no-pci",
-                "--no-telemetry",
-                "--log-level=warning",
-                "-m",
-                "512",
-            ])
+            .chain(&["--no-pci", "--no-telemetry", "--log-level=warning", "-m", "512"])
             .map(|s| s.to_string())
-            .chain([
-                format!("--vdev=net_{}0", pmd.name()),
-                format!("--vdev=net_{}1", pmd.name()),
-            ])
+            .chain([format!("--vdev=net_{}0", pmd.name()), format!("--vdev=net_{}1", pmd.name())])
             .collect(),
-        vec![(
-            format!("net_{}0", pmd.name()),
-            format!("net_{}1", pmd.name()),
-        )],
+        vec![(format!("net_{}0", pmd.name()), format!("net_{}1", pmd.name()))],
         lcores.clone(),
     )
     .map_err(|e| e.to_string())?;
     let eal = Eal::init(&settings.eal_args()).map_err(|e| e.to_string())?;
-    let mut prep =
-        Dataplane::prepare(&eal, &settings, StartOptions::default()).map_err(|e| e.to_string())?;
+    let mut prep = Dataplane::prepare(&eal, &settings, StartOptions::default()).map_err(|e| e.to_string())?;
     let pool = prep.pool();
     // net_ring ports are loopbacks: seed them once and the frames circulate.
-    let seeded = if pmd == Pmd::Ring {
-        IN_FLIGHT * 2 * workers
-    } else {
-        0
-    };
+    let seeded = if pmd == Pmd::Ring { IN_FLIGHT * 2 * workers } else { 0 };
     let frames = tcp_frames(seeded, FLOWS, &IMIX);
     let mut chunks = frames.chunks(IN_FLIGHT);
     for w in 0..workers.min(seeded) {
         for port in 0..2 {
-            let chunk = chunks
-                .next()
-                .expect("frames sized for every port and worker");
+            let chunk = chunks.next().expect("frames sized for every port and worker");
             for part in chunk.chunks(32) {
                 let mut b = Burst::new();
                 for f in part {
-                    let m =
-                        Mbuf::from_bytes(&pool, f).ok_or("mbuf pool exhausted while seeding")?;
+                    let m = Mbuf::from_bytes(&pool, f).ok_or("mbuf pool exhausted while seeding")?;
                     let _ = b.push(m);
                 }
                 prep.inject(port, w, &mut b);
@@ -270,12 +204,7 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, S
     let (packets, cycles) = match mode {
         Mode::Tlsgate => {
             let dp = prep.launch().map_err(|e| e.to_string())?;
-            let rx = |dp: &Dataplane| {
-                dp.counters()
-                    .iter()
-                    .map(|w| w.total().rx_packets)
-                    .sum::<u64>()
-            };
+            let rx = |dp: &Dataplane| dp.counters().iter().map(|w| w.total().rx_packets).sum::<u64>();
             std::thread::sleep(warmup);
             let (p0, t0) = (rx(&dp), tsc());
             std::thread::sleep(run);
@@ -286,8 +215,7 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, S
         Mode::Bare => {
             let (queues, _ports) = prep.into_queues();
             let running = Arc::new(AtomicBool::new(true));
-            let counts: Vec<Arc<AtomicU64>> =
-                queues.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+            let counts: Vec<Arc<AtomicU64>> = queues.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
             let mut handles = Vec::new();
             for ((lcore, ports), count) in queues.into_iter().zip(&counts) {
                 let (running, count) = (running.clone(), count.clone());
@@ -296,12 +224,7 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, S
                         .map_err(|e| e.to_string())?,
                 );
             }
-            let rx = || {
-                counts
-                    .iter()
-                    .map(|c| c.load(Ordering::Relaxed))
-                    .sum::<u64>()
-            };
+            let rx = || counts.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
             std::thread::sleep(warmup);
             let (p0, t0) = (rx(), tsc());
             std::thread::sleep(run);

@@ -1,0 +1,132 @@
+//! Network namespaces for end-to-end tests: a client and a server namespace,
+//! each joined by a veth pair to a middle namespace where tlsgate bridges the
+//! two inner ends on the af_packet PMD:
+//!
+//! ```text
+//!  [cli: c0 10.77.x.1] -- c1 [mid: tlsgate af_packet c1 <-> s1] s1 -- [srv: s0 10.77.x.2]
+//! ```
+//!
+//! Everything is named after the test process, and removed on drop, also when
+//! the test fails (panics unwind through the guard).
+
+use std::process::{Command, Output};
+
+/// The three namespaces and their links.
+pub struct Topology {
+    /// Client namespace.
+    pub cli: String,
+    /// Middle namespace (tlsgate runs here).
+    pub mid: String,
+    /// Server namespace.
+    pub srv: String,
+    /// Interface in `mid` facing the client.
+    pub mid_cli_if: String,
+    /// Interface in `mid` facing the server.
+    pub mid_srv_if: String,
+    /// Client address.
+    pub cli_ip: String,
+    /// Server address.
+    pub srv_ip: String,
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", args[0]))
+}
+
+fn must(args: &[&str]) {
+    let o = sh(args);
+    assert!(o.status.success(), "{:?} failed: {}", args, String::from_utf8_lossy(&o.stderr));
+}
+
+impl Topology {
+    /// Builds the namespaces. `tag` keeps concurrent tests apart.
+    pub fn new(tag: u8) -> Topology {
+        let id = std::process::id() % 10000;
+        let n = |role: &str| format!("tg{role}{tag}x{id}");
+        let t = Topology {
+            cli: n("c"),
+            mid: n("m"),
+            srv: n("s"),
+            mid_cli_if: format!("tgc1{tag}x{id}"),
+            mid_srv_if: format!("tgs1{tag}x{id}"),
+            cli_ip: format!("10.77.{tag}.1"),
+            srv_ip: format!("10.77.{tag}.2"),
+        };
+        t.build();
+        t
+    }
+
+    fn build(&self) {
+        for ns in [&self.cli, &self.mid, &self.srv] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        for (outer_ns, outer_if, inner_if, ip) in
+            [(&self.cli, "c0", &self.mid_cli_if, &self.cli_ip), (&self.srv, "s0", &self.mid_srv_if, &self.srv_ip)]
+        {
+            let tmp = format!("{inner_if}t");
+            must(&["ip", "link", "add", &tmp, "type", "veth", "peer", "name", inner_if, "netns", &self.mid]);
+            must(&["ip", "link", "set", &tmp, "netns", outer_ns]);
+            must(&["ip", "-n", outer_ns, "link", "set", &tmp, "name", outer_if]);
+            must(&["ip", "-n", outer_ns, "addr", "add", &format!("{ip}/24"), "dev", outer_if]);
+            must(&["ip", "-n", outer_ns, "link", "set", outer_if, "up"]);
+            must(&["ip", "-n", &self.mid, "link", "set", inner_if, "up"]);
+            // The appliance must see what a wire carries: full checksums and
+            // MTU-sized frames, not offloaded partial sums or 64 KB segments.
+            for (ns, dev) in [(outer_ns.as_str(), outer_if), (self.mid.as_str(), inner_if.as_str())] {
+                let _ = sh(&[
+                    "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro",
+                    "off",
+                ]);
+            }
+            let _ = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.mid,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{inner_if}.disable_ipv6=1"),
+            ]);
+        }
+    }
+
+    /// A command to run inside namespace `ns`.
+    pub fn exec(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
+    /// tlsgate settings bridging the middle namespace's two interfaces.
+    pub fn settings(&self, workers: usize) -> String {
+        let lcores: Vec<String> = (1..=workers).map(|l| l.to_string()).collect();
+        format!(
+            r#"[eal]
+args = ["--no-huge", "--no-shconf", "--no-pci", "--no-telemetry", "-m", "512", "--log-level=warning",
+        "--vdev=net_af_packet0,iface={c},qpairs={w}", "--vdev=net_af_packet1,iface={s},qpairs={w}"]
+
+[[pair]]
+a = "net_af_packet0"
+b = "net_af_packet1"
+
+[workers]
+lcores = [{lc}]
+"#,
+            c = self.mid_cli_if,
+            s = self.mid_srv_if,
+            w = workers,
+            lc = lcores.join(", ")
+        )
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.cli, &self.mid, &self.srv] {
+            // Deleting a namespace deletes the veth ends inside it (and so their peers).
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}

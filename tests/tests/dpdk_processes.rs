@@ -1,0 +1,125 @@
+//! The data plane in real DPDK processes: the wrapper checks, the worker loop
+//! on net_ring loopback ports, and `tlsgate run` on net_null with several
+//! workers (counters add up; SIGINT and SIGTERM stop it cleanly).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tlsgate_tests::{bin, dpdk_lock, run_with_limit, signal, text, tlsgate, wait_with_limit, Scratch};
+
+#[test]
+fn dpdk_wrappers() {
+    let _g = dpdk_lock();
+    let o = run_with_limit(Command::new(bin("dpdk-check")).arg("wrappers"), Duration::from_secs(60));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn net_ring_bridge_two_workers_keeps_flows_on_their_worker() {
+    let _g = dpdk_lock();
+    let o = run_with_limit(
+        Command::new(bin("dpdk-check")).args(["ring-bridge", "--workers", "2"]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn net_ring_bridge_one_worker() {
+    let _g = dpdk_lock();
+    let o = run_with_limit(
+        Command::new(bin("dpdk-check")).args(["ring-bridge", "--workers", "1"]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+fn null_settings(workers: usize) -> String {
+    let lcores: Vec<String> = (1..=workers).map(|l| l.to_string()).collect();
+    format!(
+        r#"[eal]
+args = ["--no-huge", "--no-shconf", "--no-pci", "--no-telemetry", "-m", "512",
+        "--vdev=net_null0,size=64", "--vdev=net_null1,size=128"]
+
+[[pair]]
+a = "net_null0"
+b = "net_null1"
+
+[workers]
+lcores = [{}]
+"#,
+        lcores.join(", ")
+    )
+}
+
+/// Runs `tlsgate run` for a while, stops it with `sig`, returns (output, counters).
+fn run_null(workers: usize, sig: &str) -> (std::process::Output, serde_json::Value) {
+    let dir = Scratch::new(&format!("null{workers}{sig}"));
+    let cfg = dir.path("null.toml");
+    std::fs::write(&cfg, null_settings(workers)).unwrap();
+    let json = dir.path("counters.json");
+    let child = Command::new(tlsgate())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--stats-interval", "0.3", "--counters-json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, sig);
+    let o = wait_with_limit(child, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o));
+    let counters: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| panic!("{e}\n{}", text(&o)))).unwrap();
+    (o, counters)
+}
+
+fn n(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+#[test]
+fn null_forwarding_with_two_workers_counts_add_up() {
+    let _g = dpdk_lock();
+    let (o, c) = run_null(2, "TERM");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("tlsgate stopped after"), "{}", text(&o));
+    assert!(stdout.lines().filter(|l| l.contains("Mpps")).count() >= 2, "rate lines printed:\n{stdout}");
+    let ports = c["ports"].as_array().unwrap();
+    let workers = c["workers"].as_array().unwrap();
+    assert_eq!(ports.len(), 2);
+    assert_eq!(workers.len(), 2);
+    // Every packet received is sent on the other port or dropped with a reason.
+    let (rx0, rx1) = (n(&ports[0], "rx_packets"), n(&ports[1], "rx_packets"));
+    let (tx0, tx1) = (n(&ports[0], "tx_packets"), n(&ports[1], "tx_packets"));
+    let dropped: u64 = ports.iter().map(|p| n(p, "dropped")).sum();
+    assert!(rx0 > 100_000 && rx1 > 100_000, "both ports carried traffic: {c}");
+    assert_eq!(rx0 + rx1, tx0 + tx1 + dropped, "conservation: {c}");
+    // net_null0 makes 64-byte frames, net_null1 128-byte ones: bytes follow packets across.
+    assert_eq!(n(&ports[0], "rx_bytes"), rx0 * 64);
+    assert_eq!(n(&ports[1], "rx_bytes"), rx1 * 128);
+    // Per-worker counters sum to the per-port ones, and both workers worked.
+    for k in ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "dropped"] {
+        let by_port: u64 = ports.iter().map(|p| n(p, k)).sum();
+        let by_worker: u64 = workers.iter().map(|w| n(w, k)).sum();
+        assert_eq!(by_port, by_worker, "{k}: {c}");
+    }
+    for w in workers {
+        assert!(n(w, "rx_packets") > 10_000, "every worker forwards: {c}");
+    }
+    // The driver agrees with the workers about what was received.
+    assert_eq!(n(&ports[0]["driver"], "ipackets"), rx0, "{c}");
+}
+
+#[test]
+fn null_forwarding_stops_on_sigint_with_one_worker() {
+    let _g = dpdk_lock();
+    let (o, c) = run_null(1, "INT");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("lcore 1"), "{}", text(&o));
+    let p = &c["ports"][0];
+    assert_eq!(n(p, "rx_packets"), n(&c["ports"][1], "tx_packets") + n(p, "dropped"), "{c}");
+    assert_eq!(c["steering"], "single worker");
+}
