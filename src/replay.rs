@@ -65,7 +65,7 @@ pub fn replay(input: &Path, out: Option<&Path>, output: Output) -> Result<(), Fa
 
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());
-    run_until(&settings, StartOptions { rx_timestamp: false }, &output, |dp| {
+    let result = run_until(&settings, StartOptions { rx_timestamp: false }, &output, |dp| {
         let mut rx = 0;
         let mut settled = 0;
         for w in dp.counters() {
@@ -82,7 +82,71 @@ pub fn replay(input: &Path, out: Option<&Path>, output: Output) -> Result<(), Fa
         }
         // Nothing new for a while: the driver has delivered all it will.
         last_progress.1.elapsed() > STALL && settled >= rx
-    })
+    });
+    result?;
+    print_flows(&out_path);
+    Ok(())
+}
+
+/// Prints the flows the appliance forwarded: what passed through, by flow.
+fn print_flows(path: &Path) {
+    let Ok(f) = File::open(path) else { return };
+    let Ok(mut rd) = pcap_file::pcap::PcapReader::new(BufReader::new(f)) else { return };
+    let mut flows: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut other = (0u64, 0u64);
+    while let Some(Ok(p)) = rd.next_packet() {
+        let len = p.orig_len as u64;
+        match flow_name(&p.data) {
+            Some(k) => {
+                let e = flows.entry(k).or_default();
+                e.0 += 1;
+                e.1 += len;
+            }
+            None => {
+                other.0 += 1;
+                other.1 += len;
+            }
+        }
+    }
+    println!("passed through: {} flow(s)", flows.len());
+    println!("  {:<58} {:>8} {:>10}", "flow (client <-> server port)", "packets", "bytes");
+    let mut rows: Vec<_> = flows.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    for (k, (n, b)) in rows.iter().take(20) {
+        println!("  {k:<58} {n:>8} {b:>10}");
+    }
+    if rows.len() > 20 {
+        println!("  ... and {} more", rows.len() - 20);
+    }
+    if other.0 > 0 {
+        println!("  {:<58} {:>8} {:>10}", "(not TCP/UDP over IP)", other.0, other.1);
+    }
+}
+
+/// `proto src:port <-> dst:port`, the same for both directions.
+fn flow_name(frame: &[u8]) -> Option<String> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = match p.net? {
+        NetSlice::Ipv4(ip) => (ip.header().source_addr().into(), ip.header().destination_addr().into()),
+        NetSlice::Ipv6(ip) => (ip.header().source_addr().into(), ip.header().destination_addr().into()),
+    };
+    let (proto, sp, dp) = match p.transport? {
+        TransportSlice::Tcp(t) => ("tcp", t.source_port(), t.destination_port()),
+        TransportSlice::Udp(u) => ("udp", u.source_port(), u.destination_port()),
+        _ => return None,
+    };
+    let a = format!("{}:{sp}", fmt_ip(src));
+    let b = format!("{}:{dp}", fmt_ip(dst));
+    // Name the flow by its server side (the lower port) last, whichever way the packet went.
+    Some(if sp < dp { format!("{proto} {b} <-> {a}") } else { format!("{proto} {a} <-> {b}") })
+}
+
+fn fmt_ip(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
 }
 
 /// Decompresses a gzip file.
