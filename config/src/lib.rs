@@ -1,12 +1,14 @@
 //! tlsgate's operator language: the appliance settings file (EAL arguments,
-//! port pairs, worker lcores, pools and queues), loaded from TOML and validated
-//! with errors that name the file, the line and the field.
+//! port pairs, worker lcores, pools and queues), the decryption policy, and the
+//! [`facts`] a policy is evaluated against; loaded from TOML and validated with
+//! errors that name the file, the line and the field.
 //!
 //! This crate knows nothing of packets or DPDK.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod error;
+pub mod facts;
 mod settings;
 
 pub use error::ConfigError;

@@ -55,10 +55,8 @@ fn curl_through_tlsgate_on_af_packet_gets_its_page_and_20mb_each_way() {
     std::fs::write(&up_file, &up).unwrap();
 
     // With nothing bridging the middle, the client cannot reach the server.
-    let o = run_with_limit(
-        topo.exec(&topo.cli, "ping").args(["-c", "1", "-W", "1", &topo.srv_ip]),
-        Duration::from_secs(5),
-    );
+    let o =
+        run_with_limit(topo.exec(&topo.cli, "ping").args(["-c", "1", "-W", "1", &topo.srv_ip]), Duration::from_secs(5));
     assert!(!o.status.success(), "the namespaces must be joined only through tlsgate: {}", text(&o));
 
     let cfg = dir.path("e2e.toml");
