@@ -12,6 +12,10 @@ use tlsgate_config::{ConfigError, Settings};
 use tlsgate_dataplane::dpdk::{Eal, EalError};
 use tlsgate_dataplane::runtime::{Dataplane, StartError, StartOptions};
 
+use tlsgate_config::policy::Policy;
+use tlsgate_dataplane::event::SessionEvent;
+
+use crate::events::{EventLog, Summary};
 use crate::report::{counters_json, print_final, RateLine};
 
 /// Why a command failed, and the exit status it gives.
@@ -55,13 +59,33 @@ pub struct Output {
     pub stats_interval: Option<f64>,
     /// Where to write the final counters as JSON.
     pub counters_json: Option<PathBuf>,
+    /// Where to append session events (JSON lines).
+    pub events: Option<PathBuf>,
 }
 
 /// `tlsgate run --config FILE`.
-pub fn run(config: &Path, out: Output) -> Result<(), Failure> {
+pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     let settings = Settings::load(config).map_err(Failure::Config)?;
+    let policy = match settings.policy_path() {
+        Some(p) => Some(Arc::new(Policy::load(&p).map_err(Failure::Config)?)),
+        None => None,
+    };
+    if out.events.is_none() {
+        out.events = settings.events_path();
+    }
     let stop = stop_flag()?;
-    run_until(&settings, StartOptions::default(), &out, |_| stop.load(Ordering::Relaxed))
+    run_until(&settings, StartOptions { rx_timestamp: false, policy, replay_times: None }, &out, |_| {
+        stop.load(Ordering::Relaxed)
+    })?;
+    Ok(())
+}
+
+/// `tlsgate policy check FILE`: validates and prints what the policy will do.
+pub fn policy_check(file: &Path) -> Result<(), Failure> {
+    let policy = Policy::load(file).map_err(Failure::Config)?;
+    println!("{}: valid", file.display());
+    println!("{}", policy.summary());
+    Ok(())
 }
 
 /// Starts the data plane from `settings` and runs until `done` says so (it is
@@ -71,7 +95,7 @@ pub fn run_until(
     opts: StartOptions,
     out: &Output,
     mut done: impl FnMut(&Dataplane) -> bool,
-) -> Result<(), Failure> {
+) -> Result<Summary, Failure> {
     if let Some(s) = out.stats_interval {
         if !(s.is_finite() && s > 0.0) {
             return Err(Failure::Config(ConfigError::at(
@@ -83,8 +107,20 @@ pub fn run_until(
             )));
         }
     }
+    let mut log = EventLog::open(out.events.as_deref()).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot open the event log {}: {e}",
+            out.events.as_deref().unwrap_or(Path::new("")).display()
+        ))
+    })?;
     let eal = Eal::init(&settings.eal_args()).map_err(Failure::Eal)?;
-    let dp = Dataplane::start(&eal, settings, opts).map_err(Failure::Start)?;
+    let mut dp = Dataplane::start(&eal, settings, opts).map_err(Failure::Start)?;
+    let mut write_error: Option<String> = None;
+    let mut write = |log: &mut EventLog, ev: &SessionEvent| {
+        if let Err(e) = log.write(ev) {
+            write_error.get_or_insert_with(|| format!("writing the event log: {e}"));
+        }
+    };
     let names: Vec<String> = dp.ports().iter().map(|p| p.name().to_owned()).collect();
     let lcores = settings.workers.lcores.get_ref().clone();
     eprintln!(
@@ -103,12 +139,17 @@ pub fn run_until(
     let mut rates = out.stats_interval.map(|s| RateLine::new(Duration::from_secs_f64(s)));
     while !done(&dp) {
         std::thread::sleep(Duration::from_millis(10));
+        dp.drain_events(|ev| write(&mut log, &ev));
         if let Some(r) = &mut rates {
             r.tick(&dp.counters());
         }
     }
     let dp_steering = dp.steering().name();
     let report = dp.stop();
+    for ev in &report.events {
+        write(&mut log, ev);
+    }
+    let _ = log.flush();
     let elapsed = started.elapsed();
     print_final(&names, &lcores, &report, elapsed);
     drop(eal);
@@ -119,7 +160,10 @@ pub fn run_until(
     if report.exit_codes.iter().any(|&c| c != 0) {
         return Err(Failure::Runtime("a worker failed (see above); counters are as it left them".into()));
     }
-    Ok(())
+    if let Some(e) = write_error {
+        return Err(Failure::Runtime(e));
+    }
+    Ok(log.summary)
 }
 
 /// A flag that SIGINT and SIGTERM set.

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod control;
+mod events;
 mod replay;
 mod report;
 
@@ -34,15 +35,29 @@ enum Command {
         /// Also write the final counters as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         counters_json: Option<PathBuf>,
+        /// Where to append session events (overrides `events` in the settings file).
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+    },
+    /// Work with decryption policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Replay a capture through the data plane (net_pcap PMD) and stop when done.
     Replay {
         /// Capture to read (pcap or pcapng, optionally gzip-compressed).
         #[arg(long)]
         pcap: PathBuf,
-        /// Where to write what the appliance let through.
+        /// Where to write what the appliance let through (and the resets it made).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Decryption policy to decide by (without one, tlsgate only bridges).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Where to append session events (JSON lines).
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
         /// Print a line of rates every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_interval: Option<f64>,
@@ -52,15 +67,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file and print what it will do.
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, stats_interval, counters_json } => {
-            control::run(&config, Output { stats_interval, counters_json })
+        Command::Run { config, stats_interval, counters_json, events } => {
+            control::run(&config, Output { stats_interval, counters_json, events })
         }
-        Command::Replay { pcap, out, stats_interval, counters_json } => {
-            replay::replay(&pcap, out.as_deref(), Output { stats_interval, counters_json })
+        Command::Replay { pcap, out, policy, events, stats_interval, counters_json } => {
+            replay::replay(&pcap, out.as_deref(), policy.as_deref(), Output { stats_interval, counters_json, events })
         }
+        Command::Policy { command: PolicyCommand::Check { file } } => control::policy_check(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,10 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tlsgate_config::{ConfigError, Settings};
+use std::sync::Arc;
+
+use tlsgate_config::policy::Policy;
+use tlsgate_config::{ConfigError, Midstream, Settings};
 use tlsgate_dataplane::runtime::StartOptions;
 
 use crate::control::{run_until, Failure, Output};
@@ -18,7 +21,11 @@ use crate::control::{run_until, Failure, Output};
 const STALL: Duration = Duration::from_secs(2);
 
 /// `tlsgate replay --pcap IN [--out OUT]`.
-pub fn replay(input: &Path, out: Option<&Path>, output: Output) -> Result<(), Failure> {
+pub fn replay(input: &Path, out: Option<&Path>, policy: Option<&Path>, output: Output) -> Result<(), Failure> {
+    let policy = match policy {
+        Some(p) => Some(Arc::new(Policy::load(p).map_err(Failure::Config)?)),
+        None => None,
+    };
     let arg_err = |field: &str, msg: String| Failure::Config(ConfigError::at(None, None, None, Some(field), msg));
     let scratch = Scratch::new().map_err(|e| Failure::Runtime(format!("cannot make a scratch directory: {e}")))?;
     let shown = input;
@@ -30,7 +37,8 @@ pub fn replay(input: &Path, out: Option<&Path>, output: Output) -> Result<(), Fa
     } else {
         input
     };
-    let expected = count_packets(input).map_err(|e| arg_err("--pcap", format!("{}: {e}", shown.display())))?;
+    let times = packet_times(input).map_err(|e| arg_err("--pcap", format!("{}: {e}", shown.display())))?;
+    let expected = times.len() as u64;
     let out_path = match out {
         Some(p) => p.to_path_buf(),
         None => scratch.path("forwarded.pcap"),
@@ -62,30 +70,90 @@ pub fn replay(input: &Path, out: Option<&Path>, output: Output) -> Result<(), Fa
         vec![1],
     )
     .map_err(Failure::Config)?;
+    // A capture often starts after some handshakes did: watch those flows too.
+    let mut settings = settings;
+    settings.flows.midstream = Midstream::Inspect;
+    let with_policy = policy.is_some();
 
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());
-    let result = run_until(&settings, StartOptions { rx_timestamp: false }, &output, |dp| {
-        let mut rx = 0;
-        let mut settled = 0;
-        for w in dp.counters() {
-            let t = w.total();
-            rx += t.rx_packets;
-            settled += t.tx_packets + t.dropped_total();
-        }
-        if rx >= expected && settled >= rx {
-            return true;
-        }
-        if rx != last_progress.0 {
-            last_progress = (rx, Instant::now());
-            return false;
-        }
-        // Nothing new for a while: the driver has delivered all it will.
-        last_progress.1.elapsed() > STALL && settled >= rx
-    });
-    result?;
+    let result = run_until(
+        &settings,
+        StartOptions { rx_timestamp: false, policy, replay_times: Some(times.into()) },
+        &output,
+        |dp| {
+            let mut rx = 0;
+            let mut settled = 0;
+            for w in dp.counters() {
+                let t = w.total();
+                rx += t.rx_packets;
+                settled += t.tx_packets + t.dropped_total();
+            }
+            if rx >= expected && settled >= rx {
+                return true;
+            }
+            if rx != last_progress.0 {
+                last_progress = (rx, Instant::now());
+                return false;
+            }
+            // Nothing new for a while: the driver has delivered all it will.
+            last_progress.1.elapsed() > STALL && settled >= rx
+        },
+    );
+    let summary = result?;
+    let toward_in = scratch.path("toward-in.pcap");
+    merge_into(&out_path, &toward_in, &scratch.path("merged.pcap"))
+        .map_err(|e| Failure::Runtime(format!("merging the resets into {}: {e}", out_path.display())))?;
+    if with_policy {
+        summary.print();
+    }
     print_flows(&out_path);
     Ok(())
+}
+
+/// Adds the frames tlsgate sent back toward the capture's side (the resets of
+/// block-with-reset toward whoever sent the packet that was blocked) to OUT,
+/// merged by the time they were written, so that OUT holds everything the
+/// appliance sent.
+fn merge_into(out: &Path, extra: &Path, tmp: &Path) -> Result<(), String> {
+    use pcap_file::pcap::{PcapReader, PcapWriter};
+    let open = |p: &Path| -> Result<PcapReader<BufReader<File>>, String> {
+        PcapReader::new(BufReader::new(File::open(p).map_err(|e| e.to_string())?)).map_err(|e| e.to_string())
+    };
+    let mut b = match open(extra) {
+        Ok(r) => r,
+        Err(_) => return Ok(()),
+    };
+    let mut nb = b.next_packet().transpose().map_err(|e| e.to_string())?.map(|p| p.into_owned());
+    if nb.is_none() {
+        return Ok(());
+    }
+    let mut a = open(out)?;
+    let header = a.header();
+    let w = std::io::BufWriter::new(File::create(tmp).map_err(|e| e.to_string())?);
+    let mut w = PcapWriter::with_header(w, header).map_err(|e| e.to_string())?;
+    let mut na = a.next_packet().transpose().map_err(|e| e.to_string())?.map(|p| p.into_owned());
+    loop {
+        let take_a = match (&na, &nb) {
+            (Some(x), Some(y)) => x.timestamp <= y.timestamp,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_a {
+            if let Some(p) = na.take() {
+                w.write_packet(&p).map_err(|e| e.to_string())?;
+            }
+            na = a.next_packet().transpose().map_err(|e| e.to_string())?.map(|p| p.into_owned());
+        } else {
+            if let Some(p) = nb.take() {
+                w.write_packet(&p).map_err(|e| e.to_string())?;
+            }
+            nb = b.next_packet().transpose().map_err(|e| e.to_string())?.map(|p| p.into_owned());
+        }
+    }
+    drop(w);
+    std::fs::rename(tmp, out).or_else(|_| std::fs::copy(tmp, out).map(|_| ())).map_err(|e| e.to_string())
 }
 
 /// Prints the flows the appliance forwarded: what passed through, by flow.
@@ -111,7 +179,7 @@ fn print_flows(path: &Path) {
     println!("passed through: {} flow(s)", flows.len());
     println!("  {:<58} {:>8} {:>10}", "flow (client <-> server port)", "packets", "bytes");
     let mut rows: Vec<_> = flows.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
     for (k, (n, b)) in rows.iter().take(20) {
         println!("  {k:<58} {n:>8} {b:>10}");
     }
@@ -158,19 +226,22 @@ fn gunzip(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Counts the packets in a pcap or pcapng file.
-pub fn count_packets(path: &Path) -> Result<u64, String> {
+/// The timestamps (ns since the Unix epoch) of the packets in a pcap or
+/// pcapng file, in file order.
+pub fn packet_times(path: &Path) -> Result<Vec<u64>, String> {
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut r = BufReader::new(f);
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic).map_err(|_| "not a pcap file (too short)".to_string())?;
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut n = 0u64;
+    let mut times = Vec::new();
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut rd = pcap_file::pcapng::PcapNgReader::new(BufReader::new(f)).map_err(|e| format!("bad pcapng: {e}"))?;
         while let Some(b) = rd.next_block() {
             match b.map_err(|e| format!("bad pcapng block: {e}"))? {
-                pcap_file::pcapng::Block::EnhancedPacket(_) | pcap_file::pcapng::Block::SimplePacket(_) => n += 1,
+                pcap_file::pcapng::Block::EnhancedPacket(p) => times.push(p.timestamp.as_nanos() as u64),
+                // A simple packet block has no time: keep the previous one.
+                pcap_file::pcapng::Block::SimplePacket(_) => times.push(times.last().copied().unwrap_or(0)),
                 _ => {}
             }
         }
@@ -178,11 +249,11 @@ pub fn count_packets(path: &Path) -> Result<u64, String> {
         let mut rd =
             pcap_file::pcap::PcapReader::new(BufReader::new(f)).map_err(|e| format!("not a pcap file: {e}"))?;
         while let Some(p) = rd.next_packet() {
-            p.map_err(|e| format!("bad pcap record after {n} packets: {e}"))?;
-            n += 1;
+            let p = p.map_err(|e| format!("bad pcap record after {} packets: {e}", times.len()))?;
+            times.push(p.timestamp.as_nanos() as u64);
         }
     }
-    Ok(n)
+    Ok(times)
 }
 
 /// A pcap global header with no packets (Ethernet, snaplen 262144).

@@ -9,7 +9,11 @@
 
 mod error;
 pub mod facts;
+pub mod policy;
 mod settings;
 
 pub use error::ConfigError;
-pub use settings::{EalSettings, MempoolSettings, PortPair, QueueSettings, Settings, WorkerSettings};
+pub use policy::Policy;
+pub use settings::{
+    EalSettings, FlowSettings, MempoolSettings, Midstream, PortPair, QueueSettings, Settings, WhenFull, WorkerSettings,
+};

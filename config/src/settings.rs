@@ -37,6 +37,14 @@ pub struct Settings {
     /// Queue sizes.
     #[serde(default)]
     pub queues: QueueSettings,
+    /// Flow tracking.
+    #[serde(default)]
+    pub flows: FlowSettings,
+    /// The decryption policy file (relative to this file's folder). Without
+    /// one, tlsgate is a plain bridge.
+    pub policy: Option<Spanned<PathBuf>>,
+    /// The event log (JSON lines, appended; relative to this file's folder).
+    pub events: Option<Spanned<PathBuf>>,
     /// The file the settings came from (set by `load`).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -96,6 +104,93 @@ pub struct QueueSettings {
     /// Tx descriptors per queue.
     #[serde(default = "default_desc")]
     pub tx_descriptors: u16,
+}
+
+/// `[flows]`: the per-worker flow table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSettings {
+    /// Flows each worker tracks at most.
+    #[serde(default = "default_flow_capacity")]
+    pub capacity: u32,
+    /// What a new flow gets when the table is full: `bypass` (forwarded,
+    /// uninspected) or `drop`. Counted either way.
+    #[serde(default = "default_when_full")]
+    pub when_full: WhenFull,
+    /// What a flow first seen mid-stream (no SYN) gets: `bypass`, `block`, or
+    /// `inspect` (watch for a handshake anyway).
+    #[serde(default = "default_midstream")]
+    pub midstream: Midstream,
+    /// Handshake bytes buffered per direction while inspecting.
+    #[serde(default = "default_handshake_buffer")]
+    pub handshake_buffer: u32,
+    /// Idle timeout of a flow whose handshake is being watched, seconds.
+    #[serde(default = "default_inspect_timeout")]
+    pub inspecting_timeout: u32,
+    /// Idle timeout of a decided flow (bypassed or blocked), seconds.
+    #[serde(default = "default_decided_timeout")]
+    pub decided_timeout: u32,
+    /// How long a flow is kept after FIN from both sides or RST, seconds.
+    #[serde(default = "default_closed_timeout")]
+    pub closed_timeout: u32,
+}
+
+/// Policy for new flows when the table is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Forward, uninspected.
+    Bypass,
+    /// Drop.
+    Drop,
+}
+
+/// Policy for flows first seen without a SYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Midstream {
+    /// Forward, uninspected.
+    Bypass,
+    /// Drop every packet.
+    Block,
+    /// Track and watch for a handshake.
+    Inspect,
+}
+
+fn default_flow_capacity() -> u32 {
+    262_144
+}
+fn default_when_full() -> WhenFull {
+    WhenFull::Bypass
+}
+fn default_midstream() -> Midstream {
+    Midstream::Bypass
+}
+fn default_handshake_buffer() -> u32 {
+    64 * 1024
+}
+fn default_inspect_timeout() -> u32 {
+    30
+}
+fn default_decided_timeout() -> u32 {
+    600
+}
+fn default_closed_timeout() -> u32 {
+    10
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        FlowSettings {
+            capacity: default_flow_capacity(),
+            when_full: default_when_full(),
+            midstream: default_midstream(),
+            handshake_buffer: default_handshake_buffer(),
+            inspecting_timeout: default_inspect_timeout(),
+            decided_timeout: default_decided_timeout(),
+            closed_timeout: default_closed_timeout(),
+        }
+    }
 }
 
 fn default_dispatch_ring() -> u32 {
@@ -160,6 +255,9 @@ impl Settings {
             workers: WorkerSettings { lcores: Spanned::new(0..0, lcores), dispatch_ring: default_dispatch_ring() },
             mempool: MempoolSettings::default(),
             queues: QueueSettings::default(),
+            flows: FlowSettings::default(),
+            policy: None,
+            events: None,
             source: None,
         };
         s.validate(None)?;
@@ -230,6 +328,16 @@ impl Settings {
         if self.queues.rx_descriptors == 0 || self.queues.tx_descriptors == 0 {
             return Err(self.err(text, None, "queues", "descriptor counts must be positive"));
         }
+        let f = &self.flows;
+        if f.capacity < 16 {
+            return Err(self.err(text, None, "flows.capacity", "at least 16 flows per worker"));
+        }
+        if !(1024..=16 << 20).contains(&f.handshake_buffer) {
+            return Err(self.err(text, None, "flows.handshake_buffer", "between 1024 bytes and 16 MiB"));
+        }
+        if f.inspecting_timeout == 0 || f.decided_timeout == 0 || f.closed_timeout == 0 {
+            return Err(self.err(text, None, "flows", "timeouts must be at least 1 second"));
+        }
         Ok(())
     }
 
@@ -252,6 +360,23 @@ impl Settings {
             args.push(format!("--lcores=({})@({})", list.join(","), cpu_set));
         }
         args
+    }
+
+    /// The policy file's path, resolved against the settings file's folder.
+    pub fn policy_path(&self) -> Option<PathBuf> {
+        self.policy.as_ref().map(|p| self.resolve(p.get_ref()))
+    }
+
+    /// The event log's path, resolved against the settings file's folder.
+    pub fn events_path(&self) -> Option<PathBuf> {
+        self.events.as_ref().map(|p| self.resolve(p.get_ref()))
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        match self.source.as_deref().and_then(Path::parent) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
     }
 
     /// All port names, pair by pair (a then b).

@@ -6,7 +6,11 @@
 #![warn(missing_docs)]
 
 pub mod dpdk;
+pub mod event;
+pub mod flow;
+pub mod inspect;
 pub mod packet;
 pub mod runtime;
 pub mod stats;
+pub mod tls;
 pub mod worker;

@@ -146,3 +146,194 @@ mod tests {
         assert!(flow_hash(f).is_some());
     }
 }
+
+/// TCP flag bits.
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// An IP address as stored in flow keys: IPv4 mapped into the low 4 bytes.
+pub type Addr = [u8; 16];
+
+/// A TCP segment inside an Ethernet frame, checked once: every offset below
+/// lies inside the frame, so no accessor can fail afterwards (smoltcp's shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFrame {
+    /// Outer VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Flags (see [`tcp_flags`]).
+    pub flags: u8,
+    /// Window field (unscaled).
+    pub window: u16,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// Offset of the TCP header.
+    pub l4: usize,
+    /// Offset of the payload.
+    pub payload: usize,
+    /// End of the payload (IP total length; Ethernet padding excluded).
+    pub end: usize,
+}
+
+impl TcpFrame {
+    /// Parses a frame; `None` unless it is an unfragmented TCP segment over
+    /// IPv4 or IPv6 (no IPv6 extension headers) with consistent lengths.
+    pub fn parse(frame: &[u8]) -> Option<TcpFrame> {
+        let (ethertype, l3) = skip_vlans(frame)?;
+        let vlan = if l3 > ETH_HLEN {
+            let tci = u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]);
+            Some(tci & 0x0fff)
+        } else {
+            None
+        };
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        let (ipv6, l4, end) = match ethertype {
+            ETHERTYPE_IPV4 => {
+                let ip = frame.get(l3..l3 + 20)?;
+                if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
+                    return None;
+                }
+                let ihl = ((ip[0] & 0x0f) as usize) * 4;
+                let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+                let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+                if ihl < 20 || frag || total < ihl || l3 + total > frame.len() {
+                    return None;
+                }
+                src[12..].copy_from_slice(&ip[12..16]);
+                dst[12..].copy_from_slice(&ip[16..20]);
+                (false, l3 + ihl, l3 + total)
+            }
+            ETHERTYPE_IPV6 => {
+                let ip = frame.get(l3..l3 + 40)?;
+                if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {
+                    return None;
+                }
+                let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+                if l3 + 40 + plen > frame.len() {
+                    return None;
+                }
+                src.copy_from_slice(&ip[8..24]);
+                dst.copy_from_slice(&ip[24..40]);
+                (true, l3 + 40, l3 + 40 + plen)
+            }
+            _ => return None,
+        };
+        let tcp = frame.get(l4..l4 + 20)?;
+        let doff = ((tcp[12] >> 4) as usize) * 4;
+        if doff < 20 || l4 + doff > end {
+            return None;
+        }
+        Some(TcpFrame {
+            vlan,
+            ipv6,
+            src,
+            dst,
+            src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+            dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+            flags: tcp[13],
+            window: u16::from_be_bytes([tcp[14], tcp[15]]),
+            l3,
+            l4,
+            payload: l4 + doff,
+            end,
+        })
+    }
+
+    /// Payload length.
+    pub fn payload_len(&self) -> usize {
+        self.end - self.payload
+    }
+
+    /// Whether flag `f` is set.
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// An [`Addr`] as a standard address.
+pub fn to_ip(a: &Addr, ipv6: bool) -> std::net::IpAddr {
+    if ipv6 {
+        std::net::IpAddr::V6(std::net::Ipv6Addr::from(*a))
+    } else {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+    }
+}
+
+#[cfg(test)]
+mod tcp_frame_tests {
+    use super::*;
+
+    fn frame(vlan: bool, v6: bool, payload: &[u8]) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]);
+        let mut out = Vec::new();
+        if v6 {
+            let b = if vlan {
+                b.single_vlan(7.try_into().unwrap()).ipv6([1; 16], [2; 16], 64)
+            } else {
+                b.ipv6([1; 16], [2; 16], 64)
+            };
+            b.tcp(1234, 443, 1000, 500).syn().write(&mut out, payload).unwrap();
+        } else {
+            let b = if vlan {
+                b.single_vlan(7.try_into().unwrap()).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            } else {
+                b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            };
+            b.tcp(1234, 443, 1000, 500).ack(77).write(&mut out, payload).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn parses_v4_v6_and_vlan() {
+        let f = frame(false, false, b"hello");
+        let t = TcpFrame::parse(&f).unwrap();
+        assert_eq!((t.src_port, t.dst_port, t.seq, t.ack, t.vlan), (1234, 443, 1000, 77, None));
+        assert_eq!(&f[t.payload..t.end], b"hello");
+        assert!(t.has(tcp_flags::ACK) && !t.has(tcp_flags::SYN));
+        assert_eq!(to_ip(&t.src, false).to_string(), "10.0.0.1");
+        let f = frame(true, true, b"xy");
+        let t = TcpFrame::parse(&f).unwrap();
+        assert!(t.ipv6 && t.has(tcp_flags::SYN));
+        assert_eq!(t.vlan, Some(7));
+        assert_eq!(&f[t.payload..t.end], b"xy");
+    }
+
+    #[test]
+    fn padding_is_not_payload_and_truncation_is_refused() {
+        let mut f = frame(false, false, b"");
+        f.extend_from_slice(&[0; 6]); // Ethernet padding to 60 bytes
+        let t = TcpFrame::parse(&f).unwrap();
+        assert_eq!(t.payload_len(), 0);
+        let f = frame(false, false, b"0123456789");
+        for cut in 0..f.len() {
+            assert!(TcpFrame::parse(&f[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+}

@@ -6,7 +6,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tlsgate_config::policy::Policy;
 use tlsgate_config::Settings;
+
+use crate::event::SessionEvent;
+use crate::inspect::Inspector;
+use crate::worker::Inspection;
 
 use crate::dpdk::{
     ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
@@ -52,6 +57,9 @@ pub enum StartError {
     /// Launch failed.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// The policy could not be put to work (trust store, say).
+    #[error("policy: {0}")]
+    Policy(String),
     /// A worker lcore that the EAL did not enable, or the main lcore.
     #[error("workers.lcores: lcore {lcore} {why}")]
     Lcore {
@@ -63,11 +71,18 @@ pub enum StartError {
 }
 
 /// Options that are not in the settings file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct StartOptions {
-    /// Ask the ports for rx timestamps (replay: the capture's clock).
+    /// Ask the ports for rx timestamps.
     pub rx_timestamp: bool,
+    /// A replay's packet times, in file order (see [`Inspection::replay_times`]).
+    pub replay_times: Option<Arc<[u64]>>,
+    /// The decryption policy; without one, the workers only bridge.
+    pub policy: Option<Arc<Policy>>,
 }
+
+/// Slots in each worker's event ring to the control thread.
+const EVENT_RING: u32 = 8192;
 
 /// The running data plane.
 pub struct Dataplane {
@@ -77,6 +92,7 @@ pub struct Dataplane {
     handles: Vec<LcoreHandle>,
     steering: FlowSteering,
     pool: Mempool,
+    events: Vec<RingConsumer<Box<SessionEvent>>>,
 }
 
 impl Dataplane {
@@ -144,6 +160,8 @@ impl Dataplane {
         let running = Arc::new(AtomicBool::new(true));
         let mut workers = Vec::new();
         let mut shared = Vec::new();
+        let mut events = Vec::new();
+        let port_names: Arc<[String]> = ports.iter().map(|p| p.name().to_owned()).collect();
         for (i, (to, from)) in producers.into_iter().zip(consumers).enumerate() {
             let mut wports = Vec::new();
             for (pi, port) in ports.iter_mut().enumerate() {
@@ -153,19 +171,42 @@ impl Dataplane {
             let dispatch = (steering == FlowSteering::SoftwareDispatch).then_some(Dispatch { to, from });
             let counters = Arc::new(SharedCounters::new(ports.len()));
             shared.push(counters.clone());
-            workers.push(Worker::new(i, nworkers, wports, dispatch, counters, running.clone()));
+            let mut worker = Worker::new(i, nworkers, wports, dispatch, counters, running.clone());
+            if let Some(policy) = &opts.policy {
+                let inspector = Inspector::new(i, policy.clone(), &settings.flows, port_names.clone())
+                    .map_err(StartError::Policy)?;
+                let (tx, rx) = ring_pair::<Box<SessionEvent>>(&format!("tg_events_{i}"), EVENT_RING)?;
+                events.push(rx);
+                worker = worker.with_inspection(Inspection {
+                    inspector,
+                    events: tx,
+                    pool,
+                    replay_times: opts.replay_times.clone(),
+                    replay_seq: 0,
+                });
+            }
+            workers.push(worker);
         }
 
         for p in &ports {
             p.start()?;
             p.set_promiscuous();
         }
-        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool })
+        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events })
     }
 
     /// How flows are steered to workers.
     pub fn steering(&self) -> FlowSteering {
         self.steering
+    }
+
+    /// Takes the session events the workers have sent so far.
+    pub fn drain_events(&mut self, mut f: impl FnMut(Box<SessionEvent>)) {
+        for ring in &mut self.events {
+            while let Some(ev) = ring.pop() {
+                f(ev);
+            }
+        }
     }
 
     /// The ports, in settings order (pair 0 a, pair 0 b, pair 1 a, ...).
@@ -195,16 +236,18 @@ impl Dataplane {
 
     /// Stops the workers (they drain what they hold), then the ports. Returns
     /// the workers' exit codes and final counters, and the ports' counters.
-    pub fn stop(self) -> StopReport {
+    pub fn stop(mut self) -> StopReport {
         self.running.store(false, Ordering::SeqCst);
-        let exit_codes: Vec<i32> = self.handles.into_iter().map(LcoreHandle::wait).collect();
+        let exit_codes: Vec<i32> = std::mem::take(&mut self.handles).into_iter().map(LcoreHandle::wait).collect();
+        let mut events = Vec::new();
+        self.drain_events(|e| events.push(e));
         let workers = self.shared.iter().map(|s| s.snapshot()).collect();
         let ports = self.ports.iter().map(Port::stats).collect();
         for p in &self.ports {
             p.stop();
             p.close();
         }
-        StopReport { exit_codes, workers, ports }
+        StopReport { exit_codes, workers, ports, events }
     }
 }
 
@@ -217,12 +260,13 @@ pub struct Prepared {
     lcores: Vec<u32>,
     steering: FlowSteering,
     pool: Mempool,
+    events: Vec<RingConsumer<Box<SessionEvent>>>,
 }
 
 impl Prepared {
     /// Launches each worker on its lcore.
     pub fn launch(self) -> Result<Dataplane, StartError> {
-        let Prepared { ports, shared, running, workers, lcores, steering, pool } = self;
+        let Prepared { ports, shared, running, workers, lcores, steering, pool, events } = self;
         let mut handles = Vec::new();
         for (w, &l) in workers.into_iter().zip(&lcores) {
             match LcoreHandle::launch(l, move || w.run()) {
@@ -233,7 +277,7 @@ impl Prepared {
                 }
             }
         }
-        Ok(Dataplane { ports, shared, running, handles, steering, pool })
+        Ok(Dataplane { ports, shared, running, handles, steering, pool, events })
     }
 
     /// Sends `pkts` out of port `port` on worker `worker`'s tx queue (before
@@ -270,4 +314,6 @@ pub struct StopReport {
     pub workers: Vec<WorkerCounters>,
     /// Each port's driver counters.
     pub ports: Vec<PortStats>,
+    /// Session events not yet taken when the workers stopped.
+    pub events: Vec<Box<SessionEvent>>,
 }

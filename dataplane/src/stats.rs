@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use crate::inspect::InspectCounters;
+
 /// Why a packet was dropped by a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -13,11 +15,27 @@ pub enum DropReason {
     DispatchFull,
     /// Still unsent when the appliance stopped.
     Shutdown,
+    /// The flow is blocked by the decryption policy.
+    Policy,
+    /// A new flow found the flow table full (`flows.when_full = "drop"`).
+    FlowTableFull,
+    /// A flow seen mid-stream (`flows.midstream = "block"`).
+    Midstream,
 }
+
+/// Number of drop reasons.
+pub const DROP_REASONS: usize = 6;
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 3] = [DropReason::TxFull, DropReason::DispatchFull, DropReason::Shutdown];
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::TxFull,
+        DropReason::DispatchFull,
+        DropReason::Shutdown,
+        DropReason::Policy,
+        DropReason::FlowTableFull,
+        DropReason::Midstream,
+    ];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
@@ -25,6 +43,9 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::DispatchFull => "dispatch_full",
             DropReason::Shutdown => "shutdown",
+            DropReason::Policy => "policy",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::Midstream => "midstream",
         }
     }
 }
@@ -44,7 +65,7 @@ pub struct PortCounters {
     /// Bytes sent on this port.
     pub tx_bytes: u64,
     /// Packets received here that were dropped, by [`DropReason`] (index = position in `ALL`).
-    pub dropped: [u64; 3],
+    pub dropped: [u64; DROP_REASONS],
 }
 
 impl PortCounters {
@@ -79,6 +100,10 @@ pub struct WorkerCounters {
     pub busy_polls: u64,
     /// Polls that found nothing.
     pub idle_polls: u64,
+    /// The inspector's counters.
+    pub inspect: InspectCounters,
+    /// Session events lost because the ring to the control thread was full.
+    pub events_lost: u64,
 }
 
 impl WorkerCounters {
@@ -104,7 +129,7 @@ struct SharedPort {
     rx_bytes: AtomicU64,
     tx_packets: AtomicU64,
     tx_bytes: AtomicU64,
-    dropped: [AtomicU64; 3],
+    dropped: [AtomicU64; DROP_REASONS],
 }
 
 /// A worker's counters as published for the control thread.
@@ -115,6 +140,8 @@ pub struct SharedCounters {
     dispatched_in: AtomicU64,
     busy_polls: AtomicU64,
     idle_polls: AtomicU64,
+    inspect: [AtomicU64; InspectCounters::FIELDS],
+    events_lost: AtomicU64,
 }
 
 impl SharedCounters {
@@ -126,6 +153,8 @@ impl SharedCounters {
             dispatched_in: AtomicU64::new(0),
             busy_polls: AtomicU64::new(0),
             idle_polls: AtomicU64::new(0),
+            inspect: std::array::from_fn(|_| AtomicU64::new(0)),
+            events_lost: AtomicU64::new(0),
         }
     }
 
@@ -145,6 +174,10 @@ impl SharedCounters {
         st(&self.dispatched_in, c.dispatched_in);
         st(&self.busy_polls, c.busy_polls);
         st(&self.idle_polls, c.idle_polls);
+        for (a, v) in self.inspect.iter().zip(c.inspect.to_array()) {
+            st(a, v);
+        }
+        st(&self.events_lost, c.events_lost);
     }
 
     /// A snapshot (any thread).
@@ -159,13 +192,15 @@ impl SharedCounters {
                     rx_bytes: ld(&s.rx_bytes),
                     tx_packets: ld(&s.tx_packets),
                     tx_bytes: ld(&s.tx_bytes),
-                    dropped: [ld(&s.dropped[0]), ld(&s.dropped[1]), ld(&s.dropped[2])],
+                    dropped: std::array::from_fn(|i| ld(&s.dropped[i])),
                 })
                 .collect(),
             dispatched_out: ld(&self.dispatched_out),
             dispatched_in: ld(&self.dispatched_in),
             busy_polls: ld(&self.busy_polls),
             idle_polls: ld(&self.idle_polls),
+            inspect: InspectCounters::from_array(std::array::from_fn(|i| ld(&self.inspect[i]))),
+            events_lost: ld(&self.events_lost),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! The run-to-completion worker loop: rx burst on each port, route each
-//! packet (to the other port of its pair, or to the worker that owns its flow),
-//! tx burst, and back off when idle. One per worker lcore; it shares nothing
-//! mutable with other workers, so nothing on the packet path is locked.
+//! packet (to the worker that owns its flow), inspect it (the decryption
+//! policy's verdict), send it to the other port of its pair, tx burst, and
+//! back off when idle. One per worker lcore; it shares nothing mutable with
+//! other workers, so nothing on the packet path is locked.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::dpdk::{pause, Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::event::SessionEvent;
+use crate::inspect::{DropCause, Inspector, Output, Verdict};
 use crate::packet::{flow_hash, worker_for};
 use crate::stats::{DropReason, SharedCounters, WorkerCounters};
 
@@ -42,6 +46,46 @@ pub struct Dispatch {
     pub from: Vec<RingConsumer<Mbuf>>,
 }
 
+/// The decryption-policy stage of a worker.
+pub struct Inspection {
+    /// Flow table, handshake observers, policy.
+    pub inspector: Inspector,
+    /// Session events to the control thread.
+    pub events: RingProducer<Box<SessionEvent>>,
+    /// Pool for the frames the worker makes (TCP resets).
+    pub pool: Mempool,
+    /// In a replay, the capture's timestamps (ns), in the order the packets
+    /// arrive on port 0: the capture's own time is the clock, so a replay
+    /// decides as a live run would have (certificate validity, timeouts).
+    /// net_pcap in DPDK 22.11 offers no rx timestamp offload, and a replay runs
+    /// one worker on one rx queue, so the n-th packet received is the n-th
+    /// packet of the file.
+    pub replay_times: Option<Arc<[u64]>>,
+    /// Packets of the capture received so far.
+    pub replay_seq: usize,
+}
+
+/// Wall-clock time from the TSC: one `clock_gettime` at start, then cheap reads.
+#[derive(Clone, Copy)]
+struct Clock {
+    tsc0: u64,
+    unix0_ns: u64,
+    ns_per_tick: f64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let unix0_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let hz = tsc_hz().max(1);
+        Clock { tsc0: tsc(), unix0_ns, ns_per_tick: 1e9 / hz as f64 }
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.unix0_ns + ((tsc().wrapping_sub(self.tsc0)) as f64 * self.ns_per_tick) as u64
+    }
+}
+
 /// A worker: everything one packet lcore owns (cache-line aligned, like
 /// DPDK l3fwd's per-lcore struct: nothing in it is shared).
 #[repr(align(64))]
@@ -50,9 +94,22 @@ pub struct Worker {
     workers: usize,
     ports: Vec<WorkerPort>,
     dispatch: Option<Dispatch>,
+    inspection: Option<Inspection>,
+    out: Output,
+    clock: Clock,
+    /// Time of the last packet seen (packet time in replay), ns.
+    last_ns: u64,
     counters: WorkerCounters,
     shared: Arc<SharedCounters>,
     running: Arc<AtomicBool>,
+}
+
+/// What `keep` decided for a packet that `take` then receives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Dispatch(usize),
+    Drop(DropReason),
 }
 
 /// Busy polls between two publications of the counters (idle workers publish
@@ -73,7 +130,25 @@ impl Worker {
         running: Arc<AtomicBool>,
     ) -> Worker {
         let counters = WorkerCounters::new(ports.len());
-        Worker { index, workers, ports, dispatch, counters, shared, running }
+        Worker {
+            index,
+            workers,
+            ports,
+            dispatch,
+            inspection: None,
+            out: Output::default(),
+            clock: Clock::new(),
+            last_ns: 0,
+            counters,
+            shared,
+            running,
+        }
+    }
+
+    /// Adds the decryption-policy stage.
+    pub fn with_inspection(mut self, inspection: Inspection) -> Worker {
+        self.inspection = Some(inspection);
+        self
     }
 
     /// Sends `pkts` on this worker's tx queue of port index `port` (used before
@@ -91,24 +166,53 @@ impl Worker {
     pub fn run(mut self) -> i32 {
         let mut rx = Burst::new();
         let mut idle = Backoff::default();
+        self.clock = Clock::new();
         while self.running.load(Ordering::Relaxed) {
             let work = self.poll_once(&mut rx);
             if work > 0 {
                 self.counters.busy_polls += 1;
                 if self.counters.busy_polls.is_multiple_of(PUBLISH_EVERY) {
-                    self.shared.publish(&self.counters);
+                    self.housekeeping(false);
                 }
                 idle.reset();
             } else {
                 self.counters.idle_polls += 1;
                 if idle.wait() {
-                    self.shared.publish(&self.counters);
+                    self.housekeeping(false);
                 }
             }
         }
         self.drain();
-        self.shared.publish(&self.counters);
+        self.housekeeping(true);
         0
+    }
+
+    /// Off the per-packet path: expire idle flows, hand events to the control
+    /// thread, publish counters. At shutdown every undecided session is ended.
+    fn housekeeping(&mut self, shutdown: bool) {
+        if let Some(ins) = &mut self.inspection {
+            // Idle flows expire on packet time; with no packets (live), on the clock.
+            let now = if ins.replay_times.is_some() { self.last_ns } else { self.clock.now_ns() };
+            if shutdown {
+                let why = if ins.replay_times.is_some() {
+                    "the capture ended before the handshake completed"
+                } else {
+                    "tlsgate stopped before the handshake completed"
+                };
+                ins.inspector.finish(now, why, &mut self.out);
+            } else {
+                ins.inspector.expire(now, &mut self.out);
+            }
+            self.counters.inspect = ins.inspector.counters;
+            for ev in self.out.events.drain(..) {
+                if ins.events.push(Box::new(ev)).is_err() {
+                    self.counters.events_lost += 1;
+                }
+            }
+            // Resets are only made on the packet path and sent there.
+            self.out.resets.clear();
+        }
+        self.shared.publish(&self.counters);
     }
 
     /// One pass over every rx queue and dispatch ring; returns packets handled.
@@ -140,42 +244,74 @@ impl Worker {
             let c = &mut self.counters.ports[p];
             c.rx_packets += n as u64;
             c.rx_bytes += bytes;
-            if let Some(d) = &mut self.dispatch {
-                // The hash reads each packet's headers: start those loads for the
-                // whole burst before the first one is needed.
+            if self.dispatch.is_some() || self.inspection.is_some() {
+                // The hash and the inspector read each packet's headers: start
+                // those loads for the whole burst before the first one is needed.
                 for m in egress.pending.tail(start) {
                     m.prefetch();
                 }
                 let (me, nworkers) = (self.index, self.workers);
-                let mut moved = 0u64;
-                let mut moved_bytes = 0u64;
-                // The owner found by `keep` for the packet `take` then receives.
-                let owner = std::cell::Cell::new(me);
+                let mut removed_bytes = 0u64;
+                let fate = Cell::new(Fate::Keep);
+                let dispatch = &mut self.dispatch;
+                let inspection = &mut self.inspection;
+                let out = &mut self.out;
+                let clock = &self.clock;
+                let last_ns = &mut self.last_ns;
+                let counters = &mut self.counters;
+                let c_dispatched = Cell::new(0u64);
+                let dispatching = dispatch.is_some();
                 egress.pending.retain_from(
                     start,
                     |m| {
-                        owner.set(flow_hash(m.data()).map_or(me, |h| worker_for(h, nworkers)));
-                        owner.get() == me
+                        if dispatching {
+                            let owner = flow_hash(m.data()).map_or(me, |h| worker_for(h, nworkers));
+                            if owner != me {
+                                fate.set(Fate::Dispatch(owner));
+                                return false;
+                            }
+                        }
+                        if let Some(ins) = inspection.as_mut() {
+                            if let Verdict::Drop(cause) = inspect(ins, clock, last_ns, m, p, out) {
+                                fate.set(Fate::Drop(drop_reason(cause)));
+                                return false;
+                            }
+                        }
+                        fate.set(Fate::Keep);
+                        true
                     },
                     |mut m| {
-                        moved += 1;
-                        moved_bytes += m.pkt_len() as u64;
-                        m.set_port(p as u16);
-                        if let Some((ring, staged)) = &mut d.to[owner.get()] {
-                            if let Err(m) = staged.push(m) {
-                                ring.send_burst(staged);
-                                if let Err(m) = staged.push(m) {
-                                    drop(m);
-                                    c.dropped[drop_index(DropReason::DispatchFull)] += 1;
-                                    moved -= 1;
+                        removed_bytes += m.pkt_len() as u64;
+                        match fate.get() {
+                            Fate::Drop(r) => {
+                                counters.ports[p].dropped[r as usize] += 1;
+                                drop(m);
+                            }
+                            Fate::Dispatch(owner) => {
+                                m.set_port(p as u16);
+                                if let Some((ring, staged)) = dispatch.as_mut().and_then(|d| d.to[owner].as_mut()) {
+                                    c_dispatched.set(c_dispatched.get() + 1);
+                                    if let Err(m) = staged.push(m) {
+                                        ring.send_burst(staged);
+                                        if let Err(m) = staged.push(m) {
+                                            drop(m);
+                                            c_dispatched.set(c_dispatched.get() - 1);
+                                            counters.ports[p].dropped[DropReason::DispatchFull as usize] += 1;
+                                        }
+                                    }
                                 }
                             }
+                            Fate::Keep => {}
                         }
                     },
                 );
-                self.counters.dispatched_out += moved;
-                bytes -= moved_bytes;
+                self.counters.dispatched_out += c_dispatched.get();
+                bytes -= removed_bytes;
+                if !self.out.resets.is_empty() {
+                    self.send_resets(p);
+                }
             }
+            let egress = &mut self.ports[out];
             egress.pending_bytes += bytes;
             // Send at once, while the mbufs are hot in this core's cache.
             send_counted(egress, &mut self.counters.ports[out]);
@@ -225,11 +361,41 @@ impl Worker {
             self.counters.dispatched_in += n as u64;
             for m in rx.drain() {
                 let p = (m.port() as usize).min(self.ports.len() - 1);
+                if let Some(ins) = self.inspection.as_mut() {
+                    if let Verdict::Drop(cause) = inspect(ins, &self.clock, &mut self.last_ns, &m, p, &mut self.out) {
+                        self.counters.ports[p].dropped[drop_reason(cause) as usize] += 1;
+                        drop(m);
+                        if !self.out.resets.is_empty() {
+                            self.send_resets(p);
+                        }
+                        continue;
+                    }
+                }
                 let len = m.pkt_len();
                 self.forward(p, m, len);
             }
         }
         work
+    }
+
+    /// Sends the resets the inspector made for a packet that came in by port
+    /// index `p`: toward its sender out of `p`, toward its receiver out of the peer.
+    fn send_resets(&mut self, p: usize) {
+        let Some(ins) = &self.inspection else { return };
+        let pool = ins.pool;
+        let resets = std::mem::take(&mut self.out.resets);
+        for r in resets {
+            let port = if r.toward_sender { p } else { self.ports[p].peer };
+            let Some(m) = Mbuf::from_bytes(&pool, &r.frame) else { continue };
+            let egress = &mut self.ports[port];
+            if egress.pending.is_full() {
+                send_counted(egress, &mut self.counters.ports[port]);
+            }
+            let len = m.pkt_len() as u64;
+            if egress.pending.push(m).is_ok() {
+                egress.pending_bytes += len;
+            }
+        }
     }
 
     /// Pushes out everything staged: dispatch bursts, then tx bursts. What a
@@ -279,6 +445,35 @@ impl Worker {
             // Charged to the egress port's counters.
             self.counters.ports[p].dropped[drop_index(DropReason::Shutdown)] += left;
         }
+    }
+}
+
+/// Runs the inspector on one packet at its time: the rx timestamp where the
+/// PMD gives one (replay), else the TSC clock.
+#[inline]
+fn inspect(ins: &mut Inspection, clock: &Clock, last_ns: &mut u64, m: &Mbuf, p: usize, out: &mut Output) -> Verdict {
+    let now = match &ins.replay_times {
+        Some(times) if p == 0 => {
+            let t = times.get(ins.replay_seq).copied().unwrap_or(*last_ns);
+            ins.replay_seq += 1;
+            t
+        }
+        Some(_) => *last_ns,
+        None => clock.now_ns(),
+    };
+    *last_ns = now;
+    if m.is_contiguous() {
+        ins.inspector.on_packet(m.data(), p, now, out)
+    } else {
+        ins.inspector.on_packet(&m.to_vec(), p, now, out)
+    }
+}
+
+fn drop_reason(c: DropCause) -> DropReason {
+    match c {
+        DropCause::Blocked => DropReason::Policy,
+        DropCause::TableFull => DropReason::FlowTableFull,
+        DropCause::Midstream => DropReason::Midstream,
     }
 }
 

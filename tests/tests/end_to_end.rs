@@ -134,3 +134,128 @@ fn curl_through_tlsgate_on_af_packet_gets_its_page_and_20mb_each_way() {
     assert!(bytes(1, "rx_bytes") > 20 << 20, "server side carried the download: {c}");
     assert_eq!(c["steering"], "software dispatch", "af_packet has no RSS: {c}");
 }
+
+/// The policy's verdicts as the client sees them: a page for do-not-decrypt,
+/// an immediate reset for block-with-reset, and a handshake that never
+/// completes (no application byte crosses) for block.
+#[test]
+fn curl_sees_each_verdict_of_the_policy() {
+    let _g = dpdk_lock();
+    let topo = Topology::new(2);
+    let dir = Scratch::new("e2e-policy");
+    let (key, cert) = (dir.path("server.key"), dir.path("server.pem"));
+    let o = run_with_limit(
+        std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+            .args(["-subj", "/CN=ok.test", "-addext", "subjectAltName=DNS:ok.test,DNS:reset.test,DNS:drop.test"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let policy = dir.path("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"[policy]
+default_action = "do-not-decrypt"
+
+[[rule]]
+name = "see-everything"
+action = "monitor"
+
+[[rule]]
+name = "reset-this"
+action = "block-with-reset"
+sni = ["reset.test"]
+
+[[rule]]
+name = "drop-this"
+action = "block"
+sni = ["drop.test"]
+"#,
+    )
+    .unwrap();
+    let events = dir.path("events.json");
+    let cfg = dir.path("e2e.toml");
+    std::fs::write(
+        &cfg,
+        format!("policy = \"{}\"\nevents = \"{}\"\n{}", policy.display(), events.display(), topo.settings(1)),
+    )
+    .unwrap();
+    let gate = topo
+        .exec(&topo.mid, tlsgate().to_str().unwrap())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut gate = Reaper(Some(gate));
+    let server = topo
+        .exec(&topo.srv, "openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", "4433", "-key"])
+        .arg(&key)
+        .arg("-cert")
+        .arg(&cert)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Reaper(Some(server));
+    let curl = |name: &str, max: &str| {
+        run_with_limit(
+            topo.exec(&topo.cli, "curl")
+                .args(["-sS", "-k", "--max-time", max, "--resolve"])
+                .arg(format!("{name}:4433:{}", topo.srv_ip))
+                .arg(format!("https://{name}:4433/")),
+            Duration::from_secs(20),
+        )
+    };
+
+    // do-not-decrypt: the page (retried while tlsgate and the server come up).
+    let start = Instant::now();
+    let page = loop {
+        let o = curl("ok.test", "3");
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no page through tlsgate: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(page.contains("s_server"), "{page}");
+
+    // block-with-reset: refused at once, by a reset.
+    let t = Instant::now();
+    let o = curl("reset.test", "10");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(t.elapsed() < Duration::from_secs(3), "the reset should end it at once: {:?}", t.elapsed());
+    let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(err.contains("reset"), "curl should see a reset: {err}");
+
+    // block: the handshake never completes and nothing arrives.
+    let o = curl("drop.test", "3");
+    assert_eq!(o.status.code(), Some(28), "curl times out: {}", text(&o));
+    assert!(o.stdout.is_empty());
+
+    let child = gate.0.take().unwrap();
+    signal(&child, "TERM");
+    let o = wait_with_limit(child, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o));
+    let log = std::fs::read_to_string(&events).unwrap();
+    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |sni: &str| {
+        evs.iter().find(|e| e["tls"]["sni"] == sni).unwrap_or_else(|| panic!("no event for {sni} in:\n{log}")).clone()
+    };
+    let ok = find("ok.test");
+    assert_eq!(ok["policy"]["actual_action"], "do-not-decrypt");
+    assert_eq!(ok["policy"]["monitor_rules"][0], "see-everything");
+    assert_eq!(find("reset.test")["policy"]["actual_action"], "block-with-reset");
+    assert_eq!(find("reset.test")["policy"]["rule"], "reset-this");
+    assert_eq!(find("drop.test")["policy"]["actual_action"], "block");
+    assert_eq!(ok["dest_port"], 4433);
+    assert_eq!(ok["src_ip"], topo.cli_ip.as_str());
+}

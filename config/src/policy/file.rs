@@ -1,0 +1,1362 @@
+//! The policy file: its TOML schema, the words it uses for actions, and the
+//! checks that turn it into typed rules and loaded objects, with errors that
+//! name the file, the line and the field (`rule[2] "block-bad-hosts".dest_ports`).
+//!
+//! ```toml
+//! [policy]
+//! default_action = "do-not-decrypt"
+//!
+//! [[rule]]
+//! name = "block-bad-hosts"
+//! action = "block"
+//! sni = ["*.example.org"]
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::objects::{self, CaObject, CertificateObject, KnownKey, Trust};
+use super::Policy;
+use crate::facts::{self, CertStatus, TlsVersion};
+use crate::ConfigError;
+
+/// What a session finally gets when no decryption happens: the default action
+/// and the undecryptable actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FinalAction {
+    /// Forward the flow untouched.
+    DoNotDecrypt,
+    /// Drop the flow's packets.
+    Block,
+    /// Drop, and reset both ends.
+    BlockWithReset,
+}
+
+impl FinalAction {
+    /// The name in the policy file and in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinalAction::DoNotDecrypt => "do-not-decrypt",
+            FinalAction::Block => "block",
+            FinalAction::BlockWithReset => "block-with-reset",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<FinalAction> {
+        [FinalAction::DoNotDecrypt, FinalAction::Block, FinalAction::BlockWithReset].into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// A rule's action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Log the session and go on with later rules (never final).
+    Monitor,
+    /// Forward the flow untouched.
+    DoNotDecrypt,
+    /// Drop the flow's packets.
+    Block,
+    /// Drop, and reset both ends.
+    BlockWithReset,
+    /// Terminate TLS with an imported server certificate and key.
+    DecryptKnownKey {
+        /// Index into [`Policy::known_keys`].
+        known_key: usize,
+    },
+    /// Terminate TLS with a copy of the server certificate re-signed by a CA.
+    DecryptResign {
+        /// Index into [`Policy::cas`].
+        ca: usize,
+    },
+}
+
+impl Action {
+    /// The name in the policy file and in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Monitor => "monitor",
+            Action::DoNotDecrypt => "do-not-decrypt",
+            Action::Block => "block",
+            Action::BlockWithReset => "block-with-reset",
+            Action::DecryptKnownKey { .. } => "decrypt-known-key",
+            Action::DecryptResign { .. } => "decrypt-resign",
+        }
+    }
+}
+
+impl From<FinalAction> for Action {
+    fn from(a: FinalAction) -> Action {
+        match a {
+            FinalAction::DoNotDecrypt => Action::DoNotDecrypt,
+            FinalAction::Block => Action::Block,
+            FinalAction::BlockWithReset => Action::BlockWithReset,
+        }
+    }
+}
+
+/// Why a session cannot be decrypted; each reason has its own configured action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Undecryptable {
+    /// The client spoke SSL 2.0.
+    Sslv2,
+    /// The session uses TLS compression.
+    Compressed,
+    /// The negotiated cipher suite is not known.
+    UnknownCipher,
+    /// The cipher suite is known but cannot be decrypted.
+    UnsupportedCipher,
+    /// A resumed session whose keys were never seen.
+    SessionNotCached,
+    /// The handshake failed.
+    HandshakeError,
+    /// Decrypting the traffic failed.
+    DecryptionError,
+    /// The server asked for a client certificate.
+    ClientAuth,
+}
+
+impl Undecryptable {
+    /// Every reason, in the policy file's order.
+    pub const ALL: [Undecryptable; 8] = [
+        Undecryptable::Sslv2,
+        Undecryptable::Compressed,
+        Undecryptable::UnknownCipher,
+        Undecryptable::UnsupportedCipher,
+        Undecryptable::SessionNotCached,
+        Undecryptable::HandshakeError,
+        Undecryptable::DecryptionError,
+        Undecryptable::ClientAuth,
+    ];
+
+    /// The key in `[policy.undecryptable]` and the reason in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Undecryptable::Sslv2 => "sslv2",
+            Undecryptable::Compressed => "compressed",
+            Undecryptable::UnknownCipher => "unknown_cipher",
+            Undecryptable::UnsupportedCipher => "unsupported_cipher",
+            Undecryptable::SessionNotCached => "session_not_cached",
+            Undecryptable::HandshakeError => "handshake_error",
+            Undecryptable::DecryptionError => "decryption_error",
+            Undecryptable::ClientAuth => "client_auth",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A rule as listed: its name, action and whether it is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// The rule's name (unique in the policy).
+    pub name: String,
+    /// Its action.
+    pub action: Action,
+    /// False: the rule is skipped.
+    pub enabled: bool,
+}
+
+impl Policy {
+    /// Reads, checks, loads the objects of, and compiles a policy file.
+    pub fn load(path: &Path) -> Result<Policy, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read the policy file: {e}")))?;
+        Policy::parse(&text, Some(path))
+    }
+
+    /// Checks and compiles a policy from TOML text. `path` is the file it came
+    /// from: messages name it, and relative object paths are taken from its
+    /// folder (without it, object files need absolute paths).
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Policy, ConfigError> {
+        let source = parse_source(text, path)?;
+        Ok(super::compile::compile(source, path))
+    }
+}
+
+/// A checked policy file, before compiling.
+pub(super) struct Source {
+    pub default_action: FinalAction,
+    /// Per [`Undecryptable::index`]; `None` = inherit.
+    pub undecryptable: [Option<FinalAction>; 8],
+    pub trust: Trust,
+    pub cas: Vec<CaObject>,
+    pub known_keys: Vec<KnownKey>,
+    pub certificates: Vec<CertificateObject>,
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One checked rule. A condition that is `None` does not constrain.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RuleSpec {
+    pub name: String,
+    pub action: Option<Action>,
+    pub enabled: bool,
+    pub source_networks: Option<Vec<IpNet>>,
+    pub dest_networks: Option<Vec<IpNet>>,
+    pub source_ports: Option<Vec<(u16, u16)>>,
+    pub dest_ports: Option<Vec<(u16, u16)>>,
+    /// 0 = untagged.
+    pub vlan: Option<Vec<u16>>,
+    pub ingress: Option<Vec<String>>,
+    pub sni: Option<Vec<NamePattern>>,
+    pub subject: Option<Vec<DnPattern>>,
+    pub issuer: Option<Vec<DnPattern>>,
+    /// Indexes into `Source::certificates`.
+    pub certificate: Option<Vec<usize>>,
+    /// (status, wanted): the condition holds if any status is as wanted.
+    pub cert_status: Option<Vec<(CertStatus, bool)>>,
+    pub cipher_suites: Option<Vec<u16>>,
+    pub versions: Option<Vec<TlsVersion>>,
+}
+
+/// A host name to match, lower case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum NamePattern {
+    /// The whole name.
+    Exact(String),
+    /// `*.` + this suffix: one more label in front.
+    Wildcard(String),
+}
+
+impl NamePattern {
+    fn parse(s: &str) -> Result<NamePattern, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        if lower.is_empty() {
+            return Err("empty name".into());
+        }
+        if let Some(suffix) = lower.strip_prefix("*.") {
+            if suffix.is_empty() || suffix.contains('*') || suffix.starts_with('.') {
+                return Err(format!("{s:?}: a wildcard is `*.` followed by a name (`*.example.com`)"));
+            }
+            return Ok(NamePattern::Wildcard(suffix.to_owned()));
+        }
+        if lower.contains('*') {
+            return Err(format!("{s:?}: `*` is allowed only as a whole first label (`*.example.com`)"));
+        }
+        Ok(NamePattern::Exact(lower))
+    }
+}
+
+impl std::fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamePattern::Exact(s) => f.write_str(s),
+            NamePattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// Distinguished-name attributes a `subject` or `issuer` condition can test.
+pub(super) const DN_ATTRS: [&str; 6] = ["CN", "O", "OU", "C", "L", "ST"];
+
+/// `ATTR=value` of a `subject` or `issuer` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct DnPattern {
+    /// Index into [`DN_ATTRS`].
+    pub attr: usize,
+    pub value: NamePattern,
+    /// As written (attribute upper-cased), for summaries.
+    pub text: String,
+}
+
+impl DnPattern {
+    fn parse(s: &str) -> Result<DnPattern, String> {
+        let Some((attr, value)) = s.split_once('=') else {
+            return Err(format!("{s:?}: write ATTR=value, ATTR one of {}", DN_ATTRS.join(", ")));
+        };
+        let attr_name = attr.trim();
+        let Some(attr) = DN_ATTRS.iter().position(|a| a.eq_ignore_ascii_case(attr_name)) else {
+            return Err(format!("{s:?}: unknown attribute {attr_name:?}, use one of {}", DN_ATTRS.join(", ")));
+        };
+        let text = format!("{}={}", DN_ATTRS[attr], value.trim());
+        let value = NamePattern::parse(value).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(DnPattern { attr, value, text })
+    }
+}
+
+impl std::fmt::Display for DnPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The TOML schema.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    policy: PolicySection,
+    #[serde(default)]
+    trust: Option<TrustSection>,
+    #[serde(default)]
+    ca: Vec<KeyedObjectEntry>,
+    #[serde(default)]
+    known_key: Vec<KeyedObjectEntry>,
+    #[serde(default)]
+    certificate: Vec<CertificateEntry>,
+    #[serde(default)]
+    rule: Vec<RuleEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    default_action: Spanned<String>,
+    #[serde(default)]
+    undecryptable: Option<UndecryptableSection>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UndecryptableSection {
+    sslv2: Option<Spanned<String>>,
+    compressed: Option<Spanned<String>>,
+    unknown_cipher: Option<Spanned<String>>,
+    unsupported_cipher: Option<Spanned<String>>,
+    session_not_cached: Option<Spanned<String>>,
+    handshake_error: Option<Spanned<String>>,
+    decryption_error: Option<Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustSection {
+    #[serde(default)]
+    ca_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    crl_files: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyedObjectEntry {
+    name: Spanned<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateEntry {
+    name: Spanned<String>,
+    file: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+}
+
+type List = Option<Spanned<Vec<Spanned<toml::Value>>>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    name: Spanned<String>,
+    enabled: Option<Spanned<bool>>,
+    action: Spanned<String>,
+    known_key: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    source_networks: List,
+    dest_networks: List,
+    source_ports: List,
+    dest_ports: List,
+    vlan: List,
+    ingress: List,
+    sni: List,
+    subject: List,
+    issuer: List,
+    certificate: List,
+    cert_status: Option<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
+    cipher_suites: List,
+    versions: List,
+}
+
+// ---------------------------------------------------------------------------
+// Checking.
+
+/// Where errors point: the policy file (relative object paths start from its folder) and its text.
+struct Ctx<'a> {
+    path: Option<&'a Path>,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, field: &str, msg: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, Some(self.text), Some(span.start), Some(field), msg)
+    }
+
+    /// A path from the file, relative to the policy file's folder.
+    fn resolve(&self, p: &Spanned<String>, field: &str) -> Result<PathBuf, ConfigError> {
+        let given = Path::new(p.get_ref());
+        if p.get_ref().is_empty() {
+            return Err(self.err(p.span(), field, "empty file name"));
+        }
+        if given.is_absolute() {
+            return Ok(given.to_path_buf());
+        }
+        match self.path {
+            Some(file) => Ok(file.parent().unwrap_or(Path::new("")).join(given)),
+            None => Err(self.err(
+                p.span(),
+                field,
+                format!("relative path {:?} needs the policy file's location: give an absolute path", p.get_ref()),
+            )),
+        }
+    }
+}
+
+fn parse_source(text: &str, path: Option<&Path>) -> Result<Source, ConfigError> {
+    let ctx = Ctx { path, text };
+    let file: PolicyFile = toml::from_str(text).map_err(|e| serde_error(&ctx, &e))?;
+
+    let p = &file.policy;
+    let default_action = FinalAction::from_name(p.default_action.get_ref()).ok_or_else(|| {
+        ctx.err(
+            p.default_action.span(),
+            "policy.default_action",
+            format!("unknown action {:?}: use do-not-decrypt, block or block-with-reset", p.default_action.get_ref()),
+        )
+    })?;
+
+    let u = p.undecryptable.as_ref();
+    let given: [Option<&Spanned<String>>; 8] = match u {
+        None => [None; 8],
+        Some(u) => [
+            u.sslv2.as_ref(),
+            u.compressed.as_ref(),
+            u.unknown_cipher.as_ref(),
+            u.unsupported_cipher.as_ref(),
+            u.session_not_cached.as_ref(),
+            u.handshake_error.as_ref(),
+            u.decryption_error.as_ref(),
+            u.client_auth.as_ref(),
+        ],
+    };
+    let mut undecryptable = [None; 8];
+    for (reason, value) in Undecryptable::ALL.into_iter().zip(given) {
+        let Some(value) = value else { continue };
+        let v = value.get_ref().as_str();
+        undecryptable[reason.index()] = match v {
+            "inherit" => None,
+            _ => Some(FinalAction::from_name(v).ok_or_else(|| {
+                ctx.err(
+                    value.span(),
+                    &format!("policy.undecryptable.{}", reason.name()),
+                    format!("unknown action {v:?}: use inherit, do-not-decrypt, block or block-with-reset"),
+                )
+            })?),
+        };
+    }
+
+    let mut trust = Trust::default();
+    if let Some(t) = &file.trust {
+        for (i, f) in t.ca_files.iter().enumerate() {
+            let field = format!("trust.ca_files[{i}]");
+            let p = ctx.resolve(f, &field)?;
+            trust.anchors.extend(objects::load_certificates(&p).map_err(|m| ctx.err(f.span(), &field, m))?);
+        }
+        for (i, f) in t.crl_files.iter().enumerate() {
+            let field = format!("trust.crl_files[{i}]");
+            let p = ctx.resolve(f, &field)?;
+            trust.crls.extend(objects::load_crls(&p).map_err(|m| ctx.err(f.span(), &field, m))?);
+        }
+    }
+
+    let mut cas = Vec::new();
+    for (i, o) in file.ca.iter().enumerate() {
+        let (name, cert_der, key_der, key_format) = load_keyed(&ctx, o, &format!("ca[{i}]"), &cas_names(&cas))?;
+        cas.push(CaObject { name, cert_der, key_der, key_format });
+    }
+    let mut known_keys: Vec<KnownKey> = Vec::new();
+    for (i, o) in file.known_key.iter().enumerate() {
+        let names: Vec<&str> = known_keys.iter().map(|k| k.name.as_str()).collect();
+        let (name, cert_der, key_der, key_format) = load_keyed(&ctx, o, &format!("known_key[{i}]"), &names)?;
+        let cert_sha256 = objects::sha256(&cert_der);
+        known_keys.push(KnownKey { name, cert_der, key_der, key_format, cert_sha256 });
+    }
+    let mut certificates: Vec<CertificateObject> = Vec::new();
+    for (i, c) in file.certificate.iter().enumerate() {
+        let at = format!("certificate[{i}]");
+        let name = check_name(&ctx, &c.name, &format!("{at}.name"))?;
+        if certificates.iter().any(|o| o.name == name) {
+            return Err(ctx.err(
+                c.name.span(),
+                &format!("{at}.name"),
+                format!("a certificate named {name:?} exists already"),
+            ));
+        }
+        let sha256 = match (&c.file, &c.sha256) {
+            (Some(f), None) => {
+                let field = format!("{at}.file");
+                let p = ctx.resolve(f, &field)?;
+                // At least one certificate, or an error: `certs[0]` cannot panic.
+                let certs = objects::load_certificates(&p).map_err(|m| ctx.err(f.span(), &field, m))?;
+                objects::sha256(&certs[0])
+            }
+            (None, Some(h)) => parse_sha256(h.get_ref()).ok_or_else(|| {
+                ctx.err(h.span(), &format!("{at}.sha256"), "not a SHA-256: 64 hex digits, colons allowed")
+            })?,
+            _ => {
+                return Err(ctx.err(c.name.span(), &at, "give exactly one of `file` (a PEM certificate) and `sha256`"));
+            }
+        };
+        certificates.push(CertificateObject { name, sha256 });
+    }
+
+    let mut rules: Vec<RuleSpec> = Vec::with_capacity(file.rule.len());
+    let mut rule_names = HashSet::new();
+    for (i, r) in file.rule.iter().enumerate() {
+        let spec = check_rule(&ctx, i, r, &cas, &known_keys, &certificates)?;
+        if !rule_names.insert(spec.name.clone()) {
+            return Err(ctx.err(
+                r.name.span(),
+                &format!("rule[{i}] {:?}.name", spec.name),
+                format!("a rule named {:?} exists already: rule names must be unique", spec.name),
+            ));
+        }
+        rules.push(spec);
+    }
+
+    Ok(Source { default_action, undecryptable, trust, cas, known_keys, certificates, rules })
+}
+
+fn cas_names(cas: &[CaObject]) -> Vec<&str> {
+    cas.iter().map(|c| c.name.as_str()).collect()
+}
+
+type Keyed = (String, Vec<u8>, Vec<u8>, objects::KeyFormat);
+
+fn load_keyed(ctx: &Ctx, o: &KeyedObjectEntry, at: &str, taken: &[&str]) -> Result<Keyed, ConfigError> {
+    let name = check_name(ctx, &o.name, &format!("{at}.name"))?;
+    if taken.contains(&name.as_str()) {
+        return Err(ctx.err(o.name.span(), &format!("{at}.name"), format!("the name {name:?} is used twice")));
+    }
+    let field = format!("{at}.cert");
+    let p = ctx.resolve(&o.cert, &field)?;
+    // `load_certificates` returns at least one certificate, so `swap_remove(0)` below cannot panic.
+    let mut certs = objects::load_certificates(&p).map_err(|m| ctx.err(o.cert.span(), &field, m))?;
+    let field = format!("{at}.key");
+    let p = ctx.resolve(&o.key, &field)?;
+    let (key, format) = objects::load_private_key(&p).map_err(|m| ctx.err(o.key.span(), &field, m))?;
+    Ok((name, certs.swap_remove(0), key, format))
+}
+
+fn check_name(ctx: &Ctx, name: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
+    let n = name.get_ref().trim();
+    if n.is_empty() {
+        return Err(ctx.err(name.span(), field, "empty name"));
+    }
+    Ok(n.to_owned())
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn check_rule(
+    ctx: &Ctx,
+    i: usize,
+    r: &RuleEntry,
+    cas: &[CaObject],
+    known_keys: &[KnownKey],
+    certificates: &[CertificateObject],
+) -> Result<RuleSpec, ConfigError> {
+    let name = check_name(ctx, &r.name, &format!("rule[{i}].name"))?;
+    let at = format!("rule[{i}] {name:?}");
+    let f = |field: &str| format!("{at}.{field}");
+
+    let action_name = r.action.get_ref().as_str();
+    const ACTIONS: [&str; 6] =
+        ["monitor", "do-not-decrypt", "block", "block-with-reset", "decrypt-known-key", "decrypt-resign"];
+    if !ACTIONS.contains(&action_name) {
+        return Err(ctx.err(
+            r.action.span(),
+            &f("action"),
+            format!("unknown action {action_name:?}: use {}", ACTIONS.join(", ")),
+        ));
+    }
+    // `known_key` goes with decrypt-known-key and `ca` with decrypt-resign: both ways.
+    for (given, key, action) in [(&r.known_key, "known_key", "decrypt-known-key"), (&r.ca, "ca", "decrypt-resign")] {
+        match (given, action_name == action) {
+            (Some(g), false) => {
+                return Err(ctx.err(g.span(), &f(key), format!("`{key}` goes only with action = \"{action}\"")));
+            }
+            (None, true) => {
+                return Err(ctx.err(
+                    r.action.span(),
+                    &f(key),
+                    format!("action {action_name:?} needs `{key}`: the name of a [[{key}]]"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let action = match (action_name, &r.known_key, &r.ca) {
+        ("decrypt-known-key", Some(k), _) => {
+            let wanted = k.get_ref().trim();
+            let known_key = known_keys
+                .iter()
+                .position(|o| o.name == wanted)
+                .ok_or_else(|| ctx.err(k.span(), &f("known_key"), format!("no [[known_key]] is named {wanted:?}")))?;
+            Action::DecryptKnownKey { known_key }
+        }
+        ("decrypt-resign", _, Some(c)) => {
+            let wanted = c.get_ref().trim();
+            let ca = cas
+                .iter()
+                .position(|o| o.name == wanted)
+                .ok_or_else(|| ctx.err(c.span(), &f("ca"), format!("no [[ca]] is named {wanted:?}")))?;
+            Action::DecryptResign { ca }
+        }
+        ("monitor", ..) => Action::Monitor,
+        ("block", ..) => Action::Block,
+        ("block-with-reset", ..) => Action::BlockWithReset,
+        ("do-not-decrypt", ..) => Action::DoNotDecrypt,
+        // Not reached: unknown actions, and decrypt actions without their object, were refused above.
+        _ => return Err(ctx.err(r.action.span(), &f("action"), format!("action {action_name:?} is incomplete"))),
+    };
+
+    let mut spec = RuleSpec { name: name.clone(), action: Some(action), enabled: true, ..Default::default() };
+    spec.enabled = !matches!(&r.enabled, Some(e) if !*e.get_ref());
+    spec.source_networks = each(ctx, &at, &r.source_networks, "source_networks", net)?;
+    spec.dest_networks = each(ctx, &at, &r.dest_networks, "dest_networks", net)?;
+    spec.source_ports = each(ctx, &at, &r.source_ports, "source_ports", ports)?;
+    spec.dest_ports = each(ctx, &at, &r.dest_ports, "dest_ports", ports)?;
+    spec.vlan = each(ctx, &at, &r.vlan, "vlan", vlan)?;
+    spec.ingress = each(ctx, &at, &r.ingress, "ingress", |v| {
+        let s = string(v)?.trim();
+        if s.is_empty() {
+            return Err("empty port name".into());
+        }
+        Ok(s.to_owned())
+    })?;
+    spec.sni = each(ctx, &at, &r.sni, "sni", |v| NamePattern::parse(string(v)?))?;
+    spec.subject = each(ctx, &at, &r.subject, "subject", |v| DnPattern::parse(string(v)?))?;
+    spec.issuer = each(ctx, &at, &r.issuer, "issuer", |v| DnPattern::parse(string(v)?))?;
+    spec.certificate = each(ctx, &at, &r.certificate, "certificate", |v| {
+        let n = string(v)?.trim();
+        certificates.iter().position(|c| c.name == n).ok_or_else(|| format!("no [[certificate]] is named {n:?}"))
+    })?;
+    spec.cipher_suites = each(ctx, &at, &r.cipher_suites, "cipher_suites", |v| {
+        let n = string(v)?.trim();
+        facts::cipher_suite_id(n)
+            .or_else(|| facts::cipher_suite_id(&n.to_ascii_uppercase()))
+            .ok_or_else(|| format!("unknown cipher suite {n:?}: use IANA names (TLS_AES_128_GCM_SHA256)"))
+    })?;
+    spec.versions = each(ctx, &at, &r.versions, "versions", |v| {
+        let n = string(v)?;
+        TlsVersion::from_config_name(&n.trim().to_ascii_lowercase()).ok_or_else(|| {
+            let all: Vec<&str> = TlsVersion::ALL.iter().map(|v| v.config_name()).collect();
+            format!("unknown version {n:?}: use {}", all.join(", "))
+        })
+    })?;
+
+    if let Some(cs) = &r.cert_status {
+        let field = f("cert_status");
+        if cs.get_ref().is_empty() {
+            return Err(ctx.err(cs.span(), &field, "no status given: write e.g. { expired = true, valid = false }"));
+        }
+        let mut tests = Vec::new();
+        for (k, v) in cs.get_ref() {
+            let status = CertStatus::from_name(k.get_ref()).ok_or_else(|| {
+                let all: Vec<&str> = CertStatus::ALL.iter().map(|s| s.name()).collect();
+                ctx.err(k.span(), &field, format!("unknown status {:?}: use {}", k.get_ref(), all.join(", ")))
+            })?;
+            let wanted = v
+                .get_ref()
+                .as_bool()
+                .ok_or_else(|| ctx.err(v.span(), &field, format!("{}: write true or false", k.get_ref())))?;
+            tests.push((status, wanted));
+        }
+        spec.cert_status = Some(tests);
+    }
+    Ok(spec)
+}
+
+/// Converts each value of a condition's list with `conv`, naming the field on error.
+fn each<T>(
+    ctx: &Ctx,
+    at: &str,
+    l: &List,
+    key: &str,
+    conv: impl Fn(&toml::Value) -> Result<T, String>,
+) -> Result<Option<Vec<T>>, ConfigError> {
+    let Some(values) = l else { return Ok(None) };
+    if values.get_ref().is_empty() {
+        return Err(ctx.err(
+            values.span(),
+            &format!("{at}.{key}"),
+            "an empty list matches nothing: remove the key to match everything",
+        ));
+    }
+    let mut out = Vec::with_capacity(values.get_ref().len());
+    for v in values.get_ref() {
+        out.push(conv(v.get_ref()).map_err(|m| ctx.err(v.span(), &format!("{at}.{key}"), m))?);
+    }
+    Ok(Some(out))
+}
+
+fn string(v: &toml::Value) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| format!("expected a string, found {} `{v}`", v.type_str()))
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128).
+fn net(v: &toml::Value) -> Result<IpNet, String> {
+    let s = string(v)?.trim();
+    if !s.contains('/') {
+        let a: IpAddr = s.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR network (10.0.0.0/8)"))?;
+        return Ok(IpNet::from(a));
+    }
+    let n: IpNet = s.parse().map_err(|_| format!("{s:?} is not a CIDR network (10.0.0.0/8, 2001:db8::/32)"))?;
+    if n.trunc() != n {
+        return Err(format!("{s:?} has bits set past the prefix length: did you mean {}?", n.trunc()));
+    }
+    Ok(n)
+}
+
+/// `443`, `"443"` or `"1024-65535"`.
+fn ports(v: &toml::Value) -> Result<(u16, u16), String> {
+    let bad = |s: &str| format!("{s:?} is not a port or range: write \"443\" or \"1024-65535\" (0 to 65535)");
+    if let Some(n) = v.as_integer() {
+        let p = u16::try_from(n).map_err(|_| bad(&n.to_string()))?;
+        return Ok((p, p));
+    }
+    let s = string(v)?.trim();
+    let one = |t: &str| t.trim().parse::<u16>().map_err(|_| bad(s));
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (one(a)?, one(b)?),
+        None => (one(s)?, one(s)?),
+    };
+    if lo > hi {
+        return Err(format!("{s:?}: the range runs backwards; write the low port first"));
+    }
+    Ok((lo, hi))
+}
+
+/// A VLAN id, 0 (untagged) to 4094.
+fn vlan(v: &toml::Value) -> Result<u16, String> {
+    let n = v.as_integer().ok_or_else(|| format!("expected a VLAN id (a number), found {} `{v}`", v.type_str()))?;
+    u16::try_from(n)
+        .ok()
+        .filter(|&n| n <= 4094)
+        .ok_or_else(|| format!("VLAN id {n} is out of range (0 = untagged, 1 to 4094)"))
+}
+
+// ---------------------------------------------------------------------------
+// Serde's errors, with the field path found from where they point.
+
+/// Turns a TOML or schema error into a [`ConfigError`] naming the field.
+fn serde_error(ctx: &Ctx, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim();
+    let offset = e.span().map(|r| r.start);
+    let field = offset.and_then(|o| locate_field(ctx.text, o, msg));
+    let mut message = msg.to_owned();
+    if msg.contains("expected a sequence") {
+        message.push_str(": write a list, e.g. [\"443\"]");
+    }
+    ConfigError::at(ctx.path, Some(ctx.text), offset, field.as_deref(), message)
+}
+
+/// The dotted field at byte `offset` of the policy text: the table header
+/// above it, the key on its line, or the key a message quotes
+/// (`unknown field `x``, `missing field `y``). A best guess, for messages only.
+fn locate_field(text: &str, offset: usize, msg: &str) -> Option<String> {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    let quoted = quoted_field(msg);
+
+    // The table headers up to and including this line.
+    let mut section: Option<(String, Option<usize>)> = None;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in text[..line_end].lines() {
+        if let Some((name, array)) = header(l) {
+            let index = if array {
+                let c = counts.entry(name.clone()).or_insert(0);
+                *c += 1;
+                Some(*c - 1)
+            } else {
+                None
+            };
+            section = Some((name, index));
+        }
+    }
+    let prefix = section.as_ref().map(|(name, index)| match index {
+        None => name.clone(),
+        Some(i) => match (name.as_str(), rule_name(text, *i)) {
+            ("rule", Some(n)) => format!("rule[{i}] {n:?}"),
+            _ => format!("{name}[{i}]"),
+        },
+    });
+    let key = if header(line).is_some() {
+        if msg.starts_with("unknown field") {
+            // The header itself names an unknown table.
+            return section.map(|(name, _)| name);
+        }
+        quoted
+    } else {
+        quoted.or_else(|| {
+            let k = line.split_once('=')?.0.trim().trim_matches('"');
+            (!k.is_empty()).then(|| k.to_owned())
+        })
+    };
+    match (prefix, key) {
+        (Some(p), Some(k)) => Some(format!("{p}.{k}")),
+        (Some(p), None) => Some(p),
+        (None, k) => k,
+    }
+}
+
+/// `[name]` -> (name, false); `[[name]]` -> (name, true).
+fn header(line: &str) -> Option<(String, bool)> {
+    let t = line.trim();
+    if let Some(rest) = t.strip_prefix("[[") {
+        let end = rest.find("]]")?;
+        return Some((rest[..end].trim().to_owned(), true));
+    }
+    let rest = t.strip_prefix('[')?;
+    let end = rest.find(']')?;
+    Some((rest[..end].trim().to_owned(), false))
+}
+
+fn quoted_field(msg: &str) -> Option<String> {
+    if !(msg.starts_with("unknown field") || msg.starts_with("missing field") || msg.starts_with("duplicate key")) {
+        return None;
+    }
+    let start = msg.find('`')? + 1;
+    let end = start + msg[start..].find('`')?;
+    Some(msg[start..end].to_owned())
+}
+
+/// The name of the `i`-th rule, if the text is valid TOML that far.
+fn rule_name(text: &str, i: usize) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    table.get("rule")?.as_array()?.get(i)?.get("name")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_patterns() {
+        assert_eq!(NamePattern::parse("WWW.Example.com"), Ok(NamePattern::Exact("www.example.com".into())));
+        assert_eq!(NamePattern::parse("*.Example.com"), Ok(NamePattern::Wildcard("example.com".into())));
+        for bad in ["", "*.", "*", "a.*.com", "*.*.com", "w*.example.com", "*..com"] {
+            assert!(NamePattern::parse(bad).is_err(), "{bad}");
+        }
+        let d = DnPattern::parse("cn = *.example.com").unwrap();
+        assert_eq!(d.to_string(), "CN=*.example.com");
+        assert!(DnPattern::parse("XX=y").unwrap_err().contains("unknown attribute"));
+        assert!(DnPattern::parse("CN").is_err());
+    }
+
+    #[test]
+    fn values() {
+        let s = |x: &str| toml::Value::String(x.into());
+        assert_eq!(ports(&s("443")), Ok((443, 443)));
+        assert_eq!(ports(&s(" 1024 - 65535 ")), Ok((1024, 65535)));
+        assert_eq!(ports(&toml::Value::Integer(22)), Ok((22, 22)));
+        for bad in ["", "65536", "10-5", "a", "-1", "1-", "1-2-3"] {
+            assert!(ports(&s(bad)).is_err(), "{bad}");
+        }
+        assert!(ports(&toml::Value::Integer(-1)).is_err());
+        assert_eq!(net(&s("10.0.0.0/8")).unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(net(&s("192.0.2.1")).unwrap().to_string(), "192.0.2.1/32");
+        assert_eq!(net(&s("2001:db8::1")).unwrap().to_string(), "2001:db8::1/128");
+        assert!(net(&s("10.0.0.1/8")).unwrap_err().contains("10.0.0.0/8"));
+        for bad in ["10.0.0.0/33", "10.0.0", "x", "", "/8"] {
+            assert!(net(&s(bad)).is_err(), "{bad}");
+        }
+        assert!(vlan(&toml::Value::Integer(4095)).is_err());
+        assert_eq!(vlan(&toml::Value::Integer(10)), Ok(10));
+        assert_eq!(parse_sha256(&"ab:".repeat(32)[..95]), Some([0xab; 32]));
+        assert_eq!(parse_sha256(&"AB".repeat(32)), Some([0xab; 32]));
+        assert_eq!(parse_sha256(&"zz".repeat(32)), None);
+        assert_eq!(parse_sha256("ab"), None);
+        assert_eq!(parse_sha256(&"é".repeat(32)), None);
+    }
+
+    #[test]
+    fn fields_are_located() {
+        let text = "[policy]\ndefault_action = \"block\"\n[[rule]]\nname = \"a\"\naction = \"block\"\n[[rule]]\nname = \"b\"\naction = \"block\"\nvlan = \"x\"\n";
+        let off = text.find("\"x\"").unwrap();
+        assert_eq!(locate_field(text, off, "invalid type").as_deref(), Some("rule[1] \"b\".vlan"));
+        assert_eq!(locate_field(text, 3, "unknown field `polic`").as_deref(), Some("policy"));
+        assert_eq!(locate_field(text, text.len() + 10, "x").as_deref(), Some("rule[1] \"b\""));
+    }
+
+    /// A folder with the spec's example policy and every file it names.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ca_sha256: [u8; 32],
+        intranet_sha256: [u8; 32],
+    }
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
+    const GOOD: &str = r#"[policy]
+default_action = "do-not-decrypt"
+
+[policy.undecryptable]
+sslv2 = "block"
+compressed = "inherit"
+client_auth = "block-with-reset"
+
+[trust]
+ca_files = ["roots.pem"]
+crl_files = ["revoked.crl.pem"]
+
+[[ca]]
+name = "corp-resign"
+cert = "ca.pem"
+key = "ca.key"
+
+[[known_key]]
+name = "intranet"
+cert = "intranet.pem"
+key = "keys/intranet.key"
+
+[[certificate]]
+name = "bad-cert"
+sha256 = "ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd"
+
+[[certificate]]
+name = "intranet-cert"
+file = "intranet.pem"
+
+[[rule]]
+name = "block-bad-hosts"
+enabled = true
+action = "block"
+source_networks = ["10.0.0.0/8", "2001:db8::/32"]
+dest_networks = ["192.0.2.0/24"]
+source_ports = ["1024-65535"]
+dest_ports = ["443", "8000-8080"]
+vlan = [10, 20]
+ingress = ["net_af_packet0"]
+sni = ["example.com", "*.example.org"]
+subject = ["CN=*.example.com", "O=Example Inc"]
+issuer = ["CN=Evil CA"]
+certificate = ["bad-cert"]
+cert_status = { expired = true, self-signed = true, valid = false }
+cipher_suites = ["TLS_RSA_WITH_RC4_128_MD5"]
+versions = ["ssl3.0", "tls1.0"]
+
+[[rule]]
+name = "intranet"
+action = "decrypt-known-key"
+known_key = "intranet"
+certificate = ["intranet-cert"]
+
+[[rule]]
+name = "resign"
+action = "decrypt-resign"
+ca = "corp-resign"
+sni = ["*.example.net"]
+
+[[rule]]
+name = "watch"
+action = "monitor"
+enabled = false
+"#;
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Corp Resign CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let intranet = rcgen::CertificateParams::new(vec!["intranet.example".into()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2034, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca, &ca_key)
+        .unwrap();
+        write(d, "roots.pem", &format!("{}{}", ca.pem(), intranet.pem()), 0o644);
+        write(d, "revoked.crl.pem", &crl.pem().unwrap(), 0o644);
+        write(d, "ca.pem", &ca.pem(), 0o644);
+        write(d, "ca.key", &ca_key.serialize_pem(), 0o600);
+        write(d, "intranet.pem", &intranet.pem(), 0o644);
+        std::fs::create_dir(d.join("keys")).unwrap();
+        write(d, "keys/intranet.key", &key.serialize_pem(), 0o600);
+        write(d, "policy.toml", GOOD, 0o644);
+        Fixture { ca_sha256: objects::sha256(ca.der()), intranet_sha256: objects::sha256(intranet.der()), dir }
+    }
+
+    impl Fixture {
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("policy.toml")
+        }
+
+        fn parse(&self, text: &str) -> Result<Policy, ConfigError> {
+            Policy::parse(text, Some(&self.path()))
+        }
+
+        /// The error for GOOD with `from` replaced by `to`.
+        fn error(&self, from: &str, to: &str) -> ConfigError {
+            assert!(GOOD.contains(from), "{from}");
+            match self.parse(&GOOD.replacen(from, to, 1)) {
+                Ok(_) => panic!("accepted: {from} -> {to}"),
+                Err(e) => e,
+            }
+        }
+    }
+
+    #[test]
+    fn good_file_loads_with_its_objects() {
+        let fx = fixture();
+        let p = Policy::load(&fx.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.default_action(), FinalAction::DoNotDecrypt);
+        assert_eq!(p.undecryptable(Undecryptable::Sslv2), FinalAction::Block);
+        assert_eq!(p.undecryptable(Undecryptable::Compressed), FinalAction::DoNotDecrypt, "inherit");
+        assert_eq!(p.undecryptable(Undecryptable::HandshakeError), FinalAction::DoNotDecrypt, "not given");
+        assert_eq!(p.undecryptable(Undecryptable::ClientAuth), FinalAction::BlockWithReset);
+        let rules: Vec<(&str, Action, bool)> =
+            p.rules().iter().map(|r| (r.name.as_str(), r.action, r.enabled)).collect();
+        assert_eq!(
+            rules,
+            [
+                ("block-bad-hosts", Action::Block, true),
+                ("intranet", Action::DecryptKnownKey { known_key: 0 }, true),
+                ("resign", Action::DecryptResign { ca: 0 }, true),
+                ("watch", Action::Monitor, false),
+            ]
+        );
+        assert_eq!((p.trust().anchors.len(), p.trust().crls.len()), (2, 1));
+        assert_eq!(objects::sha256(&p.trust().anchors[0]), fx.ca_sha256);
+        assert_eq!(objects::sha256(&p.cas()[0].cert_der), fx.ca_sha256);
+        assert_eq!(p.cas()[0].name, "corp-resign");
+        assert_eq!(p.known_keys()[0].cert_sha256, fx.intranet_sha256);
+        assert!(!p.known_keys()[0].key_der.is_empty());
+        let debug = format!("{p:?}");
+        assert!(debug.contains("<redacted>") && debug.contains("corp-resign"), "{debug}");
+
+        let summary = p.summary();
+        for want in [
+            "default action: do-not-decrypt",
+            "sslv2               block\n",
+            "compressed          do-not-decrypt (inherited)",
+            "1. \"block-bad-hosts\": block when source in 10.0.0.0/8 or 2001:db8::/32, and source port 1024-65535",
+            "subject has CN=*.example.com or O=Example Inc",
+            "certificate status expired or self-signed or not valid",
+            "negotiated cipher TLS_RSA_WITH_RC4_128_MD5, and negotiated version ssl3.0 or tls1.0",
+            "2. \"intranet\": decrypt-known-key with \"intranet\" when certificate is \"intranet-cert\"",
+            "3. \"resign\": decrypt-resign with CA \"corp-resign\" when SNI *.example.net",
+            "4. \"watch\" [disabled]: monitor always",
+            "trust store: 2 CA certificates, 1 CRLs",
+            "certificates: bad-cert, intranet-cert",
+        ] {
+            assert!(summary.contains(want), "{want:?} not in\n{summary}");
+        }
+
+        // The known key's certificate object matches by the file's fingerprint.
+        let mut f = crate::facts::SessionFacts::new(crate::facts::FlowFacts {
+            src_ip: "10.0.0.1".parse().unwrap(),
+            src_port: 50000,
+            dest_ip: "198.51.100.1".parse().unwrap(),
+            dest_port: 443,
+            vlan: None,
+            ingress: "p0".into(),
+        });
+        f.certificate = Some(crate::facts::CertificateFacts { sha256: fx.intranet_sha256, ..Default::default() });
+        match p.evaluate(&f, false) {
+            super::super::Evaluation::Decided(d) => {
+                assert_eq!((d.rule, d.action), (Some(1), Action::DecryptKnownKey { known_key: 0 }))
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    const KNOWN_KEY_TWICE: &str =
+        "[[known_key]]\nname = \"intranet\"\ncert = \"intranet.pem\"\nkey = \"keys/intranet.key\"\n\n[[certificate]]\nname = \"bad-cert\"";
+
+    #[test]
+    fn every_error_names_file_line_and_field() {
+        let fx = fixture();
+        write(fx.dir.path(), "cert-only.key", &std::fs::read_to_string(fx.dir.path().join("ca.pem")).unwrap(), 0o600);
+        let r0 = "rule[0] \"block-bad-hosts\"";
+        let r = |s: &str| s.to_owned();
+        let cases: Vec<(&str, &str, String, usize, &str)> = vec![
+            ("enabled = true\n", "enabled = true\nspeed = 1\n", format!("{r0}.speed"), 34, "unknown field"),
+            ("[policy]\n", "[polcy]\n", r("polcy"), 1, "unknown field"),
+            ("sslv2 = \"block\"", "sslv3 = \"block\"", r("policy.undecryptable.sslv3"), 5, "unknown field"),
+            ("sslv2 = \"block\"", "sslv2 = \"drop\"", r("policy.undecryptable.sslv2"), 5, "inherit, do-not-decrypt"),
+            ("\"do-not-decrypt\"\n", "\"allow\"\n", r("policy.default_action"), 2, "unknown action \"allow\""),
+            ("default_action = \"do-not-decrypt\"\n", "", r("policy.default_action"), 1, "missing field"),
+            ("[trust]", "[trust]\nca_file = []", r("trust.ca_file"), 10, "unknown field"),
+            ("roots.pem", "absent.pem", r("trust.ca_files[0]"), 10, "cannot read"),
+            ("revoked.crl.pem", "ca.pem", r("trust.crl_files[0]"), 11, "holds no CRL"),
+            ("name = \"corp-resign\"\n", "", r("ca[0].name"), 13, "missing field"),
+            ("cert = \"ca.pem\"", "cert = \"nope.pem\"", r("ca[0].cert"), 15, "cannot read"),
+            ("cert = \"ca.pem\"", "cert = \"ca.key\"", r("ca[0].cert"), 15, "holds no certificate"),
+            ("key = \"ca.key\"", "key = \"cert-only.key\"", r("ca[0].key"), 16, "holds no private key"),
+            ("key = \"ca.key\"", "key = \"ca.pem\"", r("ca[0].key"), 16, "chmod 600"),
+            ("key = \"ca.key\"", "key = \"keys\"", r("ca[0].key"), 16, "not a regular file"),
+            ("[[certificate]]\nname = \"bad-cert\"", KNOWN_KEY_TWICE, r("known_key[1].name"), 24, "used twice"),
+            ("name = \"intranet-cert\"", "name = \"bad-cert\"", r("certificate[1].name"), 28, "exists already"),
+            ("sha256 = \"ab:cd:", "sha256 = \"zz:cd:", r("certificate[0].sha256"), 25, "64 hex digits"),
+            (
+                "file = \"intranet.pem\"",
+                "file = \"intranet.pem\"\nsha256 = \"00\"",
+                r("certificate[1]"),
+                28,
+                "exactly one",
+            ),
+            ("action = \"block\"\n", "action = \"allow\"\n", format!("{r0}.action"), 34, "unknown action \"allow\""),
+            ("enabled = true", "enabled = \"yes\"", format!("{r0}.enabled"), 33, "expected a boolean"),
+            ("\"10.0.0.0/8\"", "\"10.0.0.1/8\"", format!("{r0}.source_networks"), 35, "did you mean 10.0.0.0/8"),
+            ("\"192.0.2.0/24\"", "\"192.0.2.0/33\"", format!("{r0}.dest_networks"), 36, "not a CIDR"),
+            ("\"192.0.2.0/24\"", "\"192.0.2\"", format!("{r0}.dest_networks"), 36, "not an IP address"),
+            ("\"1024-65535\"", "\"1024-65536\"", format!("{r0}.source_ports"), 37, "not a port or range"),
+            ("\"8000-8080\"", "\"8080-8000\"", format!("{r0}.dest_ports"), 38, "runs backwards"),
+            ("vlan = [10, 20]", "vlan = [10, 4095]", format!("{r0}.vlan"), 39, "out of range"),
+            ("vlan = [10, 20]", "vlan = 10", format!("{r0}.vlan"), 39, "write a list"),
+            ("ingress = [\"net_af_packet0\"]", "ingress = [\"\"]", format!("{r0}.ingress"), 40, "empty port name"),
+            ("sni = [\"example.com\", \"*.example.org\"]", "sni = []", format!("{r0}.sni"), 41, "empty list"),
+            ("\"*.example.org\"", "\"w*.example.org\"", format!("{r0}.sni"), 41, "`*` is allowed only"),
+            ("\"O=Example Inc\"", "\"XX=Example Inc\"", format!("{r0}.subject"), 42, "unknown attribute"),
+            ("issuer = [\"CN=Evil CA\"]", "issuer = [\"Evil CA\"]", format!("{r0}.issuer"), 43, "ATTR=value"),
+            ("[\"bad-cert\"]", "[\"good-cert\"]", format!("{r0}.certificate"), 44, "no [[certificate]] is named"),
+            ("expired = true,", "expird = true,", format!("{r0}.cert_status"), 45, "unknown status \"expird\""),
+            ("expired = true,", "expired = 1,", format!("{r0}.cert_status"), 45, "write true or false"),
+            ("RC4_128_MD5", "RC4_128_MD6", format!("{r0}.cipher_suites"), 46, "unknown cipher suite"),
+            ("\"tls1.0\"]", "\"tls1.4\"]", format!("{r0}.versions"), 47, "unknown version \"tls1.4\""),
+            (
+                "versions = [\"ssl3.0\", \"tls1.0\"]",
+                "versions = [\"ssl3.0\",\n 7]",
+                format!("{r0}.versions"),
+                48,
+                "expected a string",
+            ),
+            (
+                "action = \"decrypt-known-key\"\nknown_key = \"intranet\"\n",
+                "action = \"decrypt-known-key\"\n",
+                r("rule[1] \"intranet\".known_key"),
+                51,
+                "needs `known_key`",
+            ),
+            (
+                "known_key = \"intranet\"\n",
+                "known_key = \"intranett\"\n",
+                r("rule[1] \"intranet\".known_key"),
+                52,
+                "no [[known_key]] is named \"intranett\"",
+            ),
+            ("ca = \"corp-resign\"\n", "", r("rule[2] \"resign\".ca"), 57, "needs `ca`"),
+            (
+                "ca = \"corp-resign\"\n",
+                "ca = \"corp\"\n",
+                r("rule[2] \"resign\".ca"),
+                58,
+                "no [[ca]] is named \"corp\"",
+            ),
+            (
+                "ca = \"corp-resign\"\n",
+                "ca = \"corp-resign\"\nknown_key = \"intranet\"\n",
+                r("rule[2] \"resign\".known_key"),
+                59,
+                "goes only with action = \"decrypt-known-key\"",
+            ),
+            (
+                "action = \"monitor\"",
+                "action = \"monitor\"\nca = \"corp-resign\"",
+                r("rule[3] \"watch\".ca"),
+                64,
+                "goes only with action = \"decrypt-resign\"",
+            ),
+            ("name = \"watch\"", "name = \"resign\"", r("rule[3] \"resign\".name"), 62, "must be unique"),
+            ("name = \"watch\"", "name = \"watch\"\nname = \"x\"", r("rule[3].name"), 63, "duplicate key"),
+            ("name = \"watch\"", "name = \" \"", r("rule[3].name"), 62, "empty name"),
+        ];
+        let path = fx.path();
+        let mut failures = Vec::new();
+        for (from, to, field, line, msg) in &cases {
+            let e = fx.error(from, to);
+            let ok = e.file.as_deref() == Some(path.as_path())
+                && e.field.as_deref() == Some(field.as_str())
+                && e.line == Some(*line)
+                && e.message.contains(msg)
+                && e.to_string().starts_with(&format!("{}:{line}: {field}: ", path.display()));
+            if !ok {
+                failures.push(format!("{from:?} -> {to:?}: wanted {line} {field} {msg:?}\n     got {e}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn key_open_to_others_is_refused() {
+        let fx = fixture();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = fx.dir.path().join("keys/intranet.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = Policy::load(&fx.path()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("known_key[0].key"));
+            assert_eq!(e.line, Some(21));
+            assert!(e.message.contains(&format!("chmod 600 {}", key.display())), "{e}");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert!(Policy::load(&fx.path()).unwrap_err().message.contains("mode 0640"));
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+            Policy::load(&fx.path()).unwrap();
+        }
+    }
+
+    #[test]
+    fn key_bytes_never_reach_a_message() {
+        let fx = fixture();
+        let key_pem = std::fs::read_to_string(fx.dir.path().join("ca.key")).unwrap();
+        let body = key_pem.lines().nth(2).unwrap().to_owned();
+        // A key file with a damaged line, and a policy naming the key file as a certificate.
+        write(fx.dir.path(), "bad.key", &key_pem.replacen(&body, &format!("{body}!!"), 1), 0o600);
+        let e = fx.error("key = \"ca.key\"", "key = \"bad.key\"");
+        assert!(e.message.contains("not valid PEM") && !e.to_string().contains(&body[..20]), "{e}");
+        let e = fx.error("cert = \"ca.pem\"", "cert = \"ca.key\"");
+        assert!(!e.to_string().contains(&body[..20]), "{e}");
+        let p = fx.parse(GOOD).unwrap();
+        let debug = format!("{:?} {:?} {:?}", p, p.cas(), p.known_keys());
+        assert!(!debug.contains(&format!("{:?}", &p.cas()[0].key_der[..8])[1..20]), "{debug}");
+    }
+
+    #[test]
+    fn missing_or_unreadable_policy_file() {
+        let e = Policy::load(Path::new("/nonexistent/policy.toml")).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some(Path::new("/nonexistent/policy.toml")));
+        assert!(e.message.contains("cannot read the policy file"), "{e}");
+        // Relative object paths need the file's location.
+        let e = Policy::parse(GOOD, None).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.line), (Some("trust.ca_files[0]"), Some(10)));
+        assert!(e.message.contains("absolute path"), "{e}");
+        assert_eq!(Policy::parse("", None).unwrap_err().field.as_deref(), Some("policy"));
+    }
+
+    /// xorshift: the same garbage every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let fx = fixture();
+        let path = fx.path();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let tokens = [
+            "[",
+            "]",
+            "[[",
+            "]]",
+            "=",
+            "\"",
+            "{",
+            "}",
+            ",",
+            "\n",
+            "rule",
+            "policy",
+            "name",
+            "action",
+            "sni",
+            "*.",
+            "vlan",
+            "-",
+            "/",
+            ".",
+            "é",
+            "\u{0}",
+            "'''",
+            "\"\"\"",
+            "0x",
+            "99999999999999999999",
+            "#",
+            "*",
+            "CN=",
+            "::",
+        ];
+        for round in 0..3000 {
+            let text: String = match round % 3 {
+                // Bytes of every kind.
+                0 => {
+                    let bytes: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                // Token soup.
+                1 => (0..rng.below(60)).map(|_| tokens[rng.below(tokens.len())]).collect(),
+                // The good file, mutated.
+                _ => {
+                    let mut t: Vec<char> = GOOD.chars().collect();
+                    for _ in 0..1 + rng.below(4) {
+                        let at = rng.below(t.len());
+                        match rng.below(4) {
+                            0 => {
+                                t.remove(at);
+                            }
+                            1 => t.insert(at, tokens[rng.below(tokens.len())].chars().next().unwrap_or('x')),
+                            2 => {
+                                let end = (at + rng.below(40)).min(t.len());
+                                t.drain(at..end);
+                            }
+                            _ => t[at] = char::from(rng.next() as u8 & 0x7f),
+                        }
+                    }
+                    t.into_iter().collect()
+                }
+            };
+            let _ = Policy::parse(&text, None);
+            if round % 3 == 2 {
+                let _ = Policy::parse(&text, Some(&path));
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The per-worker flow table: canonical 5-tuple (+ VLAN) keys, a slab of
+//! entries with an index, idle expiry by a clock hand that looks at a few
+//! entries per poll (bounded work, no timer thread), and a hard capacity.
+//!
+//! It knows nothing of TLS: the entry type is the caller's.
+
+use std::collections::HashMap;
+
+use crate::packet::{Addr, TcpFrame};
+
+/// A flow's identity, the same for both directions: the (address, port) pair
+/// that sorts lower is `lo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Lower endpoint address.
+    pub lo_addr: Addr,
+    /// Higher endpoint address.
+    pub hi_addr: Addr,
+    /// Lower endpoint port.
+    pub lo_port: u16,
+    /// Higher endpoint port.
+    pub hi_port: u16,
+    /// Outer VLAN id (0 = untagged).
+    pub vlan: u16,
+}
+
+impl FlowKey {
+    /// The key of a segment, and whether the segment goes from `lo` to `hi`.
+    pub fn of(t: &TcpFrame) -> (FlowKey, bool) {
+        let vlan = t.vlan.unwrap_or(0);
+        if (t.src, t.src_port) <= (t.dst, t.dst_port) {
+            (FlowKey { lo_addr: t.src, hi_addr: t.dst, lo_port: t.src_port, hi_port: t.dst_port, vlan }, true)
+        } else {
+            (FlowKey { lo_addr: t.dst, hi_addr: t.src, lo_port: t.dst_port, hi_port: t.src_port, vlan }, false)
+        }
+    }
+}
+
+/// A slot index in the table.
+pub type FlowId = u32;
+
+struct Slot<T> {
+    key: FlowKey,
+    last_seen: u64,
+    timeout: u64,
+    value: T,
+}
+
+/// A bounded flow table.
+pub struct FlowTable<T> {
+    index: HashMap<FlowKey, FlowId>,
+    slots: Vec<Option<Slot<T>>>,
+    free: Vec<FlowId>,
+    capacity: usize,
+    hand: usize,
+}
+
+/// Why an insert failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The table holds `capacity` flows.
+    Full,
+}
+
+impl<T> FlowTable<T> {
+    /// A table for at most `capacity` flows.
+    pub fn new(capacity: usize) -> FlowTable<T> {
+        FlowTable {
+            index: HashMap::with_capacity(capacity.min(1 << 20)),
+            slots: Vec::new(),
+            free: Vec::new(),
+            capacity,
+            hand: 0,
+        }
+    }
+
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The slot of `key`, if present.
+    #[inline]
+    pub fn find(&self, key: &FlowKey) -> Option<FlowId> {
+        self.index.get(key).copied()
+    }
+
+    /// Inserts a new flow seen at `now` that expires `timeout` after its last packet.
+    pub fn insert(&mut self, key: FlowKey, value: T, now: u64, timeout: u64) -> Result<FlowId, InsertError> {
+        if self.index.len() >= self.capacity {
+            return Err(InsertError::Full);
+        }
+        let slot = Slot { key, last_seen: now, timeout, value };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(slot);
+                id
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as FlowId
+            }
+        };
+        self.index.insert(key, id);
+        Ok(id)
+    }
+
+    /// The value of a slot.
+    #[inline]
+    pub fn get_mut(&mut self, id: FlowId) -> Option<&mut T> {
+        self.slots.get_mut(id as usize).and_then(|s| s.as_mut()).map(|s| &mut s.value)
+    }
+
+    /// Marks a packet at `now`, with the idle timeout the flow's state now has.
+    #[inline]
+    pub fn touch(&mut self, id: FlowId, now: u64, timeout: u64) {
+        if let Some(Some(s)) = self.slots.get_mut(id as usize) {
+            s.last_seen = now;
+            s.timeout = timeout;
+        }
+    }
+
+    /// Removes a flow, giving back its key and value.
+    pub fn remove(&mut self, id: FlowId) -> Option<(FlowKey, T)> {
+        let s = self.slots.get_mut(id as usize)?.take()?;
+        self.index.remove(&s.key);
+        self.free.push(id);
+        Some((s.key, s.value))
+    }
+
+    /// Looks at up to `budget` slots from the clock hand and removes those idle
+    /// past their timeout at `now`, handing each to `expired`.
+    pub fn expire(&mut self, now: u64, budget: usize, mut expired: impl FnMut(FlowKey, T)) {
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        for _ in 0..budget.min(n) {
+            self.hand = (self.hand + 1) % n;
+            let due = matches!(&self.slots[self.hand], Some(s) if now.saturating_sub(s.last_seen) > s.timeout);
+            if due {
+                if let Some((k, v)) = self.remove(self.hand as FlowId) {
+                    expired(k, v);
+                }
+            }
+        }
+    }
+
+    /// Removes every flow (at shutdown), handing each to `f`.
+    pub fn drain(&mut self, mut f: impl FnMut(FlowKey, T)) {
+        for id in 0..self.slots.len() {
+            if let Some((k, v)) = self.remove(id as FlowId) {
+                f(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: u16) -> FlowKey {
+        FlowKey { lo_addr: [1; 16], hi_addr: [2; 16], lo_port: p, hi_port: 443, vlan: 0 }
+    }
+
+    #[test]
+    fn both_directions_share_a_key() {
+        let mut a = crate::packet::TcpFrame::parse(&{
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 0, 0, 9], [10, 0, 0, 2], 64)
+                .tcp(5555, 443, 1, 1)
+                .write(&mut v, &[])
+                .unwrap();
+            v
+        })
+        .unwrap();
+        let (k1, fwd1) = FlowKey::of(&a);
+        std::mem::swap(&mut a.src, &mut a.dst);
+        std::mem::swap(&mut a.src_port, &mut a.dst_port);
+        let (k2, fwd2) = FlowKey::of(&a);
+        assert_eq!(k1, k2);
+        assert_ne!(fwd1, fwd2);
+    }
+
+    #[test]
+    fn capacity_is_a_hard_bound_and_slots_are_reused() {
+        let mut t = FlowTable::new(2);
+        let a = t.insert(key(1), "a", 0, 10).unwrap();
+        t.insert(key(2), "b", 0, 10).unwrap();
+        assert_eq!(t.insert(key(3), "c", 0, 10), Err(InsertError::Full));
+        assert_eq!(t.remove(a), Some((key(1), "a")));
+        let c = t.insert(key(3), "c", 0, 10).unwrap();
+        assert_eq!(c, a, "freed slot reused");
+        assert_eq!(t.find(&key(3)), Some(c));
+        assert_eq!(t.find(&key(1)), None);
+    }
+
+    #[test]
+    fn idle_flows_expire_by_their_own_timeout() {
+        let mut t = FlowTable::new(10);
+        let short = t.insert(key(1), 1, 0, 5).unwrap();
+        t.insert(key(2), 2, 0, 100).unwrap();
+        t.touch(short, 3, 5);
+        let mut gone = Vec::new();
+        t.expire(7, 10, |_, v| gone.push(v));
+        assert!(gone.is_empty(), "3 + 5 > 7");
+        t.expire(9, 10, |_, v| gone.push(v));
+        assert_eq!(gone, vec![1]);
+        t.expire(200, 10, |_, v| gone.push(v));
+        assert_eq!(gone, vec![1, 2]);
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,787 @@
+//! The inspector: per worker, it turns each TCP segment into a verdict
+//! (forward or drop), watching TLS handshakes on flows it has not decided yet,
+//! evaluating the policy phase by phase, and producing session events and the
+//! TCP resets of block-with-reset. Sans-IO: bytes and a time in, a verdict,
+//! events and frames out; the worker moves the mbufs.
+
+use std::sync::Arc;
+
+use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
+use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
+use tlsgate_config::{FlowSettings, Midstream, WhenFull};
+
+use crate::event::SessionEvent;
+use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::packet::{tcp_flags, to_ip, TcpFrame};
+use crate::tls::certificate::certificate_facts;
+use crate::tls::status::CertVerifier;
+use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+
+/// What happens to the packet just inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it on.
+    Forward,
+    /// Drop it, for this reason.
+    Drop(DropCause),
+}
+
+/// Why the inspector dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// The flow is blocked by policy.
+    Blocked,
+    /// A new flow found the table full and `flows.when_full = "drop"`.
+    TableFull,
+    /// A mid-stream flow and `flows.midstream = "block"`.
+    Midstream,
+}
+
+/// A TCP reset to send, made by block-with-reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// True: toward the sender of the packet that triggered it (out of the
+    /// port it came in by); false: toward its receiver (out of the other port).
+    pub toward_sender: bool,
+    /// The whole Ethernet frame.
+    pub frame: Vec<u8>,
+}
+
+/// What one packet produced besides its verdict.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Session events, in order.
+    pub events: Vec<SessionEvent>,
+    /// Resets to send.
+    pub resets: Vec<Reset>,
+}
+
+/// The inspector's counters (plain; the worker publishes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InspectCounters {
+    /// Frames that are not TCP over IP (forwarded untouched).
+    pub not_tcp: u64,
+    /// Flows tracked from their SYN.
+    pub flows: u64,
+    /// New flows that found the table full.
+    pub table_full: u64,
+    /// Flows first seen mid-stream.
+    pub midstream: u64,
+    /// Sessions decided (one event each).
+    pub sessions: u64,
+    /// Flows whose first bytes were not TLS.
+    pub not_tls: u64,
+    /// Handshakes that could not be parsed.
+    pub malformed: u64,
+    /// Handshakes larger than the buffer.
+    pub overflow: u64,
+    /// Packets dropped by block verdicts.
+    pub blocked_packets: u64,
+    /// Resets made.
+    pub resets: u64,
+    /// Flows expired idle.
+    pub expired: u64,
+}
+
+impl InspectCounters {
+    /// Number of counters.
+    pub const FIELDS: usize = 11;
+    /// Their names, in `to_array` order.
+    pub const NAMES: [&'static str; Self::FIELDS] = [
+        "not_tcp",
+        "flows",
+        "table_full",
+        "midstream",
+        "sessions",
+        "not_tls",
+        "malformed",
+        "overflow",
+        "blocked_packets",
+        "resets",
+        "expired",
+    ];
+
+    /// As an array, in `NAMES` order.
+    pub fn to_array(&self) -> [u64; Self::FIELDS] {
+        [
+            self.not_tcp,
+            self.flows,
+            self.table_full,
+            self.midstream,
+            self.sessions,
+            self.not_tls,
+            self.malformed,
+            self.overflow,
+            self.blocked_packets,
+            self.resets,
+            self.expired,
+        ]
+    }
+
+    /// From an array in `NAMES` order.
+    pub fn from_array(a: [u64; Self::FIELDS]) -> Self {
+        InspectCounters {
+            not_tcp: a[0],
+            flows: a[1],
+            table_full: a[2],
+            midstream: a[3],
+            sessions: a[4],
+            not_tls: a[5],
+            malformed: a[6],
+            overflow: a[7],
+            blocked_packets: a[8],
+            resets: a[9],
+            expired: a[10],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlowState {
+    Inspecting,
+    Bypass,
+    Blocked,
+}
+
+/// A tracked flow. Decided flows keep only this (no session): 16 bytes here,
+/// plus the key and timers in the table's slot (72 bytes in all) and the
+/// index entry.
+struct FlowEntry {
+    state: FlowState,
+    client_is_lo: bool,
+    /// FIN seen from lo (bit 0) and hi (bit 1).
+    fins: u8,
+    session: Option<Box<Session>>,
+}
+
+/// A handshake being watched.
+struct Session {
+    flow_id: u64,
+    observer: HandshakeObserver,
+    facts: SessionFacts,
+    alerts: Vec<(&'static str, u8, u8)>,
+    /// A decrypt decision waiting for the server's facts (undecryptable checks).
+    decrypt: Option<Decision>,
+    monitors: Vec<usize>,
+    tls_seen: bool,
+    bytes_seen: bool,
+}
+
+/// The resolution of a session: what to do with the flow, and the event.
+struct Resolution {
+    action: FinalAction,
+    expected: &'static str,
+    rule: Option<usize>,
+    reason: String,
+    monitors: Vec<usize>,
+    missing: Vec<&'static str>,
+    event_type: &'static str,
+}
+
+/// Per-worker inspection state.
+pub struct Inspector {
+    table: FlowTable<FlowEntry>,
+    policy: Arc<Policy>,
+    verifier: CertVerifier,
+    settings: FlowSettings,
+    port_names: Arc<[String]>,
+    worker: u64,
+    next_flow: u64,
+    /// Counters.
+    pub counters: InspectCounters,
+}
+
+const NS: u64 = 1_000_000_000;
+/// Slots the expiry hand looks at per call of [`Inspector::expire`].
+const EXPIRE_BUDGET: usize = 64;
+
+impl Inspector {
+    /// An inspector for worker `worker`.
+    pub fn new(
+        worker: usize,
+        policy: Arc<Policy>,
+        settings: &FlowSettings,
+        port_names: Arc<[String]>,
+    ) -> Result<Inspector, String> {
+        let verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        Ok(Inspector {
+            table: FlowTable::new(settings.capacity as usize),
+            policy,
+            verifier,
+            settings: settings.clone(),
+            port_names,
+            worker: worker as u64,
+            next_flow: 0,
+            counters: InspectCounters::default(),
+        })
+    }
+
+    /// Flows tracked now.
+    pub fn flows(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Inspects one frame that arrived on port index `ingress` at `now_ns`.
+    pub fn on_packet(&mut self, frame: &[u8], ingress: usize, now_ns: u64, out: &mut Output) -> Verdict {
+        let Some(t) = TcpFrame::parse(frame) else {
+            self.counters.not_tcp += 1;
+            return Verdict::Forward;
+        };
+        let (key, from_lo) = FlowKey::of(&t);
+        let id = match self.table.find(&key) {
+            Some(id) => id,
+            None => match self.new_flow(&t, key, from_lo, ingress, now_ns) {
+                Ok(id) => id,
+                Err(v) => return v,
+            },
+        };
+        self.on_flow_packet(id, key, frame, &t, from_lo, now_ns, out)
+    }
+
+    /// Expires idle flows (a bounded number of slots per call); sessions cut
+    /// short still get their event.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Output) {
+        let mut ended = Vec::new();
+        self.table.expire(now_ns, EXPIRE_BUDGET, |k, e| ended.push((k, e)));
+        for (k, e) in ended {
+            self.counters.expired += 1;
+            self.end_session(k, e, now_ns, "the flow went idle before the handshake completed", out);
+        }
+    }
+
+    /// At shutdown (or the end of a replayed capture, `why` says which):
+    /// every undecided session gets its event.
+    pub fn finish(&mut self, now_ns: u64, why: &str, out: &mut Output) {
+        let mut all = Vec::new();
+        self.table.drain(|k, e| all.push((k, e)));
+        for (k, e) in all {
+            self.end_session(k, e, now_ns, why, out);
+        }
+    }
+
+    fn new_flow(
+        &mut self,
+        t: &TcpFrame,
+        key: FlowKey,
+        from_lo: bool,
+        ingress: usize,
+        now: u64,
+    ) -> Result<FlowId, Verdict> {
+        let syn = t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK);
+        if !syn {
+            self.counters.midstream += 1;
+            match self.settings.midstream {
+                Midstream::Bypass => return Err(Verdict::Forward),
+                Midstream::Block => return Err(Verdict::Drop(DropCause::Midstream)),
+                Midstream::Inspect => {}
+            }
+        }
+        // The client sent the SYN; mid-stream, guess the side with the higher port.
+        let client_is_lo = if syn { from_lo } else { key.lo_port > key.hi_port };
+        let session = self.new_session(t, key, client_is_lo, ingress, now);
+        let entry = FlowEntry { state: FlowState::Inspecting, client_is_lo, fins: 0, session: Some(Box::new(session)) };
+        match self.table.insert(key, entry, now, self.settings.inspecting_timeout as u64 * NS) {
+            Ok(id) => {
+                self.counters.flows += 1;
+                Ok(id)
+            }
+            Err(_) => {
+                self.counters.table_full += 1;
+                match self.settings.when_full {
+                    WhenFull::Bypass => Err(Verdict::Forward),
+                    WhenFull::Drop => Err(Verdict::Drop(DropCause::TableFull)),
+                }
+            }
+        }
+    }
+
+    fn new_session(&mut self, t: &TcpFrame, key: FlowKey, client_is_lo: bool, ingress: usize, now: u64) -> Session {
+        let (c_addr, c_port, s_addr, s_port) = if client_is_lo {
+            (key.lo_addr, key.lo_port, key.hi_addr, key.hi_port)
+        } else {
+            (key.hi_addr, key.hi_port, key.lo_addr, key.lo_port)
+        };
+        // The client's packets enter by `ingress` if this one is the client's.
+        let from_client = (t.src == c_addr && t.src_port == c_port) as usize;
+        let client_port = if from_client == 1 { ingress } else { ingress ^ 1 };
+        let flow = FlowFacts {
+            src_ip: to_ip(&c_addr, t.ipv6),
+            src_port: c_port,
+            dest_ip: to_ip(&s_addr, t.ipv6),
+            dest_port: s_port,
+            vlan: t.vlan,
+            ingress: self.port_names.get(client_port).cloned().unwrap_or_default(),
+        };
+        self.next_flow += 1;
+        let _ = now;
+        let mut observer =
+            HandshakeObserver::new(ObserverLimits { max_buffer: self.settings.handshake_buffer as usize });
+        if t.has(tcp_flags::SYN) {
+            observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
+        }
+        Session {
+            flow_id: (self.worker << 56) | self.next_flow,
+            observer,
+            facts: SessionFacts::new(flow),
+            alerts: Vec::new(),
+            decrypt: None,
+            monitors: Vec::new(),
+            tls_seen: false,
+            bytes_seen: false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_flow_packet(
+        &mut self,
+        id: FlowId,
+        key: FlowKey,
+        frame: &[u8],
+        t: &TcpFrame,
+        from_lo: bool,
+        now: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let Some(entry) = self.table.get_mut(id) else { return Verdict::Forward };
+        if t.has(tcp_flags::FIN) {
+            entry.fins |= if from_lo { 1 } else { 2 };
+        }
+        let closed = t.has(tcp_flags::RST) || entry.fins == 3;
+        let state = entry.state;
+        let timeout = |s: &FlowSettings, st: FlowState| {
+            if closed {
+                s.closed_timeout
+            } else if st == FlowState::Inspecting {
+                s.inspecting_timeout
+            } else {
+                s.decided_timeout
+            }
+        };
+        match state {
+            FlowState::Bypass => {
+                let to = timeout(&self.settings, state);
+                self.table.touch(id, now, to as u64 * NS);
+                Verdict::Forward
+            }
+            FlowState::Blocked => {
+                let to = timeout(&self.settings, state);
+                self.table.touch(id, now, to as u64 * NS);
+                self.counters.blocked_packets += 1;
+                Verdict::Drop(DropCause::Blocked)
+            }
+            FlowState::Inspecting => {
+                let resolution = {
+                    let Some(entry) = self.table.get_mut(id) else { return Verdict::Forward };
+                    let from_client = from_lo == entry.client_is_lo;
+                    let Some(mut s) = entry.session.take() else { return Verdict::Forward };
+                    let dir = if from_client { Direction::ToServer } else { Direction::ToClient };
+                    if !from_client && t.has(tcp_flags::SYN) {
+                        s.observer.set_initial_seq(Direction::ToClient, t.seq.wrapping_add(1));
+                    }
+                    if t.payload_len() > 0 {
+                        s.bytes_seen = true;
+                        s.observer.on_segment(dir, t.seq, &frame[t.payload..t.end]);
+                    }
+                    let r = self.step(&mut s, now);
+                    let r = match r {
+                        Some(r) => Some(r),
+                        None if closed => {
+                            Some(self.final_resolution(&mut s, "the flow closed before the handshake completed"))
+                        }
+                        None => None,
+                    };
+                    (r, s)
+                };
+                let (resolution, s) = resolution;
+                match resolution {
+                    None => {
+                        if let Some(entry) = self.table.get_mut(id) {
+                            entry.session = Some(s);
+                        }
+                        let to = timeout(&self.settings, FlowState::Inspecting);
+                        self.table.touch(id, now, to as u64 * NS);
+                        Verdict::Forward
+                    }
+                    Some(r) => {
+                        let action = r.action;
+                        self.emit(&s, r, now, out);
+                        let new_state = match action {
+                            FinalAction::DoNotDecrypt => FlowState::Bypass,
+                            FinalAction::Block | FinalAction::BlockWithReset => FlowState::Blocked,
+                        };
+                        if let Some(entry) = self.table.get_mut(id) {
+                            entry.state = new_state;
+                        }
+                        let to = timeout(&self.settings, new_state);
+                        self.table.touch(id, now, to as u64 * NS);
+                        let _ = key;
+                        match action {
+                            FinalAction::DoNotDecrypt => Verdict::Forward,
+                            FinalAction::Block => {
+                                self.counters.blocked_packets += 1;
+                                Verdict::Drop(DropCause::Blocked)
+                            }
+                            FinalAction::BlockWithReset => {
+                                self.counters.blocked_packets += 1;
+                                self.counters.resets += 2;
+                                out.resets.push(Reset { toward_sender: false, frame: build_reset(frame, t, false) });
+                                out.resets.push(Reset { toward_sender: true, frame: build_reset(frame, t, true) });
+                                Verdict::Drop(DropCause::Blocked)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains the observer's events into facts; returns a resolution when the
+    /// session is decided.
+    fn step(&mut self, s: &mut Session, now: u64) -> Option<Resolution> {
+        // The server's flight is judged once all of it that this segment
+        // carried is read: a CertificateRequest follows the Certificate.
+        let mut server_ready = false;
+        while let Some(ev) = s.observer.poll_event() {
+            match ev {
+                ObserverEvent::ClientHello(ch) => {
+                    s.tls_seen = true;
+                    let first = s.facts.client_hello.is_none();
+                    let sslv2 = ch.sslv2;
+                    s.facts.client_hello = Some(ch);
+                    if sslv2 {
+                        return Some(self.undecryptable(
+                            s,
+                            Undecryptable::Sslv2,
+                            "n/a",
+                            None,
+                            "SSLv2 ClientHello: the session cannot be evaluated".into(),
+                        ));
+                    }
+                    if first {
+                        if let Some(r) = self.evaluate(s, false) {
+                            return Some(r);
+                        }
+                    }
+                }
+                ObserverEvent::HelloRetryRequest => {}
+                ObserverEvent::ServerHello(sh) => {
+                    s.tls_seen = true;
+                    let no_certificate_in_clear = sh.version == Some(TlsVersion::Tls13) || sh.resumed;
+                    s.facts.server_hello = Some(sh);
+                    if no_certificate_in_clear {
+                        return Some(self.server_phase_done(s));
+                    }
+                }
+                ObserverEvent::Certificate { chain } => {
+                    if let Some(leaf) = chain.first() {
+                        s.facts.certificate = certificate_facts(leaf).ok();
+                        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
+                        s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+                    }
+                    server_ready |= s.facts.server_hello.is_some();
+                }
+                ObserverEvent::CertificateRequest => s.facts.client_cert_requested = true,
+                ObserverEvent::Alert { from, level, description } => {
+                    s.alerts.push((side_name(from), level, description));
+                }
+                ObserverEvent::HandshakeDone(Direction::ToClient) => {
+                    if s.facts.client_hello.is_some() {
+                        return Some(self.server_phase_done(s));
+                    }
+                }
+                ObserverEvent::HandshakeDone(Direction::ToServer) => {}
+                ObserverEvent::NotTls(from) => {
+                    if !s.tls_seen {
+                        self.counters.not_tls += 1;
+                        return Some(
+                            self.not_tls(
+                                s,
+                                format!("not TLS: the {} spoke first in another protocol", side_name(from)),
+                            ),
+                        );
+                    }
+                }
+                ObserverEvent::Malformed { from, reason } => {
+                    self.counters.malformed += 1;
+                    let why = format!("malformed TLS from the {}: {reason}", side_name(from));
+                    return Some(if s.tls_seen { self.handshake_failed(s, why) } else { self.not_tls(s, why) });
+                }
+                ObserverEvent::Overflow(from) => {
+                    self.counters.overflow += 1;
+                    let why = format!(
+                        "the {}'s handshake exceeds the {}-byte buffer (flows.handshake_buffer)",
+                        side_name(from),
+                        self.settings.handshake_buffer
+                    );
+                    return Some(self.handshake_failed(s, why));
+                }
+            }
+        }
+        server_ready.then(|| self.server_phase_done(s))
+    }
+
+    /// Evaluates the policy; `None` while it waits for a later phase.
+    fn evaluate(&mut self, s: &mut Session, last: bool) -> Option<Resolution> {
+        match self.policy.evaluate(&s.facts, last) {
+            Evaluation::Pending { monitor_rules, .. } => {
+                s.monitors = monitor_rules;
+                None
+            }
+            Evaluation::Decided(d) => match d.action {
+                Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
+                    if last {
+                        Some(self.carry_out_decrypt(s, d))
+                    } else {
+                        s.decrypt = Some(d);
+                        None
+                    }
+                }
+                _ => Some(self.decided(d, String::new())),
+            },
+        }
+    }
+
+    /// The server's side of the handshake is as visible as it will be.
+    fn server_phase_done(&mut self, s: &mut Session) -> Resolution {
+        if let Some(d) = s.decrypt.take() {
+            return self.carry_out_decrypt(s, d);
+        }
+        match self.evaluate(s, true) {
+            Some(r) => r,
+            None => self.default_resolution(s, "no rule matched: default action".into()),
+        }
+    }
+
+    /// A decrypt decision, carried out as well as this build can.
+    fn carry_out_decrypt(&mut self, s: &mut Session, d: Decision) -> Resolution {
+        let expected = d.action.name();
+        let rule_name = d.rule.map(|i| self.policy.rules()[i].name.clone()).unwrap_or_default();
+        let sh = s.facts.server_hello.as_ref();
+        let reason = if s.facts.client_cert_requested {
+            Some(Undecryptable::ClientAuth)
+        } else if sh.is_some_and(|h| h.compression != 0) {
+            Some(Undecryptable::Compressed)
+        } else if sh.is_some_and(|h| cipher_suite_name(h.cipher_suite).is_none()) {
+            Some(Undecryptable::UnknownCipher)
+        } else {
+            None
+        };
+        match reason {
+            Some(u) => {
+                let why = format!("rule {rule_name:?} asks for {expected}, but the session cannot be decrypted: {}", u.name());
+                let mut r = self.undecryptable(s, u, expected, d.rule, why);
+                r.monitors = d.monitor_rules;
+                r
+            }
+            None => Resolution {
+                action: FinalAction::DoNotDecrypt,
+                expected,
+                rule: d.rule,
+                reason: format!(
+                    "rule {rule_name:?} asks for {expected}; carried out as do-not-decrypt: this build has no decrypting slow path"
+                ),
+                monitors: d.monitor_rules,
+                missing: d.missing_facts,
+                event_type: "tls",
+            },
+        }
+    }
+
+    fn undecryptable(
+        &self,
+        s: &Session,
+        u: Undecryptable,
+        expected: &'static str,
+        rule: Option<usize>,
+        reason: String,
+    ) -> Resolution {
+        let action = self.policy.undecryptable(u);
+        Resolution {
+            action,
+            expected: if expected == "n/a" { action.name() } else { expected },
+            rule,
+            reason: format!("{reason} (undecryptable.{} = {})", u.name(), action.name()),
+            monitors: s.monitors.clone(),
+            missing: Vec::new(),
+            event_type: "tls",
+        }
+    }
+
+    fn decided(&self, d: Decision, extra: String) -> Resolution {
+        let action = match d.action {
+            Action::Block => FinalAction::Block,
+            Action::BlockWithReset => FinalAction::BlockWithReset,
+            _ => FinalAction::DoNotDecrypt,
+        };
+        let mut reason = match d.rule {
+            Some(i) => format!("rule {:?} matched", self.policy.rules()[i].name),
+            None => "no rule matched: default action".to_string(),
+        };
+        if !d.missing_facts.is_empty() {
+            reason.push_str(&format!("; never seen, so not matched: {}", d.missing_facts.join(", ")));
+        }
+        if !extra.is_empty() {
+            reason = format!("{extra}; {reason}");
+        }
+        Resolution {
+            action,
+            expected: d.action.name(),
+            rule: d.rule,
+            reason,
+            monitors: d.monitor_rules,
+            missing: d.missing_facts,
+            event_type: "tls",
+        }
+    }
+
+    fn default_resolution(&self, s: &Session, reason: String) -> Resolution {
+        let action = self.policy.default_action();
+        Resolution {
+            action,
+            expected: action.name(),
+            rule: None,
+            reason,
+            monitors: s.monitors.clone(),
+            missing: Vec::new(),
+            event_type: "tls",
+        }
+    }
+
+    /// A flow that is not TLS: the policy judges it on what is known (its
+    /// flow conditions); a decrypt action cannot apply.
+    fn not_tls(&mut self, s: &mut Session, why: String) -> Resolution {
+        let mut r = match self.policy.evaluate(&s.facts, true) {
+            Evaluation::Decided(d) => match d.action {
+                Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
+                    let e = d.action.name();
+                    self.undecryptable(s, Undecryptable::HandshakeError, e, d.rule, why.clone())
+                }
+                _ => self.decided(d, why),
+            },
+            Evaluation::Pending { .. } => self.default_resolution(s, why),
+        };
+        r.event_type = "flow";
+        r
+    }
+
+    /// The handshake could not be followed to its end.
+    fn handshake_failed(&mut self, s: &mut Session, why: String) -> Resolution {
+        if let Some(d) = s.decrypt.take() {
+            let e = d.action.name();
+            return self.undecryptable(s, Undecryptable::HandshakeError, e, d.rule, why);
+        }
+        match self.policy.evaluate(&s.facts, true) {
+            Evaluation::Decided(d) => match d.action {
+                Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
+                    let e = d.action.name();
+                    self.undecryptable(s, Undecryptable::HandshakeError, e, d.rule, why)
+                }
+                _ => self.decided(d, why),
+            },
+            Evaluation::Pending { .. } => self.default_resolution(s, why),
+        }
+    }
+
+    /// The final word on a session whose flow ends (or stops being watched).
+    fn final_resolution(&mut self, s: &mut Session, why: &str) -> Resolution {
+        if !s.tls_seen && s.facts.client_hello.is_none() {
+            let mut r = self.not_tls(s, why.to_string());
+            r.reason = why.to_string();
+            return r;
+        }
+        if let Some(d) = s.decrypt.take() {
+            let mut r = self.carry_out_decrypt(s, d);
+            r.reason = format!("{why}; {}", r.reason);
+            return r;
+        }
+        match self.evaluate(s, true) {
+            Some(mut r) => {
+                r.reason = format!("{why}; {}", r.reason);
+                r
+            }
+            None => self.default_resolution(s, why.to_string()),
+        }
+    }
+
+    fn end_session(&mut self, _key: FlowKey, e: FlowEntry, now: u64, why: &str, out: &mut Output) {
+        if e.state != FlowState::Inspecting {
+            return;
+        }
+        if let Some(mut s) = e.session {
+            if s.bytes_seen {
+                let r = self.final_resolution(&mut s, why);
+                self.emit(&s, r, now, out);
+            }
+        }
+    }
+
+    fn emit(&mut self, s: &Session, r: Resolution, now: u64, out: &mut Output) {
+        self.counters.sessions += 1;
+        let names = |v: &[usize]| v.iter().map(|&i| self.policy.rules()[i].name.clone()).collect::<Vec<_>>();
+        out.events.push(SessionEvent {
+            timestamp_ns: now,
+            flow_id: s.flow_id,
+            event_type: r.event_type,
+            flow: s.facts.flow.clone(),
+            client_hello: s.facts.client_hello.clone(),
+            server_hello: s.facts.server_hello.clone(),
+            certificate: s.facts.certificate.clone(),
+            cert_status: s.facts.cert_status,
+            client_cert_requested: s.facts.client_cert_requested,
+            alerts: s.alerts.clone(),
+            rule: r.rule.map(|i| self.policy.rules()[i].name.clone()),
+            expected_action: r.expected,
+            actual_action: r.action.name(),
+            reason: r.reason,
+            monitor_rules: names(&r.monitors),
+            missing_facts: r.missing,
+        });
+    }
+}
+
+fn side_name(d: Direction) -> &'static str {
+    match d {
+        Direction::ToServer => "client",
+        Direction::ToClient => "server",
+    }
+}
+
+/// A RST for the packet `t` (which is being dropped): toward its receiver
+/// (same addresses, seq = its seq, which the receiver expects next since the
+/// packet never arrives) or toward its sender (addresses swapped, seq = its
+/// ack, the next byte the sender expects). Both are exactly in window, so
+/// stacks that follow RFC 5961 accept them. VLAN tags are kept.
+pub fn build_reset(frame: &[u8], t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.l3 + 60);
+    let (dst_mac, src_mac) = (&frame[0..6], &frame[6..12]);
+    if toward_sender {
+        out.extend_from_slice(src_mac);
+        out.extend_from_slice(dst_mac);
+    } else {
+        out.extend_from_slice(dst_mac);
+        out.extend_from_slice(src_mac);
+    }
+    out.extend_from_slice(&frame[12..t.l3]);
+    let mut seg_len = t.payload_len() as u32;
+    if t.has(tcp_flags::SYN) {
+        seg_len += 1;
+    }
+    if t.has(tcp_flags::FIN) {
+        seg_len += 1;
+    }
+    let (src, dst, sp, dp, seq, ack) = if toward_sender {
+        (t.dst, t.src, t.dst_port, t.src_port, t.ack, t.seq.wrapping_add(seg_len))
+    } else {
+        (t.src, t.dst, t.src_port, t.dst_port, t.seq, t.ack)
+    };
+    let builder = if t.ipv6 {
+        etherparse::PacketBuilder::ipv6(src, dst, 64)
+    } else {
+        let s4 = [src[12], src[13], src[14], src[15]];
+        let d4 = [dst[12], dst[13], dst[14], dst[15]];
+        etherparse::PacketBuilder::ipv4(s4, d4, 64)
+    };
+    // Writing into a Vec cannot fail, and a 20-byte header is always in range.
+    let _ = builder.tcp(sp, dp, seq, 0).rst().ack(ack).write(&mut out, &[]);
+    out
+}

@@ -1,0 +1,19 @@
+//! Passive TLS handshake observation for flows being inspected: TCP stream
+//! reassembly, the sans-IO [`HandshakeObserver`], the facts it draws from
+//! ClientHello, ServerHello and certificates, and certificate status.
+#![forbid(unsafe_code)]
+
+pub mod certificate;
+pub mod client_hello;
+pub mod observer;
+pub mod reassembly;
+pub mod status;
+
+pub use certificate::{certificate_facts, CertificateError};
+pub use client_hello::{client_hello_facts, ClientHelloError};
+pub use observer::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+pub use reassembly::{ReassemblyError, StreamReassembler, DEFAULT_REASSEMBLY_CAP};
+pub use status::CertVerifier;
+
+#[cfg(test)]
+mod test_support;

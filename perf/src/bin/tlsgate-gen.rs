@@ -1,0 +1,229 @@
+//! The capture generator. `tlsgate-gen handshakes` writes a pcap of many real
+//! TLS sessions (rustls on both ends) over many TCP flows: a handful of
+//! servers and SNIs, mixed TLS 1.2 and 1.3, little application data, sessions
+//! overlapping in time. It is the input of the handshake-inspection benchmark.
+//!
+//! Up to 20,000 sessions (or `--distinct`) are run for real; any more reuse
+//! their TLS bytes on other client addresses, ports and times (every frame is built
+//! afresh, with its own checksums).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use tlsgate_perf::handshake::{
+    record_session, session_frames, write_pcap, Flight, Frame, Leaf, Pki, SessionSpec, TlsVersionChoice,
+    DEFAULT_START_UNIX_S,
+};
+
+#[derive(Parser)]
+#[command(name = "tlsgate-gen", about = "tlsgate capture generator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Many real TLS handshakes over many flows, as one pcap.
+    Handshakes {
+        /// The pcap file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of TLS sessions (TCP connections).
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Seed for the choice of servers, versions, addresses and timing.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Distinct sessions to run with rustls; the others replay their bytes
+        /// on other flows. Default: min(sessions, 20000).
+        #[arg(long)]
+        distinct: Option<usize>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Handshakes { out, sessions, seed, distinct } => {
+            let started = Instant::now();
+            let distinct = distinct.unwrap_or(MAX_DEFAULT_DISTINCT).clamp(1, sessions.max(1));
+            match handshakes(sessions, distinct, seed) {
+                Ok(frames) => {
+                    if let Err(e) = write_pcap(&out, &frames) {
+                        eprintln!("tlsgate-gen: writing {}: {e}", out.display());
+                        std::process::exit(1);
+                    }
+                    println!(
+                        "wrote {} frames of {} sessions ({} distinct handshakes) to {} in {:.2} s",
+                        frames.len(),
+                        sessions,
+                        distinct.min(sessions),
+                        out.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("tlsgate-gen: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// One server the clients talk to: its address, the name clients ask for
+/// (`None`: they connect by IP, without SNI) and the certificate it presents.
+struct Server {
+    addr: IpAddr,
+    sni: Option<&'static str>,
+    chain: Vec<Vec<u8>>,
+    key_der: Vec<u8>,
+}
+
+/// A recorded session ready to be replayed: its spec and its TLS bytes.
+struct Template {
+    spec: SessionSpec,
+    flights: Vec<Flight>,
+}
+
+/// Sessions run for real unless `--distinct` says otherwise (some 4 s in a
+/// release build); beyond that, sessions replay recorded ones.
+const MAX_DEFAULT_DISTINCT: usize = 20_000;
+
+/// Mean time between session starts; with ~15-25 frames 50 µs apart per
+/// session, some 30-50 sessions are open at once.
+const SESSION_GAP_NS: u64 = 25_000;
+
+fn handshakes(sessions: usize, distinct: usize, seed: u64) -> Result<Vec<Frame>, String> {
+    let servers = servers();
+    let mut rng = Rng(seed);
+    let mut templates = Vec::with_capacity(distinct.min(sessions));
+    for _ in 0..distinct.min(sessions) {
+        let server = &servers[rng.below(servers.len())];
+        let client = (client_addr(server.addr, 0), client_port(0, &mut rng));
+        let mut spec =
+            SessionSpec::new(client, (server.addr, 443), server.sni, server.chain.clone(), server.key_der.clone());
+        spec.version = if rng.below(100) < 60 { TlsVersionChoice::Tls13 } else { TlsVersionChoice::Tls12 };
+        spec.alpn = match rng.below(4) {
+            0 => vec![],
+            1 => vec!["http/1.1".to_owned()],
+            _ => vec!["h2".to_owned(), "http/1.1".to_owned()],
+        };
+        spec.app_data = (40 + rng.below(300), 100 + rng.below(1200));
+        spec.request_client_cert = rng.below(100) < 3;
+        let flights = record_session(&spec).map_err(|e| format!("session to {:?}: {e}", server.sni))?;
+        templates.push(Template { spec, flights });
+    }
+
+    let mut frames = Vec::new();
+    let mut start = DEFAULT_START_UNIX_S * 1_000_000_000;
+    for i in 0..sessions {
+        let template = &templates[i % templates.len()];
+        let mut spec = template.spec.clone();
+        spec.client = (client_addr(spec.server.0, i), client_port(i, &mut rng));
+        spec.mss = [1460, 1460, 1460, 1440, 1220, 536][rng.below(6)];
+        spec.start_unix_ns = start;
+        start += SESSION_GAP_NS / 2 + rng.below(SESSION_GAP_NS as usize) as u64;
+        frames.extend(session_frames(&spec, &template.flights)?);
+    }
+    frames.sort_by_key(|f| f.unix_ns);
+    Ok(frames)
+}
+
+/// The servers: five named ones (one of them on IPv6, one presenting a
+/// self-signed certificate) and one reached by IP only.
+fn servers() -> Vec<Server> {
+    let now = DEFAULT_START_UNIX_S as i64;
+    let year = 365 * 86_400;
+    let pki = Pki::new("tlsgate-gen Root CA");
+    let named = [
+        ("www.example.com", IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))),
+        ("api.example.net", IpAddr::V4(Ipv4Addr::new(10, 2, 0, 2))),
+        ("mail.example.org", IpAddr::V4(Ipv4Addr::new(10, 2, 0, 3))),
+        ("cdn.example.com", IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 4))),
+    ];
+    let mut out: Vec<Server> = named
+        .iter()
+        .map(|&(name, addr)| {
+            let leaf = pki.issue(&[name], "Example Services", now - year, now + year);
+            Server { addr, sni: Some(name), chain: vec![leaf.cert_der, pki.ca_cert_der()], key_der: leaf.key_der }
+        })
+        .collect();
+    let self_signed = Leaf::self_signed(&["login.bank.example"], now - year, now + year);
+    out.push(Server {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 5)),
+        sni: Some("login.bank.example"),
+        chain: vec![self_signed.cert_der],
+        key_der: self_signed.key_der,
+    });
+    let by_ip = pki.issue(&["10.2.0.6"], "Example Services", now - year, now + year);
+    out.push(Server {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 6)),
+        sni: None,
+        chain: vec![by_ip.cert_der, pki.ca_cert_der()],
+        key_der: by_ip.key_der,
+    });
+    out
+}
+
+/// The address of client number `i`, of the server's family: in 10.64.0.0/10
+/// or 2001:db8:1::/64, 64 clients per address.
+fn client_addr(server: IpAddr, i: usize) -> IpAddr {
+    let host = (i / 64) as u32 % 0x003f_fffe + 1;
+    match server {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + host)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (host >> 16) as u16, host as u16)),
+    }
+}
+
+/// The port of client number `i`: the 64 clients sharing an address get
+/// ports in distinct blocks of 1000.
+fn client_port(i: usize, rng: &mut Rng) -> u16 {
+    (1024 + (i % 64) * 1000 + rng.below(1000)) as u16
+}
+
+/// SplitMix64: small, seeded, good enough to pick servers and ports.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_sessions_are_distinct_flows_in_time_order() {
+        let frames = handshakes(60, 12, 3).unwrap();
+        assert!(frames.windows(2).all(|w| w[0].unix_ns <= w[1].unix_ns));
+        let mut flows = std::collections::HashSet::new();
+        for f in &frames {
+            let p = etherparse::SlicedPacket::from_ethernet(&f.data).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+            if tcp.syn() && !tcp.ack() {
+                let src = match p.net {
+                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().source_addr()),
+                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().source_addr()),
+                    _ => panic!("not IP"),
+                };
+                flows.insert((src, tcp.source_port()));
+            }
+        }
+        assert_eq!(flows.len(), 60);
+    }
+}

@@ -1,0 +1,97 @@
+//! The event log on the control thread: session events from the workers'
+//! rings, written as JSON lines, and tallied for the summary a replay prints.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use tlsgate_dataplane::event::SessionEvent;
+
+/// Where events go.
+pub struct EventLog {
+    file: Option<BufWriter<File>>,
+    /// The tally so far.
+    pub summary: Summary,
+}
+
+/// Sessions by action, by rule, and the SNIs seen most.
+#[derive(Default)]
+pub struct Summary {
+    /// Events written.
+    pub sessions: u64,
+    by_action: HashMap<String, u64>,
+    by_rule: HashMap<String, u64>,
+    by_sni: HashMap<String, u64>,
+    not_as_asked: u64,
+}
+
+impl EventLog {
+    /// Appends to `path` (created if missing); `None` keeps only the tally.
+    pub fn open(path: Option<&Path>) -> std::io::Result<EventLog> {
+        let file = match path {
+            Some(p) => Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(p)?)),
+            None => None,
+        };
+        Ok(EventLog { file, summary: Summary::default() })
+    }
+
+    /// Writes one event and tallies it.
+    pub fn write(&mut self, ev: &SessionEvent) -> std::io::Result<()> {
+        if let Some(f) = &mut self.file {
+            serde_json::to_writer(&mut *f, &ev.to_json())?;
+            f.write_all(b"\n")?;
+        }
+        let s = &mut self.summary;
+        s.sessions += 1;
+        let action = if ev.expected_action == ev.actual_action {
+            ev.actual_action.to_string()
+        } else {
+            s.not_as_asked += 1;
+            format!("{} (asked: {})", ev.actual_action, ev.expected_action)
+        };
+        *s.by_action.entry(action).or_default() += 1;
+        *s.by_rule
+            .entry(ev.rule.clone().unwrap_or_else(|| "(no rule: default or undecryptable action)".into()))
+            .or_default() += 1;
+        let sni = match (&ev.client_hello, ev.event_type) {
+            (Some(ch), _) => ch.sni.clone().unwrap_or_else(|| "(no SNI)".into()),
+            (None, _) => "(not TLS)".into(),
+        };
+        *s.by_sni.entry(sni).or_default() += 1;
+        Ok(())
+    }
+
+    /// Flushes the file.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Summary {
+    /// Prints the tally.
+    pub fn print(&self) {
+        println!("sessions: {}", self.sessions);
+        print_table("by action", &self.by_action, usize::MAX);
+        print_table("by rule", &self.by_rule, usize::MAX);
+        print_table("top SNIs", &self.by_sni, 10);
+        if self.not_as_asked > 0 {
+            println!("  ({} session(s) were not handled as the policy asked; the events say why)", self.not_as_asked);
+        }
+    }
+}
+
+fn print_table(title: &str, m: &HashMap<String, u64>, top: usize) {
+    if m.is_empty() {
+        return;
+    }
+    println!("{title}:");
+    let mut rows: Vec<_> = m.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (k, n) in rows.into_iter().take(top) {
+        println!("  {n:>8}  {k}");
+    }
+}

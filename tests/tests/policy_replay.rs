@@ -1,0 +1,202 @@
+//! `tlsgate replay --policy`: the real binary on the shared captures, its
+//! event log checked against the captures' ground truth (Zeek's ssl.log and
+//! x509.log rows), and its output capture checked for what each verdict lets
+//! through.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tlsgate_tests::{dpdk_lock, pcap_frames, run_with_limit, testdata, text, tlsgate, Scratch};
+
+/// Replays `pcap` with `policy` (TOML text); returns (events, output frames, stdout).
+fn replay(pcap: &Path, policy: &str) -> (Vec<serde_json::Value>, Vec<Vec<u8>>, String) {
+    let _g = dpdk_lock();
+    let dir = Scratch::new("policy-replay");
+    let pol = dir.path("policy.toml");
+    std::fs::write(&pol, policy).unwrap();
+    let (out, events) = (dir.path("out.pcap"), dir.path("events.json"));
+    let o = run_with_limit(
+        Command::new(tlsgate())
+            .args(["replay", "--pcap"])
+            .arg(pcap)
+            .arg("--policy")
+            .arg(&pol)
+            .arg("--out")
+            .arg(&out)
+            .arg("--events")
+            .arg(&events),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}: {}", pcap.display(), text(&o));
+    let evs = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
+        .collect();
+    (evs, pcap_frames(&out), String::from_utf8_lossy(&o.stdout).to_string())
+}
+
+/// Logs everything, and (by a rule on the negotiated version, which never
+/// matches these captures) holds every decision until the server has spoken,
+/// so that each event carries the server's facts too.
+const MONITOR_ONLY: &str = r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[[rule]]
+name = "log-all"
+action = "monitor"
+
+[[rule]]
+name = "no-ssl3"
+action = "block"
+versions = ["ssl3.0"]
+"#;
+
+/// Zeek's ssl.log rows, by capture file name.
+fn ground_truth() -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(testdata().join("zeek/ssl-ground-truth.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split('\t').map(str::to_string)).collect()).collect()
+}
+
+fn zeek_version(v: &str) -> &str {
+    match v {
+        "TLSv10" => "TLS 1.0",
+        "TLSv11" => "TLS 1.1",
+        "TLSv12" => "TLS 1.2",
+        "TLSv13" => "TLS 1.3",
+        other => other,
+    }
+}
+
+#[test]
+fn events_match_the_ground_truth_of_the_shared_captures() {
+    let mut checked = 0;
+    for row in ground_truth() {
+        let pcap = testdata().join("zeek").join(&row["traces_used_by_test"]);
+        let (evs, frames, _) = replay(&pcap, MONITOR_ONLY);
+        let port: u64 = row["id.orig_p"].parse().unwrap();
+        let ev = evs
+            .iter()
+            .find(|e| e["src_port"] == port && e["src_ip"] == row["id.orig_h"].as_str())
+            .unwrap_or_else(|| panic!("{}: no event for the ground-truth session: {evs:?}", pcap.display()));
+        let ctx = format!("{}: {ev}", pcap.display());
+        assert_eq!(ev["dest_ip"], row["id.resp_h"].as_str(), "{ctx}");
+        assert_eq!(ev["dest_port"].as_u64().unwrap().to_string(), row["id.resp_p"], "{ctx}");
+        assert_eq!(ev["tls"]["version"], zeek_version(&row["version"]), "{ctx}");
+        assert_eq!(ev["tls"]["cipher_suite"], row["cipher"].as_str(), "{ctx}");
+        let sni = &row["server_name"];
+        if sni != "-" {
+            assert_eq!(ev["tls"]["sni"], sni.as_str(), "{ctx}");
+        }
+        assert_eq!(ev["tls"]["session_resumed"], row["resumed"] == "T", "{ctx}");
+        let fps = &row["cert_chain_fps"];
+        let reason = ev["policy"]["reason"].as_str().unwrap_or_default();
+        if reason.contains("flows.handshake_buffer") {
+            // tls-fragmented-handshake carries a 340 KB certificate message:
+            // more than the default buffer, which the event says.
+            assert!(ev["tls"]["fingerprint_sha256"].is_null(), "{ctx}");
+        } else if fps != "(empty)" && fps != "-" {
+            let leaf = fps.split(',').next().unwrap();
+            let ours = ev["tls"]["fingerprint_sha256"].as_str().unwrap().replace(':', "");
+            assert_eq!(ours, leaf, "{ctx}");
+        }
+        assert_eq!(ev["policy"]["monitor_rules"][0], "log-all", "{ctx}");
+        assert_eq!(ev["policy"]["actual_action"], "do-not-decrypt", "{ctx}");
+        // do-not-decrypt forwards everything, byte for byte.
+        assert_eq!(frames, pcap_frames(&pcap), "{ctx}");
+        checked += 1;
+    }
+    assert!(checked >= 6, "ground truth rows checked: {checked}");
+}
+
+#[test]
+fn special_handshakes_in_the_shared_captures() {
+    let zeek = testdata().join("zeek");
+    let (evs, _, _) = replay(&zeek.join("ssl-v2.pcap"), MONITOR_ONLY);
+    assert_eq!(evs[0]["tls"]["version"], "SSLv2", "{evs:?}");
+    assert!(evs[0]["policy"]["reason"].as_str().unwrap().contains("SSLv2"), "{evs:?}");
+
+    let (evs, _, _) = replay(&zeek.join("tls13-ech.pcap"), MONITOR_ONLY);
+    let ech = evs.iter().find(|e| e["tls"]["ech"] == true).expect("an ECH session");
+    assert_eq!(ech["tls"]["sni"], "cloudflare-ech.com");
+    assert_eq!(ech["tls"]["version"], "TLS 1.3");
+    // TLS 1.3 hides the certificate: a certificate condition cannot match, and the event says why.
+    let policy = r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[[rule]]
+name = "cert-rule"
+action = "block"
+subject = ["CN=cloudflare-ech.com"]
+"#;
+    let (evs, _, _) = replay(&zeek.join("tls13-ech.pcap"), policy);
+    let e = evs.iter().find(|e| e["tls"]["version"] == "TLS 1.3").expect("a TLS 1.3 session");
+    assert_eq!(e["policy"]["actual_action"], "do-not-decrypt", "{e}");
+    assert!(e["policy"]["missing_facts"].as_array().unwrap().iter().any(|f| f == "certificate"), "{e}");
+
+    let (evs, _, _) = replay(&zeek.join("client-certificate.pcap"), MONITOR_ONLY);
+    assert!(evs.iter().any(|e| e["tls"]["client_certificate_requested"] == true), "{evs:?}");
+}
+
+#[test]
+fn expired_certificate_status_is_judged_at_the_capture_time_and_blocks() {
+    let zeek = testdata().join("zeek");
+    let policy = r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[[rule]]
+name = "no-expired"
+action = "block-with-reset"
+cert_status = { expired = true }
+"#;
+    let pcap = zeek.join("tls-expired-cert.pcap");
+    let (evs, frames, stdout) = replay(&pcap, policy);
+    let e = evs.iter().find(|e| e["policy"]["rule"] == "no-expired").unwrap_or_else(|| panic!("{evs:?}\n{stdout}"));
+    assert_eq!(e["policy"]["actual_action"], "block-with-reset");
+    assert!(e["policy"]["cert_status"].as_array().unwrap().iter().any(|s| s == "expired"), "{e}");
+    // What passed: the capture up to the certificate, then two resets; nothing of the flow after.
+    let input = pcap_frames(&pcap);
+    let rsts: Vec<_> = frames
+        .iter()
+        .filter_map(|f| etherparse::SlicedPacket::from_ethernet(f).ok())
+        .filter_map(|p| match p.transport {
+            Some(etherparse::TransportSlice::Tcp(t)) if t.rst() => Some((t.source_port(), t.destination_port())),
+            _ => None,
+        })
+        .collect();
+    let rsts_in_input = input
+        .iter()
+        .filter_map(|f| etherparse::SlicedPacket::from_ethernet(f).ok())
+        .filter(|p| matches!(&p.transport, Some(etherparse::TransportSlice::Tcp(t)) if t.rst()))
+        .count();
+    assert_eq!(rsts.len(), rsts_in_input + 2, "two resets made: {rsts:?}");
+    assert!(frames.len() < input.len() + 2, "packets after the decision are dropped");
+}
+
+#[test]
+fn block_drops_everything_after_the_clienthello_in_both_directions() {
+    let zeek = testdata().join("zeek");
+    let policy = r#"
+[policy]
+default_action = "block"
+"#;
+    let pcap = zeek.join("tls1.2.pcap");
+    let (evs, frames, stdout) = replay(&pcap, policy);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0]["policy"]["actual_action"], "block");
+    assert!(evs[0]["policy"]["rule"].is_null());
+    assert!(stdout.contains("by action"), "{stdout}");
+    // Everything up to (not including) the ClientHello passed: the 3-way handshake.
+    let input = pcap_frames(&pcap);
+    let ch =
+        input.iter().position(|f| f.windows(3).any(|w| w == [0x16, 0x03, 0x01] || w == [0x16, 0x03, 0x03])).unwrap();
+    assert_eq!(frames.len(), ch, "only the frames before the ClientHello pass");
+    assert_eq!(&frames[..], &input[..ch]);
+}
