@@ -1,0 +1,332 @@
+//! Real handshakes made by the generator (rustls clients and servers, rcgen
+//! certificates) written as pcap, replayed through the real binary with a
+//! policy that has a rule for every kind of case: each session's event says
+//! the action, the rule and the reason the policy should give it. Covers the
+//! certificate statuses, the actions, the undecryptable reasons, and the
+//! conditions, over segments split small, reordered and retransmitted.
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use tlsgate_perf::handshake::{tls_session, write_pcap, Frame, Leaf, Patch, Pki, SessionSpec, TlsVersionChoice};
+use tlsgate_tests::{dpdk_lock, run_with_limit, text, tlsgate, Scratch};
+
+const DAY: i64 = 86_400;
+/// 2026-01-01, the generator's default capture time.
+const NOW: i64 = 1_767_225_600;
+
+struct Case {
+    port: u16,
+    expected: &'static str,
+    actual: &'static str,
+    rule: Option<&'static str>,
+    reason_has: &'static str,
+    status_has: Option<&'static str>,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn write_secret(path: &std::path::Path, pem: &str) {
+    std::fs::write(path, pem).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn every_action_status_and_undecryptable_reason() {
+    let dir = Scratch::new("generated");
+    let root = Pki::new("Test Root");
+    let rogue = Pki::new("Rogue CA");
+    let leaf = |pki: &Pki, names: &[&str], org: &str, nb: i64, na: i64| pki.issue(names, org, nb, na);
+    let valid =
+        leaf(&root, &["valid.test", "shop.test", "www.wild.test"], "Valid Org", NOW - 300 * DAY, NOW + 300 * DAY);
+    let expired = leaf(&root, &["expired.test"], "Old Org", NOW - 600 * DAY, NOW - 10 * DAY);
+    let expired_other = leaf(&root, &["expired.test"], "Old Org", NOW - 700 * DAY, NOW - 20 * DAY);
+    let future = leaf(&root, &["future.test"], "Future Org", NOW + 10 * DAY, NOW + 600 * DAY);
+    let revoked = leaf(&root, &["revoked.test"], "Revoked Org", NOW - 10 * DAY, NOW + 300 * DAY);
+    let rogue_leaf = leaf(&rogue, &["rogue.test"], "Rogue Org", NOW - 10 * DAY, NOW + 300 * DAY);
+    let intranet = leaf(&root, &["intranet.test"], "Intranet", NOW - 10 * DAY, NOW + 300 * DAY);
+    let selfsigned = Leaf::self_signed(&["self.test"], NOW - 10 * DAY, NOW + 300 * DAY);
+    let mut bad_sig = leaf(&root, &["badsig.test"], "Bad Sig Org", NOW - 10 * DAY, NOW + 300 * DAY);
+    let n = bad_sig.cert_der.len();
+    bad_sig.cert_der[n - 3] ^= 0x55; // inside the signature value
+
+    std::fs::write(dir.path("root.pem"), root.ca_cert_pem()).unwrap();
+    std::fs::write(dir.path("crl.pem"), root.crl_pem(&[&revoked])).unwrap();
+    std::fs::write(dir.path("resign-ca.pem"), rogue.ca_cert_pem()).unwrap();
+    write_secret(&dir.path("resign-ca.key"), &rogue.ca_key_pem());
+    std::fs::write(dir.path("intranet.pem"), &intranet.cert_pem).unwrap();
+    write_secret(&dir.path("intranet.key"), &intranet.key_pem);
+    std::fs::write(dir.path("expired.pem"), &expired.cert_pem).unwrap();
+
+    let policy = r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[policy.undecryptable]
+compressed = "block"
+unknown_cipher = "block-with-reset"
+client_auth = "block"
+
+[trust]
+ca_files = ["root.pem"]
+crl_files = ["crl.pem"]
+
+[[ca]]
+name = "resigner"
+cert = "resign-ca.pem"
+key = "resign-ca.key"
+
+[[known_key]]
+name = "intranet"
+cert = "intranet.pem"
+key = "intranet.key"
+
+[[certificate]]
+name = "the-expired-one"
+file = "expired.pem"
+
+[[rule]]
+name = "log-everything"
+action = "monitor"
+
+[[rule]]
+name = "vlan-42"
+action = "block"
+vlan = [42]
+
+[[rule]]
+name = "v6-clients"
+action = "block-with-reset"
+source_networks = ["2001:db8:1::/48"]
+
+[[rule]]
+name = "odd-port"
+action = "block"
+dest_ports = ["8443-8444"]
+
+[[rule]]
+name = "known-intranet"
+action = "decrypt-known-key"
+known_key = "intranet"
+sni = ["intranet.test"]
+
+[[rule]]
+name = "resign-shop"
+action = "decrypt-resign"
+ca = "resigner"
+sni = ["shop.test"]
+
+[[rule]]
+name = "by-certificate"
+action = "block"
+certificate = ["the-expired-one"]
+versions = ["tls1.2"]
+
+[[rule]]
+name = "expired"
+action = "block-with-reset"
+cert_status = { expired = true }
+
+[[rule]]
+name = "not-yet-valid"
+action = "block"
+cert_status = { not-yet-valid = true }
+
+[[rule]]
+name = "self-signed"
+action = "block"
+cert_status = { self-signed = true }
+
+[[rule]]
+name = "revoked"
+action = "block"
+cert_status = { revoked = true }
+
+[[rule]]
+name = "rogue-issuer"
+action = "block"
+issuer = ["CN=Rogue CA"]
+
+[[rule]]
+name = "bad-signature"
+action = "block"
+cert_status = { invalid-signature = true }
+
+[[rule]]
+name = "mismatch"
+action = "block"
+cert_status = { server-mismatch = true }
+
+[[rule]]
+name = "wildcard-sni-tls12-chacha"
+action = "block"
+sni = ["*.wild.test"]
+cipher_suites = ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"]
+
+[[rule]]
+name = "trusted-orgs"
+action = "do-not-decrypt"
+subject = ["O=Valid Org"]
+cert_status = { valid = true }
+"#;
+    std::fs::write(dir.path("policy.toml"), policy).unwrap();
+
+    let server = (ip("10.9.0.1"), 443);
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
+    let mut t = NOW as u64 * 1_000_000_000;
+    let mut add = |spec: SessionSpec, case: Case| {
+        let mut spec = spec;
+        spec.start_unix_ns = t;
+        t += 50_000_000;
+        frames.extend(tls_session(&spec).unwrap_or_else(|e| panic!("session for port {}: {e}", case.port)));
+        cases.push(case);
+    };
+    let chain = |l: &Leaf| vec![l.cert_der.clone()];
+    let spec = |port: u16, sni: &str, l: &Leaf| {
+        SessionSpec::new((ip("10.1.0.7"), port), server, Some(sni), chain(l), l.key_der.clone())
+    };
+    let case = |port, expected, actual, rule, reason_has, status_has| Case {
+        port,
+        expected,
+        actual,
+        rule,
+        reason_has,
+        status_has,
+    };
+
+    // Certificate statuses (TLS 1.2: the certificate is visible).
+    let tls12 = |mut s: SessionSpec| {
+        s.version = TlsVersionChoice::Tls12;
+        s
+    };
+    add(
+        tls12(spec(1001, "valid.test", &valid)),
+        case(1001, "do-not-decrypt", "do-not-decrypt", Some("trusted-orgs"), "matched", Some("valid")),
+    );
+    add(
+        tls12(spec(1002, "expired.test", &expired_other)),
+        case(1002, "block-with-reset", "block-with-reset", Some("expired"), "matched", Some("expired")),
+    );
+    add(
+        tls12(spec(1003, "future.test", &future)),
+        case(1003, "block", "block", Some("not-yet-valid"), "matched", Some("not-yet-valid")),
+    );
+    add(
+        tls12(spec(1004, "self.test", &selfsigned)),
+        case(1004, "block", "block", Some("self-signed"), "matched", Some("self-signed")),
+    );
+    add(
+        tls12(spec(1005, "revoked.test", &revoked)),
+        case(1005, "block", "block", Some("revoked"), "matched", Some("revoked")),
+    );
+    add(
+        tls12(spec(1006, "rogue.test", &rogue_leaf)),
+        case(1006, "block", "block", Some("rogue-issuer"), "matched", Some("invalid-issuer")),
+    );
+    add(
+        tls12(spec(1007, "badsig.test", &bad_sig)),
+        case(1007, "block", "block", Some("bad-signature"), "matched", Some("invalid-signature")),
+    );
+    add(
+        tls12(spec(1008, "other.test", &valid)),
+        case(1008, "block", "block", Some("mismatch"), "matched", Some("server-mismatch")),
+    );
+    // A certificate object, with the version condition.
+    let mut s = tls12(spec(1009, "expired.test", &expired));
+    s.mss = 7;
+    s.reorder = true;
+    s.retransmit = true;
+    add(s, case(1009, "block", "block", Some("by-certificate"), "matched", Some("expired")));
+    // Decrypt actions: carried out as do-not-decrypt, or their undecryptable action.
+    add(
+        spec(1010, "shop.test", &valid),
+        case(1010, "decrypt-resign", "do-not-decrypt", Some("resign-shop"), "no decrypting slow path", None),
+    );
+    add(
+        spec(1011, "intranet.test", &intranet),
+        case(1011, "decrypt-known-key", "do-not-decrypt", Some("known-intranet"), "no decrypting slow path", None),
+    );
+    let mut s = tls12(spec(1012, "shop.test", &valid));
+    s.patch = Some(Patch::ServerCompression(1));
+    add(s, case(1012, "decrypt-resign", "block", Some("resign-shop"), "compressed", None));
+    let mut s = tls12(spec(1013, "shop.test", &valid));
+    s.patch = Some(Patch::ServerCipher(0x0a0a));
+    add(s, case(1013, "decrypt-resign", "block-with-reset", Some("resign-shop"), "unknown_cipher", None));
+    let mut s = tls12(spec(1014, "shop.test", &valid));
+    s.request_client_cert = true;
+    add(s, case(1014, "decrypt-resign", "block", Some("resign-shop"), "client_auth", None));
+    // Flow conditions.
+    let mut s = spec(1015, "valid.test", &valid);
+    s.vlan = Some(42);
+    add(s, case(1015, "block", "block", Some("vlan-42"), "matched", None));
+    let s = SessionSpec::new(
+        (ip("2001:db8:1::5"), 1016),
+        (ip("2001:db8:2::1"), 443),
+        Some("valid.test"),
+        chain(&valid),
+        valid.key_der.clone(),
+    );
+    add(s, case(1016, "block-with-reset", "block-with-reset", Some("v6-clients"), "matched", None));
+    let s = SessionSpec::new(
+        (ip("10.1.0.7"), 1017),
+        (ip("10.9.0.1"), 8443),
+        Some("valid.test"),
+        chain(&valid),
+        valid.key_der.clone(),
+    );
+    add(s, case(1017, "block", "block", Some("odd-port"), "matched", None));
+    // SNI wildcard and the negotiated cipher.
+    let mut s = tls12(spec(1018, "www.wild.test", &valid));
+    s.cipher_suites =
+        Some(vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]);
+    add(s, case(1018, "block", "block", Some("wildcard-sni-tls12-chacha"), "matched", None));
+    // TLS 1.3: the certificate is never seen; certificate rules cannot match.
+    add(spec(1019, "valid.test", &valid), case(1019, "do-not-decrypt", "do-not-decrypt", None, "never seen", None));
+
+    frames.sort_by_key(|f| f.unix_ns);
+    let pcap = dir.path("generated.pcap");
+    write_pcap(&pcap, &frames).unwrap();
+
+    let _g = dpdk_lock();
+    let events = dir.path("events.json");
+    let o = run_with_limit(
+        Command::new(tlsgate())
+            .args(["replay", "--pcap"])
+            .arg(&pcap)
+            .arg("--policy")
+            .arg(dir.path("policy.toml"))
+            .arg("--events")
+            .arg(&events)
+            .arg("--out")
+            .arg(dir.path("out.pcap")),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let log = std::fs::read_to_string(&events).unwrap();
+    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(evs.len(), cases.len(), "one event per session:\n{log}");
+    for c in &cases {
+        let e = evs
+            .iter()
+            .find(|e| e["src_port"] == c.port)
+            .unwrap_or_else(|| panic!("no event for client port {}:\n{log}", c.port));
+        let p = &e["policy"];
+        let ctx = format!("port {}: {e}", c.port);
+        assert_eq!(p["expected_action"], c.expected, "{ctx}");
+        assert_eq!(p["actual_action"], c.actual, "{ctx}");
+        match c.rule {
+            Some(r) => assert_eq!(p["rule"], r, "{ctx}"),
+            None => assert!(p["rule"].is_null(), "{ctx}"),
+        }
+        assert!(p["reason"].as_str().unwrap().contains(c.reason_has), "{ctx}");
+        if let Some(st) = c.status_has {
+            assert!(p["cert_status"].as_array().unwrap().iter().any(|s| s == st), "{ctx}");
+        }
+        assert_eq!(p["monitor_rules"][0], "log-everything", "{ctx}");
+    }
+}
