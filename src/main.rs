@@ -76,6 +76,12 @@ enum PolicyCommand {
     },
 }
 
+/// mimalloc: packet cores allocate per session (facts, events) and the
+/// control thread frees what they send it; glibc's malloc serialises such
+/// cross-thread frees on an arena lock, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

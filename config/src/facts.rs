@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A protocol version, as negotiated or offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,6 +127,11 @@ pub struct ClientHelloFacts {
     pub ja3_string: String,
     /// JA4 fingerprint.
     pub ja4: String,
+    /// The ClientHello body as sent, when the fingerprints above are left
+    /// for the event writer to compute (empty otherwise): they decide nothing,
+    /// and hashing and formatting them costs more than the packets of a
+    /// handshake on a packet core.
+    pub raw: Vec<u8>,
 }
 
 /// What the ServerHello chose (phase 2).
@@ -333,8 +339,9 @@ pub struct SessionFacts {
     /// Phase 2.
     pub server_hello: Option<ServerHelloFacts>,
     /// The server's leaf certificate (TLS <= 1.2 on the wire, or from the
-    /// server identity cache or the slow path's own handshake).
-    pub certificate: Option<CertificateFacts>,
+    /// server identity cache or the slow path's own handshake). Shared:
+    /// servers reuse certificates, and their facts are parsed once.
+    pub certificate: Option<Arc<CertificateFacts>>,
     /// The leaf's status (computed with the chain, at the packet's time).
     pub cert_status: Option<CertStatusSet>,
     /// The server asked for a client certificate.

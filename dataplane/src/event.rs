@@ -3,6 +3,7 @@
 //! a ring, and written there as a JSON line with Suricata EVE's field names
 //! where EVE has them.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -26,7 +27,7 @@ pub struct SessionEvent {
     /// Phase 2 facts.
     pub server_hello: Option<ServerHelloFacts>,
     /// The server's leaf certificate.
-    pub certificate: Option<CertificateFacts>,
+    pub certificate: Option<Arc<CertificateFacts>>,
     /// Its status.
     pub cert_status: Option<CertStatusSet>,
     /// The server asked for a client certificate.
@@ -68,9 +69,17 @@ impl SessionEvent {
     pub fn to_json(&self) -> Value {
         let mut tls = Map::new();
         if let Some(ch) = &self.client_hello {
+            // Fingerprints are computed here, on the control thread (see ClientHelloFacts::raw).
+            let mut fp = ClientHelloFacts { raw: ch.raw.clone(), sslv2: ch.sslv2, ..Default::default() };
+            let ch_fp = if ch.ja4.is_empty() && !ch.raw.is_empty() {
+                crate::tls::client_hello::fill_fingerprints(&mut fp);
+                &fp
+            } else {
+                ch
+            };
             tls.insert("sni".into(), json!(ch.sni));
-            tls.insert("ja3".into(), json!({ "hash": ch.ja3, "string": ch.ja3_string }));
-            tls.insert("ja4".into(), json!(ch.ja4));
+            tls.insert("ja3".into(), json!({ "hash": ch_fp.ja3, "string": ch_fp.ja3_string }));
+            tls.insert("ja4".into(), json!(ch_fp.ja4));
             tls.insert("client_versions".into(), json!(ch.versions.iter().map(|v| v.event_name()).collect::<Vec<_>>()));
             tls.insert("alpn".into(), json!(ch.alpn));
             tls.insert("ech".into(), json!(ch.ech));

@@ -48,7 +48,9 @@ struct Slot<T> {
 
 /// A bounded flow table.
 pub struct FlowTable<T> {
-    index: HashMap<FlowKey, FlowId>,
+    // aHash with per-process random keys: fast, and keys chosen by whoever
+    // sends the packets cannot be made to collide on purpose.
+    index: HashMap<FlowKey, FlowId, ahash::RandomState>,
     slots: Vec<Option<Slot<T>>>,
     free: Vec<FlowId>,
     capacity: usize,
@@ -66,7 +68,9 @@ impl<T> FlowTable<T> {
     /// A table for at most `capacity` flows.
     pub fn new(capacity: usize) -> FlowTable<T> {
         FlowTable {
-            index: HashMap::with_capacity(capacity.min(1 << 20)),
+            // Grows with use: a table sized for the maximum up front spreads a few
+            // flows over megabytes, and every lookup misses the cache.
+            index: HashMap::with_capacity_and_hasher(capacity.min(1024), ahash::RandomState::new()),
             slots: Vec::new(),
             free: Vec::new(),
             capacity,

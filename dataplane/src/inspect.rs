@@ -181,6 +181,7 @@ struct Resolution {
 /// Per-worker inspection state.
 pub struct Inspector {
     table: FlowTable<FlowEntry>,
+    certificates: CertificateCache,
     policy: Arc<Policy>,
     verifier: CertVerifier,
     settings: FlowSettings,
@@ -206,6 +207,7 @@ impl Inspector {
         let verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
         Ok(Inspector {
             table: FlowTable::new(settings.capacity as usize),
+            certificates: CertificateCache::default(),
             policy,
             verifier,
             settings: settings.clone(),
@@ -228,7 +230,17 @@ impl Inspector {
             return Verdict::Forward;
         };
         let (key, from_lo) = FlowKey::of(&t);
-        let id = match self.table.find(&key) {
+        let mut found = self.table.find(&key);
+        if let Some(id) = found {
+            if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) && self.is_over(id) {
+                // A new connection on the same 5-tuple (port reuse): a new session.
+                if let Some((k, e)) = self.table.remove(id) {
+                    self.end_session(k, e, now_ns, "a new connection reused the flow's addresses and ports", out);
+                }
+                found = None;
+            }
+        }
+        let id = match found {
             Some(id) => id,
             None => match self.new_flow(&t, key, from_lo, ingress, now_ns) {
                 Ok(id) => id,
@@ -257,6 +269,13 @@ impl Inspector {
         for (k, e) in all {
             self.end_session(k, e, now_ns, why, out);
         }
+    }
+
+    /// Whether a flow's connection is over as far as a new SYN is concerned:
+    /// decided (a SYN cannot belong to a connection that got as far as a
+    /// ClientHello) or closed by FIN from both sides.
+    fn is_over(&mut self, id: FlowId) -> bool {
+        self.table.get_mut(id).is_some_and(|e| e.state != FlowState::Inspecting || e.fins == 3)
     }
 
     fn new_flow(
@@ -314,8 +333,10 @@ impl Inspector {
         };
         self.next_flow += 1;
         let _ = now;
-        let mut observer =
-            HandshakeObserver::new(ObserverLimits { max_buffer: self.settings.handshake_buffer as usize });
+        let mut observer = HandshakeObserver::new(ObserverLimits {
+            max_buffer: self.settings.handshake_buffer as usize,
+            defer_fingerprints: true,
+        });
         if t.has(tcp_flags::SYN) {
             observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
         }
@@ -404,7 +425,7 @@ impl Inspector {
                     }
                     Some(r) => {
                         let action = r.action;
-                        self.emit(&s, r, now, out);
+                        self.emit(s, r, now, out);
                         let new_state = match action {
                             FinalAction::DoNotDecrypt => FlowState::Bypass,
                             FinalAction::Block | FinalAction::BlockWithReset => FlowState::Blocked,
@@ -474,7 +495,7 @@ impl Inspector {
                 }
                 ObserverEvent::Certificate { chain } => {
                     if let Some(leaf) = chain.first() {
-                        s.facts.certificate = certificate_facts(leaf).ok();
+                        s.facts.certificate = self.certificates.facts(leaf);
                         let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
                         s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
                     }
@@ -710,25 +731,27 @@ impl Inspector {
         if let Some(mut s) = e.session {
             if s.bytes_seen {
                 let r = self.final_resolution(&mut s, why);
-                self.emit(&s, r, now, out);
+                self.emit(s, r, now, out);
             }
         }
     }
 
-    fn emit(&mut self, s: &Session, r: Resolution, now: u64, out: &mut Output) {
+    /// Ends a session with its event; its facts move into the event.
+    fn emit(&mut self, s: Box<Session>, r: Resolution, now: u64, out: &mut Output) {
         self.counters.sessions += 1;
         let names = |v: &[usize]| v.iter().map(|&i| self.policy.rules()[i].name.clone()).collect::<Vec<_>>();
+        let Session { flow_id, facts, alerts, .. } = *s;
         out.events.push(SessionEvent {
             timestamp_ns: now,
-            flow_id: s.flow_id,
+            flow_id,
             event_type: r.event_type,
-            flow: s.facts.flow.clone(),
-            client_hello: s.facts.client_hello.clone(),
-            server_hello: s.facts.server_hello.clone(),
-            certificate: s.facts.certificate.clone(),
-            cert_status: s.facts.cert_status,
-            client_cert_requested: s.facts.client_cert_requested,
-            alerts: s.alerts.clone(),
+            flow: facts.flow,
+            client_hello: facts.client_hello,
+            server_hello: facts.server_hello,
+            certificate: facts.certificate,
+            cert_status: facts.cert_status,
+            client_cert_requested: facts.client_cert_requested,
+            alerts,
             rule: r.rule.map(|i| self.policy.rules()[i].name.clone()),
             expected_action: r.expected,
             actual_action: r.action.name(),
@@ -736,6 +759,35 @@ impl Inspector {
             monitor_rules: names(&r.monitors),
             missing_facts: r.missing,
         });
+    }
+}
+
+/// Certificate facts by certificate: servers present the same certificate
+/// to every client, and parsing it (with the fingerprints and names the
+/// facts hold) costs more than all the packets of a handshake. Bounded; when
+/// full it starts over.
+#[derive(Default)]
+struct CertificateCache {
+    by_hash:
+        std::collections::HashMap<u64, (Vec<u8>, Arc<tlsgate_config::facts::CertificateFacts>), ahash::RandomState>,
+}
+
+impl CertificateCache {
+    const CAPACITY: usize = 4096;
+
+    fn facts(&mut self, der: &[u8]) -> Option<Arc<tlsgate_config::facts::CertificateFacts>> {
+        let h = self.by_hash.hasher().hash_one(der);
+        if let Some((d, f)) = self.by_hash.get(&h) {
+            if d == der {
+                return Some(f.clone());
+            }
+        }
+        let f = Arc::new(certificate_facts(der).ok()?);
+        if self.by_hash.len() >= Self::CAPACITY {
+            self.by_hash.clear();
+        }
+        self.by_hash.insert(h, (der.to_vec(), f.clone()));
+        Some(f)
     }
 }
 

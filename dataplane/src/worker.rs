@@ -261,6 +261,8 @@ impl Worker {
                 let counters = &mut self.counters;
                 let c_dispatched = Cell::new(0u64);
                 let dispatching = dispatch.is_some();
+                // One clock read per burst: the packets of a burst arrived together.
+                let burst_now = clock.now_ns();
                 egress.pending.retain_from(
                     start,
                     |m| {
@@ -272,7 +274,7 @@ impl Worker {
                             }
                         }
                         if let Some(ins) = inspection.as_mut() {
-                            if let Verdict::Drop(cause) = inspect(ins, clock, last_ns, m, p, out) {
+                            if let Verdict::Drop(cause) = inspect(ins, burst_now, last_ns, m, p, out) {
                                 fate.set(Fate::Drop(drop_reason(cause)));
                                 return false;
                             }
@@ -362,7 +364,8 @@ impl Worker {
             for m in rx.drain() {
                 let p = (m.port() as usize).min(self.ports.len() - 1);
                 if let Some(ins) = self.inspection.as_mut() {
-                    if let Verdict::Drop(cause) = inspect(ins, &self.clock, &mut self.last_ns, &m, p, &mut self.out) {
+                    let now = self.clock.now_ns();
+                    if let Verdict::Drop(cause) = inspect(ins, now, &mut self.last_ns, &m, p, &mut self.out) {
                         self.counters.ports[p].dropped[drop_reason(cause) as usize] += 1;
                         drop(m);
                         if !self.out.resets.is_empty() {
@@ -451,7 +454,7 @@ impl Worker {
 /// Runs the inspector on one packet at its time: the rx timestamp where the
 /// PMD gives one (replay), else the TSC clock.
 #[inline]
-fn inspect(ins: &mut Inspection, clock: &Clock, last_ns: &mut u64, m: &Mbuf, p: usize, out: &mut Output) -> Verdict {
+fn inspect(ins: &mut Inspection, clock_now: u64, last_ns: &mut u64, m: &Mbuf, p: usize, out: &mut Output) -> Verdict {
     let now = match &ins.replay_times {
         Some(times) if p == 0 => {
             let t = times.get(ins.replay_seq).copied().unwrap_or(*last_ns);
@@ -459,7 +462,7 @@ fn inspect(ins: &mut Inspection, clock: &Clock, last_ns: &mut u64, m: &Mbuf, p: 
             t
         }
         Some(_) => *last_ns,
-        None => clock.now_ns(),
+        None => clock_now,
     };
     *last_ns = now;
     if m.is_contiguous() {

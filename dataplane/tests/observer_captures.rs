@@ -69,7 +69,7 @@ impl Flow {
 
 /// The fragmented-handshake trace carries a 340 KB Certificate message: it
 /// needs a larger limit than the default 64 KiB (which reports an overflow).
-const LARGE: ObserverLimits = ObserverLimits { max_buffer: 512 * 1024 };
+const LARGE: ObserverLimits = ObserverLimits { max_buffer: 512 * 1024, defer_fingerprints: false };
 
 /// Reads a capture with the default limits.
 fn run_capture(rel: &str) -> Vec<Flow> {

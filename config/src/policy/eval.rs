@@ -329,12 +329,12 @@ mod tests {
             let p = policy(&format!("{text}{}", rule(conds)));
             assert_eq!(pending(p.evaluate(&f, false)), (vec![], vec!["certificate"]), "{conds}");
             let mut g = f.clone();
-            g.certificate = Some(c.clone());
+            g.certificate = Some(std::sync::Arc::new(c.clone()));
             assert_eq!(one(&p, &g), want.then_some(0), "{conds}");
         }
         let p = policy(&format!("{text}{}", rule("certificate = [\"seven\"]")));
         let mut g = f.clone();
-        g.certificate = Some(CertificateFacts { sha256: [8; 32], ..c });
+        g.certificate = Some(std::sync::Arc::new(CertificateFacts { sha256: [8; 32], ..c }));
         assert_eq!(one(&p, &g), None);
     }
 

@@ -1099,7 +1099,10 @@ enabled = false
             vlan: None,
             ingress: "p0".into(),
         });
-        f.certificate = Some(crate::facts::CertificateFacts { sha256: fx.intranet_sha256, ..Default::default() });
+        f.certificate = Some(std::sync::Arc::new(crate::facts::CertificateFacts {
+            sha256: fx.intranet_sha256,
+            ..Default::default()
+        }));
         match p.evaluate(&f, false) {
             super::super::Evaluation::Decided(d) => {
                 assert_eq!((d.rule, d.action), (Some(1), Action::DecryptKnownKey { known_key: 0 }))

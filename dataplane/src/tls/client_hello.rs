@@ -62,13 +62,28 @@ pub struct ClientHelloDetails {
 /// Facts from a ClientHello handshake message body (after the 4-byte
 /// handshake header).
 pub fn client_hello_facts(body: &[u8]) -> Result<ClientHelloFacts, ClientHelloError> {
-    parse_client_hello(body).map(|d| d.facts)
+    parse_client_hello(body, true).map(|d| d.facts)
+}
+
+/// Computes JA3 and JA4 for facts whose ClientHello was parsed with the
+/// fingerprints deferred (they carry the body in `raw`); a no-op otherwise.
+pub fn fill_fingerprints(facts: &mut ClientHelloFacts) {
+    if facts.raw.is_empty() || !facts.ja4.is_empty() {
+        return;
+    }
+    let parsed =
+        if facts.sslv2 { parse_sslv2_client_hello(&facts.raw, true) } else { parse_client_hello(&facts.raw, true) };
+    if let Ok(d) = parsed {
+        facts.ja3 = d.facts.ja3;
+        facts.ja3_string = d.facts.ja3_string;
+        facts.ja4 = d.facts.ja4;
+    }
 }
 
 /// Facts from an SSLv2-format ClientHello record body (after the 2-byte
 /// record header: msg type 1, version, lengths, cipher specs, ...).
 pub fn sslv2_client_hello_facts(body: &[u8]) -> Result<ClientHelloFacts, ClientHelloError> {
-    parse_sslv2_client_hello(body).map(|d| d.facts)
+    parse_sslv2_client_hello(body, true).map(|d| d.facts)
 }
 
 /// Whether a 16-bit value is a GREASE value (RFC 8701: 0x0a0a, 0x1a1a, ...).
@@ -77,7 +92,7 @@ pub fn is_grease(v: u16) -> bool {
 }
 
 /// Parses a ClientHello body into its details.
-pub(crate) fn parse_client_hello(body: &[u8]) -> Result<ClientHelloDetails, ClientHelloError> {
+pub(crate) fn parse_client_hello(body: &[u8], fingerprints: bool) -> Result<ClientHelloDetails, ClientHelloError> {
     let (hello, extras) = read_hello(body)?;
     let facts = ClientHelloFacts {
         sni: hello.sni.clone(),
@@ -88,11 +103,13 @@ pub(crate) fn parse_client_hello(body: &[u8]) -> Result<ClientHelloDetails, Clie
         ech: extras.ech,
         sslv2: false,
         resumption_offered: !extras.session_id.is_empty() || extras.ticket || extras.psk,
-        ja3_string: hello.ja3_string(),
+        ja3_string: if fingerprints { hello.ja3_string() } else { String::new() },
         ja3: String::new(),
-        ja4: hello.ja4().0,
+        ja4: if fingerprints { hello.ja4().0 } else { String::new() },
+        raw: if fingerprints { Vec::new() } else { body.to_vec() },
     };
-    Ok(ClientHelloDetails { facts: with_ja3_hash(facts), session_id: extras.session_id, early_data: extras.early_data })
+    let facts = if fingerprints { with_ja3_hash(facts) } else { facts };
+    Ok(ClientHelloDetails { facts, session_id: extras.session_id, early_data: extras.early_data })
 }
 
 /// JA4 and its raw, unhashed form (`ja4_r`) for a ClientHello body.
@@ -158,7 +175,10 @@ fn read_hello(body: &[u8]) -> Result<(Hello, Extras), ClientHelloError> {
 /// Parses an SSLv2 ClientHello (RFC 6101 appendix E.2 / draft-hickman):
 /// msg_type(1) = 1, version(2), cipher_spec_length(2), session_id_length(2),
 /// challenge_length(2), cipher_specs (3 bytes each), session_id, challenge.
-pub(crate) fn parse_sslv2_client_hello(body: &[u8]) -> Result<ClientHelloDetails, ClientHelloError> {
+pub(crate) fn parse_sslv2_client_hello(
+    body: &[u8],
+    fingerprints: bool,
+) -> Result<ClientHelloDetails, ClientHelloError> {
     let field = |at: usize| -> Result<u16, ClientHelloError> {
         match body.get(at..at + 2) {
             Some(&[a, b]) => Ok(u16::from_be_bytes([a, b])),
@@ -195,11 +215,13 @@ pub(crate) fn parse_sslv2_client_hello(body: &[u8]) -> Result<ClientHelloDetails
         ech: false,
         sslv2: true,
         resumption_offered: !session_id.is_empty(),
-        ja3_string: hello.ja3_string(),
+        ja3_string: if fingerprints { hello.ja3_string() } else { String::new() },
         ja3: String::new(),
-        ja4: hello.ja4().0,
+        ja4: if fingerprints { hello.ja4().0 } else { String::new() },
+        raw: if fingerprints { Vec::new() } else { body.to_vec() },
     };
-    Ok(ClientHelloDetails { facts: with_ja3_hash(facts), session_id: session_id.to_vec(), early_data: false })
+    let facts = if fingerprints { with_ja3_hash(facts) } else { facts };
+    Ok(ClientHelloDetails { facts, session_id: session_id.to_vec(), early_data: false })
 }
 
 fn with_ja3_hash(mut facts: ClientHelloFacts) -> ClientHelloFacts {
@@ -279,17 +301,25 @@ impl Hello {
     /// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`,
     /// decimal, dash-separated, GREASE removed (Salesforce's JA3).
     fn ja3_string(&self) -> String {
-        let join = |values: &mut dyn Iterator<Item = u16>| {
-            values.filter(|v| !is_grease(*v)).map(|v| v.to_string()).collect::<Vec<_>>().join("-")
+        // Built in one buffer: this runs for every ClientHello on a packet core.
+        let mut out = String::with_capacity(16 + 6 * (self.ciphers.len() + self.extensions.len() + self.groups.len()));
+        push_decimal(&mut out, self.legacy_version);
+        let field = |out: &mut String, values: &mut dyn Iterator<Item = u16>| {
+            out.push(',');
+            let mut first = true;
+            for v in values.filter(|v| !is_grease(*v)) {
+                if !first {
+                    out.push('-');
+                }
+                first = false;
+                push_decimal(out, v);
+            }
         };
-        format!(
-            "{},{},{},{},{}",
-            self.legacy_version,
-            join(&mut self.ciphers.iter().copied()),
-            join(&mut self.extensions.iter().copied()),
-            join(&mut self.groups.iter().copied()),
-            join(&mut self.point_formats.iter().map(|p| u16::from(*p))),
-        )
+        field(&mut out, &mut self.ciphers.iter().copied());
+        field(&mut out, &mut self.extensions.iter().copied());
+        field(&mut out, &mut self.groups.iter().copied());
+        field(&mut out, &mut self.point_formats.iter().map(|p| u16::from(*p)));
+        out
     }
 
     /// JA4 (FoxIO, TCP) and its raw, unhashed form `ja4_r`. The third part
@@ -370,7 +400,35 @@ fn alpn_code(value: &[u8]) -> String {
 }
 
 fn hex_list(values: &[u16]) -> String {
-    values.iter().map(|v| format!("{v:04x}")).collect::<Vec<_>>().join(",")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(values.len() * 5);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for shift in [12, 8, 4, 0] {
+            out.push(char::from(HEX[((v >> shift) & 0xf) as usize]));
+        }
+    }
+    out
+}
+
+/// Appends `v` in decimal without going through the formatting machinery.
+fn push_decimal(out: &mut String, v: u16) {
+    let mut buf = [0u8; 5];
+    let mut i = buf.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
 }
 
 fn sha256_12(s: &str) -> String {
@@ -380,7 +438,13 @@ fn sha256_12(s: &str) -> String {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[(b >> 4) as usize]));
+        out.push(char::from(HEX[(b & 0xf) as usize]));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -36,11 +36,14 @@ pub struct ObserverLimits {
     /// Bytes buffered per direction for reassembly, and the largest handshake
     /// message accepted (default 64 KiB).
     pub max_buffer: usize,
+    /// Leave JA3/JA4 empty and keep the ClientHello's bytes in
+    /// `ClientHelloFacts::raw` instead (see [`fill_fingerprints`](super::client_hello::fill_fingerprints)).
+    pub defer_fingerprints: bool,
 }
 
 impl Default for ObserverLimits {
     fn default() -> Self {
-        ObserverLimits { max_buffer: DEFAULT_REASSEMBLY_CAP }
+        ObserverLimits { max_buffer: DEFAULT_REASSEMBLY_CAP, defer_fingerprints: false }
     }
 }
 
@@ -287,7 +290,7 @@ impl HandshakeObserver {
             _ => return Step::Wait,
         };
         match dir {
-            Direction::ToServer => match parse_sslv2_client_hello(body) {
+            Direction::ToServer => match parse_sslv2_client_hello(body, !self.limits.defer_fingerprints) {
                 Ok(details) => {
                     self.session.client_hellos = 1;
                     self.session.client_session_id = details.session_id;
@@ -445,7 +448,7 @@ impl HandshakeObserver {
             self.malformed(dir, "more than two ClientHellos");
             return;
         }
-        match parse_client_hello(body) {
+        match parse_client_hello(body, !self.limits.defer_fingerprints) {
             Ok(details) => {
                 self.session.client_hellos += 1;
                 self.session.client_session_id = details.session_id;
@@ -833,7 +836,7 @@ mod tests {
 
     #[test]
     fn reassembly_overflow_is_reported() {
-        let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 1024 });
+        let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 1024, defer_fingerprints: false });
         // A record header announcing 2000 bytes that never complete within 1 KiB.
         let mut data = vec![22, 3, 3, 0x07, 0xd0];
         data.extend(vec![0u8; 1100]);
@@ -873,7 +876,7 @@ mod tests {
         };
         let templates = [client_hello_record("x.example"), tls12_server_flight(b"cert"), chrome_client_hello()];
         for round in 0..3000 {
-            let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 4096 });
+            let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 4096, defer_fingerprints: false });
             let mut data = templates[round % templates.len()].clone();
             if round % templates.len() == 2 {
                 data = record(22, &handshake(1, &data));

@@ -47,6 +47,38 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Handshake inspection: sessions decided and packets per second on one
+    /// worker with a 1,000-rule policy, beside the bare loop, on a capture
+    /// replayed from memory (net_pcap infinite_rx into net_null); and
+    /// ndpiReader on the same capture.
+    Handshakes {
+        /// The capture (make one with `tlsgate-gen handshakes`).
+        #[arg(long)]
+        pcap: std::path::PathBuf,
+        /// Rules in the generated policy.
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Alternating rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// One handshake measurement in this process (used by `handshakes`).
+    HandshakesChild {
+        #[arg(long)]
+        mode: Mode,
+        #[arg(long)]
+        pcap: std::path::PathBuf,
+        #[arg(long)]
+        policy: Option<std::path::PathBuf>,
+        #[arg(long)]
+        seconds: f64,
+    },
     /// One measurement in this process (used by `forward`).
     ForwardChild {
         #[arg(long)]
@@ -94,10 +126,26 @@ const IN_FLIGHT: usize = 128;
 /// Distinct TCP flows in the load.
 const FLOWS: usize = 1024;
 
+/// mimalloc: packet cores allocate per session (facts, events) and the
+/// control thread frees what they send it; glibc's malloc serialises such
+/// cross-thread frees on an arena lock, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Forward { workers, seconds, rounds, pmd, json } => forward(&pmd, &workers, seconds, rounds.max(1), json),
+        Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
+            handshakes(&pcap, rules, seconds, rounds.max(1), json)
+        }
+        Cmd::HandshakesChild { mode, pcap, policy, seconds } => match handshakes_child(mode, &pcap, policy, seconds) {
+            Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
+            Err(e) => {
+                eprintln!("tlsgate-perf: {e}");
+                std::process::exit(1);
+            }
+        },
         Cmd::ForwardChild { mode, workers, seconds, pmd } => match child(pmd, mode, workers, seconds) {
             Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
             Err(e) => {
@@ -243,6 +291,204 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, S
         seconds: secs,
         mpps: packets as f64 / secs / 1e6,
         cycles_per_packet: cycles as f64 * workers as f64 / packets.max(1) as f64,
+    })
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+struct HsSample {
+    packets: u64,
+    sessions: u64,
+    seconds: f64,
+    mpps: f64,
+    sessions_per_second: f64,
+    cycles_per_packet: f64,
+}
+
+fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize, json: Option<std::path::PathBuf>) {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = std::env::temp_dir().join(format!("tlsgate-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, big_policy(rules)).expect("write the policy");
+    let run = |mode: &str, with_policy: bool| -> HsSample {
+        let mut c = Command::new(&exe);
+        c.args(["handshakes-child", "--mode", mode, "--pcap"]).arg(pcap).args(["--seconds", &seconds.to_string()]);
+        if with_policy {
+            c.arg("--policy").arg(&policy);
+        }
+        let o = c.output().expect("spawn own binary");
+        if !o.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+            std::process::exit(1);
+        }
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
+    };
+    let (mut bare, mut tg, mut ndpi) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        bare.push(run("bare", false));
+        tg.push(run("tlsgate", true));
+        if let Some(pps) = ndpi_reader_pps(pcap) {
+            ndpi.push(pps);
+        }
+    }
+    let by_mpps = |v: &mut Vec<HsSample>| {
+        v.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
+        v[v.len() / 2]
+    };
+    let (b, t) = (by_mpps(&mut bare), by_mpps(&mut tg));
+    ndpi.sort_by(f64::total_cmp);
+    let n = ndpi.get(ndpi.len() / 2).copied();
+    println!(
+        "handshake inspection, one worker, {} ({rules}-rule policy), {seconds} s x {rounds} rounds (median)",
+        pcap.display()
+    );
+    println!("  bare loop (net_pcap from memory -> net_null): {:.3} Mpps, {:.0} c/p", b.mpps, b.cycles_per_packet);
+    println!(
+        "  tlsgate with the policy:                     {:.3} Mpps, {:.0} c/p, {:.0} handshakes decided/s ({:.1}% of bare)",
+        t.mpps,
+        t.cycles_per_packet,
+        t.sessions_per_second,
+        t.mpps / b.mpps * 100.0
+    );
+    match n {
+        Some(n) => println!(
+            "  ndpiReader (nDPI throughput, same capture):  {:.3} Mpps -> tlsgate / ndpiReader = {:.1}x",
+            n / 1e6,
+            t.mpps * 1e6 / n
+        ),
+        None => println!("  ndpiReader: not installed (apt-get install libndpi-bin)"),
+    }
+    if let Some(p) = json {
+        let v = serde_json::json!({"bare": b, "tlsgate": t, "ndpi_pps": n, "rules": rules});
+        std::fs::write(&p, serde_json::to_string_pretty(&v).expect("json")).expect("write --json file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// ndpiReader's own "nDPI throughput" on the capture, packets per second (the best of 3 loops).
+fn ndpi_reader_pps(pcap: &std::path::Path) -> Option<f64> {
+    let o = Command::new("ndpiReader").arg("-i").arg(pcap).args(["-l", "3"]).output().ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nDPI throughput:"))
+        .filter_map(|rest| {
+            let mut it = rest.split_whitespace();
+            let v: f64 = it.next()?.parse().ok()?;
+            let unit = it.next()?;
+            Some(match unit {
+                "M" => v * 1e6,
+                "K" => v * 1e3,
+                _ => v,
+            })
+        })
+        .max_by(f64::total_cmp)
+}
+
+/// A policy of `n` rules, none of which matches the generator's sessions but
+/// many of which need server facts, so every session is judged at both phases
+/// against all of them: SNI names and wildcards, networks, subjects, issuers,
+/// certificate statuses.
+fn big_policy(n: usize) -> String {
+    let mut p = String::from(
+        "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"log-all\"\naction = \"monitor\"\n",
+    );
+    for i in 0..n.saturating_sub(1) {
+        let cond = match i % 5 {
+            0 => format!("sni = [\"blocked-{i}.example\"]"),
+            1 => format!("sni = [\"*.zone{i}.example\"]"),
+            2 => format!("dest_networks = [\"198.18.{}.{}/32\"]", (i / 256) % 256, i % 256),
+            3 => format!("subject = [\"CN=host-{i}.example\"]"),
+            _ => format!("issuer = [\"O=Untrusted {i}\"]\ncert_status = {{ revoked = true }}"),
+        };
+        let action = if i % 2 == 0 { "block" } else { "block-with-reset" };
+        p.push_str(&format!("\n[[rule]]\nname = \"r{i}\"\naction = \"{action}\"\n{cond}\n"));
+    }
+    p
+}
+
+fn handshakes_child(
+    mode: Mode,
+    pcap: &std::path::Path,
+    policy: Option<std::path::PathBuf>,
+    seconds: f64,
+) -> Result<HsSample, String> {
+    let policy = match policy {
+        Some(p) => Some(Arc::new(tlsgate_config::policy::Policy::load(&p).map_err(|e| e.to_string())?)),
+        None => None,
+    };
+    let mem: &[&str] = if hugepages_reserved() { &["--in-memory"] } else { &["--no-huge", "--no-shconf"] };
+    let mut settings = Settings::from_parts(
+        mem.iter()
+            .chain(&["--no-pci", "--no-telemetry", "--log-level=warning", "-m", "1024", "--vdev=net_null0"])
+            .map(|s| s.to_string())
+            .chain([format!("--vdev=net_pcap0,rx_pcap={},infinite_rx=1", pcap.display())])
+            .collect(),
+        vec![("net_pcap0".into(), "net_null0".into())],
+        vec![1],
+    )
+    .map_err(|e| e.to_string())?;
+    // net_pcap's infinite_rx keeps the whole capture in mbufs.
+    settings.mempool.mbufs = 262_143;
+    let eal = Eal::init(&settings.eal_args()).map_err(|e| e.to_string())?;
+    let opts = StartOptions { rx_timestamp: false, policy, replay_times: None };
+    let prep = Dataplane::prepare(&eal, &settings, opts).map_err(|e| e.to_string())?;
+    let hz = tsc_hz() as f64;
+    let warmup = Duration::from_millis(500);
+    let run = Duration::from_secs_f64(seconds);
+    let (packets, sessions, cycles) = match mode {
+        Mode::Tlsgate => {
+            let mut dp = prep.launch().map_err(|e| e.to_string())?;
+            let read = |dp: &Dataplane| {
+                let c = dp.counters();
+                (c.iter().map(|w| w.total().rx_packets).sum::<u64>(), c.iter().map(|w| w.inspect.sessions).sum::<u64>())
+            };
+            // The events are drained (and dropped) as the control thread would take them.
+            let wait = |dp: &mut Dataplane, d: Duration| {
+                let end = std::time::Instant::now() + d;
+                while std::time::Instant::now() < end {
+                    dp.drain_events(drop);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            wait(&mut dp, warmup);
+            let ((p0, s0), t0) = (read(&dp), tsc());
+            wait(&mut dp, run);
+            let ((p1, s1), t1) = (read(&dp), tsc());
+            dp.stop();
+            (p1 - p0, s1 - s0, t1 - t0)
+        }
+        Mode::Bare => {
+            let (queues, _ports) = prep.into_queues();
+            let running = Arc::new(AtomicBool::new(true));
+            let count = Arc::new(AtomicU64::new(0));
+            let mut handles = Vec::new();
+            for (lcore, ports) in queues {
+                let (running, count) = (running.clone(), count.clone());
+                handles.push(
+                    LcoreHandle::launch(lcore, move || bare_loop(ports, &running, &count))
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            std::thread::sleep(warmup);
+            let (p0, t0) = (count.load(Ordering::Relaxed), tsc());
+            std::thread::sleep(run);
+            let (p1, t1) = (count.load(Ordering::Relaxed), tsc());
+            running.store(false, Ordering::SeqCst);
+            for h in handles {
+                h.wait();
+            }
+            (p1 - p0, 0, t1 - t0)
+        }
+    };
+    drop(eal);
+    let secs = cycles as f64 / hz;
+    Ok(HsSample {
+        packets,
+        sessions,
+        seconds: secs,
+        mpps: packets as f64 / secs / 1e6,
+        sessions_per_second: sessions as f64 / secs,
+        cycles_per_packet: cycles as f64 / packets.max(1) as f64,
     })
 }
 
