@@ -24,7 +24,11 @@ pub struct Summary {
     by_rule: HashMap<String, u64>,
     by_sni: HashMap<String, u64>,
     not_as_asked: u64,
+    first: Vec<String>,
 }
+
+/// Sessions listed one by one in the summary before it only counts.
+const LISTED: usize = 25;
 
 impl EventLog {
     /// Appends to `path` (created if missing); `None` keeps only the tally.
@@ -58,6 +62,9 @@ impl EventLog {
             (Some(ch), _) => ch.sni.clone().unwrap_or_else(|| "(no SNI)".into()),
             (None, _) => "(not TLS)".into(),
         };
+        if s.first.len() < LISTED {
+            s.first.push(one_line(ev, &sni));
+        }
         *s.by_sni.entry(sni).or_default() += 1;
         Ok(())
     }
@@ -75,6 +82,12 @@ impl Summary {
     /// Prints the tally.
     pub fn print(&self) {
         println!("sessions: {}", self.sessions);
+        for line in &self.first {
+            println!("  {line}");
+        }
+        if self.sessions as usize > self.first.len() {
+            println!("  ... ({} more in the event log)", self.sessions as usize - self.first.len());
+        }
         print_table("by action", &self.by_action, usize::MAX);
         print_table("by rule", &self.by_rule, usize::MAX);
         print_table("top SNIs", &self.by_sni, 10);
@@ -82,6 +95,25 @@ impl Summary {
             println!("  ({} session(s) were not handled as the policy asked; the events say why)", self.not_as_asked);
         }
     }
+}
+
+/// `192.168.10.22:50002 -> 203.0.113.12:443 www.casino.test TLS 1.3: block-with-reset (rule "no-gambling" matched)`
+fn one_line(ev: &SessionEvent, sni: &str) -> String {
+    let version = ev
+        .server_hello
+        .as_ref()
+        .and_then(|s| s.version)
+        .map(|v| v.event_name())
+        .unwrap_or(if ev.event_type == "tls" { "TLS" } else { "not TLS" });
+    let asked = if ev.expected_action != ev.actual_action {
+        format!(" (asked: {})", ev.expected_action)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}:{} -> {}:{} {sni} {version}: {}{asked}; {}",
+        ev.flow.src_ip, ev.flow.src_port, ev.flow.dest_ip, ev.flow.dest_port, ev.actual_action, ev.reason
+    )
 }
 
 fn print_table(title: &str, m: &HashMap<String, u64>, top: usize) {

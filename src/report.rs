@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tlsgate_dataplane::runtime::StopReport;
-use tlsgate_dataplane::stats::{DropReason, PortCounters, WorkerCounters};
+use tlsgate_dataplane::stats::{DropReason, InspectCounters, PortCounters, WorkerCounters};
 
 /// Prints a line of rates every interval.
 pub struct RateLine {
@@ -52,6 +52,19 @@ impl RateLine {
 /// Prints the final counters.
 pub fn print_final(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Duration) {
     println!("tlsgate stopped after {:.2} s", elapsed.as_secs_f64());
+    let mut inspect = [0u64; InspectCounters::FIELDS];
+    let mut events_lost = 0;
+    for w in &r.workers {
+        for (a, b) in inspect.iter_mut().zip(w.inspect.to_array()) {
+            *a += b;
+        }
+        events_lost += w.events_lost;
+    }
+    if inspect.iter().any(|&n| n > 0) || events_lost > 0 {
+        let parts: Vec<String> =
+            InspectCounters::NAMES.iter().zip(inspect).map(|(name, n)| format!("{name} {n}")).collect();
+        println!("inspection: {}, events_lost {events_lost}", parts.join(", "));
+    }
     let reasons: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
     println!(
         "{:<16} {:>12} {:>14} {:>12} {:>14} {:>9}  dropped by reason ({}) | driver: imissed ierrors oerrors rx_nombuf",
@@ -160,6 +173,12 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
             v["dispatched_in"] = w.dispatched_in.into();
             v["busy_polls"] = w.busy_polls.into();
             v["idle_polls"] = w.idle_polls.into();
+            let mut inspect = serde_json::Map::new();
+            for (name, n) in InspectCounters::NAMES.iter().zip(w.inspect.to_array()) {
+                inspect.insert((*name).into(), n.into());
+            }
+            v["inspection"] = serde_json::Value::Object(inspect);
+            v["events_lost"] = w.events_lost.into();
             v
         })
         .collect();

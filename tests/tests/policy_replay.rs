@@ -200,3 +200,58 @@ default_action = "block"
     assert_eq!(frames.len(), ch, "only the frames before the ClientHello pass");
     assert_eq!(&frames[..], &input[..ch]);
 }
+
+#[test]
+fn the_demo_decides_each_session_as_its_policy_says() {
+    let _g = dpdk_lock();
+    let dir = Scratch::new("demo");
+    let demo = tlsgate_tests::repo().join("demo");
+    for f in std::fs::read_dir(&demo).unwrap().flatten() {
+        std::fs::copy(f.path(), dir.path(&f.file_name().to_string_lossy())).unwrap();
+    }
+    for key in ["resign-ca.key", "intranet.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let events = dir.path("events.json");
+    let o = run_with_limit(
+        Command::new(tlsgate())
+            .args(["replay", "--pcap"])
+            .arg(dir.path("demo.pcap"))
+            .arg("--policy")
+            .arg(dir.path("policy.toml"))
+            .arg("--events")
+            .arg(&events)
+            .arg("--out")
+            .arg(dir.path("out.pcap")),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let evs: Vec<serde_json::Value> =
+        std::fs::read_to_string(&events).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by_port = |p: u64| evs.iter().find(|e| e["src_port"] == p).unwrap_or_else(|| panic!("{p}: {evs:?}"));
+    let want = [
+        (50001, "do-not-decrypt", "do-not-decrypt", None),
+        (50002, "block-with-reset", "block-with-reset", Some("no-gambling")),
+        (50003, "block", "block", Some("no-malware-c2")),
+        (50004, "block", "block", Some("expired-certificates")),
+        (50005, "do-not-decrypt", "do-not-decrypt", Some("banking-privacy")),
+        (50006, "decrypt-known-key", "do-not-decrypt", Some("intranet-known-key")),
+        (50007, "decrypt-resign", "do-not-decrypt", Some("inspect-webmail")),
+        (50008, "decrypt-resign", "do-not-decrypt", Some("inspect-webmail")),
+        (50009, "do-not-decrypt", "do-not-decrypt", None),
+        (50010, "do-not-decrypt", "do-not-decrypt", None),
+    ];
+    assert_eq!(evs.len(), want.len(), "{evs:?}");
+    for (port, expected, actual, rule) in want {
+        let e = by_port(port);
+        assert_eq!(e["policy"]["expected_action"], expected, "{e}");
+        assert_eq!(e["policy"]["actual_action"], actual, "{e}");
+        assert_eq!(e["policy"]["rule"].as_str(), rule, "{e}");
+        assert_eq!(e["policy"]["monitor_rules"][0], "log-everything", "{e}");
+    }
+    assert!(by_port(50008)["policy"]["reason"].as_str().unwrap().contains("client_auth"));
+    assert_eq!(by_port(50010)["event_type"], "flow");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("inspection: not_tcp 0, flows 10"), "{stdout}");
+}

@@ -42,11 +42,24 @@ enum Cmd {
         #[arg(long)]
         distinct: Option<usize>,
     },
+    /// The demo: a short capture with one session for each kind of decision
+    /// in demo/policy.toml, and the PKI files that policy names.
+    Demo {
+        /// Folder to write demo.pcap, root.pem, resign-ca.{pem,key}, intranet.{pem,key} into.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Demo { dir } => {
+            if let Err(e) = demo(&dir) {
+                eprintln!("tlsgate-gen: {e}");
+                std::process::exit(1);
+            }
+        }
         Cmd::Handshakes { out, sessions, seed, distinct } => {
             let started = Instant::now();
             let distinct = distinct.unwrap_or(MAX_DEFAULT_DISTINCT).clamp(1, sessions.max(1));
@@ -226,4 +239,66 @@ mod tests {
         }
         assert_eq!(flows.len(), 60);
     }
+}
+
+/// Writes the demo capture and the PKI files its policy names.
+fn demo(dir: &std::path::Path) -> Result<(), String> {
+    use tlsgate_perf::handshake::{tcp_conversation, tls_session};
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"));
+    let now = DEFAULT_START_UNIX_S as i64;
+    let day = 86_400;
+    let root = Pki::new("Demo Root CA");
+    let resign = Pki::new("Corp Inspection CA");
+    let leaf = |names: &[&str], org: &str| root.issue(names, org, now - 200 * day, now + 200 * day);
+    let casino = leaf(&["www.casino.test"], "Casino");
+    let c2 = leaf(&["c2.malware.test"], "Nobody");
+    let old = root.issue(&["old.example.test"], "Example", now - 800 * day, now - 30 * day);
+    let bank = leaf(&["online.bank.test"], "Bank");
+    let intranet = leaf(&["intranet.corp.test"], "Corp");
+    let mail = leaf(&["mail.example.test"], "Example");
+    let news = leaf(&["news.example.test"], "Example");
+    w("root.pem", &root.ca_cert_pem())?;
+    w("resign-ca.pem", &resign.ca_cert_pem())?;
+    w("resign-ca.key", &resign.ca_key_pem())?;
+    w("intranet.pem", &intranet.cert_pem)?;
+    w("intranet.key", &intranet.key_pem)?;
+
+    let client = |i: u8| (IpAddr::V4(Ipv4Addr::new(192, 168, 10, 20 + i)), 50_000 + i as u16);
+    let server = |i: u8| (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10 + i)), 443);
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut t = DEFAULT_START_UNIX_S * 1_000_000_000;
+    let sessions: Vec<(u8, &str, &Leaf, TlsVersionChoice, bool)> = vec![
+        (1, "news.example.test", &news, TlsVersionChoice::Tls13, false),
+        (2, "www.casino.test", &casino, TlsVersionChoice::Tls13, false),
+        (3, "c2.malware.test", &c2, TlsVersionChoice::Tls12, false),
+        (4, "old.example.test", &old, TlsVersionChoice::Tls12, false),
+        (5, "online.bank.test", &bank, TlsVersionChoice::Tls13, false),
+        (6, "intranet.corp.test", &intranet, TlsVersionChoice::Tls12, false),
+        (7, "mail.example.test", &mail, TlsVersionChoice::Tls13, false),
+        (8, "mail.example.test", &mail, TlsVersionChoice::Tls12, true),
+        (9, "news.example.test", &news, TlsVersionChoice::Tls12, false),
+    ];
+    for (i, sni, leaf, version, client_auth) in sessions {
+        let mut spec =
+            SessionSpec::new(client(i), server(i), Some(sni), vec![leaf.cert_der.clone()], leaf.key_der.clone());
+        spec.version = version;
+        spec.request_client_cert = client_auth;
+        spec.start_unix_ns = t;
+        spec.app_data = (300, 3000);
+        t += 150_000_000;
+        frames.extend(tls_session(&spec)?);
+    }
+    frames.extend(tcp_conversation(
+        client(10),
+        (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 80)), 80),
+        b"GET / HTTP/1.1\r\nHost: plain.example.test\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        1460,
+        t,
+    ));
+    frames.sort_by_key(|f| f.unix_ns);
+    write_pcap(&dir.join("demo.pcap"), &frames).map_err(|e| e.to_string())?;
+    println!("wrote {} frames to {}", frames.len(), dir.join("demo.pcap").display());
+    Ok(())
 }
