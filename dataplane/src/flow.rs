@@ -46,6 +46,11 @@ struct Slot<T> {
     value: T,
 }
 
+/// Bytes one flow takes in the slab (its key, timers and value `T`).
+pub fn slot_size<T>() -> usize {
+    std::mem::size_of::<Option<Slot<T>>>()
+}
+
 /// A bounded flow table.
 pub struct FlowTable<T> {
     // aHash with per-process random keys: fast, and keys chosen by whoever

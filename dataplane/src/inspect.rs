@@ -837,3 +837,17 @@ pub fn build_reset(frame: &[u8], t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
     let _ = builder.tcp(sp, dp, seq, 0).rst().ack(ack).write(&mut out, &[]);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-flow cost the README states: a decided flow keeps only its
+    /// entry (in the table's slot, with key and timers) and its index entry.
+    #[test]
+    fn decided_flow_state_stays_small() {
+        assert_eq!(std::mem::size_of::<FlowEntry>(), 16);
+        assert_eq!(crate::flow::slot_size::<FlowEntry>(), 72);
+        assert_eq!(std::mem::size_of::<(FlowKey, FlowId)>(), 44);
+    }
+}
