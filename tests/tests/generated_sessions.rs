@@ -330,3 +330,124 @@ cert_status = { valid = true }
         assert_eq!(p["monitor_rules"][0], "log-everything", "{ctx}");
     }
 }
+
+/// Bad traffic through the real binary: garbage on port 443, a certificate
+/// message claiming 1 MB, a handshake cut short, and a server answering a
+/// decrypt-bound ClientHello with garbage. Each ends as a logged reason with
+/// the flow handled by policy; the process neither panics nor grows.
+#[test]
+fn bad_traffic_becomes_reasons_not_failures() {
+    use tlsgate_perf::handshake::{record_session, tcp_conversation};
+    let dir = Scratch::new("bad-traffic");
+    let root = Pki::new("Test Root");
+    let l = root.issue(&["broken.test"], "Broken", NOW - DAY, NOW + DAY);
+    let client_hello = |sni: &str| {
+        let spec = SessionSpec::new(
+            (ip("10.1.0.7"), 1),
+            (ip("10.9.0.1"), 443),
+            Some(sni),
+            vec![l.cert_der.clone()],
+            l.key_der.clone(),
+        );
+        let flights = record_session(&spec).unwrap();
+        assert!(flights[0].from_client);
+        flights[0].bytes.clone()
+    };
+    let server = (ip("10.9.0.1"), 443);
+    let mut t = NOW as u64 * 1_000_000_000;
+    let mut frames = Vec::new();
+    let mut next = |port: u16, req: &[u8], resp: &[u8]| {
+        t += 100_000_000;
+        tcp_conversation((ip("10.1.0.8"), port), server, req, resp, 1460, t)
+    };
+    // Garbage both ways on 443.
+    frames.extend(next(2001, b"\x00\x01\x02 this is no TLS at all", b"nor is this"));
+    // A ClientHello, then a Certificate message that claims 1 MB (and 1 MB follows).
+    let mut huge = Vec::new();
+    let mut first = true;
+    while huge.len() < (1 << 20) + 64 {
+        let mut body = vec![0u8; 16_000];
+        if first {
+            body[..4].copy_from_slice(&[11, 0x10, 0x00, 0x00]);
+            first = false;
+        }
+        huge.extend_from_slice(&[0x16, 0x03, 0x03]);
+        huge.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        huge.extend_from_slice(&body);
+    }
+    frames.extend(next(2002, &client_hello("big.test"), &huge));
+    // A ClientHello, then half a record, then FIN.
+    frames.extend(next(2003, &client_hello("cut.test"), &[0x16, 0x03, 0x03, 0x00, 0x40, 0x02, 0x00]));
+    // A decrypt-bound ClientHello answered with an impossible record.
+    frames.extend(next(2004, &client_hello("broken.test"), &[0x16, 0x03, 0x03, 0xff, 0xff, 0x02, 0x00, 0x00]));
+    frames.sort_by_key(|f| f.unix_ns);
+    let pcap = dir.path("bad.pcap");
+    write_pcap(&pcap, &frames).unwrap();
+    std::fs::write(dir.path("ca.pem"), root.ca_cert_pem()).unwrap();
+    write_secret(&dir.path("ca.key"), &root.ca_key_pem());
+    std::fs::write(
+        dir.path("policy.toml"),
+        r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[policy.undecryptable]
+handshake_error = "block"
+
+[[ca]]
+name = "resigner"
+cert = "ca.pem"
+key = "ca.key"
+
+[[rule]]
+name = "resign-broken"
+action = "decrypt-resign"
+ca = "resigner"
+sni = ["broken.test"]
+
+[[rule]]
+name = "needs-the-certificate"
+action = "block"
+cert_status = { revoked = true }
+"#,
+    )
+    .unwrap();
+
+    let _g = dpdk_lock();
+    let events = dir.path("events.json");
+    let o = run_with_limit(
+        Command::new(tlsgate())
+            .args(["replay", "--pcap"])
+            .arg(&pcap)
+            .arg("--policy")
+            .arg(dir.path("policy.toml"))
+            .arg("--events")
+            .arg(&events),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let log = std::fs::read_to_string(&events).unwrap();
+    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by_port = |p: u64| evs.iter().find(|e| e["src_port"] == p).unwrap_or_else(|| panic!("{p}:\n{log}")).clone();
+    let reason = |e: &serde_json::Value| e["policy"]["reason"].as_str().unwrap().to_string();
+
+    let garbage = by_port(2001);
+    assert_eq!(garbage["event_type"], "flow", "{garbage}");
+    assert!(reason(&garbage).contains("not TLS"), "{garbage}");
+    assert_eq!(garbage["policy"]["actual_action"], "do-not-decrypt");
+
+    let big = by_port(2002);
+    assert!(reason(&big).contains("flows.handshake_buffer"), "{big}");
+    assert_eq!(big["tls"]["sni"], "big.test");
+
+    let cut = by_port(2003);
+    assert!(reason(&cut).contains("before the handshake completed"), "{cut}");
+
+    let broken = by_port(2004);
+    assert_eq!(broken["policy"]["expected_action"], "decrypt-resign", "{broken}");
+    assert_eq!(broken["policy"]["actual_action"], "block", "{broken}");
+    assert!(reason(&broken).contains("handshake_error"), "{broken}");
+
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("not_tls 1") && stdout.contains("overflow 1"), "{stdout}");
+}

@@ -216,31 +216,6 @@ impl Rng {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replayed_sessions_are_distinct_flows_in_time_order() {
-        let frames = handshakes(60, 12, 3).unwrap();
-        assert!(frames.windows(2).all(|w| w[0].unix_ns <= w[1].unix_ns));
-        let mut flows = std::collections::HashSet::new();
-        for f in &frames {
-            let p = etherparse::SlicedPacket::from_ethernet(&f.data).unwrap();
-            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
-            if tcp.syn() && !tcp.ack() {
-                let src = match p.net {
-                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().source_addr()),
-                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().source_addr()),
-                    _ => panic!("not IP"),
-                };
-                flows.insert((src, tcp.source_port()));
-            }
-        }
-        assert_eq!(flows.len(), 60);
-    }
-}
-
 /// Writes the demo capture and the PKI files its policy names.
 fn demo(dir: &std::path::Path) -> Result<(), String> {
     use tlsgate_perf::handshake::{tcp_conversation, tls_session};
@@ -301,4 +276,29 @@ fn demo(dir: &std::path::Path) -> Result<(), String> {
     write_pcap(&dir.join("demo.pcap"), &frames).map_err(|e| e.to_string())?;
     println!("wrote {} frames to {}", frames.len(), dir.join("demo.pcap").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_sessions_are_distinct_flows_in_time_order() {
+        let frames = handshakes(60, 12, 3).unwrap();
+        assert!(frames.windows(2).all(|w| w[0].unix_ns <= w[1].unix_ns));
+        let mut flows = std::collections::HashSet::new();
+        for f in &frames {
+            let p = etherparse::SlicedPacket::from_ethernet(&f.data).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+            if tcp.syn() && !tcp.ack() {
+                let src = match p.net {
+                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().source_addr()),
+                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().source_addr()),
+                    _ => panic!("not IP"),
+                };
+                flows.insert((src, tcp.source_port()));
+            }
+        }
+        assert_eq!(flows.len(), 60);
+    }
 }
