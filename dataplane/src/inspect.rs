@@ -81,11 +81,19 @@ pub struct InspectCounters {
     pub resets: u64,
     /// Flows expired idle.
     pub expired: u64,
+    /// Sessions whose verdict was do-not-decrypt.
+    pub verdict_do_not_decrypt: u64,
+    /// Sessions whose verdict was block.
+    pub verdict_block: u64,
+    /// Sessions whose verdict was block-with-reset.
+    pub verdict_block_with_reset: u64,
+    /// Sessions the policy asked to decrypt (carried out otherwise; the events say how).
+    pub decrypt_asked: u64,
 }
 
 impl InspectCounters {
     /// Number of counters.
-    pub const FIELDS: usize = 11;
+    pub const FIELDS: usize = 15;
     /// Their names, in `to_array` order.
     pub const NAMES: [&'static str; Self::FIELDS] = [
         "not_tcp",
@@ -99,6 +107,10 @@ impl InspectCounters {
         "blocked_packets",
         "resets",
         "expired",
+        "verdict_do_not_decrypt",
+        "verdict_block",
+        "verdict_block_with_reset",
+        "decrypt_asked",
     ];
 
     /// As an array, in `NAMES` order.
@@ -115,6 +127,10 @@ impl InspectCounters {
             self.blocked_packets,
             self.resets,
             self.expired,
+            self.verdict_do_not_decrypt,
+            self.verdict_block,
+            self.verdict_block_with_reset,
+            self.decrypt_asked,
         ]
     }
 
@@ -132,6 +148,10 @@ impl InspectCounters {
             blocked_packets: a[8],
             resets: a[9],
             expired: a[10],
+            verdict_do_not_decrypt: a[11],
+            verdict_block: a[12],
+            verdict_block_with_reset: a[13],
+            decrypt_asked: a[14],
         }
     }
 }
@@ -739,6 +759,14 @@ impl Inspector {
     /// Ends a session with its event; its facts move into the event.
     fn emit(&mut self, s: Box<Session>, r: Resolution, now: u64, out: &mut Output) {
         self.counters.sessions += 1;
+        match r.action {
+            FinalAction::DoNotDecrypt => self.counters.verdict_do_not_decrypt += 1,
+            FinalAction::Block => self.counters.verdict_block += 1,
+            FinalAction::BlockWithReset => self.counters.verdict_block_with_reset += 1,
+        }
+        if r.expected.starts_with("decrypt") {
+            self.counters.decrypt_asked += 1;
+        }
         let names = |v: &[usize]| v.iter().map(|&i| self.policy.rules()[i].name.clone()).collect::<Vec<_>>();
         let Session { flow_id, facts, alerts, .. } = *s;
         out.events.push(SessionEvent {

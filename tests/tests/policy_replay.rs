@@ -254,4 +254,8 @@ fn the_demo_decides_each_session_as_its_policy_says() {
     assert_eq!(by_port(50010)["event_type"], "flow");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("inspection: not_tcp 0, flows 10"), "{stdout}");
+    assert!(
+        stdout.contains("verdict_do_not_decrypt 7, verdict_block 2, verdict_block_with_reset 1, decrypt_asked 3"),
+        "{stdout}"
+    );
 }
