@@ -267,7 +267,7 @@ impl Inspector {
                 Err(v) => return v,
             },
         };
-        self.on_flow_packet(id, key, frame, &t, from_lo, now_ns, out)
+        self.on_flow_packet(id, frame, &t, from_lo, now_ns, out)
     }
 
     /// Expires idle flows (a bounded number of slots per call); sessions cut
@@ -317,7 +317,7 @@ impl Inspector {
         }
         // The client sent the SYN; mid-stream, guess the side with the higher port.
         let client_is_lo = if syn { from_lo } else { key.lo_port > key.hi_port };
-        let session = self.new_session(t, key, client_is_lo, ingress, now);
+        let session = self.new_session(t, key, client_is_lo, ingress);
         let entry = FlowEntry { state: FlowState::Inspecting, client_is_lo, fins: 0, session: Some(Box::new(session)) };
         match self.table.insert(key, entry, now, self.settings.inspecting_timeout as u64 * NS) {
             Ok(id) => {
@@ -334,7 +334,7 @@ impl Inspector {
         }
     }
 
-    fn new_session(&mut self, t: &TcpFrame, key: FlowKey, client_is_lo: bool, ingress: usize, now: u64) -> Session {
+    fn new_session(&mut self, t: &TcpFrame, key: FlowKey, client_is_lo: bool, ingress: usize) -> Session {
         let (c_addr, c_port, s_addr, s_port) = if client_is_lo {
             (key.lo_addr, key.lo_port, key.hi_addr, key.hi_port)
         } else {
@@ -352,7 +352,6 @@ impl Inspector {
             ingress: self.port_names.get(client_port).cloned().unwrap_or_default(),
         };
         self.next_flow += 1;
-        let _ = now;
         let mut observer = HandshakeObserver::new(ObserverLimits {
             max_buffer: self.settings.handshake_buffer as usize,
             defer_fingerprints: true,
@@ -376,7 +375,6 @@ impl Inspector {
     fn on_flow_packet(
         &mut self,
         id: FlowId,
-        key: FlowKey,
         frame: &[u8],
         t: &TcpFrame,
         from_lo: bool,
@@ -455,7 +453,6 @@ impl Inspector {
                         }
                         let to = timeout(&self.settings, new_state);
                         self.table.touch(id, now, to as u64 * NS);
-                        let _ = key;
                         match action {
                             FinalAction::DoNotDecrypt => Verdict::Forward,
                             FinalAction::Block => {
@@ -691,35 +688,27 @@ impl Inspector {
     /// A flow that is not TLS: the policy judges it on what is known (its
     /// flow conditions); a decrypt action cannot apply.
     fn not_tls(&mut self, s: &mut Session, why: String) -> Resolution {
-        let mut r = match self.policy.evaluate(&s.facts, true) {
-            Evaluation::Decided(d) => match d.action {
-                Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
-                    let e = d.action.name();
-                    self.undecryptable(s, Undecryptable::HandshakeError, e, d.rule, why.clone())
-                }
-                _ => self.decided(d, why),
-            },
-            Evaluation::Pending { .. } => self.default_resolution(s, why),
-        };
+        let mut r = self.handshake_failed(s, why);
         r.event_type = "flow";
         r
     }
 
-    /// The handshake could not be followed to its end.
+    /// The handshake could not be followed to its end: the policy judges the
+    /// session on what is known; a decrypt decision cannot be carried out.
     fn handshake_failed(&mut self, s: &mut Session, why: String) -> Resolution {
-        if let Some(d) = s.decrypt.take() {
-            let e = d.action.name();
-            return self.undecryptable(s, Undecryptable::HandshakeError, e, d.rule, why);
-        }
-        match self.policy.evaluate(&s.facts, true) {
-            Evaluation::Decided(d) => match d.action {
-                Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
-                    let e = d.action.name();
-                    self.undecryptable(s, Undecryptable::HandshakeError, e, d.rule, why)
-                }
-                _ => self.decided(d, why),
+        let decision = match s.decrypt.take() {
+            Some(d) => d,
+            None => match self.policy.evaluate(&s.facts, true) {
+                Evaluation::Decided(d) => d,
+                Evaluation::Pending { .. } => return self.default_resolution(s, why),
             },
-            Evaluation::Pending { .. } => self.default_resolution(s, why),
+        };
+        match decision.action {
+            Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
+                let e = decision.action.name();
+                self.undecryptable(s, Undecryptable::HandshakeError, e, decision.rule, why)
+            }
+            _ => self.decided(decision, why),
         }
     }
 

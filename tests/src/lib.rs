@@ -163,4 +163,50 @@ impl Drop for Scratch {
     }
 }
 
+/// What `tlsgate replay` gave.
+pub struct Replayed {
+    /// The process's output.
+    pub output: Output,
+    /// The event log, one JSON value per line.
+    pub events: Vec<serde_json::Value>,
+    /// The frames of the output capture.
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Replayed {
+    /// The event of the session whose client port is `port`.
+    pub fn event_from_port(&self, port: u16) -> &serde_json::Value {
+        self.events
+            .iter()
+            .find(|e| e["src_port"] == port)
+            .unwrap_or_else(|| panic!("no event for client port {port}: {:?}", self.events))
+    }
+
+    /// The process's stdout.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).to_string()
+    }
+}
+
+/// Runs `tlsgate replay` on `pcap` (deciding by `policy` if given), with its
+/// output capture and event log in `dir`; fails the test with the process's
+/// output if it does not succeed.
+pub fn replay(pcap: &Path, policy: Option<&Path>, dir: &Scratch) -> Replayed {
+    let (out, events) = (dir.path("out.pcap"), dir.path("events.json"));
+    let _ = std::fs::remove_file(&events);
+    let mut cmd = Command::new(tlsgate());
+    cmd.args(["replay", "--pcap"]).arg(pcap).arg("--out").arg(&out).arg("--events").arg(&events);
+    if let Some(p) = policy {
+        cmd.arg("--policy").arg(p);
+    }
+    let output = run_with_limit(&mut cmd, Duration::from_secs(120));
+    assert!(output.status.success(), "{}: {}", pcap.display(), text(&output));
+    let events = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
+        .collect();
+    Replayed { output, events, frames: pcap_frames(&out) }
+}
+
 pub mod netns;

@@ -7,11 +7,9 @@
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
-use std::time::Duration;
 
 use tlsgate_perf::handshake::{tls_session, write_pcap, Frame, Leaf, Patch, Pki, SessionSpec, TlsVersionChoice};
-use tlsgate_tests::{dpdk_lock, run_with_limit, text, tlsgate, Scratch};
+use tlsgate_tests::{dpdk_lock, replay, Scratch};
 
 const DAY: i64 = 86_400;
 /// 2026-01-01, the generator's default capture time.
@@ -293,28 +291,11 @@ cert_status = { valid = true }
     write_pcap(&pcap, &frames).unwrap();
 
     let _g = dpdk_lock();
-    let events = dir.path("events.json");
-    let o = run_with_limit(
-        Command::new(tlsgate())
-            .args(["replay", "--pcap"])
-            .arg(&pcap)
-            .arg("--policy")
-            .arg(dir.path("policy.toml"))
-            .arg("--events")
-            .arg(&events)
-            .arg("--out")
-            .arg(dir.path("out.pcap")),
-        Duration::from_secs(120),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let log = std::fs::read_to_string(&events).unwrap();
-    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let r = replay(&pcap, Some(&dir.path("policy.toml")), &dir);
+    let (evs, log) = (&r.events, format!("{:#?}", r.events));
     assert_eq!(evs.len(), cases.len(), "one event per session:\n{log}");
     for c in &cases {
-        let e = evs
-            .iter()
-            .find(|e| e["src_port"] == c.port)
-            .unwrap_or_else(|| panic!("no event for client port {}:\n{log}", c.port));
+        let e = r.event_from_port(c.port);
         let p = &e["policy"];
         let ctx = format!("port {}: {e}", c.port);
         assert_eq!(p["expected_action"], c.expected, "{ctx}");
@@ -414,21 +395,8 @@ cert_status = { revoked = true }
     .unwrap();
 
     let _g = dpdk_lock();
-    let events = dir.path("events.json");
-    let o = run_with_limit(
-        Command::new(tlsgate())
-            .args(["replay", "--pcap"])
-            .arg(&pcap)
-            .arg("--policy")
-            .arg(dir.path("policy.toml"))
-            .arg("--events")
-            .arg(&events),
-        Duration::from_secs(120),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let log = std::fs::read_to_string(&events).unwrap();
-    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let by_port = |p: u64| evs.iter().find(|e| e["src_port"] == p).unwrap_or_else(|| panic!("{p}:\n{log}")).clone();
+    let r = replay(&pcap, Some(&dir.path("policy.toml")), &dir);
+    let by_port = |p: u16| r.event_from_port(p).clone();
     let reason = |e: &serde_json::Value| e["policy"]["reason"].as_str().unwrap().to_string();
 
     let garbage = by_port(2001);
@@ -448,6 +416,6 @@ cert_status = { revoked = true }
     assert_eq!(broken["policy"]["actual_action"], "block", "{broken}");
     assert!(reason(&broken).contains("handshake_error"), "{broken}");
 
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = r.stdout();
     assert!(stdout.contains("not_tls 1") && stdout.contains("overflow 1"), "{stdout}");
 }

@@ -5,10 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-use tlsgate_tests::{dpdk_lock, pcap_frames, run_with_limit, testdata, text, tlsgate, Scratch};
+use tlsgate_tests::{dpdk_lock, pcap_frames, testdata, Scratch};
 
 /// Replays `pcap` with `policy` (TOML text); returns (events, output frames, stdout).
 fn replay(pcap: &Path, policy: &str) -> (Vec<serde_json::Value>, Vec<Vec<u8>>, String) {
@@ -16,26 +13,9 @@ fn replay(pcap: &Path, policy: &str) -> (Vec<serde_json::Value>, Vec<Vec<u8>>, S
     let dir = Scratch::new("policy-replay");
     let pol = dir.path("policy.toml");
     std::fs::write(&pol, policy).unwrap();
-    let (out, events) = (dir.path("out.pcap"), dir.path("events.json"));
-    let o = run_with_limit(
-        Command::new(tlsgate())
-            .args(["replay", "--pcap"])
-            .arg(pcap)
-            .arg("--policy")
-            .arg(&pol)
-            .arg("--out")
-            .arg(&out)
-            .arg("--events")
-            .arg(&events),
-        Duration::from_secs(60),
-    );
-    assert!(o.status.success(), "{}: {}", pcap.display(), text(&o));
-    let evs = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
-        .collect();
-    (evs, pcap_frames(&out), String::from_utf8_lossy(&o.stdout).to_string())
+    let r = tlsgate_tests::replay(pcap, Some(&pol), &dir);
+    let stdout = r.stdout();
+    (r.events, r.frames, stdout)
 }
 
 /// Logs everything, and (by a rule on the negotiated version, which never
@@ -213,23 +193,9 @@ fn the_demo_decides_each_session_as_its_policy_says() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(key), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let events = dir.path("events.json");
-    let o = run_with_limit(
-        Command::new(tlsgate())
-            .args(["replay", "--pcap"])
-            .arg(dir.path("demo.pcap"))
-            .arg("--policy")
-            .arg(dir.path("policy.toml"))
-            .arg("--events")
-            .arg(&events)
-            .arg("--out")
-            .arg(dir.path("out.pcap")),
-        Duration::from_secs(60),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let evs: Vec<serde_json::Value> =
-        std::fs::read_to_string(&events).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let by_port = |p: u64| evs.iter().find(|e| e["src_port"] == p).unwrap_or_else(|| panic!("{p}: {evs:?}"));
+    let r = tlsgate_tests::replay(&dir.path("demo.pcap"), Some(&dir.path("policy.toml")), &dir);
+    let evs = &r.events;
+    let by_port = |p: u16| r.event_from_port(p);
     let want = [
         (50001, "do-not-decrypt", "do-not-decrypt", None),
         (50002, "block-with-reset", "block-with-reset", Some("no-gambling")),
@@ -252,7 +218,7 @@ fn the_demo_decides_each_session_as_its_policy_says() {
     }
     assert!(by_port(50008)["policy"]["reason"].as_str().unwrap().contains("client_auth"));
     assert_eq!(by_port(50010)["event_type"], "flow");
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = r.stdout();
     assert!(stdout.contains("inspection: not_tcp 0, flows 10"), "{stdout}");
     assert!(
         stdout.contains("verdict_do_not_decrypt 7, verdict_block 2, verdict_block_with_reset 1, decrypt_asked 3"),

@@ -106,17 +106,10 @@ impl CertVerifier {
                 }
             }
         }
-        let trouble = [
-            CertStatus::Expired,
-            CertStatus::NotYetValid,
-            CertStatus::SelfSigned,
-            CertStatus::InvalidIssuer,
-            CertStatus::InvalidSignature,
-            CertStatus::Revoked,
-            CertStatus::InvalidCertificate,
-            CertStatus::InvalidCrl,
-        ];
-        if !trouble.iter().any(|s| set.contains(*s)) {
+        // Valid: none of the other statuses, name mismatch aside (it depends
+        // on the SNI asked for, not on the certificate).
+        let trouble = CertStatus::ALL.iter().filter(|s| !matches!(s, CertStatus::Valid | CertStatus::ServerMismatch));
+        if !trouble.into_iter().any(|s| set.contains(*s)) {
             set.insert(CertStatus::Valid);
         }
         set
