@@ -13,11 +13,12 @@ fn main() {
     let dpdk = match pkg_config::Config::new().atleast_version("22.11").cargo_metadata(true).probe("libdpdk") {
         Ok(lib) => lib,
         Err(e) => {
-            eprintln!(
-                "error: DPDK 22.11 not found by pkg-config (libdpdk): install it with \
-                 `apt-get install dpdk libdpdk-dev pkg-config` (or run scripts/setup). \
-                 pkg-config said: {e}"
+            // One line on cargo's own error channel; pkg-config's long account follows on stderr.
+            println!(
+                "cargo::error=DPDK 22.11 not found by pkg-config (libdpdk): install it with \
+                 `apt-get install dpdk libdpdk-dev pkg-config` (or run scripts/setup)"
             );
+            eprintln!("{e}");
             std::process::exit(1);
         }
     };
