@@ -419,3 +419,78 @@ cert_status = { revoked = true }
     let stdout = r.stdout();
     assert!(stdout.contains("not_tls 1") && stdout.contains("overflow 1"), "{stdout}");
 }
+
+/// The statuses a working server rarely shows: a certificate that does not
+/// parse (its DER corrupted on the wire) and a CRL that names the issuer but
+/// is not signed by it; and the flow conditions on client ports and ingress.
+#[test]
+fn invalid_certificate_invalid_crl_and_flow_conditions() {
+    use tlsgate_perf::handshake::{record_session, session_frames};
+    let dir = Scratch::new("odd-statuses");
+    let root = Pki::new("Test Root");
+    let impostor = Pki::new("Test Root"); // same name, other key: its CRL does not verify
+    let good = root.issue(&["crl.test"], "Org", NOW - DAY, NOW + DAY);
+    let broken = root.issue(&["broken-der.test"], "Org", NOW - DAY, NOW + DAY);
+    std::fs::write(dir.path("root.pem"), root.ca_cert_pem()).unwrap();
+    std::fs::write(dir.path("crl.pem"), impostor.crl_pem(&[])).unwrap();
+    std::fs::write(
+        dir.path("policy.toml"),
+        r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[trust]
+ca_files = ["root.pem"]
+crl_files = ["crl.pem"]
+
+[[rule]]
+name = "ports-and-ingress"
+action = "block"
+source_ports = ["3000-3001"]
+ingress = ["net_pcap_in"]
+
+[[rule]]
+name = "unparseable"
+action = "block"
+cert_status = { invalid-certificate = true }
+
+[[rule]]
+name = "bad-crl"
+action = "block-with-reset"
+cert_status = { invalid-crl = true }
+"#,
+    )
+    .unwrap();
+    let server = (ip("10.9.0.1"), 443);
+    let spec = |port: u16, sni: &str, l: &Leaf, t: u64| {
+        let mut s =
+            SessionSpec::new((ip("10.1.0.9"), port), server, Some(sni), vec![l.cert_der.clone()], l.key_der.clone());
+        s.version = TlsVersionChoice::Tls12;
+        s.start_unix_ns = t;
+        s
+    };
+    let t0 = NOW as u64 * 1_000_000_000;
+    let mut frames = tls_session(&spec(3000, "crl.test", &good, t0)).unwrap();
+    frames.extend(tls_session(&spec(4001, "crl.test", &good, t0 + 100_000_000)).unwrap());
+    // Corrupt the certificate on the wire: its outer SEQUENCE tag becomes a SET.
+    let s = spec(4002, "broken-der.test", &broken, t0 + 200_000_000);
+    let mut flights = record_session(&s).unwrap();
+    let der = &broken.cert_der;
+    let server_flight = flights.iter_mut().find(|f| !f.from_client).unwrap();
+    let at = server_flight.bytes.windows(der.len()).position(|w| w == &der[..]).expect("the leaf in clear (TLS 1.2)");
+    server_flight.bytes[at] = 0x31;
+    frames.extend(session_frames(&s, &flights).unwrap());
+    frames.sort_by_key(|f| f.unix_ns);
+    let pcap = dir.path("odd.pcap");
+    write_pcap(&pcap, &frames).unwrap();
+
+    let _g = dpdk_lock();
+    let r = replay(&pcap, Some(&dir.path("policy.toml")), &dir);
+    let p = |port: u16| r.event_from_port(port)["policy"].clone();
+    assert_eq!(p(3000)["rule"], "ports-and-ingress", "{}", p(3000));
+    assert_eq!(p(4001)["rule"], "bad-crl", "{}", p(4001));
+    assert_eq!(p(4001)["actual_action"], "block-with-reset");
+    assert!(p(4001)["cert_status"].as_array().unwrap().iter().any(|s| s == "invalid-crl"), "{}", p(4001));
+    assert_eq!(p(4002)["rule"], "unparseable", "{}", p(4002));
+    assert!(p(4002)["cert_status"].as_array().unwrap().iter().any(|s| s == "invalid-certificate"));
+}
