@@ -213,6 +213,11 @@ pub struct Inspector {
 }
 
 const NS: u64 = 1_000_000_000;
+
+/// Cipher suites the decrypting path can terminate (those of rustls with
+/// aws-lc-rs: AEAD suites, TLS 1.2 with ECDHE, and TLS 1.3); a session that
+/// negotiates another is `unsupported_cipher`.
+const DECRYPTABLE_SUITES: [u16; 9] = [0x1301, 0x1302, 0x1303, 0xc02b, 0xc02c, 0xc02f, 0xc030, 0xcca8, 0xcca9];
 /// Slots the expiry hand looks at per call of [`Inspector::expire`].
 const EXPIRE_BUDGET: usize = 64;
 
@@ -601,6 +606,11 @@ impl Inspector {
             Some(Undecryptable::Compressed)
         } else if sh.is_some_and(|h| cipher_suite_name(h.cipher_suite).is_none()) {
             Some(Undecryptable::UnknownCipher)
+        } else if sh.is_some_and(|h| !DECRYPTABLE_SUITES.contains(&h.cipher_suite)) {
+            Some(Undecryptable::UnsupportedCipher)
+        } else if sh.is_some_and(|h| h.resumed) {
+            // Resumed with keys from a session tlsgate did not terminate.
+            Some(Undecryptable::SessionNotCached)
         } else {
             None
         };

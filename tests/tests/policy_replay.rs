@@ -225,3 +225,45 @@ fn the_demo_decides_each_session_as_its_policy_says() {
         "{stdout}"
     );
 }
+
+/// Decrypt decisions on sessions the decrypting path could not terminate:
+/// RC4 (unsupported cipher) and a TLS 1.3 PSK resumption (session not cached).
+#[test]
+fn decrypt_decisions_on_undecryptable_sessions_take_their_action() {
+    let zeek = testdata().join("zeek");
+    let dir = Scratch::new("undecryptable");
+    let root = tlsgate_perf::handshake::Pki::new("Resign CA");
+    std::fs::write(dir.path("ca.pem"), root.ca_cert_pem()).unwrap();
+    std::fs::write(dir.path("ca.key"), root.ca_key_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path("ca.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let policy = r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[policy.undecryptable]
+unsupported_cipher = "block"
+session_not_cached = "block-with-reset"
+
+[[ca]]
+name = "resign"
+cert = "ca.pem"
+key = "ca.key"
+
+[[rule]]
+name = "decrypt-all"
+action = "decrypt-resign"
+ca = "resign"
+"#;
+    std::fs::write(dir.path("policy.toml"), policy).unwrap();
+    let _g = dpdk_lock();
+    let r = tlsgate_tests::replay(&zeek.join("tls1.2.pcap"), Some(&dir.path("policy.toml")), &dir);
+    let e = &r.events[0];
+    assert_eq!(e["policy"]["expected_action"], "decrypt-resign", "{e}");
+    assert_eq!(e["policy"]["actual_action"], "block", "{e}");
+    assert!(e["policy"]["reason"].as_str().unwrap().contains("unsupported_cipher"), "{e}");
+    let r = tlsgate_tests::replay(&zeek.join("tls13_psk_succesfull.pcap"), Some(&dir.path("policy.toml")), &dir);
+    let e = r.events.iter().find(|e| e["tls"]["session_resumed"] == true).unwrap_or_else(|| panic!("{:?}", r.events));
+    assert_eq!(e["policy"]["actual_action"], "block-with-reset", "{e}");
+    assert!(e["policy"]["reason"].as_str().unwrap().contains("session_not_cached"), "{e}");
+}
