@@ -74,10 +74,37 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
         out.events = settings.events_path();
     }
     let stop = stop_flag()?;
-    run_until(&settings, StartOptions { rx_timestamp: false, policy, replay_times: None }, &out, |_| {
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
+        .map_err(|e| Failure::Runtime(format!("cannot install a handler for SIGHUP: {e}")))?;
+    let policy_path = settings.policy_path();
+    let opts = StartOptions { rx_timestamp: false, policy, replay_times: None };
+    run_until(&settings, opts, &out, |dp| {
+        if hangup.swap(false, Ordering::Relaxed) {
+            reload(dp, policy_path.as_deref());
+        }
         stop.load(Ordering::Relaxed)
     })?;
     Ok(())
+}
+
+/// SIGHUP: loads the policy file again and, if it is valid, puts it in force;
+/// if not, says why and keeps the policy in force.
+fn reload(dp: &Dataplane, path: Option<&Path>) {
+    let Some(path) = path else {
+        eprintln!("tlsgate: SIGHUP ignored: the settings name no policy file");
+        return;
+    };
+    match Policy::load(path).map_err(|e| e.to_string()).and_then(|p| {
+        let rules = p.rules().len();
+        dp.reload_policy(Arc::new(p)).map(|()| rules)
+    }) {
+        Ok(rules) => eprintln!(
+            "tlsgate: policy reloaded from {} ({rules} rules); new sessions are judged by it, flows keep their verdicts",
+            path.display()
+        ),
+        Err(e) => eprintln!("tlsgate: policy not reloaded, the one in force stays: {e}"),
+    }
 }
 
 /// `tlsgate policy check FILE`: validates and prints what the policy will do.

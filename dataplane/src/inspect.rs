@@ -177,6 +177,9 @@ struct FlowEntry {
 /// A handshake being watched.
 struct Session {
     flow_id: u64,
+    /// The policy in force when the session began: a reload applies to
+    /// sessions that begin after it, and rule numbers stay meaningful.
+    policy: Arc<Policy>,
     observer: HandshakeObserver,
     facts: SessionFacts,
     alerts: Vec<(&'static str, u8, u8)>,
@@ -241,6 +244,15 @@ impl Inspector {
             next_flow: 0,
             counters: InspectCounters::default(),
         })
+    }
+
+    /// Puts a new policy in force for sessions that begin from now on; flows
+    /// keep the verdicts they have, and sessions being inspected finish under
+    /// the policy they began with. The trust store is rebuilt.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) -> Result<(), String> {
+        self.verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        self.policy = policy;
+        Ok(())
     }
 
     /// Flows tracked now.
@@ -366,6 +378,7 @@ impl Inspector {
         }
         Session {
             flow_id: (self.worker << 56) | self.next_flow,
+            policy: self.policy.clone(),
             observer,
             facts: SessionFacts::new(flow),
             alerts: Vec::new(),
@@ -565,7 +578,7 @@ impl Inspector {
 
     /// Evaluates the policy; `None` while it waits for a later phase.
     fn evaluate(&mut self, s: &mut Session, last: bool) -> Option<Resolution> {
-        match self.policy.evaluate(&s.facts, last) {
+        match s.policy.evaluate(&s.facts, last) {
             Evaluation::Pending { monitor_rules, .. } => {
                 s.monitors = monitor_rules;
                 None
@@ -579,7 +592,7 @@ impl Inspector {
                         None
                     }
                 }
-                _ => Some(self.decided(d, String::new())),
+                _ => Some(Self::decided(&s.policy, d, String::new())),
             },
         }
     }
@@ -598,7 +611,7 @@ impl Inspector {
     /// A decrypt decision, carried out as well as this build can.
     fn carry_out_decrypt(&mut self, s: &mut Session, d: Decision) -> Resolution {
         let expected = d.action.name();
-        let rule_name = d.rule.map(|i| self.policy.rules()[i].name.clone()).unwrap_or_default();
+        let rule_name = d.rule.map(|i| s.policy.rules()[i].name.clone()).unwrap_or_default();
         let sh = s.facts.server_hello.as_ref();
         let reason = if s.facts.client_cert_requested {
             Some(Undecryptable::ClientAuth)
@@ -643,7 +656,7 @@ impl Inspector {
         rule: Option<usize>,
         reason: String,
     ) -> Resolution {
-        let action = self.policy.undecryptable(u);
+        let action = s.policy.undecryptable(u);
         Resolution {
             action,
             expected: if expected == "n/a" { action.name() } else { expected },
@@ -655,14 +668,14 @@ impl Inspector {
         }
     }
 
-    fn decided(&self, d: Decision, extra: String) -> Resolution {
+    fn decided(policy: &Policy, d: Decision, extra: String) -> Resolution {
         let action = match d.action {
             Action::Block => FinalAction::Block,
             Action::BlockWithReset => FinalAction::BlockWithReset,
             _ => FinalAction::DoNotDecrypt,
         };
         let mut reason = match d.rule {
-            Some(i) => format!("rule {:?} matched", self.policy.rules()[i].name),
+            Some(i) => format!("rule {:?} matched", policy.rules()[i].name),
             None => "no rule matched: default action".to_string(),
         };
         if !d.missing_facts.is_empty() {
@@ -683,7 +696,7 @@ impl Inspector {
     }
 
     fn default_resolution(&self, s: &Session, reason: String) -> Resolution {
-        let action = self.policy.default_action();
+        let action = s.policy.default_action();
         Resolution {
             action,
             expected: action.name(),
@@ -708,7 +721,7 @@ impl Inspector {
     fn handshake_failed(&mut self, s: &mut Session, why: String) -> Resolution {
         let decision = match s.decrypt.take() {
             Some(d) => d,
-            None => match self.policy.evaluate(&s.facts, true) {
+            None => match s.policy.evaluate(&s.facts, true) {
                 Evaluation::Decided(d) => d,
                 Evaluation::Pending { .. } => return self.default_resolution(s, why),
             },
@@ -718,7 +731,7 @@ impl Inspector {
                 let e = decision.action.name();
                 self.undecryptable(s, Undecryptable::HandshakeError, e, decision.rule, why)
             }
-            _ => self.decided(decision, why),
+            _ => Self::decided(&s.policy, decision, why),
         }
     }
 
@@ -766,8 +779,8 @@ impl Inspector {
         if r.expected.starts_with("decrypt") {
             self.counters.decrypt_asked += 1;
         }
-        let names = |v: &[usize]| v.iter().map(|&i| self.policy.rules()[i].name.clone()).collect::<Vec<_>>();
-        let Session { flow_id, facts, alerts, .. } = *s;
+        let Session { flow_id, facts, alerts, policy, .. } = *s;
+        let names = |v: &[usize]| v.iter().map(|&i| policy.rules()[i].name.clone()).collect::<Vec<_>>();
         out.events.push(SessionEvent {
             timestamp_ns: now,
             flow_id,
@@ -779,7 +792,7 @@ impl Inspector {
             cert_status: facts.cert_status,
             client_cert_requested: facts.client_cert_requested,
             alerts,
-            rule: r.rule.map(|i| self.policy.rules()[i].name.clone()),
+            rule: r.rule.map(|i| policy.rules()[i].name.clone()),
             expected_action: r.expected,
             actual_action: r.action.name(),
             reason: r.reason,

@@ -11,7 +11,7 @@ use tlsgate_config::Settings;
 
 use crate::event::SessionEvent;
 use crate::inspect::Inspector;
-use crate::worker::Inspection;
+use crate::worker::{Inspection, PolicyUpdates};
 
 use crate::dpdk::{
     ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
@@ -93,6 +93,7 @@ pub struct Dataplane {
     steering: FlowSteering,
     pool: Mempool,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
+    policy_updates: Arc<PolicyUpdates>,
 }
 
 impl Dataplane {
@@ -162,6 +163,7 @@ impl Dataplane {
         let mut shared = Vec::new();
         let mut events = Vec::new();
         let port_names: Arc<[String]> = ports.iter().map(|p| p.name().to_owned()).collect();
+        let policy_updates = Arc::new(PolicyUpdates::default());
         for (i, (to, from)) in producers.into_iter().zip(consumers).enumerate() {
             let mut wports = Vec::new();
             for (pi, port) in ports.iter_mut().enumerate() {
@@ -183,6 +185,8 @@ impl Dataplane {
                     pool,
                     replay_times: opts.replay_times.clone(),
                     replay_seq: 0,
+                    policy_updates: policy_updates.clone(),
+                    policy_generation: 0,
                 });
             }
             workers.push(worker);
@@ -192,12 +196,22 @@ impl Dataplane {
             p.start()?;
             p.set_promiscuous();
         }
-        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events })
+        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates })
     }
 
     /// How flows are steered to workers.
     pub fn steering(&self) -> FlowSteering {
         self.steering
+    }
+
+    /// Puts a reloaded policy in force: sessions that begin after the workers
+    /// next look (within a few milliseconds) are judged by it; flows keep the
+    /// verdicts they have. Its trust store is built here first, so a policy
+    /// the workers could not use is refused before any worker sees it.
+    pub fn reload_policy(&self, policy: Arc<Policy>) -> Result<(), String> {
+        crate::tls::CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        self.policy_updates.publish(policy);
+        Ok(())
     }
 
     /// Takes the session events the workers have sent so far.
@@ -261,12 +275,13 @@ pub struct Prepared {
     steering: FlowSteering,
     pool: Mempool,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
+    policy_updates: Arc<PolicyUpdates>,
 }
 
 impl Prepared {
     /// Launches each worker on its lcore.
     pub fn launch(self) -> Result<Dataplane, StartError> {
-        let Prepared { ports, shared, running, workers, lcores, steering, pool, events } = self;
+        let Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates } = self;
         let mut handles = Vec::new();
         for (w, &l) in workers.into_iter().zip(&lcores) {
             match LcoreHandle::launch(l, move || w.run()) {
@@ -277,7 +292,7 @@ impl Prepared {
                 }
             }
         }
-        Ok(Dataplane { ports, shared, running, handles, steering, pool, events })
+        Ok(Dataplane { ports, shared, running, handles, steering, pool, events, policy_updates })
     }
 
     /// Sends `pkts` out of port `port` on worker `worker`'s tx queue (before

@@ -63,6 +63,37 @@ pub struct Inspection {
     pub replay_times: Option<Arc<[u64]>>,
     /// Packets of the capture received so far.
     pub replay_seq: usize,
+    /// Where the control thread publishes a reloaded policy.
+    pub policy_updates: Arc<PolicyUpdates>,
+    /// The generation of the policy this worker has in force.
+    pub policy_generation: u64,
+}
+
+/// A reloaded policy, published by the control thread. Workers look at the
+/// generation (one relaxed load) off the per-packet path and take the lock
+/// only when it changed.
+#[derive(Default)]
+pub struct PolicyUpdates {
+    generation: std::sync::atomic::AtomicU64,
+    policy: std::sync::Mutex<Option<Arc<tlsgate_config::policy::Policy>>>,
+}
+
+impl PolicyUpdates {
+    /// Publishes `policy` to every worker.
+    pub fn publish(&self, policy: Arc<tlsgate_config::policy::Policy>) {
+        let mut slot = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(policy);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn newer_than(&self, seen: u64) -> Option<(u64, Arc<tlsgate_config::policy::Policy>)> {
+        let g = self.generation.load(Ordering::Acquire);
+        if g == seen {
+            return None;
+        }
+        let slot = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        slot.clone().map(|p| (g, p))
+    }
 }
 
 /// Wall-clock time from the TSC: one `clock_gettime` at start, then cheap reads.
@@ -191,6 +222,13 @@ impl Worker {
     /// thread, publish counters. At shutdown every undecided session is ended.
     fn housekeeping(&mut self, shutdown: bool) {
         if let Some(ins) = &mut self.inspection {
+            if let Some((generation, policy)) = ins.policy_updates.newer_than(ins.policy_generation) {
+                // The control thread built the same trust store before publishing,
+                // so this cannot fail; if it did, the old policy stays in force.
+                if ins.inspector.set_policy(policy).is_ok() {
+                    ins.policy_generation = generation;
+                }
+            }
             // Idle flows expire on packet time; with no packets (live), on the clock.
             let now = if ins.replay_times.is_some() { self.last_ns } else { self.clock.now_ns() };
             if shutdown {

@@ -236,7 +236,25 @@ sni = ["drop.test"]
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
     assert!(err.contains("reset"), "curl should see a reset: {err}");
 
-    // block: the handshake never completes and nothing arrives.
+    // SIGHUP with a broken policy: refused, the one in force stays.
+    std::fs::write(&policy, "[policy]\ndefault_action = \"sometimes\"\n").unwrap();
+    signal(gate.0.as_ref().unwrap(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(curl("ok.test", "5").status.success(), "a broken policy must not be put in force");
+    // SIGHUP with a valid policy: new sessions are judged by it.
+    std::fs::write(
+        &policy,
+        "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"now-ok-is-reset\"\naction = \"block-with-reset\"\nsni = [\"ok.test\"]\n\n[[rule]]\nname = \"drop-this\"\naction = \"block\"\nsni = [\"drop.test\"]\n",
+    )
+    .unwrap();
+    signal(gate.0.as_ref().unwrap(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let o = curl("ok.test", "10");
+    assert!(!o.status.success(), "after the reload ok.test is reset: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).to_lowercase().contains("reset"), "{}", text(&o));
+
+    // block (last: openssl s_server serves one connection at a time, and the
+    // blocked one never completes): the handshake stalls and nothing arrives.
     let o = curl("drop.test", "3");
     assert_eq!(o.status.code(), Some(28), "curl times out: {}", text(&o));
     assert!(o.stdout.is_empty());
@@ -258,4 +276,7 @@ sni = ["drop.test"]
     assert_eq!(find("drop.test")["policy"]["actual_action"], "block");
     assert_eq!(ok["dest_port"], 4433);
     assert_eq!(ok["src_ip"], topo.cli_ip.as_str());
+    assert!(evs.iter().any(|e| e["policy"]["rule"] == "now-ok-is-reset"), "{log}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("policy not reloaded") && stderr.contains("policy reloaded from"), "{stderr}");
 }
