@@ -4,6 +4,17 @@
 //! forged-certificate cache, passive known-key decryption, and plaintext
 //! export.
 //!
-//! Not built yet: until it is, the fast path carries out decrypt decisions as
-//! do-not-decrypt (or as their undecryptable action) and says so in the event.
+//! Built so far, each sans-IO (data and a time in, data and decisions out):
+//! [`identity`], the server identity cache (Firepower's session data cache)
+//! and the exclusion cache; [`forge`], re-signed certificates and their cache;
+//! [`relay`], rustls facing both peers with the plaintext moved between them
+//! (ALPN as the server chose it, key log, client-auth and pinning detection).
+//! Not yet wired to the data plane: until it is, the fast path carries out
+//! decrypt decisions as do-not-decrypt (or as their undecryptable action) and
+//! says so in the event.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod forge;
+pub mod identity;
+pub mod relay;

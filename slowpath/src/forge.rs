@@ -1,0 +1,931 @@
+//! Re-signed certificates for "Decrypt - Resign": a copy of the server's leaf
+//! (subject, SAN, validity) with a fresh key, signed by the configured CA, or
+//! by an untrusted CA when the server's own chain is not trusted; and the
+//! bounded cache of what was forged, keyed by the original's fingerprint.
+//!
+//! The forged certificate is assembled here in DER rather than through
+//! rcgen's `CertificateParams`: rcgen keeps one value per attribute type (a
+//! subject with two OUs would lose one) and re-encodes names, while the
+//! subject must be copied exactly and the issuer must be the signing CA's
+//! subject byte for byte (clients chain by exact name match). rcgen only
+//! generates keys and the untrusted CA; rustls's signing key signs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::RandomState;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SerialNumber};
+use rustls::crypto::aws_lc_rs::sign::any_supported_type;
+use rustls::crypto::SecureRandom;
+use rustls::sign::{CertifiedKey, SigningKey};
+use rustls::SignatureScheme;
+use rustls_pki_types::{alg_id, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521, OID_PKCS1_RSAENCRYPTION,
+    OID_SIG_ED25519,
+};
+use x509_parser::prelude::FromDer;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+/// Why a certificate could not be forged, or the forger not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    /// The server's certificate cannot be parsed or copied.
+    #[error("the server's certificate cannot be re-signed: {0}")]
+    Original(String),
+    /// The resigning CA's certificate cannot be used.
+    #[error("the resigning CA certificate cannot be used: {0}")]
+    CaCertificate(String),
+    /// The resigning CA's private key cannot be used.
+    #[error("the resigning CA's private key cannot be used: {0}")]
+    CaKey(String),
+    /// Generating a key (for a forged leaf or the untrusted CA) failed.
+    #[error("generating a {kind} key failed: {reason}")]
+    KeyGeneration {
+        /// The key type.
+        kind: &'static str,
+        /// What the crypto library said.
+        reason: String,
+    },
+    /// Signing failed.
+    #[error("signing a certificate failed: {0}")]
+    Signing(String),
+}
+
+/// Counters of a [`Forger`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForgeStats {
+    /// Certificates forged (cache misses that succeeded).
+    pub forged: u64,
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Requests that failed (bad original, signing error).
+    pub failures: u64,
+    /// Entries in the cache now.
+    pub cached: u64,
+    /// Entries evicted to make room.
+    pub evicted: u64,
+    /// Total time spent forging, ns (key generation and signing; failed attempts included).
+    pub forge_ns: u64,
+}
+
+/// Forges re-signed copies of server certificates and caches them.
+pub struct Forger {
+    trusted: SigningCa,
+    untrusted: SigningCa,
+    cache: HashMap<([u8; 32], bool), Arc<CertifiedKey>, RandomState>,
+    /// Cache keys in insertion order: the front is evicted first (entries are
+    /// only ever removed by eviction, so there are no stale slots).
+    order: VecDeque<([u8; 32], bool)>,
+    capacity: usize,
+    random: &'static dyn SecureRandom,
+    stats: ForgeStats,
+}
+
+/// Subject CN of the CA generated at start for certificates the server's own chain does not make trusted.
+pub const UNTRUSTED_CA_NAME: &str = "tlsgate untrusted CA";
+
+impl Forger {
+    /// `ca_cert_der`/`ca_key`: the policy's resigning CA
+    /// (`tlsgate_config::policy::CaObject` gives both). An untrusted CA
+    /// ("tlsgate untrusted CA", same key type and validity as the configured
+    /// one, generated here, kept only in memory) signs copies of certificates
+    /// the server's own chain does not make trusted, so the client sees the
+    /// warning it would have seen (Firepower's "Replace Key Only").
+    /// `capacity`: forged certificates kept (at least 1).
+    pub fn new(ca_cert_der: &[u8], ca_key: PrivateKeyDer<'static>, capacity: usize) -> Result<Forger, ForgeError> {
+        let random = rustls::crypto::aws_lc_rs::default_provider().secure_random;
+        let trusted = SigningCa::new(ca_cert_der.to_vec(), &ca_key)?;
+        let untrusted = generate_untrusted_ca(&trusted, random)?;
+        let capacity = capacity.max(1);
+        Ok(Forger {
+            trusted,
+            untrusted,
+            cache: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), RandomState::new()),
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity,
+            random,
+            stats: ForgeStats::default(),
+        })
+    }
+
+    /// A copy of `original_leaf_der` for presenting to the client: subject DN
+    /// copied exactly, SAN copied (DNS and IP entries), validity the
+    /// original's clipped to the signing CA's, a fresh key of the original's
+    /// type, a fresh random serial, CA:false, key usage digitalSignature
+    /// (+keyEncipherment for RSA), EKU serverAuth, AKI of the signing CA;
+    /// signed by the configured CA when `trusted`, else by the untrusted CA.
+    /// Returns the chain (forged leaf, then the signing CA) and its key, ready
+    /// for a rustls server. Cached by the SHA-256 of the original plus
+    /// `trusted` (bounded; the oldest is evicted).
+    pub fn forge(&mut self, original_leaf_der: &[u8], trusted: bool) -> Result<Arc<CertifiedKey>, ForgeError> {
+        let cache_key: ([u8; 32], bool) = (Sha256::digest(original_leaf_der).into(), trusted);
+        if let Some(hit) = self.cache.get(&cache_key) {
+            self.stats.hits += 1;
+            return Ok(Arc::clone(hit));
+        }
+        let started = Instant::now();
+        let ca = if trusted { &self.trusted } else { &self.untrusted };
+        let result = forge_leaf(original_leaf_der, ca, self.random);
+        self.stats.forge_ns += u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let forged = match result {
+            Ok(forged) => Arc::new(forged),
+            Err(e) => {
+                self.stats.failures += 1;
+                return Err(e);
+            }
+        };
+        self.stats.forged += 1;
+        if self.cache.len() >= self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.cache.remove(&oldest);
+                self.stats.evicted += 1;
+            }
+        }
+        self.order.push_back(cache_key);
+        self.cache.insert(cache_key, Arc::clone(&forged));
+        Ok(forged)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ForgeStats {
+        ForgeStats { cached: self.cache.len() as u64, ..self.stats }
+    }
+
+    /// The DER of the untrusted CA (tests and the e2e use it).
+    pub fn untrusted_ca_der(&self) -> &[u8] {
+        &self.untrusted.cert_der
+    }
+
+    /// The DER of the configured resigning CA.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.trusted.cert_der
+    }
+}
+
+/// A CA that signs forged leaves, with what signing needs from its certificate.
+struct SigningCa {
+    cert_der: Vec<u8>,
+    /// The subject Name, DER as in the certificate: the forged leaves' issuer.
+    subject: Vec<u8>,
+    not_before: i64,
+    not_after: i64,
+    /// For the leaves' authority key identifier.
+    key_id: Vec<u8>,
+    key: Arc<dyn SigningKey>,
+    scheme: SignatureScheme,
+    kind: KeyKind,
+    /// The AlgorithmIdentifier of its signatures, DER (with the SEQUENCE).
+    signature_algorithm: Vec<u8>,
+}
+
+impl SigningCa {
+    fn new(cert_der: Vec<u8>, key_der: &PrivateKeyDer<'_>) -> Result<SigningCa, ForgeError> {
+        let cert_error = ForgeError::CaCertificate;
+        let (rest, cert) = X509Certificate::from_der(&cert_der)
+            .map_err(|e| cert_error(format!("not a DER X.509 certificate ({e})")))?;
+        if !rest.is_empty() {
+            return Err(cert_error(format!("{} bytes follow the certificate", rest.len())));
+        }
+        match cert.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {}
+            Ok(_) => return Err(cert_error("it is not a CA certificate (basicConstraints cA is not set)".into())),
+            Err(e) => return Err(cert_error(format!("its basicConstraints extension is malformed ({e})"))),
+        }
+        match cert.key_usage() {
+            Ok(Some(ku)) if !ku.value.key_cert_sign() => {
+                return Err(cert_error("its keyUsage does not allow keyCertSign".into()))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(cert_error(format!("its keyUsage extension is malformed ({e})"))),
+        }
+        let subject = checked_name(cert.subject().as_raw()).map_err(cert_error)?;
+        let key_id = cert
+            .iter_extensions()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+            .unwrap_or_else(|| key_identifier(cert.public_key()));
+        let not_before = cert.validity().not_before.timestamp();
+        let not_after = cert.validity().not_after.timestamp();
+
+        // rustls's errors name the problem, never the key bytes.
+        let key = any_supported_type(key_der).map_err(|e| ForgeError::CaKey(e.to_string()))?;
+        let (scheme, kind, alg) = [
+            (SignatureScheme::ECDSA_NISTP256_SHA256, KeyKind::EcdsaP256, alg_id::ECDSA_SHA256),
+            (SignatureScheme::ECDSA_NISTP384_SHA384, KeyKind::EcdsaP384, alg_id::ECDSA_SHA384),
+            (SignatureScheme::ECDSA_NISTP521_SHA512, KeyKind::EcdsaP521, alg_id::ECDSA_SHA512),
+            (SignatureScheme::ED25519, KeyKind::Ed25519, alg_id::ED25519),
+            (SignatureScheme::RSA_PKCS1_SHA256, KeyKind::Rsa2048, alg_id::RSA_PKCS1_SHA256),
+        ]
+        .into_iter()
+        .find(|(scheme, _, _)| key.choose_scheme(&[*scheme]).is_some())
+        .ok_or_else(|| {
+            ForgeError::CaKey("its type cannot sign certificates here (use ECDSA, Ed25519 or RSA)".into())
+        })?;
+        if let Some(spki) = key.public_key() {
+            let matches = SubjectPublicKeyInfo::from_der(spki.as_ref())
+                .is_ok_and(|(_, k)| k.subject_public_key.data == cert.public_key().subject_public_key.data);
+            if !matches {
+                return Err(ForgeError::CaKey("it does not belong to the CA certificate (public keys differ)".into()));
+            }
+        }
+        Ok(SigningCa {
+            cert_der: cert_der.clone(),
+            subject,
+            not_before,
+            not_after,
+            key_id,
+            key,
+            scheme,
+            kind,
+            signature_algorithm: der(TAG_SEQUENCE, alg.as_ref()),
+        })
+    }
+
+    /// Signs `tbs` (a TBSCertificate) and returns the Certificate DER.
+    fn sign_certificate(&self, tbs: Vec<u8>) -> Result<Vec<u8>, ForgeError> {
+        let signer = self
+            .key
+            .choose_scheme(&[self.scheme])
+            .ok_or_else(|| ForgeError::Signing(format!("the CA key no longer offers {:?}", self.scheme)))?;
+        let signature = signer.sign(&tbs).map_err(|e| ForgeError::Signing(e.to_string()))?;
+        let mut bits = Vec::with_capacity(signature.len() + 1);
+        bits.push(0); // no unused bits
+        bits.extend_from_slice(&signature);
+        let mut body = tbs;
+        body.extend_from_slice(&self.signature_algorithm);
+        put(&mut body, TAG_BIT_STRING, &bits);
+        Ok(der(TAG_SEQUENCE, &body))
+    }
+}
+
+/// Key types of forged leaves and CAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    EcdsaP256,
+    EcdsaP384,
+    EcdsaP521,
+    Ed25519,
+    /// RSA 2048: aws-lc generates it (in tens of ms, far more than ECDSA).
+    Rsa2048,
+}
+
+impl KeyKind {
+    /// The kind of a forged leaf for an original with this public key: the
+    /// same type and curve; RSA of any size becomes RSA 2048; types that
+    /// cannot be generated (DSA, GOST, other curves) become ECDSA P-256.
+    fn for_original(spki: &SubjectPublicKeyInfo<'_>) -> KeyKind {
+        let alg = &spki.algorithm.algorithm;
+        if *alg == OID_PKCS1_RSAENCRYPTION {
+            KeyKind::Rsa2048
+        } else if *alg == OID_SIG_ED25519 {
+            KeyKind::Ed25519
+        } else if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            match spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()) {
+                Some(curve) if curve == OID_NIST_EC_P384 => KeyKind::EcdsaP384,
+                Some(curve) if curve == OID_NIST_EC_P521 => KeyKind::EcdsaP521,
+                Some(curve) if curve == OID_EC_P256 => KeyKind::EcdsaP256,
+                _ => KeyKind::EcdsaP256,
+            }
+        } else {
+            KeyKind::EcdsaP256
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::EcdsaP256 => "ECDSA P-256",
+            KeyKind::EcdsaP384 => "ECDSA P-384",
+            KeyKind::EcdsaP521 => "ECDSA P-521",
+            KeyKind::Ed25519 => "Ed25519",
+            KeyKind::Rsa2048 => "RSA 2048",
+        }
+    }
+
+    fn generate(self) -> Result<KeyPair, ForgeError> {
+        let generated = match self {
+            KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyKind::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyKind::EcdsaP521 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512),
+            KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+            KeyKind::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
+        };
+        generated.map_err(|e| ForgeError::KeyGeneration { kind: self.name(), reason: e.to_string() })
+    }
+}
+
+/// Generates the untrusted CA: same key type and validity as `like`.
+fn generate_untrusted_ca(like: &SigningCa, random: &dyn SecureRandom) -> Result<SigningCa, ForgeError> {
+    let key = like.kind.generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, UNTRUSTED_CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let time = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .map_err(|e| ForgeError::CaCertificate(format!("its validity is out of range ({e})")))
+    };
+    params.not_before = time(like.not_before)?;
+    params.not_after = time(like.not_after)?;
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial(random)?));
+    let cert = params.self_signed(&key).map_err(|e| ForgeError::Signing(format!("the untrusted CA: {e}")))?;
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    SigningCa::new(cert.der().to_vec(), &key_der)
+}
+
+/// Forges one leaf signed by `ca`.
+fn forge_leaf(original: &[u8], ca: &SigningCa, random: &dyn SecureRandom) -> Result<CertifiedKey, ForgeError> {
+    let spec = LeafSpec::copy_of(original, ca)?;
+    spec.build(ca, random)
+}
+
+/// What a forged leaf is made of.
+struct LeafSpec {
+    /// Subject Name, DER.
+    subject: Vec<u8>,
+    /// GeneralName entries (dNSName and iPAddress), DER, concatenated.
+    sans: Vec<u8>,
+    not_before: i64,
+    not_after: i64,
+    kind: KeyKind,
+}
+
+impl LeafSpec {
+    /// The parts of `original` a forged copy keeps, validity clipped to `ca`'s.
+    fn copy_of(original: &[u8], ca: &SigningCa) -> Result<LeafSpec, ForgeError> {
+        let bad = ForgeError::Original;
+        let (rest, cert) =
+            X509Certificate::from_der(original).map_err(|e| bad(format!("not a DER X.509 certificate ({e})")))?;
+        if !rest.is_empty() {
+            return Err(bad(format!("{} bytes follow the certificate", rest.len())));
+        }
+        let subject = checked_name(cert.subject().as_raw()).map_err(bad)?;
+        let mut sans = Vec::new();
+        match cert.subject_alternative_name() {
+            Ok(Some(san)) => {
+                for name in &san.value.general_names {
+                    match name {
+                        GeneralName::DNSName(dns) => put(&mut sans, 0x82, dns.as_bytes()),
+                        GeneralName::IPAddress(ip) if ip.len() == 4 || ip.len() == 16 => put(&mut sans, 0x87, ip),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(bad(format!("its subjectAltName extension is malformed or repeated ({e})"))),
+        }
+        let (not_before, not_after) =
+            clip_validity(cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp(), ca);
+        Ok(LeafSpec { subject, sans, not_before, not_after, kind: KeyKind::for_original(cert.public_key()) })
+    }
+
+    /// Generates the key and signs the leaf with `ca`.
+    fn build(&self, ca: &SigningCa, random: &dyn SecureRandom) -> Result<CertifiedKey, ForgeError> {
+        let key = self.kind.generate()?;
+        let spki = key.public_key_der();
+        let serial = random_serial(random)?;
+
+        let mut tbs = Vec::with_capacity(512 + self.subject.len() + self.sans.len() + ca.subject.len());
+        put(&mut tbs, 0xa0, &[TAG_INTEGER, 0x01, 0x02]); // version v3
+        put(&mut tbs, TAG_INTEGER, &serial);
+        tbs.extend_from_slice(&ca.signature_algorithm);
+        tbs.extend_from_slice(&ca.subject);
+        let mut validity = Vec::with_capacity(34);
+        put_time(&mut validity, self.not_before).map_err(ForgeError::Original)?;
+        put_time(&mut validity, self.not_after).map_err(ForgeError::Original)?;
+        put(&mut tbs, TAG_SEQUENCE, &validity);
+        tbs.extend_from_slice(&self.subject);
+        tbs.extend_from_slice(&spki);
+
+        let mut extensions = Vec::with_capacity(256 + self.sans.len());
+        // basicConstraints: cA FALSE (the default, so an empty SEQUENCE).
+        put_extension(&mut extensions, OID_BASIC_CONSTRAINTS, true, &[TAG_SEQUENCE, 0x00]);
+        // keyUsage: digitalSignature (bit 0), + keyEncipherment (bit 2) for RSA.
+        let key_usage: &[u8] = if self.kind == KeyKind::Rsa2048 {
+            &[TAG_BIT_STRING, 0x02, 0x05, 0xa0]
+        } else {
+            &[TAG_BIT_STRING, 0x02, 0x07, 0x80]
+        };
+        put_extension(&mut extensions, OID_KEY_USAGE, true, key_usage);
+        // extKeyUsage: serverAuth.
+        put_extension(&mut extensions, OID_EXT_KEY_USAGE, false, &der(TAG_SEQUENCE, &der(TAG_OID, OID_SERVER_AUTH)));
+        if !self.sans.is_empty() {
+            // Critical when the subject is empty (RFC 5280 4.2.1.6).
+            let empty_subject = self.subject.len() == 2;
+            put_extension(&mut extensions, OID_SUBJECT_ALT_NAME, empty_subject, &der(TAG_SEQUENCE, &self.sans));
+        }
+        put_extension(&mut extensions, OID_AUTHORITY_KEY_ID, false, &der(TAG_SEQUENCE, &der(0x80, &ca.key_id)));
+        let leaf_key_id = key_identifier_of_spki(&spki);
+        put_extension(&mut extensions, OID_SUBJECT_KEY_ID, false, &der(TAG_OCTET_STRING, &leaf_key_id));
+        put(&mut tbs, 0xa3, &der(TAG_SEQUENCE, &extensions));
+
+        let leaf_der = ca.sign_certificate(der(TAG_SEQUENCE, &tbs))?;
+        let leaf_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing_key = any_supported_type(&leaf_key).map_err(|e| ForgeError::KeyGeneration {
+            kind: self.kind.name(),
+            reason: format!("rustls refused it: {e}"),
+        })?;
+        let chain = vec![CertificateDer::from(leaf_der), CertificateDer::from(ca.cert_der.clone())];
+        Ok(CertifiedKey::new(chain, signing_key))
+    }
+}
+
+/// The original's validity clipped to the CA's. When they do not overlap,
+/// the original's is kept: the chain then fails a time check at every
+/// instant, as a client should see for a certificate the CA cannot cover.
+fn clip_validity(not_before: i64, not_after: i64, ca: &SigningCa) -> (i64, i64) {
+    let clipped = (not_before.max(ca.not_before), not_after.min(ca.not_after));
+    if clipped.0 <= clipped.1 {
+        clipped
+    } else {
+        (not_before, not_after)
+    }
+}
+
+/// A fresh 16-byte positive serial (RFC 5280: at most 20 octets, positive).
+fn random_serial(random: &dyn SecureRandom) -> Result<[u8; 16], ForgeError> {
+    let mut serial = [0u8; 16];
+    random.fill(&mut serial).map_err(|_| ForgeError::Signing("the system random generator failed".into()))?;
+    // Top bit clear (positive), second bit set (no leading zero octet to strip).
+    serial[0] = (serial[0] & 0x3f) | 0x40;
+    Ok(serial)
+}
+
+/// `name` if it is exactly one DER SEQUENCE (a Name as x509-parser keeps it).
+fn checked_name(name: &[u8]) -> Result<Vec<u8>, String> {
+    match der_element_len(name) {
+        Some(len) if name.first() == Some(&TAG_SEQUENCE) && len == name.len() => Ok(name.to_vec()),
+        _ => Err("its subject is not a well-formed DER Name".into()),
+    }
+}
+
+/// Total length (header + content) of the DER element at the start of `bytes`.
+fn der_element_len(bytes: &[u8]) -> Option<usize> {
+    let first = *bytes.get(1)?;
+    let (header, len) = if first < 0x80 {
+        (2, usize::from(first))
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = bytes.get(2..2 + n)?.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (2 + n, len)
+    };
+    header.checked_add(len)
+}
+
+/// A key identifier for a CA without a subjectKeyIdentifier: SHA-256 of its
+/// public key bits, truncated to 160 bits (RFC 7093 method 1).
+fn key_identifier(spki: &SubjectPublicKeyInfo<'_>) -> Vec<u8> {
+    Sha256::digest(&spki.subject_public_key.data)[..20].to_vec()
+}
+
+/// As [`key_identifier`], from SPKI DER (falls back to hashing all of it).
+fn key_identifier_of_spki(spki_der: &[u8]) -> Vec<u8> {
+    match SubjectPublicKeyInfo::from_der(spki_der) {
+        Ok((_, spki)) => key_identifier(&spki),
+        Err(_) => Sha256::digest(spki_der)[..20].to_vec(),
+    }
+}
+
+const TAG_INTEGER: u8 = 0x02;
+const TAG_BIT_STRING: u8 = 0x03;
+const TAG_OCTET_STRING: u8 = 0x04;
+const TAG_OID: u8 = 0x06;
+const TAG_BOOLEAN: u8 = 0x01;
+const TAG_UTC_TIME: u8 = 0x17;
+const TAG_GENERALIZED_TIME: u8 = 0x18;
+const TAG_SEQUENCE: u8 = 0x30;
+
+/// OID contents (no tag/length).
+const OID_SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1d, 0x0e];
+const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
+const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+const OID_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
+const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+/// id-kp-serverAuth, 1.3.6.1.5.5.7.3.1.
+const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// Appends a DER element.
+fn put(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+}
+
+/// A DER element.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 6);
+    put(&mut out, tag, content);
+    out
+}
+
+/// Appends an Extension: SEQUENCE { extnID, critical (only when true), extnValue }.
+fn put_extension(out: &mut Vec<u8>, oid: &[u8], critical: bool, value: &[u8]) {
+    let mut ext = der(TAG_OID, oid);
+    if critical {
+        put(&mut ext, TAG_BOOLEAN, &[0xff]);
+    }
+    put(&mut ext, TAG_OCTET_STRING, value);
+    put(out, TAG_SEQUENCE, &ext);
+}
+
+/// Appends a Time: UTCTime for years 1950 to 2049, else GeneralizedTime (RFC 5280 4.1.2.5).
+fn put_time(out: &mut Vec<u8>, unix_s: i64) -> Result<(), String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix_s)
+        .map_err(|_| format!("its validity ({unix_s} s since 1970) is out of range"))?;
+    let year = t.year();
+    let rest = format!("{:02}{:02}{:02}{:02}{:02}Z", u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second());
+    if (1950..2050).contains(&year) {
+        put(out, TAG_UTC_TIME, format!("{:02}{rest}", year % 100).as_bytes());
+    } else if (0..=9999).contains(&year) {
+        put(out, TAG_GENERALIZED_TIME, format!("{year:04}{rest}").as_bytes());
+    } else {
+        return Err(format!("its validity year {year} cannot be encoded"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{ServerName, UnixTime};
+    use std::time::Duration;
+    use tlsgate_perf::handshake::Pki;
+    use x509_parser::prelude::X509Certificate;
+
+    const Y2024: i64 = 1_704_067_200;
+    const Y2026: i64 = 1_767_225_600;
+    const Y2027: i64 = 1_798_761_600;
+    const Y2060: i64 = 2_840_140_800;
+
+    fn forger(pki: &Pki, capacity: usize) -> Forger {
+        let key = PrivateKeyDer::from_pem_slice(pki.ca_key_pem().as_bytes()).expect("CA key PEM");
+        Forger::new(&pki.ca_cert_der(), key, capacity).expect("forger")
+    }
+
+    /// Verifies `leaf` for `name` at 2026-06-01 against `anchor` (a CA's DER).
+    fn verify(leaf: &[u8], anchor: &[u8], name: &str) -> Result<(), webpki::Error> {
+        let anchor_der = CertificateDer::from(anchor.to_vec());
+        let anchors = [webpki::anchor_from_trusted_cert(&anchor_der)?.to_owned()];
+        let leaf_der = CertificateDer::from(leaf.to_vec());
+        let ee = webpki::EndEntityCert::try_from(&leaf_der)?;
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(Y2026 as u64 + 150 * 86_400));
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &[],
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )?;
+        let server_name = ServerName::try_from(name.to_owned()).expect("name");
+        ee.verify_is_valid_for_subject_name(&server_name)
+    }
+
+    fn parsed(der: &[u8]) -> X509Certificate<'_> {
+        X509Certificate::from_der(der).expect("parses").1
+    }
+
+    fn leaf_of(forged: &CertifiedKey) -> &[u8] {
+        forged.cert[0].as_ref()
+    }
+
+    #[test]
+    fn forged_leaf_verifies_against_the_resigning_ca_only() {
+        let server_pki = Pki::new("Real Server CA");
+        let resign_pki = Pki::new("Inspection CA");
+        let names = ["www.example.com", "example.com", "192.0.2.7"];
+        let original = server_pki.issue(&names, "Example Org", Y2024, Y2027);
+        let mut forger = forger(&resign_pki, 16);
+        let forged = forger.forge(&original.cert_der, true).expect("forged");
+        assert_eq!(forged.cert.len(), 2);
+        assert_eq!(forged.cert[1].as_ref(), resign_pki.ca_cert_der().as_slice());
+        assert!(forged.keys_match().is_ok(), "the key is the leaf's");
+        for name in names {
+            verify(leaf_of(&forged), &resign_pki.ca_cert_der(), name).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(verify(leaf_of(&forged), &server_pki.ca_cert_der(), name).is_err());
+        }
+        assert!(verify(leaf_of(&forged), &resign_pki.ca_cert_der(), "other.example.com").is_err());
+        // The original still verifies against its own CA (the test harness is sound).
+        verify(&original.cert_der, &server_pki.ca_cert_der(), "www.example.com").expect("original verifies");
+    }
+
+    #[test]
+    fn subject_san_and_validity_are_copied() {
+        let server_pki = Pki::new("Real Server CA");
+        let resign_pki = Pki::new("Inspection CA");
+        let original = server_pki.issue(&["a.example", "b.example", "2001:db8::1"], "Org, Inc.", Y2024, Y2027);
+        let forged = forger(&resign_pki, 4).forge(&original.cert_der, true).unwrap();
+        let (o, f) = (parsed(&original.cert_der), parsed(leaf_of(&forged)));
+        assert_eq!(f.subject().as_raw(), o.subject().as_raw(), "subject copied byte for byte");
+        assert_eq!(f.subject().to_string(), o.subject().to_string());
+        let resign_ca_der = resign_pki.ca_cert_der();
+        assert_eq!(f.issuer().as_raw(), parsed(&resign_ca_der).subject().as_raw());
+        let san = |c: &X509Certificate<'_>| {
+            format!("{:?}", c.subject_alternative_name().unwrap().unwrap().value.general_names)
+        };
+        assert_eq!(san(&f), san(&o));
+        assert_eq!(f.validity().not_before.timestamp(), Y2024);
+        assert_eq!(f.validity().not_after.timestamp(), Y2027);
+        assert_ne!(f.serial, o.serial, "fresh serial");
+        assert_ne!(f.public_key().raw, o.public_key().raw, "fresh key");
+        assert!(!f.basic_constraints().unwrap().unwrap().value.ca);
+        let ku = f.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && !ku.key_encipherment() && !ku.key_cert_sign());
+        assert!(f.extended_key_usage().unwrap().unwrap().value.server_auth);
+        let aki = f
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
+                _ => None,
+            })
+            .expect("AKI");
+        let ca_ski = parsed(&resign_ca_der)
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+                _ => None,
+            })
+            .expect("CA SKI");
+        assert_eq!(aki, ca_ski);
+    }
+
+    #[test]
+    fn a_subject_with_repeated_attributes_is_copied_whole() {
+        // rcgen keeps one value per attribute type, so the original is built
+        // here: CN, two OUs (PrintableString, then UTF8String), O; issued by
+        // the server's CA through this module's own leaf builder.
+        let server_pki = Pki::new("Real Server CA");
+        let server_key = PrivateKeyDer::from_pem_slice(server_pki.ca_key_pem().as_bytes()).unwrap();
+        let server_ca = SigningCa::new(server_pki.ca_cert_der(), &server_key).unwrap();
+        let mut name = Vec::new();
+        for (oid, tag, value) in [
+            (&[0x55, 0x04, 0x03][..], 0x0c, "multi.example"),
+            (&[0x55, 0x04, 0x0b][..], 0x13, "Unit One"),
+            (&[0x55, 0x04, 0x0b][..], 0x0c, "Unit Two"),
+            (&[0x55, 0x04, 0x0a][..], 0x0c, "Org"),
+        ] {
+            let mut atv = der(TAG_OID, oid);
+            put(&mut atv, tag, value.as_bytes());
+            put(&mut name, 0x31, &der(TAG_SEQUENCE, &atv));
+        }
+        let subject = der(TAG_SEQUENCE, &name);
+        let spec = LeafSpec {
+            subject: subject.clone(),
+            sans: der(0x82, b"multi.example"),
+            not_before: Y2024,
+            not_after: Y2027,
+            kind: KeyKind::EcdsaP384,
+        };
+        let random = rustls::crypto::aws_lc_rs::default_provider().secure_random;
+        let original = spec.build(&server_ca, random).unwrap().cert[0].as_ref().to_vec();
+        verify(&original, &server_pki.ca_cert_der(), "multi.example").expect("hand-built original verifies");
+
+        let resign_pki = Pki::new("Inspection CA");
+        let forged = forger(&resign_pki, 4).forge(&original, true).unwrap();
+        let f = parsed(leaf_of(&forged));
+        assert_eq!(f.subject().as_raw(), subject.as_slice());
+        assert_eq!(f.subject().iter_organizational_unit().count(), 2);
+        assert_eq!(KeyKind::for_original(f.public_key()), KeyKind::EcdsaP384);
+        verify(leaf_of(&forged), &resign_pki.ca_cert_der(), "multi.example").unwrap();
+    }
+
+    #[test]
+    fn validity_is_clipped_to_the_ca() {
+        let server_pki = Pki::new("Real Server CA");
+        // Pki's CA runs 2020..2050; the original runs to 2060.
+        let original = server_pki.issue(&["long.example"], "Org", Y2024, Y2060);
+        let resign_pki = Pki::new("Inspection CA");
+        let forged = forger(&resign_pki, 4).forge(&original.cert_der, true).unwrap();
+        let f = parsed(leaf_of(&forged));
+        assert_eq!(f.validity().not_before.timestamp(), Y2024);
+        assert_eq!(f.validity().not_after.timestamp(), 2_524_608_000, "clipped to the CA's notAfter (2050)");
+
+        // A CA valid 2025..2027 (made with rcgen directly) clips both ends.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "Short CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(1_735_689_600).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(Y2027).unwrap();
+        let ca = params.self_signed(&key).unwrap();
+        let ca_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut short = Forger::new(ca.der(), ca_key, 4).unwrap();
+        let forged = short.forge(&original.cert_der, true).unwrap();
+        let f = parsed(leaf_of(&forged));
+        assert_eq!(f.validity().not_before.timestamp(), 1_735_689_600);
+        assert_eq!(f.validity().not_after.timestamp(), Y2027);
+        verify(leaf_of(&forged), ca.der(), "long.example").unwrap();
+        // The untrusted CA has the configured CA's validity.
+        let u = parsed(short.untrusted_ca_der());
+        assert_eq!(u.validity().not_after.timestamp(), Y2027);
+    }
+
+    #[test]
+    fn key_type_follows_the_original() {
+        let server_pki = Pki::new("Real Server CA");
+        let resign_pki = Pki::new("Inspection CA");
+        let mut forger = forger(&resign_pki, 8);
+        let ec = server_pki.issue(&["ec.example"], "Org", Y2024, Y2027);
+        let forged = forger.forge(&ec.cert_der, true).unwrap();
+        assert_eq!(KeyKind::for_original(parsed(leaf_of(&forged)).public_key()), KeyKind::EcdsaP256);
+        assert_eq!(forged.key.algorithm(), rustls::SignatureAlgorithm::ECDSA);
+
+        for (alg, kind) in [
+            (&rcgen::PKCS_ECDSA_P384_SHA384, KeyKind::EcdsaP384),
+            (&rcgen::PKCS_ED25519, KeyKind::Ed25519),
+            (&rcgen::PKCS_RSA_SHA256, KeyKind::Rsa2048),
+        ] {
+            let key = if kind == KeyKind::Rsa2048 {
+                KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_4096).unwrap()
+            } else {
+                KeyPair::generate_for(alg).unwrap()
+            };
+            let mut params = CertificateParams::new(vec!["typed.example".to_owned()]).unwrap();
+            params.not_before = time::OffsetDateTime::from_unix_timestamp(Y2024).unwrap();
+            params.not_after = time::OffsetDateTime::from_unix_timestamp(Y2027).unwrap();
+            let original = params.self_signed(&key).unwrap();
+            let spent_before = forger.stats().forge_ns;
+            let forged = forger.forge(original.der(), false).unwrap();
+            eprintln!("forge cost, {} original: {} us", kind.name(), (forger.stats().forge_ns - spent_before) / 1000);
+            let f = parsed(leaf_of(&forged));
+            assert_eq!(KeyKind::for_original(f.public_key()), kind);
+            if kind == KeyKind::Rsa2048 {
+                assert_eq!(f.public_key().parsed().unwrap().key_size(), 2048, "RSA 4096 becomes RSA 2048");
+                assert!(f.key_usage().unwrap().unwrap().value.key_encipherment());
+            }
+            assert!(forged.keys_match().is_ok());
+            verify(leaf_of(&forged), forger.untrusted_ca_der(), "typed.example").unwrap();
+        }
+    }
+
+    #[test]
+    fn other_ca_key_types_sign_and_the_untrusted_ca_follows_them() {
+        let original = Pki::new("Real Server CA").issue(&["kinds.example"], "Org", Y2024, Y2027);
+        for (alg, kind) in [
+            (&rcgen::PKCS_ECDSA_P384_SHA384, KeyKind::EcdsaP384),
+            (&rcgen::PKCS_ED25519, KeyKind::Ed25519),
+            (&rcgen::PKCS_RSA_SHA256, KeyKind::Rsa2048),
+        ] {
+            let key = if kind == KeyKind::Rsa2048 {
+                KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_2048).unwrap()
+            } else {
+                KeyPair::generate_for(alg).unwrap()
+            };
+            let mut params = CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, format!("{} CA", kind.name()));
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+            let ca = params.self_signed(&key).unwrap();
+            let ca_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            let mut forger = Forger::new(ca.der(), ca_key, 4).unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            assert_eq!(KeyKind::for_original(parsed(forger.untrusted_ca_der()).public_key()), kind);
+            let trusted = forger.forge(&original.cert_der, true).unwrap();
+            verify(leaf_of(&trusted), ca.der(), "kinds.example").unwrap_or_else(|e| panic!("{}: {e:?}", kind.name()));
+            assert!(verify(leaf_of(&trusted), forger.untrusted_ca_der(), "kinds.example").is_err());
+            let untrusted = forger.forge(&original.cert_der, false).unwrap();
+            verify(leaf_of(&untrusted), forger.untrusted_ca_der(), "kinds.example").unwrap();
+            assert!(verify(leaf_of(&untrusted), ca.der(), "kinds.example").is_err());
+            assert_eq!(KeyKind::for_original(parsed(leaf_of(&trusted)).public_key()), KeyKind::EcdsaP256);
+        }
+    }
+
+    #[test]
+    fn untrusted_copies_verify_only_against_the_untrusted_ca() {
+        let server_pki = Pki::new("Real Server CA");
+        let resign_pki = Pki::new("Inspection CA");
+        let original = server_pki.issue(&["selfish.example"], "Org", Y2024, Y2027);
+        let mut forger = forger(&resign_pki, 8);
+        let forged = forger.forge(&original.cert_der, false).unwrap();
+        assert!(verify(leaf_of(&forged), &resign_pki.ca_cert_der(), "selfish.example").is_err());
+        verify(leaf_of(&forged), forger.untrusted_ca_der(), "selfish.example").unwrap();
+        assert_eq!(forged.cert[1].as_ref(), forger.untrusted_ca_der());
+        let u = parsed(forger.untrusted_ca_der());
+        assert_eq!(u.subject().iter_common_name().next().unwrap().as_str().unwrap(), UNTRUSTED_CA_NAME);
+        assert_eq!(
+            KeyKind::for_original(u.public_key()),
+            KeyKind::for_original(parsed(&resign_pki.ca_cert_der()).public_key())
+        );
+        // Trusted and untrusted copies of one original are cached apart.
+        let trusted = forger.forge(&original.cert_der, true).unwrap();
+        assert!(!Arc::ptr_eq(&trusted, &forged));
+        assert_eq!(forger.stats().cached, 2);
+    }
+
+    #[test]
+    fn second_forge_is_a_cache_hit_and_capacity_holds() {
+        let server_pki = Pki::new("Real Server CA");
+        let resign_pki = Pki::new("Inspection CA");
+        let mut forger = forger(&resign_pki, 3);
+        let originals: Vec<_> =
+            (0..5).map(|i| server_pki.issue(&[&format!("h{i}.example")], "Org", Y2024, Y2027)).collect();
+        let first = forger.forge(&originals[0].cert_der, true).unwrap();
+        let again = forger.forge(&originals[0].cert_der, true).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let stats = forger.stats();
+        assert_eq!((stats.forged, stats.hits, stats.cached), (1, 1, 1));
+        for original in &originals[1..] {
+            forger.forge(&original.cert_der, true).unwrap();
+        }
+        let stats = forger.stats();
+        assert_eq!((stats.forged, stats.cached, stats.evicted), (5, 3, 2));
+        // The oldest (0 and 1) went; 4 is still cached.
+        let latest = forger.forge(&originals[4].cert_der, true).unwrap();
+        assert_eq!(forger.stats().hits, 2);
+        let refreshed = forger.forge(&originals[0].cert_der, true).unwrap();
+        assert!(!Arc::ptr_eq(&refreshed, &first), "evicted, so forged anew");
+        assert!(!Arc::ptr_eq(&refreshed, &latest));
+        assert_eq!(forger.stats().cached, 3);
+        assert!(forger.stats().forge_ns > 0);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let resign_pki = Pki::new("Inspection CA");
+        let mut forger = forger(&resign_pki, 4);
+        let original = Pki::new("Server CA").issue(&["g.example"], "Org", Y2024, Y2027).cert_der;
+        let mut inputs: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x30],
+            vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            vec![0x30, 0x00],
+            b"not a certificate".to_vec(),
+            original[..original.len() / 2].to_vec(),
+            [original.as_slice(), &[0u8]].concat(),
+        ];
+        // Every single-byte corruption of a real certificate.
+        for i in 0..original.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = original.clone();
+                bad[i] ^= flip;
+                inputs.push(bad);
+            }
+        }
+        let mut errors = 0;
+        for input in &inputs {
+            if let Err(e) = forger.forge(input, true) {
+                assert!(!e.to_string().is_empty());
+                errors += 1;
+            }
+        }
+        assert!(errors >= 7, "at least the hand-made garbage fails");
+        let e = forger.forge(b"junk", true).unwrap_err();
+        assert!(e.to_string().starts_with("the server's certificate cannot be re-signed"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_ca_is_refused_with_a_reason() {
+        let pki = Pki::new("Inspection CA");
+        let other = Pki::new("Other CA");
+        let key = |p: &Pki| PrivateKeyDer::from_pem_slice(p.ca_key_pem().as_bytes()).unwrap();
+        let mismatch = Forger::new(&pki.ca_cert_der(), key(&other), 4).err().expect("mismatch refused");
+        assert!(mismatch.to_string().contains("does not belong"), "{mismatch}");
+        let leaf = pki.issue(&["leaf.example"], "Org", Y2024, Y2027);
+        let leaf_key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let not_ca = Forger::new(&leaf.cert_der, leaf_key, 4).err().expect("leaf refused");
+        assert!(not_ca.to_string().contains("not a CA"), "{not_ca}");
+        let garbage = Forger::new(b"nope", key(&pki), 4).err().expect("garbage refused");
+        assert!(matches!(garbage, ForgeError::CaCertificate(_)));
+    }
+
+    #[test]
+    fn mean_forge_cost() {
+        let server_pki = Pki::new("Real Server CA");
+        let resign_pki = Pki::new("Inspection CA");
+        let mut forger = forger(&resign_pki, 64);
+        let originals: Vec<_> =
+            (0..50).map(|i| server_pki.issue(&[&format!("cost{i}.example")], "Org", Y2024, Y2027)).collect();
+        for original in &originals {
+            forger.forge(&original.cert_der, true).unwrap();
+        }
+        let stats = forger.stats();
+        assert_eq!(stats.forged, 50);
+        eprintln!(
+            "forge cost: {:.1} us mean over 50 forges (ECDSA P-256 leaf, P-256 CA)",
+            stats.forge_ns as f64 / 50.0 / 1000.0
+        );
+    }
+}
