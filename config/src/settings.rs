@@ -133,6 +133,14 @@ pub struct FlowSettings {
     /// How long a flow is kept after FIN from both sides or RST, seconds.
     #[serde(default = "default_closed_timeout")]
     pub closed_timeout: u32,
+    /// Servers remembered per worker by the server identity cache (what a
+    /// server's certificate was, so that the next session to it can be
+    /// judged on it at the ClientHello); 0 turns the cache off.
+    #[serde(default = "default_server_cache")]
+    pub server_cache: u32,
+    /// How long the server identity cache trusts what it learned, seconds.
+    #[serde(default = "default_server_cache_ttl")]
+    pub server_cache_ttl: u32,
 }
 
 /// Policy for new flows when the table is full.
@@ -178,6 +186,12 @@ fn default_decided_timeout() -> u32 {
 fn default_closed_timeout() -> u32 {
     10
 }
+fn default_server_cache() -> u32 {
+    16_384
+}
+fn default_server_cache_ttl() -> u32 {
+    3600
+}
 
 impl Default for FlowSettings {
     fn default() -> Self {
@@ -189,6 +203,8 @@ impl Default for FlowSettings {
             inspecting_timeout: default_inspect_timeout(),
             decided_timeout: default_decided_timeout(),
             closed_timeout: default_closed_timeout(),
+            server_cache: default_server_cache(),
+            server_cache_ttl: default_server_cache_ttl(),
         }
     }
 }

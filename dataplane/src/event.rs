@@ -46,6 +46,9 @@ pub struct SessionEvent {
     pub monitor_rules: Vec<String>,
     /// Facts that never came and made conditions not match.
     pub missing_facts: Vec<&'static str>,
+    /// Where the server facts came from: `handshake`, `cache` (the server
+    /// identity cache, at the ClientHello) or `unknown`.
+    pub server_identity: &'static str,
 }
 
 /// `2026-11-28T03:14:15.123456+0000`, EVE's timestamp form.
@@ -150,6 +153,7 @@ impl SessionEvent {
                 "monitor_rules": self.monitor_rules,
                 "cert_status": self.cert_status.map(|s| s.names()),
                 "missing_facts": self.missing_facts,
+                "server_identity": self.server_identity,
             }),
         );
         Value::Object(o)

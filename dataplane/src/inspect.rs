@@ -12,6 +12,7 @@ use tlsgate_config::{FlowSettings, Midstream, WhenFull};
 
 use crate::event::SessionEvent;
 use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::identity::{ServerIdentity, ServerIdentityCache, ServerKey};
 use crate::packet::{tcp_flags, to_ip, TcpFrame};
 use crate::tls::certificate::certificate_facts;
 use crate::tls::status::CertVerifier;
@@ -188,6 +189,32 @@ struct Session {
     monitors: Vec<usize>,
     tls_seen: bool,
     bytes_seen: bool,
+    /// Where the server facts the decision used came from.
+    server_identity: ServerIdentitySource,
+    /// A decrypt decision came only after the ClientHello.
+    decided_late: bool,
+}
+
+/// Where a session's server facts came from, for the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerIdentitySource {
+    /// Not known when the session was decided.
+    Unknown,
+    /// From the server identity cache, at the ClientHello.
+    Cache,
+    /// From this session's own handshake.
+    Handshake,
+}
+
+impl ServerIdentitySource {
+    /// The name in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerIdentitySource::Unknown => "unknown",
+            ServerIdentitySource::Cache => "cache",
+            ServerIdentitySource::Handshake => "handshake",
+        }
+    }
 }
 
 /// The resolution of a session: what to do with the flow, and the event.
@@ -205,6 +232,11 @@ struct Resolution {
 pub struct Inspector {
     table: FlowTable<FlowEntry>,
     certificates: CertificateCache,
+    /// What servers' certificates were, learned from earlier handshakes
+    /// (TLS <= 1.2 shows the certificate), so that a session's server facts
+    /// are known at its ClientHello. Per worker, like everything here: a
+    /// server seen by another worker is learned again.
+    identities: Option<ServerIdentityCache>,
     policy: Arc<Policy>,
     verifier: CertVerifier,
     settings: FlowSettings,
@@ -236,6 +268,9 @@ impl Inspector {
         Ok(Inspector {
             table: FlowTable::new(settings.capacity as usize),
             certificates: CertificateCache::default(),
+            identities: (settings.server_cache > 0).then(|| {
+                ServerIdentityCache::new(settings.server_cache as usize, settings.server_cache_ttl as u64 * NS)
+            }),
             policy,
             verifier,
             settings: settings.clone(),
@@ -386,6 +421,8 @@ impl Inspector {
             monitors: Vec::new(),
             tls_seen: false,
             bytes_seen: false,
+            server_identity: ServerIdentitySource::Unknown,
+            decided_late: false,
         }
     }
 
@@ -514,6 +551,7 @@ impl Inspector {
                         ));
                     }
                     if first {
+                        self.recall_server(s, now);
                         if let Some(r) = self.evaluate(s, false) {
                             return Some(r);
                         }
@@ -533,6 +571,11 @@ impl Inspector {
                         s.facts.certificate = self.certificates.facts(leaf);
                         let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
                         s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+                        // A decision already taken on cached facts keeps saying so.
+                        if s.server_identity == ServerIdentitySource::Unknown {
+                            s.server_identity = ServerIdentitySource::Handshake;
+                        }
+                        self.learn_server(s, chain, now);
                     }
                     server_ready |= s.facts.server_hello.is_some();
                 }
@@ -576,6 +619,42 @@ impl Inspector {
         server_ready.then(|| self.server_phase_done(s))
     }
 
+    /// At the ClientHello: the server's certificate facts from the server
+    /// identity cache, if an earlier handshake showed them. The status is
+    /// judged again at this packet's time.
+    fn recall_server(&mut self, s: &mut Session, now: u64) {
+        let Some(cache) = &mut self.identities else { return };
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
+        let key = ServerKey::new(s.facts.flow.dest_ip, s.facts.flow.dest_port, sni.as_deref());
+        let Some(known) = cache.get(&key, now) else { return };
+        if known.certificate.is_none() {
+            return;
+        }
+        let (certificate, chain) = (known.certificate.clone(), known.chain.clone());
+        s.facts.certificate = certificate;
+        s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+        s.server_identity = ServerIdentitySource::Cache;
+    }
+
+    /// After a certificate was seen: what the cache remembers of this server.
+    fn learn_server(&mut self, s: &Session, chain: Vec<Vec<u8>>, now: u64) {
+        let Some(cache) = &mut self.identities else { return };
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.as_deref());
+        let key = ServerKey::new(s.facts.flow.dest_ip, s.facts.flow.dest_port, sni);
+        cache.learn(
+            key,
+            ServerIdentity {
+                certificate: s.facts.certificate.clone(),
+                chain,
+                cert_status: s.facts.cert_status,
+                version: s.facts.server_hello.as_ref().and_then(|h| h.version),
+                cipher_suite: s.facts.server_hello.as_ref().map(|h| h.cipher_suite),
+                client_cert_requested: s.facts.client_cert_requested,
+                learned_at_ns: now,
+            },
+        );
+    }
+
     /// Evaluates the policy; `None` while it waits for a later phase.
     fn evaluate(&mut self, s: &mut Session, last: bool) -> Option<Resolution> {
         match s.policy.evaluate(&s.facts, last) {
@@ -586,6 +665,7 @@ impl Inspector {
             Evaluation::Decided(d) => match d.action {
                 Action::DecryptKnownKey { .. } | Action::DecryptResign { .. } => {
                     if last {
+                        s.decided_late = true;
                         Some(self.carry_out_decrypt(s, d))
                     } else {
                         s.decrypt = Some(d);
@@ -629,7 +709,10 @@ impl Inspector {
         };
         match reason {
             Some(u) => {
-                let why = format!("rule {rule_name:?} asks for {expected}, but the session cannot be decrypted: {}", u.name());
+                let why = format!(
+                    "rule {rule_name:?} asks for {expected}, but the session cannot be decrypted: {}",
+                    u.name()
+                );
                 let mut r = self.undecryptable(s, u, expected, d.rule, why);
                 r.monitors = d.monitor_rules;
                 r
@@ -638,9 +721,17 @@ impl Inspector {
                 action: FinalAction::DoNotDecrypt,
                 expected,
                 rule: d.rule,
-                reason: format!(
-                    "rule {rule_name:?} asks for {expected}; carried out as do-not-decrypt: this build has no decrypting slow path"
-                ),
+                reason: if s.decided_late {
+                    format!(
+                        "rule {rule_name:?} asks for {expected}, but the server identity was unknown at the ClientHello, \
+                         where a decryption has to begin (the cache has learned it for later sessions when the \
+                         certificate was visible)"
+                    )
+                } else {
+                    format!(
+                        "rule {rule_name:?} asks for {expected}; carried out as do-not-decrypt: this build has no decrypting slow path"
+                    )
+                },
                 monitors: d.monitor_rules,
                 missing: d.missing_facts,
                 event_type: "tls",
@@ -779,7 +870,7 @@ impl Inspector {
         if r.expected.starts_with("decrypt") {
             self.counters.decrypt_asked += 1;
         }
-        let Session { flow_id, facts, alerts, policy, .. } = *s;
+        let Session { flow_id, facts, alerts, policy, server_identity, .. } = *s;
         let names = |v: &[usize]| v.iter().map(|&i| policy.rules()[i].name.clone()).collect::<Vec<_>>();
         out.events.push(SessionEvent {
             timestamp_ns: now,
@@ -798,6 +889,7 @@ impl Inspector {
             reason: r.reason,
             monitor_rules: names(&r.monitors),
             missing_facts: r.missing,
+            server_identity: server_identity.name(),
         });
     }
 }

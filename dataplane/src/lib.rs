@@ -8,6 +8,7 @@
 pub mod dpdk;
 pub mod event;
 pub mod flow;
+pub mod identity;
 pub mod inspect;
 pub mod packet;
 pub mod runtime;

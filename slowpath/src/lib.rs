@@ -8,8 +8,7 @@
 //! [`tcp`], the endpoint that takes over one side of a TCP connection from the
 //! state observed on the wire (RFC 6298 timer, fast retransmit, windows with
 //! scaling and back-pressure, timestamps continuing the impersonated clock,
-//! PAWS, RFC 5961 resets); [`identity`], the server identity cache (Firepower's session data cache)
-//! and the exclusion cache; [`forge`], re-signed certificates and their cache;
+//! PAWS, RFC 5961 resets); [`forge`], re-signed certificates and their cache;
 //! [`relay`], rustls facing both peers with the plaintext moved between them
 //! (ALPN as the server chose it, key log, client-auth and pinning detection).
 //! Not yet wired to the data plane: until it is, the fast path carries out
@@ -19,6 +18,5 @@
 #![warn(missing_docs)]
 
 pub mod forge;
-pub mod identity;
 pub mod relay;
 pub mod tcp;

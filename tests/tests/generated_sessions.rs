@@ -236,6 +236,9 @@ cert_status = { valid = true }
     );
     // A certificate object, with the version condition.
     let mut s = tls12(spec(1009, "expired.test", &expired));
+    // Another address: the server identity cache learned 10.9.0.1's
+    // expired.test from session 1002, another certificate.
+    s.server = (ip("10.9.0.9"), 443);
     s.mss = 7;
     s.reorder = true;
     s.retransmit = true;
@@ -284,7 +287,10 @@ cert_status = { valid = true }
         Some(vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]);
     add(s, case(1018, "block", "block", Some("wildcard-sni-tls12-chacha"), "matched", None));
     // TLS 1.3: the certificate is never seen; certificate rules cannot match.
-    add(spec(1019, "valid.test", &valid), case(1019, "do-not-decrypt", "do-not-decrypt", None, "never seen", None));
+    // (A server the identity cache has not seen: 10.9.0.1 was learned from session 1001.)
+    let mut s = spec(1019, "valid.test", &valid);
+    s.server = (ip("10.9.0.19"), 443);
+    add(s, case(1019, "do-not-decrypt", "do-not-decrypt", None, "never seen", None));
 
     frames.sort_by_key(|f| f.unix_ns);
     let pcap = dir.path("generated.pcap");
@@ -493,4 +499,85 @@ cert_status = { invalid-crl = true }
     assert!(p(4001)["cert_status"].as_array().unwrap().iter().any(|s| s == "invalid-crl"), "{}", p(4001));
     assert_eq!(p(4002)["rule"], "unparseable", "{}", p(4002));
     assert!(p(4002)["cert_status"].as_array().unwrap().iter().any(|s| s == "invalid-certificate"));
+}
+
+/// The server identity cache: a TLS 1.2 handshake shows the server's
+/// certificate, and the next session to that server (even TLS 1.3, which
+/// hides it) is judged on it at its ClientHello.
+#[test]
+fn the_server_identity_cache_judges_the_next_session_at_its_client_hello() {
+    let dir = Scratch::new("identity-cache");
+    let root = Pki::new("Test Root");
+    let expired = root.issue(&["old.test"], "Old Org", NOW - 400 * DAY, NOW - DAY);
+    let late = root.issue(&["late.test"], "Late Org", NOW - DAY, NOW + DAY);
+    let fresh = root.issue(&["new.test"], "New Org", NOW - DAY, NOW + DAY);
+    std::fs::write(dir.path("root.pem"), root.ca_cert_pem()).unwrap();
+    std::fs::write(dir.path("ca.pem"), root.ca_cert_pem()).unwrap();
+    write_secret(&dir.path("ca.key"), &root.ca_key_pem());
+    std::fs::write(
+        dir.path("policy.toml"),
+        r#"
+[policy]
+default_action = "do-not-decrypt"
+
+[trust]
+ca_files = ["root.pem"]
+
+[[ca]]
+name = "resigner"
+cert = "ca.pem"
+key = "ca.key"
+
+[[rule]]
+name = "expired"
+action = "block"
+cert_status = { expired = true }
+
+[[rule]]
+name = "decrypt-late-org"
+action = "decrypt-resign"
+ca = "resigner"
+subject = ["O=Late Org"]
+"#,
+    )
+    .unwrap();
+    let mut t = NOW as u64 * 1_000_000_000;
+    let mut frames = Vec::new();
+    let mut add = |port: u16, server: &str, sni: &str, leaf: &Leaf, v: TlsVersionChoice| {
+        let mut s = SessionSpec::new(
+            (ip("10.1.0.5"), port),
+            (ip(server), 443),
+            Some(sni),
+            vec![leaf.cert_der.clone()],
+            leaf.key_der.clone(),
+        );
+        s.version = v;
+        s.start_unix_ns = t;
+        t += 200_000_000;
+        frames.extend(tls_session(&s).unwrap());
+    };
+    add(5001, "10.9.0.1", "old.test", &expired, TlsVersionChoice::Tls12); // learns
+    add(5002, "10.9.0.1", "old.test", &expired, TlsVersionChoice::Tls13); // judged from the cache
+    add(5003, "10.9.0.3", "new.test", &fresh, TlsVersionChoice::Tls13); // never seen: unknown
+    add(5004, "10.9.0.2", "late.test", &late, TlsVersionChoice::Tls12); // decrypt decided too late
+    add(5005, "10.9.0.2", "late.test", &late, TlsVersionChoice::Tls12); // decided at the ClientHello
+    frames.sort_by_key(|f| f.unix_ns);
+    let pcap = dir.path("cache.pcap");
+    write_pcap(&pcap, &frames).unwrap();
+
+    let _g = dpdk_lock();
+    let r = replay(&pcap, Some(&dir.path("policy.toml")), &dir);
+    let p = |port: u16| r.event_from_port(port)["policy"].clone();
+    assert_eq!(p(5001)["rule"], "expired", "{}", p(5001));
+    assert_eq!(p(5001)["server_identity"], "handshake");
+    assert_eq!(p(5002)["rule"], "expired", "TLS 1.3 judged on the cached certificate: {}", p(5002));
+    assert_eq!(p(5002)["server_identity"], "cache");
+    assert_eq!(p(5002)["actual_action"], "block");
+    assert_eq!(p(5003)["server_identity"], "unknown", "{}", p(5003));
+    assert!(p(5003)["rule"].is_null());
+    assert_eq!(p(5004)["expected_action"], "decrypt-resign", "{}", p(5004));
+    assert!(p(5004)["reason"].as_str().unwrap().contains("server identity was unknown"), "{}", p(5004));
+    assert_eq!(p(5005)["expected_action"], "decrypt-resign", "{}", p(5005));
+    assert_eq!(p(5005)["server_identity"], "cache");
+    assert!(p(5005)["reason"].as_str().unwrap().contains("no decrypting slow path"), "{}", p(5005));
 }
