@@ -641,6 +641,10 @@ impl Inspector {
         let Some(cache) = &mut self.identities else { return };
         let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.as_deref());
         let key = ServerKey::new(s.facts.flow.dest_ip, s.facts.flow.dest_port, sni);
+        // Servers show the same certificate session after session: nothing to learn.
+        if cache.get(&key, now).is_some_and(|known| known.chain.first() == chain.first()) {
+            return;
+        }
         cache.learn(
             key,
             ServerIdentity {
