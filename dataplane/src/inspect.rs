@@ -727,9 +727,9 @@ impl Inspector {
                 rule: d.rule,
                 reason: if s.decided_late {
                     format!(
-                        "rule {rule_name:?} asks for {expected}, but the server identity was unknown at the ClientHello, \
-                         where a decryption has to begin (the cache has learned it for later sessions when the \
-                         certificate was visible)"
+                        "rule {rule_name:?} asks for {expected}, but it needs server facts: server identity unknown \
+                         at the ClientHello, where a decryption has to begin (the server identity cache has learned \
+                         it for later sessions where the certificate was visible)"
                     )
                 } else {
                     format!(

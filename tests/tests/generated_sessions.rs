@@ -576,7 +576,7 @@ subject = ["O=Late Org"]
     assert_eq!(p(5003)["server_identity"], "unknown", "{}", p(5003));
     assert!(p(5003)["rule"].is_null());
     assert_eq!(p(5004)["expected_action"], "decrypt-resign", "{}", p(5004));
-    assert!(p(5004)["reason"].as_str().unwrap().contains("server identity was unknown"), "{}", p(5004));
+    assert!(p(5004)["reason"].as_str().unwrap().contains("server identity unknown"), "{}", p(5004));
     assert_eq!(p(5005)["expected_action"], "decrypt-resign", "{}", p(5005));
     assert_eq!(p(5005)["server_identity"], "cache");
     assert!(p(5005)["reason"].as_str().unwrap().contains("no decrypting slow path"), "{}", p(5005));
