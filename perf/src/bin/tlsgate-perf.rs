@@ -68,6 +68,19 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Re-signing: the cost of forging one certificate (a cache miss) and of
+    /// a cache hit, over servers that repeat as real traffic's do.
+    Forge {
+        /// Distinct server certificates.
+        #[arg(long, default_value_t = 200)]
+        servers: usize,
+        /// Sessions, spread over the servers (Zipf-like: a few are most of them).
+        #[arg(long, default_value_t = 20000)]
+        sessions: usize,
+        /// Forged certificates the cache keeps.
+        #[arg(long, default_value_t = 1024)]
+        cache: usize,
+    },
     /// One handshake measurement in this process (used by `handshakes`).
     HandshakesChild {
         #[arg(long)]
@@ -136,6 +149,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Forward { workers, seconds, rounds, pmd, json } => forward(&pmd, &workers, seconds, rounds.max(1), json),
+        Cmd::Forge { servers, sessions, cache } => forge(servers, sessions, cache),
         Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
             handshakes(&pcap, rules, seconds, rounds.max(1), json)
         }
@@ -490,6 +504,57 @@ fn handshakes_child(
         sessions_per_second: sessions as f64 / secs,
         cycles_per_packet: cycles as f64 / packets.max(1) as f64,
     })
+}
+
+fn forge(servers: usize, sessions: usize, cache: usize) {
+    use rustls_pki_types::pem::PemObject;
+    use tlsgate_perf::handshake::Pki;
+    use tlsgate_slowpath::forge::Forger;
+    let servers = servers.max(1);
+    let origin = Pki::new("Origin CA");
+    let resign = Pki::new("Inspection CA");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(resign.ca_key_pem().as_bytes()).expect("rcgen PEM");
+    let mut forger = Forger::new(&resign.ca_cert_der(), key, cache).expect("a forger for a fresh CA");
+    let now = tlsgate_perf::handshake::DEFAULT_START_UNIX_S as i64;
+    let leaves: Vec<_> = (0..servers)
+        .map(|i| origin.issue(&[&format!("server{i}.example")], "Org", now - 86_400, now + 365 * 86_400))
+        .collect();
+    // Server popularity ~ 1/rank, as in real traffic.
+    let weights: Vec<f64> = (1..=servers).map(|r| 1.0 / r as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let started = std::time::Instant::now();
+    let mut hit_ns = 0u128;
+    let mut hits = 0u64;
+    for _ in 0..sessions {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut pick = (x >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut i = 0;
+        while i + 1 < servers && pick >= weights[i] {
+            pick -= weights[i];
+            i += 1;
+        }
+        let before = forger.stats().hits;
+        let t = std::time::Instant::now();
+        forger.forge(&leaves[i].cert_der, true).expect("forging a well-formed leaf");
+        if forger.stats().hits > before {
+            hit_ns += t.elapsed().as_nanos();
+            hits += 1;
+        }
+    }
+    let st = forger.stats();
+    println!("re-signing, {sessions} sessions over {servers} servers (popularity ~ 1/rank), cache of {cache}");
+    println!(
+        "  forged (misses): {}, cache hits: {} ({:.1}%)",
+        st.forged,
+        st.hits,
+        st.hits as f64 / sessions as f64 * 100.0
+    );
+    println!("  one forge (ECDSA P-256 leaf, P-256 CA): {:.1} us", st.forge_ns as f64 / st.forged.max(1) as f64 / 1e3);
+    println!("  one cache hit: {:.2} us", hit_ns as f64 / hits.max(1) as f64 / 1e3);
+    println!("  total: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
 }
 
 /// Whether free 2 MiB hugepages are reserved.
