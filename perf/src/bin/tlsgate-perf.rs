@@ -80,6 +80,9 @@ enum Cmd {
         /// Forged certificates the cache keeps.
         #[arg(long, default_value_t = 1024)]
         cache: usize,
+        /// Also forge this many distinct RSA-2048 originals and report their mean cost.
+        #[arg(long, default_value_t = 0)]
+        rsa: usize,
     },
     /// One handshake measurement in this process (used by `handshakes`).
     HandshakesChild {
@@ -149,7 +152,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Forward { workers, seconds, rounds, pmd, json } => forward(&pmd, &workers, seconds, rounds.max(1), json),
-        Cmd::Forge { servers, sessions, cache } => forge(servers, sessions, cache),
+        Cmd::Forge { servers, sessions, cache, rsa } => forge(servers, sessions, cache, rsa),
         Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
             handshakes(&pcap, rules, seconds, rounds.max(1), json)
         }
@@ -506,7 +509,7 @@ fn handshakes_child(
     })
 }
 
-fn forge(servers: usize, sessions: usize, cache: usize) {
+fn forge(servers: usize, sessions: usize, cache: usize, rsa: usize) {
     use rustls_pki_types::pem::PemObject;
     use tlsgate_perf::handshake::Pki;
     use tlsgate_slowpath::forge::Forger;
@@ -555,6 +558,20 @@ fn forge(servers: usize, sessions: usize, cache: usize) {
     println!("  one forge (ECDSA P-256 leaf, P-256 CA): {:.1} us", st.forge_ns as f64 / st.forged.max(1) as f64 / 1e3);
     println!("  one cache hit: {:.2} us", hit_ns as f64 / hits.max(1) as f64 / 1e3);
     println!("  total: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    if rsa > 0 {
+        let before = forger.stats();
+        for i in 0..rsa {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("an RSA key");
+            let params = rcgen::CertificateParams::new(vec![format!("rsa{i}.example")]).expect("a DNS name");
+            let cert = params.self_signed(&key).expect("a self-signed RSA original");
+            forger.forge(cert.der(), true).expect("forging an RSA original");
+        }
+        let after = forger.stats();
+        println!(
+            "  one forge of an RSA-2048 original (a fresh RSA key each): {:.1} ms over {rsa}",
+            (after.forge_ns - before.forge_ns) as f64 / rsa as f64 / 1e6
+        );
+    }
 }
 
 /// Whether free 2 MiB hugepages are reserved.
