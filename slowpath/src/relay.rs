@@ -412,28 +412,19 @@ impl Relay {
                 Ok(progress)
             }
             ClientSide::Tls(conn) => {
-                let mut progress = false;
-                loop {
-                    // Drain first: rustls refuses TLS bytes while it holds a record's worth of plaintext.
-                    let eof = read_plaintext(conn.reader(), &mut self.to_server_plain, true, &mut self.events);
-                    self.client_sent_close |= eof;
-                    if self.client_tls.is_empty() || self.to_server_plain.len() >= BACKLOG_LIMIT {
-                        break;
+                let side = Side {
+                    tls: &mut self.client_tls,
+                    plain: &mut self.to_server_plain,
+                    from_client: true,
+                    closed: &mut self.client_sent_close,
+                };
+                match pump(conn, side, &mut self.events, || false) {
+                    Ok(progress) => Ok(progress),
+                    Err(PumpError::Read(e)) => {
+                        Err(self.fail(FailReason::ProtocolError, format!("from the client: {e}")))
                     }
-                    let n = match conn.read_tls(&mut &self.client_tls[..]) {
-                        Ok(n) => n,
-                        Err(e) => return Err(self.fail(FailReason::ProtocolError, format!("from the client: {e}"))),
-                    };
-                    self.client_tls.drain(..n);
-                    if n == 0 {
-                        break;
-                    }
-                    progress = true;
-                    if let Err(e) = conn.process_new_packets() {
-                        return Err(self.fail_client_tls(e));
-                    }
+                    Err(PumpError::Tls(e)) => Err(self.fail_client_tls(e)),
                 }
-                Ok(progress)
             }
             ClientSide::Held(_) | ClientSide::Gone => Ok(false),
         }
@@ -444,32 +435,20 @@ impl Relay {
         let Some(conn) = &mut self.upstream else {
             return Ok(false);
         };
-        let mut progress = false;
-        loop {
-            // Drain first: rustls refuses TLS bytes while it holds a record's worth of plaintext.
-            let eof = read_plaintext(conn.reader(), &mut self.to_client_plain, false, &mut self.events);
-            self.server_sent_close |= eof;
-            if self.server_tls.is_empty() || self.to_client_plain.len() >= BACKLOG_LIMIT {
-                break;
-            }
-            let n = match conn.read_tls(&mut &self.server_tls[..]) {
-                Ok(n) => n,
-                Err(e) => return Err(self.fail(FailReason::ProtocolError, format!("from the server: {e}"))),
-            };
-            self.server_tls.drain(..n);
-            if n == 0 {
-                break;
-            }
-            progress = true;
-            if let Err(e) = conn.process_new_packets() {
-                return Err(self.fail_upstream_tls(e));
-            }
-            if lock(&self.upstream_seen).client_auth_requested {
-                // Stop here: report before the client side goes any further.
-                return Ok(true);
-            }
+        let seen = self.upstream_seen.clone();
+        let side = Side {
+            tls: &mut self.server_tls,
+            plain: &mut self.to_client_plain,
+            from_client: false,
+            closed: &mut self.server_sent_close,
+        };
+        // A CertificateRequest stops the feeding: it is reported before the
+        // client side goes any further.
+        match pump(conn, side, &mut self.events, || lock(&seen).client_auth_requested) {
+            Ok(progress) => Ok(progress),
+            Err(PumpError::Read(e)) => Err(self.fail(FailReason::ProtocolError, format!("from the server: {e}"))),
+            Err(PumpError::Tls(e)) => Err(self.fail_upstream_tls(e)),
         }
-        Ok(progress)
     }
 
     /// The ClientHello is in: report it and start the upstream handshake with its SNI and ALPN.
@@ -771,6 +750,52 @@ fn classify(e: &rustls::Error) -> FailReason {
 
 /// Reads decrypted plaintext into `backlog` while it is under the limit, reporting it. Returns whether
 /// the peer has sent close_notify.
+/// One direction's buffers, as [`pump`] feeds them.
+struct Side<'a> {
+    /// TLS bytes received from the peer, not yet given to rustls.
+    tls: &'a mut Vec<u8>,
+    /// Plaintext decrypted and not yet passed on.
+    plain: &'a mut VecDeque<u8>,
+    from_client: bool,
+    /// Set when the peer closed (close_notify read).
+    closed: &'a mut bool,
+}
+
+enum PumpError {
+    Read(std::io::Error),
+    Tls(rustls::Error),
+}
+
+/// Feeds a side's queued TLS bytes into its rustls connection, draining the
+/// plaintext first each time (rustls refuses TLS bytes while it holds a
+/// record's worth of plaintext), until the bytes are used up, the plaintext
+/// backlog is full, or `stop` says so after a record. Returns whether any
+/// bytes were taken.
+fn pump<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    side: Side<'_>,
+    events: &mut VecDeque<RelayEvent>,
+    mut stop: impl FnMut() -> bool,
+) -> Result<bool, PumpError> {
+    let mut progress = false;
+    loop {
+        *side.closed |= read_plaintext(conn.reader(), side.plain, side.from_client, events);
+        if side.tls.is_empty() || side.plain.len() >= BACKLOG_LIMIT {
+            return Ok(progress);
+        }
+        let n = conn.read_tls(&mut &side.tls[..]).map_err(PumpError::Read)?;
+        side.tls.drain(..n);
+        if n == 0 {
+            return Ok(progress);
+        }
+        progress = true;
+        conn.process_new_packets().map_err(PumpError::Tls)?;
+        if stop() {
+            return Ok(true);
+        }
+    }
+}
+
 fn read_plaintext(
     mut reader: rustls::Reader<'_>,
     backlog: &mut VecDeque<u8>,
