@@ -22,6 +22,21 @@ impl Drop for Reaper {
     }
 }
 
+/// `tlsgate run --config CFG EXTRA...` in the middle namespace, killed on drop.
+fn start_tlsgate(topo: &Topology, cfg: &std::path::Path, extra: &[&str]) -> Reaper {
+    let gate = topo
+        .exec(&topo.mid, tlsgate().to_str().unwrap())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Reaper(Some(gate))
+}
+
 /// 20 MiB of pseudo-random bytes (xorshift; deterministic, incompressible).
 fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -62,18 +77,7 @@ fn curl_through_tlsgate_on_af_packet_gets_its_page_and_20mb_each_way() {
     let cfg = dir.path("e2e.toml");
     std::fs::File::create(&cfg).unwrap().write_all(topo.settings(2).as_bytes()).unwrap();
     let json = dir.path("counters.json");
-    let gate = topo
-        .exec(&topo.mid, tlsgate().to_str().unwrap())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--counters-json")
-        .arg(&json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut gate = Reaper(Some(gate));
+    let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
     let server = topo
         .exec(&topo.srv, "python3")
         .arg(repo().join("tests/e2e/http_server.py"))
@@ -184,16 +188,7 @@ sni = ["drop.test"]
         format!("policy = \"{}\"\nevents = \"{}\"\n{}", policy.display(), events.display(), topo.settings(1)),
     )
     .unwrap();
-    let gate = topo
-        .exec(&topo.mid, tlsgate().to_str().unwrap())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut gate = Reaper(Some(gate));
+    let mut gate = start_tlsgate(&topo, &cfg, &[]);
     let server = topo
         .exec(&topo.srv, "openssl")
         .args(["s_server", "-quiet", "-www", "-accept", "4433", "-key"])
