@@ -78,7 +78,7 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
         .map_err(|e| Failure::Runtime(format!("cannot install a handler for SIGHUP: {e}")))?;
     let policy_path = settings.policy_path();
-    let opts = StartOptions { rx_timestamp: false, policy, replay_times: None };
+    let opts = StartOptions { policy, replay_times: None };
     run_until(&settings, opts, &out, |dp| {
         if hangup.swap(false, Ordering::Relaxed) {
             reload(dp, policy_path.as_deref());

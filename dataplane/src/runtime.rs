@@ -73,8 +73,6 @@ pub enum StartError {
 /// Options that are not in the settings file.
 #[derive(Clone, Default)]
 pub struct StartOptions {
-    /// Ask the ports for rx timestamps.
-    pub rx_timestamp: bool,
     /// A replay's packet times, in file order (see [`Inspection::replay_times`]).
     pub replay_times: Option<Arc<[u64]>>,
     /// The decryption policy; without one, the workers only bridge.
@@ -136,7 +134,6 @@ impl Dataplane {
             rx_descriptors: settings.queues.rx_descriptors,
             tx_descriptors: settings.queues.tx_descriptors,
             rss,
-            rx_timestamp: opts.rx_timestamp,
         };
         for p in &mut ports {
             p.configure(setup, &pool)?;

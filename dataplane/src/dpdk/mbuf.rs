@@ -5,18 +5,6 @@ use std::ptr::NonNull;
 
 use super::Mempool;
 
-/// Where the PMD writes rx timestamps: the dynamic field's offset and the
-/// flag that says a packet carries one. `None` until a port with rx
-/// timestamps enabled has registered them (after `configure`).
-pub fn rx_timestamp_field() -> Option<(usize, u64)> {
-    // SAFETY: lookups by NUL-terminated name with a NULL out-parameter, allowed
-    // by the API; they only read DPDK's registry.
-    let off = unsafe { dpdk_sys::rte_mbuf_dynfield_lookup(c"rte_dynfield_timestamp".as_ptr(), std::ptr::null_mut()) };
-    // SAFETY: as above.
-    let bit = unsafe { dpdk_sys::rte_mbuf_dynflag_lookup(c"rte_dynflag_rx_timestamp".as_ptr(), std::ptr::null_mut()) };
-    (off >= 0 && (0..64).contains(&bit)).then(|| (off as usize, 1u64 << bit))
-}
-
 /// Packets moved per rx/tx burst.
 pub const BURST: usize = 32;
 
@@ -149,20 +137,6 @@ impl Mbuf {
     pub fn set_port(&mut self, port: u16) {
         // SAFETY: exclusive access through &mut self.
         unsafe { self.0.as_mut().port = port }
-    }
-
-    /// Whether offload flag bit(s) `mask` are set.
-    #[inline]
-    pub fn has_flag(&self, mask: u64) -> bool {
-        self.raw().ol_flags & mask != 0
-    }
-
-    /// Reads a 64-bit dynamic field at `offset` (as registered with DPDK).
-    #[inline]
-    pub fn dynfield_u64(&self, offset: usize) -> u64 {
-        // SAFETY: offsets come from rte_mbuf_dynfield_lookup, which guarantees an
-        // 8-byte aligned u64 inside the mbuf structure.
-        unsafe { std::ptr::read((self.0.as_ptr() as *const u8).add(offset) as *const u64) }
     }
 
     /// Prefetches the packet's first cache line.

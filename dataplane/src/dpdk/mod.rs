@@ -14,7 +14,7 @@ mod ring;
 
 pub use eal::{Eal, EalError};
 pub use lcore::{lcore_id, pause, tsc, tsc_hz, LaunchError, LcoreHandle};
-pub use mbuf::{rx_timestamp_field, Burst, Mbuf, BURST};
+pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::{Mempool, MempoolError};
 pub use port::{Port, PortError, PortInfo, PortSetup, PortStats, RxQueue, TxQueue};
 pub use ring::{ring_pair, RingConsumer, RingError, RingItem, RingProducer};

@@ -23,7 +23,6 @@ const SYMMETRIC_RSS_KEY: [u8; 52] = {
 const RSS_IP: u64 = (1 << 2) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 13) | (1 << 15);
 const RSS_TCP: u64 = (1 << 4) | (1 << 10) | (1 << 16);
 const RSS_UDP: u64 = (1 << 5) | (1 << 11) | (1 << 17);
-const RX_OFFLOAD_TIMESTAMP: u64 = 1 << 14;
 
 /// A port-level failure, naming the port and what to try.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +87,6 @@ pub struct PortSetup {
     pub tx_descriptors: u16,
     /// Ask for symmetric RSS across the rx queues.
     pub rss: bool,
-    /// Ask for rx timestamps (net_pcap: the capture's own timestamps).
-    pub rx_timestamp: bool,
 }
 
 /// Port counters as the driver reports them.
@@ -193,9 +190,6 @@ impl Port {
             conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
             conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
             conf.rx_adv_conf.rss_conf.rss_hf = (RSS_IP | RSS_TCP | RSS_UDP) & self.info.rss_offloads;
-        }
-        if setup.rx_timestamp {
-            conf.rxmode.offloads |= RX_OFFLOAD_TIMESTAMP;
         }
         // SAFETY: conf is fully initialised and outlives the call (DPDK copies it,
         // including the key).
