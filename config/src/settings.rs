@@ -40,6 +40,9 @@ pub struct Settings {
     /// Flow tracking.
     #[serde(default)]
     pub flows: FlowSettings,
+    /// The decrypting slow path.
+    #[serde(default)]
+    pub slowpath: SlowPathSettings,
     /// The decryption policy file (relative to this file's folder). Without
     /// one, tlsgate is a plain bridge.
     pub policy: Option<Spanned<PathBuf>>,
@@ -141,6 +144,112 @@ pub struct FlowSettings {
     /// How long the server identity cache trusts what it learned, seconds.
     #[serde(default = "default_server_cache_ttl")]
     pub server_cache_ttl: u32,
+}
+
+/// `[slowpath]`: the lcores that decrypt (take over both TCP connections of a
+/// flow whose decision is a decrypt action, terminate TLS on both sides and
+/// relay the plaintext), and what they write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowPathSettings {
+    /// Lcore ids of the slow path; each owns one tx queue (and one rx queue,
+    /// whose packets it hands to their workers) on every port. None: decrypt
+    /// decisions are carried out as do-not-decrypt, and the events say so.
+    #[serde(default = "no_lcores")]
+    pub lcores: Spanned<Vec<u32>>,
+    /// Slots in each ring between a worker and a slow-path lcore.
+    #[serde(default = "default_slow_ring")]
+    pub ring: u32,
+    /// Sessions each slow-path lcore decrypts at once, at most.
+    #[serde(default = "default_slow_sessions")]
+    pub sessions: u32,
+    /// A decrypt decision that the slow path cannot take (its ring full, or
+    /// at its session limit): `do-not-decrypt` (fail open) or `block` (fail closed).
+    #[serde(default = "default_slow_when_full")]
+    pub when_full: SlowWhenFull,
+    /// Servers (and SNIs) remembered as not decryptable, per worker.
+    #[serde(default = "default_exclusion_cache")]
+    pub exclusion_cache: u32,
+    /// How long an exclusion lasts, seconds.
+    #[serde(default = "default_exclusion_ttl")]
+    pub exclusion_ttl: u32,
+    /// What later sessions to an SNI get after a client rejected the forged
+    /// certificate (certificate pinning): `do-not-decrypt`, `block` or `block-with-reset`.
+    #[serde(default = "default_pinned_action")]
+    pub pinned_action: PinnedAction,
+    /// Forged certificates cached per slow-path lcore (by the original's fingerprint).
+    #[serde(default = "default_forged_cache")]
+    pub forged_cache: u32,
+    /// NSS key log of both TLS sessions of every decrypted flow (appended;
+    /// relative to this file's folder). Holds secrets: written mode 0600.
+    pub keylog: Option<Spanned<PathBuf>>,
+    /// Decrypted traffic as pcap: each direction of each decrypted flow as a
+    /// synthetic TCP/IP stream with its own handshake (relative to this file's folder).
+    pub decrypted_pcap: Option<Spanned<PathBuf>>,
+}
+
+/// What a decrypt decision gets when the slow path cannot take the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowWhenFull {
+    /// Fail open: forward the flow undecrypted.
+    DoNotDecrypt,
+    /// Fail closed: drop the flow.
+    Block,
+}
+
+/// What sessions to a pinned SNI get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PinnedAction {
+    /// Forward undecrypted.
+    DoNotDecrypt,
+    /// Drop.
+    Block,
+    /// Drop and reset both ends.
+    BlockWithReset,
+}
+
+fn no_lcores() -> Spanned<Vec<u32>> {
+    Spanned::new(0..0, Vec::new())
+}
+fn default_slow_ring() -> u32 {
+    4096
+}
+fn default_slow_sessions() -> u32 {
+    4096
+}
+fn default_slow_when_full() -> SlowWhenFull {
+    SlowWhenFull::DoNotDecrypt
+}
+fn default_exclusion_cache() -> u32 {
+    4096
+}
+fn default_exclusion_ttl() -> u32 {
+    600
+}
+fn default_pinned_action() -> PinnedAction {
+    PinnedAction::DoNotDecrypt
+}
+fn default_forged_cache() -> u32 {
+    1024
+}
+
+impl Default for SlowPathSettings {
+    fn default() -> Self {
+        SlowPathSettings {
+            lcores: no_lcores(),
+            ring: default_slow_ring(),
+            sessions: default_slow_sessions(),
+            when_full: default_slow_when_full(),
+            exclusion_cache: default_exclusion_cache(),
+            exclusion_ttl: default_exclusion_ttl(),
+            pinned_action: default_pinned_action(),
+            forged_cache: default_forged_cache(),
+            keylog: None,
+            decrypted_pcap: None,
+        }
+    }
 }
 
 /// Policy for new flows when the table is full.
@@ -272,6 +381,7 @@ impl Settings {
             mempool: MempoolSettings::default(),
             queues: QueueSettings::default(),
             flows: FlowSettings::default(),
+            slowpath: SlowPathSettings::default(),
             policy: None,
             events: None,
             source: None,
@@ -332,6 +442,31 @@ impl Settings {
         if lcores.len() > 64 {
             return Err(self.err(text, at, "workers.lcores", "at most 64 workers"));
         }
+        let slow = self.slowpath.lcores.get_ref();
+        let slow_at = Some(self.slowpath.lcores.span().start);
+        if let Some(&l) = slow.iter().find(|l| lcores.contains(l)) {
+            return Err(self.err(text, slow_at, "slowpath.lcores", format!("lcore {l} is also a worker lcore")));
+        }
+        let mut sorted = slow.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(self.err(text, slow_at, "slowpath.lcores", "an lcore is listed twice"));
+        }
+        if let Some(&l) = slow.iter().find(|&&l| l >= 128) {
+            return Err(self.err(text, slow_at, "slowpath.lcores", format!("lcore {l} is out of range (DPDK allows 0..127)")));
+        }
+        if slow.len() > 16 {
+            return Err(self.err(text, slow_at, "slowpath.lcores", "at most 16 slow-path lcores"));
+        }
+        if self.slowpath.ring < 64 {
+            return Err(self.err(text, None, "slowpath.ring", "at least 64 slots"));
+        }
+        if self.slowpath.sessions == 0 || self.slowpath.forged_cache == 0 || self.slowpath.exclusion_cache == 0 {
+            return Err(self.err(text, None, "slowpath", "sessions, forged_cache and exclusion_cache must be at least 1"));
+        }
+        if self.slowpath.exclusion_ttl == 0 {
+            return Err(self.err(text, None, "slowpath.exclusion_ttl", "at least 1 second"));
+        }
         if self.workers.dispatch_ring < 64 {
             return Err(self.err(text, None, "workers.dispatch_ring", "at least 64 slots"));
         }
@@ -371,6 +506,7 @@ impl Settings {
             let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let mut ids = vec![0u32];
             ids.extend(self.workers.lcores.get_ref().iter().copied().filter(|&l| l != 0));
+            ids.extend(self.slowpath.lcores.get_ref().iter().copied().filter(|&l| l != 0));
             let list: Vec<String> = ids.iter().map(u32::to_string).collect();
             let cpu_set = if cpus > 1 { format!("0-{}", cpus - 1) } else { "0".to_owned() };
             args.push(format!("--lcores=({})@({})", list.join(","), cpu_set));
@@ -381,6 +517,16 @@ impl Settings {
     /// The policy file's path, resolved against the settings file's folder.
     pub fn policy_path(&self) -> Option<PathBuf> {
         self.policy.as_ref().map(|p| self.resolve(p.get_ref()))
+    }
+
+    /// The key log's path, resolved against the settings file's folder.
+    pub fn keylog_path(&self) -> Option<PathBuf> {
+        self.slowpath.keylog.as_ref().map(|p| self.resolve(p.get_ref()))
+    }
+
+    /// The decrypted-traffic pcap's path, resolved against the settings file's folder.
+    pub fn decrypted_pcap_path(&self) -> Option<PathBuf> {
+        self.slowpath.decrypted_pcap.as_ref().map(|p| self.resolve(p.get_ref()))
     }
 
     /// The event log's path, resolved against the settings file's folder.

@@ -49,6 +49,32 @@ pub struct SessionEvent {
     /// Where the server facts came from: `handshake`, `cache` (the server
     /// identity cache, at the ClientHello) or `unknown`.
     pub server_identity: &'static str,
+    /// For a session the slow path decrypted (or tried to): what happened on
+    /// its two TLS sessions.
+    pub decrypt: Option<Box<DecryptFacts>>,
+}
+
+/// What the slow path did with a session it took over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecryptFacts {
+    /// TLS version with the client (tlsgate's server side).
+    pub client_version: Option<&'static str>,
+    /// TLS version with the server (tlsgate's client side).
+    pub server_version: Option<&'static str>,
+    /// ALPN protocol both sides use.
+    pub alpn: Option<String>,
+    /// The server's certificate verified against the trust store.
+    pub server_trusted: Option<bool>,
+    /// What the client was shown: `forged` (signed by the rule's CA),
+    /// `forged-untrusted` (signed by the untrusted CA: the server's own
+    /// certificate is not trusted), `known-key`.
+    pub shown_certificate: Option<&'static str>,
+    /// Plaintext bytes relayed from the client to the server.
+    pub bytes_to_server: u64,
+    /// Plaintext bytes relayed from the server to the client.
+    pub bytes_to_client: u64,
+    /// How the session ended, in words.
+    pub ended: String,
 }
 
 /// `2026-11-28T03:14:15.123456+0000`, EVE's timestamp form.
@@ -156,6 +182,21 @@ impl SessionEvent {
                 "server_identity": self.server_identity,
             }),
         );
+        if let Some(d) = &self.decrypt {
+            o.insert(
+                "decrypt".into(),
+                json!({
+                    "client_version": d.client_version,
+                    "server_version": d.server_version,
+                    "alpn": d.alpn,
+                    "server_trusted": d.server_trusted,
+                    "shown_certificate": d.shown_certificate,
+                    "bytes_to_server": d.bytes_to_server,
+                    "bytes_to_client": d.bytes_to_client,
+                    "ended": d.ended,
+                }),
+            );
+        }
         Value::Object(o)
     }
 }

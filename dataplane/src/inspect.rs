@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
 use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
-use tlsgate_config::{FlowSettings, Midstream, WhenFull};
+use tlsgate_config::{FlowSettings, Midstream, SlowPathSettings, SlowWhenFull, WhenFull};
 
+use crate::escalate::{Escalation, SlowUpdate, TcpSeen, TcpSideSeen};
 use crate::event::SessionEvent;
 use crate::flow::{FlowId, FlowKey, FlowTable};
-use crate::identity::{ServerIdentity, ServerIdentityCache, ServerKey};
-use crate::packet::{tcp_flags, to_ip, TcpFrame};
+use crate::identity::{ExclusionCache, ExclusionReason, ServerIdentity, ServerIdentityCache, ServerKey};
+use crate::packet::{tcp_flags, to_ip, TcpFrame, TcpOptions};
 use crate::tls::certificate::certificate_facts;
 use crate::tls::status::CertVerifier;
 use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
@@ -25,6 +26,8 @@ pub enum Verdict {
     Forward,
     /// Drop it, for this reason.
     Drop(DropCause),
+    /// Hand it to slow-path lcore n: the flow is being decrypted there.
+    Escalate(u8),
 }
 
 /// Why the inspector dropped a packet.
@@ -55,6 +58,9 @@ pub struct Output {
     pub events: Vec<SessionEvent>,
     /// Resets to send.
     pub resets: Vec<Reset>,
+    /// Flows to hand to the slow path (lcore index, context), before the
+    /// packet whose verdict is [`Verdict::Escalate`].
+    pub escalations: Vec<(u8, Box<Escalation>)>,
 }
 
 /// The inspector's counters (plain; the worker publishes them).
@@ -88,13 +94,20 @@ pub struct InspectCounters {
     pub verdict_block: u64,
     /// Sessions whose verdict was block-with-reset.
     pub verdict_block_with_reset: u64,
-    /// Sessions the policy asked to decrypt (carried out otherwise; the events say how).
+    /// Sessions the policy asked to decrypt.
     pub decrypt_asked: u64,
+    /// Sessions handed to the slow path to decrypt.
+    pub escalated: u64,
+    /// Decrypt decisions the slow path could not take (its ring full):
+    /// carried out as `slowpath.when_full` says.
+    pub escalation_refused: u64,
+    /// Sessions handled at the ClientHello by the exclusion cache.
+    pub excluded: u64,
 }
 
 impl InspectCounters {
     /// Number of counters.
-    pub const FIELDS: usize = 15;
+    pub const FIELDS: usize = 18;
     /// Their names, in `to_array` order.
     pub const NAMES: [&'static str; Self::FIELDS] = [
         "not_tcp",
@@ -112,6 +125,9 @@ impl InspectCounters {
         "verdict_block",
         "verdict_block_with_reset",
         "decrypt_asked",
+        "escalated",
+        "escalation_refused",
+        "excluded",
     ];
 
     /// As an array, in `NAMES` order.
@@ -132,6 +148,9 @@ impl InspectCounters {
             self.verdict_block,
             self.verdict_block_with_reset,
             self.decrypt_asked,
+            self.escalated,
+            self.escalation_refused,
+            self.excluded,
         ]
     }
 
@@ -153,6 +172,9 @@ impl InspectCounters {
             verdict_block: a[12],
             verdict_block_with_reset: a[13],
             decrypt_asked: a[14],
+            escalated: a[15],
+            escalation_refused: a[16],
+            excluded: a[17],
         }
     }
 }
@@ -162,6 +184,8 @@ enum FlowState {
     Inspecting,
     Bypass,
     Blocked,
+    /// Being decrypted on slow-path lcore n.
+    Intercepted(u8),
 }
 
 /// A tracked flow. Decided flows keep only this (no session): 16 bytes here,
@@ -193,6 +217,11 @@ struct Session {
     server_identity: ServerIdentitySource,
     /// A decrypt decision came only after the ClientHello.
     decided_late: bool,
+    /// What the wire showed of each side's TCP (client, server), kept while
+    /// a slow path could take the flow over.
+    tcp: [TcpSideSeen; 2],
+    /// Why a decrypt decision was not handed to the slow path.
+    not_taken_over: Option<String>,
 }
 
 /// Where a session's server facts came from, for the event.
@@ -243,6 +272,7 @@ pub struct Inspector {
     port_names: Arc<[String]>,
     worker: u64,
     next_flow: u64,
+    slow: Option<SlowPlan>,
     /// Counters.
     pub counters: InspectCounters,
 }
@@ -253,6 +283,14 @@ const NS: u64 = 1_000_000_000;
 /// aws-lc-rs: AEAD suites, TLS 1.2 with ECDHE, and TLS 1.3); a session that
 /// negotiates another is `unsupported_cipher`.
 const DECRYPTABLE_SUITES: [u16; 9] = [0x1301, 0x1302, 0x1303, 0xc02b, 0xc02c, 0xc02f, 0xc030, 0xcca8, 0xcca9];
+/// The slow path as a worker sees it.
+struct SlowPlan {
+    lcores: usize,
+    when_full: SlowWhenFull,
+    /// Servers and SNIs recently found not decryptable.
+    exclusions: ExclusionCache,
+}
+
 /// Slots the expiry hand looks at per call of [`Inspector::expire`].
 const EXPIRE_BUDGET: usize = 64;
 
@@ -277,8 +315,104 @@ impl Inspector {
             port_names,
             worker: worker as u64,
             next_flow: 0,
+            slow: None,
             counters: InspectCounters::default(),
         })
+    }
+
+    /// Decrypt decisions are handed to `lcores` slow-path lcores (none: they
+    /// are carried out as do-not-decrypt, and the events say so).
+    pub fn with_slow_path(mut self, lcores: usize, settings: &SlowPathSettings) -> Inspector {
+        self.slow = (lcores > 0).then(|| SlowPlan {
+            lcores,
+            when_full: settings.when_full,
+            exclusions: ExclusionCache::new(settings.exclusion_cache as usize, settings.exclusion_ttl as u64 * NS),
+        });
+        self
+    }
+
+    /// Applies what the slow path says: a session it ended (later packets of
+    /// the flow are dropped until it expires), what it learned of a server.
+    pub fn on_slow_update(&mut self, update: SlowUpdate, now_ns: u64) {
+        match update {
+            SlowUpdate::Ended { key } => {
+                if let Some(id) = self.table.find(&key) {
+                    if let Some(e) = self.table.get_mut(id) {
+                        e.state = FlowState::Blocked;
+                    }
+                    self.table.touch(id, now_ns, self.settings.closed_timeout as u64 * NS);
+                }
+            }
+            SlowUpdate::Learned { key, identity } => {
+                if let Some(cache) = &mut self.identities {
+                    cache.learn(key, identity);
+                }
+            }
+            SlowUpdate::Excluded { key, action, reason } => {
+                if let Some(slow) = &mut self.slow {
+                    slow.exclusions.exclude(key, action, reason, now_ns);
+                }
+            }
+        }
+    }
+
+    /// The worker could not hand `esc` to the slow path (its ring was full):
+    /// the flow gets `slowpath.when_full`, the session its event. Returns the
+    /// verdict for the packet that escalated it.
+    pub fn escalation_refused(&mut self, esc: Box<Escalation>, now_ns: u64, out: &mut Output) -> Verdict {
+        self.counters.escalation_refused += 1;
+        let action = match self.slow.as_ref().map_or(SlowWhenFull::DoNotDecrypt, |s| s.when_full) {
+            SlowWhenFull::DoNotDecrypt => FinalAction::DoNotDecrypt,
+            SlowWhenFull::Block => FinalAction::Block,
+        };
+        let Escalation { key, flow_id, facts, policy, decision, server_identity, .. } = *esc;
+        let rule_name = decision.rule.map(|i| policy.rules()[i].name.clone()).unwrap_or_default();
+        let expected = decision.action.name();
+        let reason = format!(
+            "rule {rule_name:?} asks for {expected}, but the slow path's ring is full (slowpath.when_full = {})",
+            action.name()
+        );
+        if let Some(id) = self.table.find(&key) {
+            if let Some(e) = self.table.get_mut(id) {
+                e.state = if action == FinalAction::Block { FlowState::Blocked } else { FlowState::Bypass };
+            }
+        }
+        let r = Resolution {
+            action,
+            expected,
+            rule: decision.rule,
+            reason,
+            monitors: decision.monitor_rules,
+            missing: decision.missing_facts,
+            event_type: "tls",
+        };
+        let s = Session {
+            flow_id,
+            policy,
+            observer: HandshakeObserver::new(ObserverLimits::default()),
+            facts,
+            alerts: Vec::new(),
+            decrypt: None,
+            monitors: Vec::new(),
+            tls_seen: true,
+            bytes_seen: true,
+            server_identity: if server_identity == "cache" {
+                ServerIdentitySource::Cache
+            } else {
+                ServerIdentitySource::Unknown
+            },
+            decided_late: false,
+            tcp: Default::default(),
+            not_taken_over: None,
+        };
+        self.emit(Box::new(s), r, now_ns, out);
+        match action {
+            FinalAction::Block => {
+                self.counters.blocked_packets += 1;
+                Verdict::Drop(DropCause::Blocked)
+            }
+            _ => Verdict::Forward,
+        }
     }
 
     /// Puts a new policy in force for sessions that begin from now on; flows
@@ -319,7 +453,7 @@ impl Inspector {
                 Err(v) => return v,
             },
         };
-        self.on_flow_packet(id, frame, &t, from_lo, now_ns, out)
+        self.on_flow_packet(id, key, frame, &t, from_lo, ingress, now_ns, out)
     }
 
     /// Expires idle flows (a bounded number of slots per call); sessions cut
@@ -423,6 +557,8 @@ impl Inspector {
             bytes_seen: false,
             server_identity: ServerIdentitySource::Unknown,
             decided_late: false,
+            tcp: Default::default(),
+            not_taken_over: None,
         }
     }
 
@@ -430,9 +566,11 @@ impl Inspector {
     fn on_flow_packet(
         &mut self,
         id: FlowId,
+        key: FlowKey,
         frame: &[u8],
         t: &TcpFrame,
         from_lo: bool,
+        ingress: usize,
         now: u64,
         out: &mut Output,
     ) -> Verdict {
@@ -463,20 +601,55 @@ impl Inspector {
                 self.counters.blocked_packets += 1;
                 Verdict::Drop(DropCause::Blocked)
             }
+            FlowState::Intercepted(lcore) => {
+                // The slow path owns the connection now, FIN and RST included:
+                // it says when the session is over.
+                self.table.touch(id, now, self.settings.decided_timeout as u64 * NS);
+                Verdict::Escalate(lcore)
+            }
             FlowState::Inspecting => {
                 let resolution = {
                     let Some(entry) = self.table.get_mut(id) else { return Verdict::Forward };
-                    let from_client = from_lo == entry.client_is_lo;
+                    let entry_client_is_lo = entry.client_is_lo;
+                    let from_client = from_lo == entry_client_is_lo;
                     let Some(mut s) = entry.session.take() else { return Verdict::Forward };
                     let dir = if from_client { Direction::ToServer } else { Direction::ToClient };
                     if !from_client && t.has(tcp_flags::SYN) {
                         s.observer.set_initial_seq(Direction::ToClient, t.seq.wrapping_add(1));
+                    }
+                    if self.slow.is_some() {
+                        s.tcp[usize::from(!from_client)].saw(frame, t, now);
                     }
                     if t.payload_len() > 0 {
                         s.bytes_seen = true;
                         s.observer.on_segment(dir, t.seq, &frame[t.payload..t.end]);
                     }
                     let r = self.step(&mut s, now);
+                    let r = match r {
+                        None if s.decrypt.is_some() && s.not_taken_over.is_none() && !closed => {
+                            match self.take_over(&mut s, from_client, t, now) {
+                                TakeOver::Refused(why) => {
+                                    s.not_taken_over = Some(why);
+                                    None
+                                }
+                                TakeOver::Excluded(r) => Some(r),
+                                TakeOver::Escalate(lcore) => {
+                                    let client_port = if from_client { ingress } else { ingress ^ 1 };
+                                    let esc = self.escalation(key, entry_client_is_lo, client_port, s, t, now);
+                                    self.counters.sessions += 1;
+                                    self.counters.decrypt_asked += 1;
+                                    self.counters.escalated += 1;
+                                    out.escalations.push((lcore, esc));
+                                    if let Some(entry) = self.table.get_mut(id) {
+                                        entry.state = FlowState::Intercepted(lcore);
+                                    }
+                                    self.table.touch(id, now, self.settings.decided_timeout as u64 * NS);
+                                    return Verdict::Escalate(lcore);
+                                }
+                            }
+                        }
+                        r => r,
+                    };
                     let r = match r {
                         Some(r) => Some(r),
                         None if closed => {
@@ -731,9 +904,12 @@ impl Inspector {
                          at the ClientHello, where a decryption has to begin (the server identity cache has learned \
                          it for later sessions where the certificate was visible)"
                     )
+                } else if let Some(why) = &s.not_taken_over {
+                    format!("rule {rule_name:?} asks for {expected}; carried out as do-not-decrypt: {why}")
                 } else {
                     format!(
-                        "rule {rule_name:?} asks for {expected}; carried out as do-not-decrypt: this build has no decrypting slow path"
+                        "rule {rule_name:?} asks for {expected}; carried out as do-not-decrypt: no decrypting slow path \
+                         runs here ([slowpath] lcores is empty, or this is a replay)"
                     )
                 },
                 monitors: d.monitor_rules,
@@ -741,6 +917,89 @@ impl Inspector {
                 event_type: "tls",
             },
         }
+    }
+
+    /// A decrypt decision at the ClientHello: whether the slow path can take
+    /// the flow over from this segment, or the exclusion cache says no.
+    fn take_over(&mut self, s: &mut Session, from_client: bool, t: &TcpFrame, now: u64) -> TakeOver {
+        let Some(slow) = &mut self.slow else {
+            return TakeOver::Refused(
+                "no decrypting slow path runs here ([slowpath] lcores is empty, or this is a replay)".into(),
+            );
+        };
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.as_deref());
+        let flow = &s.facts.flow;
+        if let Some(ex) = slow.exclusions.lookup(flow.dest_ip, flow.dest_port, sni, now) {
+            let (action, reason) = (ex.action, ex.reason);
+            self.counters.excluded += 1;
+            let Some(d) = s.decrypt.take() else { return TakeOver::Refused("no decision".into()) };
+            let rule_name = d.rule.map(|i| s.policy.rules()[i].name.clone()).unwrap_or_default();
+            let why = match reason {
+                ExclusionReason::Undecryptable(u) => format!("an earlier session to it was undecryptable: {}", u.name()),
+                ExclusionReason::ClientRejectedCertificate => {
+                    "a client rejected the re-signed certificate (certificate pinning)".into()
+                }
+                ExclusionReason::CertificateChanged => "the server no longer presents its known key's certificate".into(),
+            };
+            return TakeOver::Excluded(Resolution {
+                action,
+                expected: d.action.name(),
+                rule: d.rule,
+                reason: format!(
+                    "rule {rule_name:?} asks for {}, but the server is in the exclusion cache ({why}): {}",
+                    d.action.name(),
+                    action.name()
+                ),
+                monitors: d.monitor_rules,
+                missing: d.missing_facts,
+                event_type: "tls",
+            });
+        }
+        if !from_client {
+            return TakeOver::Refused("the decision came on a packet from the server".into());
+        }
+        if s.tcp[0].syn.is_none() || s.tcp[1].syn.is_none() {
+            return TakeOver::Refused("the TCP handshake was not seen (a flow picked up mid-stream)".into());
+        }
+        if s.observer.stream_start(Direction::ToServer) != Some(t.seq) {
+            return TakeOver::Refused(
+                "the ClientHello spanned several segments, and the first already reached the server".into(),
+            );
+        }
+        TakeOver::Escalate((s.flow_id % slow.lcores as u64) as u8)
+    }
+
+    /// The context the slow path takes the flow over with; the session moves into it.
+    fn escalation(
+        &mut self,
+        key: FlowKey,
+        client_is_lo: bool,
+        client_port: usize,
+        s: Box<Session>,
+        t: &TcpFrame,
+        now: u64,
+    ) -> Box<Escalation> {
+        let Session { flow_id, policy, facts, decrypt, server_identity, tcp, .. } = *s;
+        // `take_over` is only asked while a decision is pending.
+        let decision = decrypt.unwrap_or_else(|| tlsgate_config::policy::Decision {
+            rule: None,
+            action: Action::DoNotDecrypt,
+            monitor_rules: Vec::new(),
+            missing_facts: Vec::new(),
+        });
+        Box::new(Escalation {
+            key,
+            worker: self.worker as usize,
+            flow_id,
+            client_is_lo,
+            client_port,
+            facts,
+            policy,
+            decision,
+            server_identity: server_identity.name(),
+            tcp: TcpSeen { client: tcp[0], server: tcp[1], client_seq: t.seq, server_seq: t.ack },
+            at_ns: now,
+        })
     }
 
     fn undecryptable(
@@ -894,7 +1153,34 @@ impl Inspector {
             monitor_rules: names(&r.monitors),
             missing_facts: r.missing,
             server_identity: server_identity.name(),
+            decrypt: None,
         });
+    }
+}
+
+/// Whether the slow path takes a decrypt decision over.
+enum TakeOver {
+    /// To this slow-path lcore.
+    Escalate(u8),
+    /// Not: the session is resolved by the exclusion cache.
+    Excluded(Resolution),
+    /// Not: why (the decision is carried out as do-not-decrypt).
+    Refused(String),
+}
+
+impl TcpSideSeen {
+    /// Notes what a segment from this side shows.
+    fn saw(&mut self, frame: &[u8], t: &TcpFrame, now: u64) {
+        let o = TcpOptions::of(frame, t);
+        let syn = t.has(tcp_flags::SYN);
+        if syn {
+            self.syn = Some(o);
+        }
+        self.window = t.window;
+        self.window_on_syn = syn;
+        if let Some((tsval, _)) = o.timestamps {
+            self.tsval = Some((tsval, now));
+        }
     }
 }
 

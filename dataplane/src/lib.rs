@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod dpdk;
+pub mod escalate;
 pub mod event;
 pub mod flow;
 pub mod identity;

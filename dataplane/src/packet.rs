@@ -276,6 +276,59 @@ impl TcpFrame {
     }
 }
 
+/// The TCP options the slow path needs to take a connection over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Maximum segment size (SYN only).
+    pub mss: Option<u16>,
+    /// Window scale shift (SYN only).
+    pub wscale: Option<u8>,
+    /// SACK permitted (SYN only).
+    pub sack_permitted: bool,
+    /// Timestamps: (TSval, TSecr).
+    pub timestamps: Option<(u32, u32)>,
+}
+
+impl TcpOptions {
+    /// Parses the options of `t` (a frame parsed from `frame`). Malformed
+    /// options end the walk: what was read before them is kept.
+    pub fn of(frame: &[u8], t: &TcpFrame) -> TcpOptions {
+        let mut o = TcpOptions::default();
+        let opts = frame.get(t.l4 + 20..t.payload).unwrap_or(&[]);
+        let mut i = 0;
+        while i < opts.len() {
+            let kind = opts[i];
+            match kind {
+                0 => break,
+                1 => {
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(&len) = opts.get(i + 1) else { break };
+            let len = len as usize;
+            if len < 2 || i + len > opts.len() {
+                break;
+            }
+            let body = &opts[i + 2..i + len];
+            match (kind, body.len()) {
+                (2, 2) => o.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+                (3, 1) => o.wscale = Some(body[0].min(14)),
+                (4, 0) => o.sack_permitted = true,
+                (8, 8) => {
+                    let v = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let e = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                    o.timestamps = Some((v, e));
+                }
+                _ => {}
+            }
+            i += len;
+        }
+        o
+    }
+}
+
 /// An [`Addr`] as a standard address.
 pub fn to_ip(a: &Addr, ipv6: bool) -> std::net::IpAddr {
     if ipv6 {

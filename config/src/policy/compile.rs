@@ -27,6 +27,9 @@ pub struct Policy {
     pub(super) known_keys: Vec<KnownKey>,
     pub(super) certificates: Vec<CertificateObject>,
     pub(super) rules: Vec<RuleInfo>,
+    /// (rule, SHA-256 of its known key's certificate) for every decrypt-known-key rule: such a
+    /// rule applies only while the server presents exactly that certificate.
+    pub(super) known_key_rules: Vec<(usize, [u8; 32])>,
     /// Each rule's conditions in words, for [`Policy::summary`].
     pub(super) conditions: Vec<String>,
     pub(super) index: RuleIndex,
@@ -137,9 +140,18 @@ pub(super) fn compile(src: Source, path: Option<&Path>) -> Policy {
         .rules
         .into_iter()
         .map(|r| RuleInfo { name: r.name, action: r.action.unwrap_or(Action::Monitor), enabled: r.enabled })
+        .collect::<Vec<RuleInfo>>();
+    let known_key_rules = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r.action {
+            Action::DecryptKnownKey { known_key } => src.known_keys.get(known_key).map(|k| (i, k.cert_sha256)),
+            _ => None,
+        })
         .collect();
     Policy {
         source: path.map(Path::to_path_buf),
+        known_key_rules,
         default_action: src.default_action,
         undecryptable,
         trust: src.trust,

@@ -104,6 +104,13 @@ impl Policy {
                 cut(&mut live, &ix.subject.free, &|o| dn_matches(&ix.subject, &c.subject, o));
                 cut(&mut live, &ix.issuer.free, &|o| dn_matches(&ix.issuer, &c.issuer, o));
                 cut(&mut live, &ix.certificate.free, &|o| ix.certificate.matches(&c.sha256, o));
+                // A known key applies only to the certificate it was imported with. While the
+                // certificate is unknown the rule stays live: the slow path checks it exactly.
+                for &(rule, sha256) in &self.known_key_rules {
+                    if c.sha256 != sha256 {
+                        live.clear(rule);
+                    }
+                }
             }
             None => unknown[CERTIFICATE] = true,
         }

@@ -184,6 +184,14 @@ impl HandshakeObserver {
         self.side_mut(dir).reassembly.set_next_seq(next_seq);
     }
 
+    /// The sequence number of `dir`'s first data byte, once known.
+    pub fn stream_start(&self, dir: Direction) -> Option<u32> {
+        match dir {
+            Direction::ToServer => self.to_server.reassembly.stream_start(),
+            Direction::ToClient => self.to_client.reassembly.stream_start(),
+        }
+    }
+
     /// Feeds one TCP segment's payload; events become available from poll_event.
     pub fn on_segment(&mut self, dir: Direction, seq: u32, payload: &[u8]) {
         if payload.is_empty() || !self.wants(dir) {

@@ -62,6 +62,11 @@ impl StreamReassembler {
         }
     }
 
+    /// The sequence number of the stream's first byte, once known.
+    pub fn stream_start(&self) -> Option<u32> {
+        self.base_seq
+    }
+
     /// Sets the sequence number of the stream's first byte (the SYN's ISN + 1).
     /// Without it the first segment pushed starts the stream. Setting the same
     /// value again (a retransmitted SYN) changes nothing; a different value

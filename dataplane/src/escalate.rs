@@ -1,0 +1,127 @@
+//! The hand-over between workers and the slow path. A worker whose decision
+//! at the ClientHello is a decrypt action escalates the flow: it sends an
+//! [`Escalation`] (the flow's context: addresses, facts, decision, and the TCP
+//! state the wire showed) and then every packet of the flow to one slow-path
+//! lcore. The slow path answers with [`SlowUpdate`]s (a session ended; what it
+//! learned about a server) and sends the control thread [`SlowRecord`]s
+//! (events, key log lines, decrypted frames). All of it crosses SPSC rings.
+
+use std::sync::Arc;
+
+use tlsgate_config::facts::SessionFacts;
+use tlsgate_config::policy::{Decision, FinalAction, Policy};
+
+use crate::event::SessionEvent;
+use crate::flow::FlowKey;
+use crate::identity::{ExclusionKey, ExclusionReason, ServerIdentity, ServerKey};
+use crate::packet::TcpOptions;
+
+/// What the wire showed of one side of a TCP connection before takeover.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSideSeen {
+    /// The options of its SYN (or SYN-ACK); `None` if it was not seen.
+    pub syn: Option<TcpOptions>,
+    /// Its last window field, as sent (unscaled).
+    pub window: u16,
+    /// That window was on a SYN (never scaled).
+    pub window_on_syn: bool,
+    /// The last TSval it sent, and when (ns).
+    pub tsval: Option<(u32, u64)>,
+}
+
+/// The TCP state of a flow at the segment that escalated it (the client's
+/// segment that completed its ClientHello).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSeen {
+    /// The client side.
+    pub client: TcpSideSeen,
+    /// The server side.
+    pub server: TcpSideSeen,
+    /// Sequence number of that segment: the first byte of the ClientHello.
+    pub client_seq: u32,
+    /// Its acknowledgement number: the next byte the server sends.
+    pub server_seq: u32,
+}
+
+impl TcpSeen {
+    /// The window scales (client, server): both SYNs announced one, else neither side uses it.
+    pub fn wscale(&self) -> (u8, u8) {
+        match (self.client.syn.and_then(|o| o.wscale), self.server.syn.and_then(|o| o.wscale)) {
+            (Some(c), Some(s)) => (c, s),
+            _ => (0, 0),
+        }
+    }
+
+    /// Whether both SYNs carried timestamps.
+    pub fn timestamps(&self) -> bool {
+        let has = |s: &TcpSideSeen| s.syn.is_some_and(|o| o.timestamps.is_some());
+        has(&self.client) && has(&self.server)
+    }
+}
+
+/// A flow handed to the slow path.
+#[derive(Debug)]
+pub struct Escalation {
+    /// The flow.
+    pub key: FlowKey,
+    /// The worker that owns it (updates go back there).
+    pub worker: usize,
+    /// The session's flow id (for its event).
+    pub flow_id: u64,
+    /// Whether the client is the flow key's `lo` endpoint.
+    pub client_is_lo: bool,
+    /// Index (in the appliance's port list) of the port the client's packets
+    /// enter by; the server's enter by its pair peer (`client_port ^ 1`).
+    pub client_port: usize,
+    /// What the fast path saw of the session (its ClientHello, and server
+    /// facts from the server identity cache).
+    pub facts: SessionFacts,
+    /// The policy the session began with.
+    pub policy: Arc<Policy>,
+    /// The decrypt decision.
+    pub decision: Decision,
+    /// Where the server facts of the decision came from (`cache`, `unknown`).
+    pub server_identity: &'static str,
+    /// The TCP state to take over from.
+    pub tcp: TcpSeen,
+    /// When it was escalated (ns).
+    pub at_ns: u64,
+}
+
+/// What the slow path tells a worker.
+#[derive(Debug)]
+pub enum SlowUpdate {
+    /// The session of this flow is over: later packets of it are dropped
+    /// until the flow expires.
+    Ended {
+        /// The flow.
+        key: FlowKey,
+    },
+    /// What an upstream handshake showed about a server (every worker learns it).
+    Learned {
+        /// The server.
+        key: ServerKey,
+        /// What it presented.
+        identity: ServerIdentity,
+    },
+    /// Later sessions matching `key` are not to be decrypted (every worker learns it).
+    Excluded {
+        /// The server or SNI.
+        key: ExclusionKey,
+        /// What those sessions get at their ClientHello.
+        action: FinalAction,
+        /// Why.
+        reason: ExclusionReason,
+    },
+}
+
+/// What the slow path sends the control thread, which writes the files.
+#[derive(Debug)]
+pub enum SlowRecord {
+    /// A session's event.
+    Event(SessionEvent),
+    /// NSS key log lines (without newlines).
+    KeyLog(Vec<String>),
+    /// Decrypted traffic as synthetic Ethernet frames, with their times (ns).
+    Decrypted(Vec<(u64, Vec<u8>)>),
+}
