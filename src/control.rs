@@ -13,9 +13,12 @@ use tlsgate_dataplane::dpdk::{Eal, EalError};
 use tlsgate_dataplane::runtime::{Dataplane, StartError, StartOptions};
 
 use tlsgate_config::policy::Policy;
+use tlsgate_dataplane::escalate::SlowRecord;
 use tlsgate_dataplane::event::SessionEvent;
+use tlsgate_slowpath::lcore::{check_policy_objects, Interceptor};
 
 use crate::events::{EventLog, Summary};
+use crate::plaintext::PlaintextOut;
 use crate::report::{counters_json, print_final, RateLine};
 
 /// Why a command failed, and the exit status it gives.
@@ -67,7 +70,11 @@ pub struct Output {
 pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     let settings = Settings::load(config).map_err(Failure::Config)?;
     let policy = match settings.policy_path() {
-        Some(p) => Some(Arc::new(Policy::load(&p).map_err(Failure::Config)?)),
+        Some(p) => {
+            let policy = Policy::load(&p).map_err(Failure::Config)?;
+            check_policy_objects(&policy).map_err(|e| Failure::Config(ConfigError::file(&p, e)))?;
+            Some(Arc::new(policy))
+        }
         None => None,
     };
     if out.events.is_none() {
@@ -78,7 +85,15 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
         .map_err(|e| Failure::Runtime(format!("cannot install a handler for SIGHUP: {e}")))?;
     let policy_path = settings.policy_path();
-    let opts = StartOptions { policy, replay_times: None };
+    let slow_path = (!settings.slowpath.lcores.get_ref().is_empty()).then(|| {
+        Arc::new(Interceptor::new(
+            &settings.slowpath,
+            settings.flows.decided_timeout,
+            settings.keylog_path().is_some(),
+            settings.decrypted_pcap_path().is_some(),
+        )) as Arc<dyn tlsgate_dataplane::runtime::SlowPath>
+    });
+    let opts = StartOptions { policy, replay_times: None, slow_path };
     run_until(&settings, opts, &out, |dp| {
         if hangup.swap(false, Ordering::Relaxed) {
             reload(dp, policy_path.as_deref());
@@ -96,6 +111,7 @@ fn reload(dp: &Dataplane, path: Option<&Path>) {
         return;
     };
     match Policy::load(path).map_err(|e| e.to_string()).and_then(|p| {
+        check_policy_objects(&p).map_err(|e| format!("{}: {e}", path.display()))?;
         let rules = p.rules().len();
         dp.reload_policy(Arc::new(p)).map(|()| rules)
     }) {
@@ -140,6 +156,8 @@ pub fn run_until(
             out.events.as_deref().unwrap_or(Path::new("")).display()
         ))
     })?;
+    let mut plain = PlaintextOut::open(settings.keylog_path().as_deref(), settings.decrypted_pcap_path().as_deref())
+        .map_err(Failure::Runtime)?;
     let eal = Eal::init(&settings.eal_args()).map_err(Failure::Eal)?;
     let mut dp = Dataplane::start(&eal, settings, opts).map_err(Failure::Start)?;
     let mut write_error: Option<String> = None;
@@ -148,10 +166,34 @@ pub fn run_until(
             write_error.get_or_insert_with(|| format!("writing the event log: {e}"));
         }
     };
+    let mut plain_error: Option<String> = None;
+    let mut take_record = |log: &mut EventLog, plain: &mut PlaintextOut, r: &SlowRecord| match r {
+        SlowRecord::Event(ev) => {
+            if let Err(e) = log.write(ev) {
+                plain_error.get_or_insert_with(|| format!("writing the event log: {e}"));
+            }
+        }
+        SlowRecord::KeyLog(lines) => {
+            if let Err(e) = plain.keylog(lines) {
+                plain_error.get_or_insert_with(|| format!("writing the key log: {e}"));
+            }
+        }
+        SlowRecord::Decrypted(frames) => {
+            if let Err(e) = plain.frames(frames) {
+                plain_error.get_or_insert_with(|| format!("writing the decrypted pcap: {e}"));
+            }
+        }
+    };
     let names: Vec<String> = dp.ports().iter().map(|p| p.name().to_owned()).collect();
     let lcores = settings.workers.lcores.get_ref().clone();
+    let slow_lcores = dp.slow_lcores().to_vec();
+    let slow_text = if slow_lcores.is_empty() {
+        String::new()
+    } else {
+        format!(", decrypting on slow-path lcores {slow_lcores:?}")
+    };
     eprintln!(
-        "tlsgate: bridging {} with {} worker(s) on lcores {:?} ({})",
+        "tlsgate: bridging {} with {} worker(s) on lcores {:?} ({}){slow_text}",
         settings
             .pairs
             .iter()
@@ -167,6 +209,8 @@ pub fn run_until(
     while !done(&dp) {
         std::thread::sleep(Duration::from_millis(10));
         dp.drain_events(|ev| write(&mut log, &ev));
+        dp.drain_slow_records(|r| take_record(&mut log, &mut plain, &r));
+        let _ = plain.flush();
         if let Some(r) = &mut rates {
             r.tick(&dp.counters());
         }
@@ -176,7 +220,13 @@ pub fn run_until(
     for ev in &report.events {
         write(&mut log, ev);
     }
+    for r in &report.slow_records {
+        take_record(&mut log, &mut plain, r);
+    }
     let _ = log.flush();
+    if let Err(e) = plain.finish() {
+        plain_error.get_or_insert_with(|| format!("closing the plaintext outputs: {e}"));
+    }
     let elapsed = started.elapsed();
     print_final(&names, &lcores, &report, elapsed);
     drop(eal);
@@ -187,7 +237,7 @@ pub fn run_until(
     if report.exit_codes.iter().any(|&c| c != 0) {
         return Err(Failure::Runtime("a worker failed (see above); counters are as it left them".into()));
     }
-    if let Some(e) = write_error {
+    if let Some(e) = write_error.or(plain_error) {
         return Err(Failure::Runtime(e));
     }
     Ok(log.summary)

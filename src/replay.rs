@@ -77,7 +77,7 @@ pub fn replay(input: &Path, out: Option<&Path>, policy: Option<&Path>, output: O
 
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());
-    let result = run_until(&settings, StartOptions { policy, replay_times: Some(times.into()) }, &output, |dp| {
+    let result = run_until(&settings, StartOptions { policy, replay_times: Some(times.into()), slow_path: None }, &output, |dp| {
         let mut rx = 0;
         let mut settled = 0;
         for w in dp.counters() {

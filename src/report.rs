@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tlsgate_dataplane::runtime::StopReport;
-use tlsgate_dataplane::stats::{DropReason, InspectCounters, PortCounters, WorkerCounters};
+use tlsgate_dataplane::stats::{DropReason, InspectCounters, PortCounters, SlowPathCounters, WorkerCounters};
 
 /// Prints a line of rates every interval.
 pub struct RateLine {
@@ -119,6 +119,11 @@ pub fn print_final(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Du
             w.idle_polls
         );
     }
+    for (i, c) in r.slow.iter().enumerate() {
+        let parts: Vec<String> =
+            SlowPathCounters::NAMES.iter().zip(c).map(|(name, n)| format!("{name} {n}")).collect();
+        println!("slow path {i}: {}", parts.join(", "));
+    }
 }
 
 fn join(v: &[u64]) -> String {
@@ -179,7 +184,20 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
             }
             v["inspection"] = serde_json::Value::Object(inspect);
             v["events_lost"] = w.events_lost.into();
+            v["escalated_out"] = w.escalated_out.into();
+            v["escalated_in"] = w.escalated_in.into();
             v
+        })
+        .collect();
+    let slow_rows: Vec<_> = r
+        .slow
+        .iter()
+        .map(|c| {
+            let mut m = serde_json::Map::new();
+            for (name, n) in SlowPathCounters::NAMES.iter().zip(c) {
+                m.insert((*name).into(), (*n).into());
+            }
+            serde_json::Value::Object(m)
         })
         .collect();
     serde_json::to_string_pretty(&serde_json::json!({
@@ -187,6 +205,7 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
         "steering": steering,
         "ports": port_rows,
         "workers": worker_rows,
+        "slow_path": slow_rows,
     }))
     .expect("a JSON value always serialises")
 }

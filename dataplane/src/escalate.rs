@@ -97,6 +97,14 @@ pub enum SlowUpdate {
         /// The flow.
         key: FlowKey,
     },
+    /// The slow path could not take the flow (at its session limit): it is
+    /// carried out as `action` (`slowpath.when_full`).
+    Refused {
+        /// The flow.
+        key: FlowKey,
+        /// do-not-decrypt (fail open) or block (fail closed).
+        action: FinalAction,
+    },
     /// What an upstream handshake showed about a server (every worker learns it).
     Learned {
         /// The server.
@@ -116,7 +124,7 @@ pub enum SlowUpdate {
 }
 
 /// What the slow path sends the control thread, which writes the files.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum SlowRecord {
     /// A session's event.
     Event(SessionEvent),

@@ -343,6 +343,13 @@ impl Inspector {
                     self.table.touch(id, now_ns, self.settings.closed_timeout as u64 * NS);
                 }
             }
+            SlowUpdate::Refused { key, action } => {
+                if let Some(id) = self.table.find(&key) {
+                    if let Some(e) = self.table.get_mut(id) {
+                        e.state = if action == FinalAction::DoNotDecrypt { FlowState::Bypass } else { FlowState::Blocked };
+                    }
+                }
+            }
             SlowUpdate::Learned { key, identity } => {
                 if let Some(cache) = &mut self.identities {
                     cache.learn(key, identity);

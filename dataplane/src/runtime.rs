@@ -9,15 +9,16 @@ use std::sync::Arc;
 use tlsgate_config::policy::Policy;
 use tlsgate_config::Settings;
 
+use crate::escalate::{Escalation, SlowRecord, SlowUpdate};
 use crate::event::SessionEvent;
 use crate::inspect::Inspector;
-use crate::worker::{Inspection, PolicyUpdates};
+use crate::worker::{Inspection, PolicyUpdates, SlowLinks};
 
 use crate::dpdk::{
     ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
-    PortStats, RingConsumer, RingError,
+    PortStats, RingConsumer, RingError, RingProducer, RxQueue, TxQueue,
 };
-use crate::stats::{SharedCounters, WorkerCounters};
+use crate::stats::{SharedCounters, SlowPathCounters, WorkerCounters};
 use crate::worker::{Dispatch, Worker, WorkerPort};
 
 /// How flows reach the worker that owns them.
@@ -77,6 +78,46 @@ pub struct StartOptions {
     pub replay_times: Option<Arc<[u64]>>,
     /// The decryption policy; without one, the workers only bridge.
     pub policy: Option<Arc<Policy>>,
+    /// What the slow-path lcores run (`[slowpath] lcores`); without it, or
+    /// without a policy, no slow path starts and decrypt decisions are carried
+    /// out as do-not-decrypt.
+    pub slow_path: Option<Arc<dyn SlowPath>>,
+}
+
+/// What a slow-path lcore is given: its own queue pair on every port, the
+/// rings to and from every worker, a ring to the control thread.
+pub struct SlowPathIo {
+    /// Which slow-path lcore this is (0..).
+    pub index: usize,
+    /// Its queues, per port in the appliance's port list. The rx queue gets
+    /// whatever the driver spreads to it (af_packet fans flows out over every
+    /// queue); the slow path hands those packets to their workers.
+    pub ports: Vec<(RxQueue, TxQueue)>,
+    /// The ports' names, in the same order.
+    pub port_names: Arc<[String]>,
+    /// Flows escalated by each worker.
+    pub flows: Vec<RingConsumer<Box<Escalation>>>,
+    /// Their packets, from each worker.
+    pub packets: Vec<RingConsumer<Mbuf>>,
+    /// Updates to each worker.
+    pub updates: Vec<RingProducer<Box<SlowUpdate>>>,
+    /// Packets for each worker (received on this lcore's rx queues).
+    pub handed: Vec<RingProducer<Mbuf>>,
+    /// Events, key log lines and decrypted frames for the control thread.
+    pub records: RingProducer<Box<SlowRecord>>,
+    /// For the frames it makes.
+    pub pool: Mempool,
+    /// Where it publishes its counters.
+    pub counters: Arc<SlowPathCounters>,
+    /// Turns false at shutdown.
+    pub running: Arc<AtomicBool>,
+}
+
+/// The code a slow-path lcore runs (the `tlsgate-slowpath` crate provides it;
+/// the data plane only wires it). Returns the lcore's exit code.
+pub trait SlowPath: Send + Sync {
+    /// Runs one slow-path lcore until `io.running` turns false.
+    fn run(&self, io: SlowPathIo) -> i32;
 }
 
 /// Slots in each worker's event ring to the control thread.
@@ -92,6 +133,18 @@ pub struct Dataplane {
     pool: Mempool,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
     policy_updates: Arc<PolicyUpdates>,
+    slow: SlowRuntime,
+}
+
+/// The slow-path lcores of a data plane, before and after launch.
+#[derive(Default)]
+struct SlowRuntime {
+    lcores: Vec<u32>,
+    io: Vec<SlowPathIo>,
+    code: Option<Arc<dyn SlowPath>>,
+    handles: Vec<LcoreHandle>,
+    counters: Vec<Arc<SlowPathCounters>>,
+    records: Vec<RingConsumer<Box<SlowRecord>>>,
 }
 
 impl Dataplane {
@@ -117,20 +170,38 @@ impl Dataplane {
             }
         }
         let nworkers = lcores.len();
+        let slow_lcores: Vec<u32> = match (&opts.slow_path, &opts.policy) {
+            (Some(_), Some(_)) => settings.slowpath.lcores.get_ref().clone(),
+            _ => Vec::new(),
+        };
+        for &l in &slow_lcores {
+            if l == eal.main_lcore() {
+                return Err(StartError::Lcore { lcore: l, why: "(slowpath.lcores) is the main (control) lcore".into() });
+            }
+            if !eal.lcore_enabled(l) {
+                return Err(StartError::Lcore {
+                    lcore: l,
+                    why: "(slowpath.lcores) is not enabled by the EAL arguments (-l / --lcores)".into(),
+                });
+            }
+        }
+        let nslow = slow_lcores.len();
         let mut ports = Vec::new();
         for name in settings.port_names() {
             ports.push(Port::by_name(&name)?);
         }
         let pool =
             Mempool::new("tlsgate_pkts", settings.mempool.mbufs, settings.mempool.cache, settings.mempool.data_room)?;
-        let rss = nworkers > 1 && ports.iter().all(Port::offers_rss);
+        // RSS would spread flows over the slow path's queues too; with a slow
+        // path, workers find their flows by software dispatch.
+        let rss = nworkers > 1 && nslow == 0 && ports.iter().all(Port::offers_rss);
         let steering = match (nworkers, rss) {
             (1, _) => FlowSteering::SingleWorker,
             (_, true) => FlowSteering::SymmetricRss,
             (_, false) => FlowSteering::SoftwareDispatch,
         };
         let setup = PortSetup {
-            queues: nworkers as u16,
+            queues: (nworkers + nslow) as u16,
             rx_descriptors: settings.queues.rx_descriptors,
             tx_descriptors: settings.queues.tx_descriptors,
             rss,
@@ -161,6 +232,54 @@ impl Dataplane {
         let mut events = Vec::new();
         let port_names: Arc<[String]> = ports.iter().map(|p| p.name().to_owned()).collect();
         let policy_updates = Arc::new(PolicyUpdates::default());
+
+        // Slow path: per (worker, slow lcore) four SPSC rings.
+        let mut slow = SlowRuntime { lcores: slow_lcores, code: opts.slow_path.clone(), ..Default::default() };
+        let mut links: Vec<SlowLinks> = (0..nworkers).map(|_| SlowLinks::default()).collect();
+        for k in 0..nslow {
+            let ring = settings.slowpath.ring;
+            let mut io_flows = Vec::new();
+            let mut io_packets = Vec::new();
+            let mut io_updates = Vec::new();
+            let mut io_handed = Vec::new();
+            for (w, l) in links.iter_mut().enumerate() {
+                let (p, c) = ring_pair::<Box<Escalation>>(&format!("tg_esc_{w}_{k}"), ring.min(1024))?;
+                l.flows.push(p);
+                io_flows.push(c);
+                let (p, c) = ring_pair::<Mbuf>(&format!("tg_slin_{w}_{k}"), ring)?;
+                l.packets.push((p, Burst::new()));
+                io_packets.push(c);
+                let (p, c) = ring_pair::<Box<SlowUpdate>>(&format!("tg_upd_{k}_{w}"), ring.min(1024))?;
+                io_updates.push(p);
+                l.updates.push(c);
+                let (p, c) = ring_pair::<Mbuf>(&format!("tg_slout_{k}_{w}"), ring)?;
+                io_handed.push(p);
+                l.handed.push(c);
+            }
+            let (records, rx) = ring_pair::<Box<SlowRecord>>(&format!("tg_rec_{k}"), EVENT_RING)?;
+            slow.records.push(rx);
+            let counters = Arc::new(SlowPathCounters::default());
+            slow.counters.push(counters.clone());
+            let mut qs = Vec::new();
+            for port in ports.iter_mut() {
+                qs.push(port.queue_pair((nworkers + k) as u16).expect("queue < queues, configured above"));
+            }
+            slow.io.push(SlowPathIo {
+                index: k,
+                ports: qs,
+                port_names: port_names.clone(),
+                flows: io_flows,
+                packets: io_packets,
+                updates: io_updates,
+                handed: io_handed,
+                records,
+                pool,
+                counters,
+                running: running.clone(),
+            });
+        }
+        let mut links = links.into_iter();
+
         for (i, (to, from)) in producers.into_iter().zip(consumers).enumerate() {
             let mut wports = Vec::new();
             for (pi, port) in ports.iter_mut().enumerate() {
@@ -173,7 +292,8 @@ impl Dataplane {
             let mut worker = Worker::new(i, nworkers, wports, dispatch, counters, running.clone());
             if let Some(policy) = &opts.policy {
                 let inspector = Inspector::new(i, policy.clone(), &settings.flows, port_names.clone())
-                    .map_err(StartError::Policy)?;
+                    .map_err(StartError::Policy)?
+                    .with_slow_path(nslow, &settings.slowpath);
                 let (tx, rx) = ring_pair::<Box<SessionEvent>>(&format!("tg_events_{i}"), EVENT_RING)?;
                 events.push(rx);
                 worker = worker.with_inspection(Inspection {
@@ -186,6 +306,9 @@ impl Dataplane {
                     policy_generation: 0,
                 });
             }
+            if nslow > 0 {
+                worker = worker.with_slow_path(links.next().unwrap_or_default());
+            }
             workers.push(worker);
         }
 
@@ -193,7 +316,27 @@ impl Dataplane {
             p.start()?;
             p.set_promiscuous();
         }
-        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates })
+        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates, slow })
+    }
+
+    /// The slow-path lcores in use.
+    pub fn slow_lcores(&self) -> &[u32] {
+        &self.slow.lcores
+    }
+
+    /// Each slow-path lcore's counters, now (see [`SlowPathCounters::NAMES`]).
+    pub fn slow_counters(&self) -> Vec<[u64; SlowPathCounters::FIELDS]> {
+        self.slow.counters.iter().map(|c| c.snapshot()).collect()
+    }
+
+    /// Takes what the slow-path lcores have sent so far (events, key log
+    /// lines, decrypted frames).
+    pub fn drain_slow_records(&mut self, mut f: impl FnMut(Box<SlowRecord>)) {
+        for ring in &mut self.slow.records {
+            while let Some(r) = ring.pop() {
+                f(r);
+            }
+        }
     }
 
     /// How flows are steered to workers.
@@ -249,16 +392,20 @@ impl Dataplane {
     /// the workers' exit codes and final counters, and the ports' counters.
     pub fn stop(mut self) -> StopReport {
         self.running.store(false, Ordering::SeqCst);
-        let exit_codes: Vec<i32> = std::mem::take(&mut self.handles).into_iter().map(LcoreHandle::wait).collect();
+        let mut exit_codes: Vec<i32> = std::mem::take(&mut self.handles).into_iter().map(LcoreHandle::wait).collect();
+        exit_codes.extend(std::mem::take(&mut self.slow.handles).into_iter().map(LcoreHandle::wait));
         let mut events = Vec::new();
         self.drain_events(|e| events.push(e));
+        let mut slow_records = Vec::new();
+        self.drain_slow_records(|r| slow_records.push(r));
+        let slow = self.slow_counters();
         let workers = self.shared.iter().map(|s| s.snapshot()).collect();
         let ports = self.ports.iter().map(Port::stats).collect();
         for p in &self.ports {
             p.stop();
             p.close();
         }
-        StopReport { exit_codes, workers, ports, events }
+        StopReport { exit_codes, workers, ports, events, slow, slow_records }
     }
 }
 
@@ -273,13 +420,27 @@ pub struct Prepared {
     pool: Mempool,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
     policy_updates: Arc<PolicyUpdates>,
+    slow: SlowRuntime,
 }
 
 impl Prepared {
     /// Launches each worker on its lcore.
     pub fn launch(self) -> Result<Dataplane, StartError> {
-        let Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates } = self;
+        let Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates, mut slow } =
+            self;
         let mut handles = Vec::new();
+        if let Some(code) = slow.code.clone() {
+            for (io, &l) in std::mem::take(&mut slow.io).into_iter().zip(&slow.lcores) {
+                let code = code.clone();
+                match LcoreHandle::launch(l, move || code.run(io)) {
+                    Ok(h) => slow.handles.push(h),
+                    Err(e) => {
+                        running.store(false, Ordering::SeqCst);
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
         for (w, &l) in workers.into_iter().zip(&lcores) {
             match LcoreHandle::launch(l, move || w.run()) {
                 Ok(h) => handles.push(h),
@@ -289,7 +450,7 @@ impl Prepared {
                 }
             }
         }
-        Ok(Dataplane { ports, shared, running, handles, steering, pool, events, policy_updates })
+        Ok(Dataplane { ports, shared, running, handles, steering, pool, events, policy_updates, slow })
     }
 
     /// Sends `pkts` out of port `port` on worker `worker`'s tx queue (before
@@ -328,4 +489,8 @@ pub struct StopReport {
     pub ports: Vec<PortStats>,
     /// Session events not yet taken when the workers stopped.
     pub events: Vec<Box<SessionEvent>>,
+    /// Each slow-path lcore's final counters.
+    pub slow: Vec<[u64; SlowPathCounters::FIELDS]>,
+    /// Slow-path records not yet taken when the lcores stopped.
+    pub slow_records: Vec<Box<SlowRecord>>,
 }

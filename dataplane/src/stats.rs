@@ -21,10 +21,12 @@ pub enum DropReason {
     FlowTableFull,
     /// A flow seen mid-stream (`flows.midstream = "block"`).
     Midstream,
+    /// The ring to the slow-path lcore decrypting the flow was full.
+    SlowPathFull,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 6;
+pub const DROP_REASONS: usize = 7;
 
 impl DropReason {
     /// Every reason, in report order.
@@ -35,6 +37,7 @@ impl DropReason {
         DropReason::Policy,
         DropReason::FlowTableFull,
         DropReason::Midstream,
+        DropReason::SlowPathFull,
     ];
 
     /// The name used in reports.
@@ -46,6 +49,7 @@ impl DropReason {
             DropReason::Policy => "policy",
             DropReason::FlowTableFull => "flow_table_full",
             DropReason::Midstream => "midstream",
+            DropReason::SlowPathFull => "slowpath_full",
         }
     }
 }
@@ -96,6 +100,10 @@ pub struct WorkerCounters {
     pub dispatched_out: u64,
     /// Packets received from another worker.
     pub dispatched_in: u64,
+    /// Packets of decrypted flows handed to the slow path.
+    pub escalated_out: u64,
+    /// Packets the slow path's rx queues received and handed to this worker.
+    pub escalated_in: u64,
     /// Polls that found packets.
     pub busy_polls: u64,
     /// Polls that found nothing.
@@ -138,6 +146,8 @@ pub struct SharedCounters {
     ports: Vec<SharedPort>,
     dispatched_out: AtomicU64,
     dispatched_in: AtomicU64,
+    escalated_out: AtomicU64,
+    escalated_in: AtomicU64,
     busy_polls: AtomicU64,
     idle_polls: AtomicU64,
     inspect: [AtomicU64; InspectCounters::FIELDS],
@@ -151,6 +161,8 @@ impl SharedCounters {
             ports: (0..ports).map(|_| SharedPort::default()).collect(),
             dispatched_out: AtomicU64::new(0),
             dispatched_in: AtomicU64::new(0),
+            escalated_out: AtomicU64::new(0),
+            escalated_in: AtomicU64::new(0),
             busy_polls: AtomicU64::new(0),
             idle_polls: AtomicU64::new(0),
             inspect: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -172,6 +184,8 @@ impl SharedCounters {
         }
         st(&self.dispatched_out, c.dispatched_out);
         st(&self.dispatched_in, c.dispatched_in);
+        st(&self.escalated_out, c.escalated_out);
+        st(&self.escalated_in, c.escalated_in);
         st(&self.busy_polls, c.busy_polls);
         st(&self.idle_polls, c.idle_polls);
         for (a, v) in self.inspect.iter().zip(c.inspect.to_array()) {
@@ -197,10 +211,53 @@ impl SharedCounters {
                 .collect(),
             dispatched_out: ld(&self.dispatched_out),
             dispatched_in: ld(&self.dispatched_in),
+            escalated_out: ld(&self.escalated_out),
+            escalated_in: ld(&self.escalated_in),
             busy_polls: ld(&self.busy_polls),
             idle_polls: ld(&self.idle_polls),
             inspect: InspectCounters::from_array(std::array::from_fn(|i| ld(&self.inspect[i]))),
             events_lost: ld(&self.events_lost),
         }
+    }
+}
+
+/// Counters of one slow-path lcore, published for the control thread.
+#[repr(align(64))]
+#[derive(Default)]
+pub struct SlowPathCounters {
+    values: [AtomicU64; SlowPathCounters::FIELDS],
+}
+
+impl SlowPathCounters {
+    /// Number of counters.
+    pub const FIELDS: usize = 14;
+    /// Their names, in index order.
+    pub const NAMES: [&'static str; Self::FIELDS] = [
+        "flows_taken_over",
+        "flows_refused",
+        "sessions_decrypted",
+        "sessions_undecryptable",
+        "sessions_now",
+        "packets_in",
+        "packets_out",
+        "packets_handed_to_workers",
+        "tx_dropped",
+        "unknown_flow_packets",
+        "plaintext_to_server",
+        "plaintext_to_client",
+        "certificates_forged",
+        "records_lost",
+    ];
+
+    /// Publishes `values` (called by the owning lcore only).
+    pub fn publish(&self, values: &[u64; Self::FIELDS]) {
+        for (a, v) in self.values.iter().zip(values) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot (any thread), in `NAMES` order.
+    pub fn snapshot(&self) -> [u64; Self::FIELDS] {
+        std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed))
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::escalate::{Escalation, SlowUpdate};
 use crate::event::SessionEvent;
 use crate::inspect::{DropCause, Inspector, Output, Verdict};
 use crate::packet::{flow_hash, worker_for};
@@ -44,6 +45,22 @@ pub struct Dispatch {
     pub to: Vec<Option<(RingProducer<Mbuf>, Burst)>>,
     /// Rings from the other workers.
     pub from: Vec<RingConsumer<Mbuf>>,
+}
+
+/// The rings between a worker and the slow-path lcores, one set per lcore.
+/// Flows and their packets go out on separate rings; the slow path reads a
+/// flow's context before its packets (it looks at the flow ring again when a
+/// packet names a flow it does not know yet, and the context was pushed first).
+#[derive(Default)]
+pub struct SlowLinks {
+    /// Flows handed over, per slow-path lcore.
+    pub flows: Vec<RingProducer<Box<Escalation>>>,
+    /// Packets of those flows, per slow-path lcore, with a staging burst.
+    pub packets: Vec<(RingProducer<Mbuf>, Burst)>,
+    /// Updates from each slow-path lcore.
+    pub updates: Vec<RingConsumer<Box<SlowUpdate>>>,
+    /// Packets each slow-path lcore's rx queues received, for this worker.
+    pub handed: Vec<RingConsumer<Mbuf>>,
 }
 
 /// The decryption-policy stage of a worker.
@@ -126,6 +143,7 @@ pub struct Worker {
     ports: Vec<WorkerPort>,
     dispatch: Option<Dispatch>,
     inspection: Option<Inspection>,
+    slow: SlowLinks,
     out: Output,
     clock: Clock,
     /// Time of the last packet seen (packet time in replay), ns.
@@ -141,6 +159,8 @@ enum Fate {
     Keep,
     Dispatch(usize),
     Drop(DropReason),
+    /// To this slow-path lcore.
+    Escalate(u8),
 }
 
 /// Busy polls between two publications of the counters (idle workers publish
@@ -167,6 +187,7 @@ impl Worker {
             ports,
             dispatch,
             inspection: None,
+            slow: SlowLinks::default(),
             out: Output::default(),
             clock: Clock::new(),
             last_ns: 0,
@@ -179,6 +200,12 @@ impl Worker {
     /// Adds the decryption-policy stage.
     pub fn with_inspection(mut self, inspection: Inspection) -> Worker {
         self.inspection = Some(inspection);
+        self
+    }
+
+    /// Connects the worker to the slow-path lcores.
+    pub fn with_slow_path(mut self, links: SlowLinks) -> Worker {
+        self.slow = links;
         self
     }
 
@@ -293,6 +320,7 @@ impl Worker {
                 let fate = Cell::new(Fate::Keep);
                 let dispatch = &mut self.dispatch;
                 let inspection = &mut self.inspection;
+                let SlowLinks { flows: slow_flows, packets: slow_packets, .. } = &mut self.slow;
                 let out = &mut self.out;
                 let clock = &self.clock;
                 let last_ns = &mut self.last_ns;
@@ -312,10 +340,9 @@ impl Worker {
                             }
                         }
                         if let Some(ins) = inspection.as_mut() {
-                            if let Verdict::Drop(cause) = inspect(ins, burst_now, last_ns, m, p, out) {
-                                fate.set(Fate::Drop(drop_reason(cause)));
-                                return false;
-                            }
+                            let f = inspect(ins, slow_flows, burst_now, last_ns, m, p, out);
+                            fate.set(f);
+                            return f == Fate::Keep;
                         }
                         fate.set(Fate::Keep);
                         true
@@ -341,6 +368,14 @@ impl Worker {
                                     }
                                 }
                             }
+                            Fate::Escalate(lcore) => {
+                                m.set_port(p as u16);
+                                if let Err(r) = stage_for_slow_path(slow_packets, lcore, m) {
+                                    counters.ports[p].dropped[r as usize] += 1;
+                                } else {
+                                    counters.escalated_out += 1;
+                                }
+                            }
                             Fate::Keep => {}
                         }
                     },
@@ -358,6 +393,9 @@ impl Worker {
         }
         if self.dispatch.is_some() {
             work += self.receive_dispatched(rx);
+        }
+        if !self.slow.updates.is_empty() {
+            work += self.receive_from_slow_path(rx);
         }
         self.flush();
         work
@@ -399,24 +437,66 @@ impl Worker {
             }
             work += n;
             self.counters.dispatched_in += n as u64;
-            for m in rx.drain() {
-                let p = (m.port() as usize).min(self.ports.len() - 1);
+            self.handle_handed(rx);
+        }
+        work
+    }
+
+    /// Updates from the slow path, and the packets its rx queues received for
+    /// this worker.
+    fn receive_from_slow_path(&mut self, rx: &mut Burst) -> usize {
+        let mut work = 0;
+        for i in 0..self.slow.updates.len() {
+            while let Some(u) = self.slow.updates[i].pop() {
+                work += 1;
                 if let Some(ins) = self.inspection.as_mut() {
                     let now = self.clock.now_ns();
-                    if let Verdict::Drop(cause) = inspect(ins, now, &mut self.last_ns, &m, p, &mut self.out) {
-                        self.counters.ports[p].dropped[drop_reason(cause) as usize] += 1;
+                    ins.inspector.on_slow_update(*u, now);
+                }
+            }
+        }
+        for i in 0..self.slow.handed.len() {
+            let n = self.slow.handed[i].recv_burst(rx);
+            if n == 0 {
+                continue;
+            }
+            work += n;
+            self.counters.escalated_in += n as u64;
+            self.handle_handed(rx);
+        }
+        work
+    }
+
+    /// Inspects and sends on packets handed over by another lcore (their port
+    /// index is in the mbuf).
+    fn handle_handed(&mut self, rx: &mut Burst) {
+        for m in rx.drain() {
+            let p = (m.port() as usize).min(self.ports.len() - 1);
+            if let Some(ins) = self.inspection.as_mut() {
+                let now = self.clock.now_ns();
+                let fate = inspect(ins, &mut self.slow.flows, now, &mut self.last_ns, &m, p, &mut self.out);
+                if !self.out.resets.is_empty() {
+                    self.send_resets(p);
+                }
+                match fate {
+                    Fate::Drop(r) => {
+                        self.counters.ports[p].dropped[r as usize] += 1;
                         drop(m);
-                        if !self.out.resets.is_empty() {
-                            self.send_resets(p);
+                        continue;
+                    }
+                    Fate::Escalate(lcore) => {
+                        match stage_for_slow_path(&mut self.slow.packets, lcore, m) {
+                            Ok(()) => self.counters.escalated_out += 1,
+                            Err(r) => self.counters.ports[p].dropped[r as usize] += 1,
                         }
                         continue;
                     }
+                    Fate::Keep | Fate::Dispatch(_) => {}
                 }
-                let len = m.pkt_len();
-                self.forward(p, m, len);
             }
+            let len = m.pkt_len();
+            self.forward(p, m, len);
         }
-        work
     }
 
     /// Sends the resets the inspector made for a packet that came in by port
@@ -443,6 +523,18 @@ impl Worker {
     /// full tx queue refuses stays staged for the next pass (back-pressure).
     #[inline]
     fn flush(&mut self) {
+        for (ring, staged) in &mut self.slow.packets {
+            if !staged.is_empty() {
+                ring.send_burst(staged);
+                // As for dispatch: held back, they would fall behind later packets.
+                for m in staged.as_slice() {
+                    let p = (m.port() as usize).min(self.counters.ports.len() - 1);
+                    self.counters.ports[p].dropped[drop_index(DropReason::SlowPathFull)] += 1;
+                    self.counters.escalated_out -= 1;
+                }
+                staged.clear();
+            }
+        }
         if let Some(d) = &mut self.dispatch {
             for (ring, staged) in d.to.iter_mut().flatten() {
                 if !staged.is_empty() {
@@ -472,6 +564,9 @@ impl Worker {
         if self.dispatch.is_some() {
             self.receive_dispatched(&mut rx);
         }
+        if !self.slow.updates.is_empty() {
+            self.receive_from_slow_path(&mut rx);
+        }
         for _ in 0..DRAIN_POLLS {
             self.flush();
             if self.ports.iter().all(|p| p.pending.is_empty()) {
@@ -489,10 +584,20 @@ impl Worker {
     }
 }
 
-/// Runs the inspector on one packet at its time: the rx timestamp where the
-/// PMD gives one (replay), else the TSC clock.
+/// Runs the inspector on one packet at its time (the capture's in a replay,
+/// else the TSC clock) and says where the packet goes. A flow escalated by
+/// this packet is handed to its slow-path lcore here, before the packet; if
+/// that ring is full, `slowpath.when_full` decides.
 #[inline]
-fn inspect(ins: &mut Inspection, clock_now: u64, last_ns: &mut u64, m: &Mbuf, p: usize, out: &mut Output) -> Verdict {
+fn inspect(
+    ins: &mut Inspection,
+    slow_flows: &mut [RingProducer<Box<Escalation>>],
+    clock_now: u64,
+    last_ns: &mut u64,
+    m: &Mbuf,
+    p: usize,
+    out: &mut Output,
+) -> Fate {
     let now = match &ins.replay_times {
         Some(times) if p == 0 => {
             let t = times.get(ins.replay_seq).copied().unwrap_or(*last_ns);
@@ -503,11 +608,53 @@ fn inspect(ins: &mut Inspection, clock_now: u64, last_ns: &mut u64, m: &Mbuf, p:
         None => clock_now,
     };
     *last_ns = now;
-    if m.is_contiguous() {
+    let verdict = if m.is_contiguous() {
         ins.inspector.on_packet(m.data(), p, now, out)
     } else {
         ins.inspector.on_packet(&m.to_vec(), p, now, out)
+    };
+    let verdict = if out.escalations.is_empty() { verdict } else { hand_over(ins, slow_flows, now, out, verdict) };
+    match verdict {
+        Verdict::Forward => Fate::Keep,
+        Verdict::Drop(cause) => Fate::Drop(drop_reason(cause)),
+        Verdict::Escalate(lcore) if (lcore as usize) < slow_flows.len() => Fate::Escalate(lcore),
+        // The inspector escalates only to lcores it was told of.
+        Verdict::Escalate(_) => Fate::Drop(DropReason::SlowPathFull),
     }
+}
+
+/// Pushes the flows this packet escalated to their slow-path lcores. Cold:
+/// once per decrypted session.
+#[cold]
+fn hand_over(
+    ins: &mut Inspection,
+    slow_flows: &mut [RingProducer<Box<Escalation>>],
+    now: u64,
+    out: &mut Output,
+    mut verdict: Verdict,
+) -> Verdict {
+    for (lcore, esc) in std::mem::take(&mut out.escalations) {
+        let refused = match slow_flows.get_mut(lcore as usize) {
+            Some(ring) => ring.push(esc).err(),
+            None => Some(esc),
+        };
+        if let Some(esc) = refused {
+            verdict = ins.inspector.escalation_refused(esc, now, out);
+        }
+    }
+    verdict
+}
+
+/// Stages `m` for slow-path lcore `lcore`, sending the staged burst first if full.
+#[inline]
+fn stage_for_slow_path(links: &mut [(RingProducer<Mbuf>, Burst)], lcore: u8, m: Mbuf) -> Result<(), DropReason> {
+    let Some((ring, staged)) = links.get_mut(lcore as usize) else { return Err(DropReason::SlowPathFull) };
+    let m = match staged.push(m) {
+        Ok(()) => return Ok(()),
+        Err(m) => m,
+    };
+    ring.send_burst(staged);
+    staged.push(m).map_err(|_| DropReason::SlowPathFull)
 }
 
 fn drop_reason(c: DropCause) -> DropReason {

@@ -17,6 +17,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod export;
 pub mod forge;
+pub mod intercept;
+pub mod lcore;
 pub mod relay;
 pub mod tcp;
+pub mod wire;

@@ -447,7 +447,7 @@ fn handshakes_child(
     // net_pcap's infinite_rx keeps the whole capture in mbufs.
     settings.mempool.mbufs = 262_143;
     let eal = Eal::init(&settings.eal_args()).map_err(|e| e.to_string())?;
-    let opts = StartOptions { policy, replay_times: None };
+    let opts = StartOptions { policy, replay_times: None, slow_path: None };
     let prep = Dataplane::prepare(&eal, &settings, opts).map_err(|e| e.to_string())?;
     let hz = tsc_hz() as f64;
     let warmup = Duration::from_millis(500);
