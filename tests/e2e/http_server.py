@@ -3,13 +3,15 @@
 
 GET serves files from the directory given; PUT /upload reads the body and
 answers with its SHA-256 in hex, so the client can check that what it sent
-arrived intact. Binds to the address and port given; exits after --lifetime
-seconds at the latest, so that a failed test never leaves it behind.
+arrived intact. With --cert and --key it speaks HTTPS (HTTP/1.1 by ALPN).
+Binds to the address and port given; exits after --lifetime seconds at the
+latest, so that a failed test never leaves it behind.
 """
 import argparse
 import hashlib
 import http.server
 import os
+import ssl
 import threading
 
 
@@ -37,15 +39,42 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class TlsServer(http.server.ThreadingHTTPServer):
+    """Accepts plainly and does the TLS handshake in the request's own thread,
+    so that one slow handshake does not hold up the others."""
+
+    context = None
+
+    def finish_request(self, request, client_address):
+        request.settimeout(60)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(tls, client_address)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bind", required=True)
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--dir", required=True)
     ap.add_argument("--lifetime", type=float, default=300)
+    ap.add_argument("--cert", help="certificate chain (PEM): serve HTTPS")
+    ap.add_argument("--key", help="its private key (PEM)")
     a = ap.parse_args()
     os.chdir(a.dir)
-    srv = http.server.ThreadingHTTPServer((a.bind, a.port), Handler)
+    # Room for a hundred clients connecting at once.
+    http.server.ThreadingHTTPServer.request_queue_size = 128
+    if a.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.cert, a.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        TlsServer.context = ctx
+        srv = TlsServer((a.bind, a.port), Handler)
+    else:
+        srv = http.server.ThreadingHTTPServer((a.bind, a.port), Handler)
+
     threading.Timer(a.lifetime, srv.shutdown).start()
     srv.serve_forever()
 
