@@ -77,24 +77,29 @@ pub fn replay(input: &Path, out: Option<&Path>, policy: Option<&Path>, output: O
 
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());
-    let result = run_until(&settings, StartOptions { policy, replay_times: Some(times.into()), slow_path: None }, &output, |dp| {
-        let mut rx = 0;
-        let mut settled = 0;
-        for w in dp.counters() {
-            let t = w.total();
-            rx += t.rx_packets;
-            settled += t.tx_packets + t.dropped_total();
-        }
-        if rx >= expected && settled >= rx {
-            return true;
-        }
-        if rx != last_progress.0 {
-            last_progress = (rx, Instant::now());
-            return false;
-        }
-        // Nothing new for a while: the driver has delivered all it will.
-        last_progress.1.elapsed() > STALL && settled >= rx
-    });
+    let result = run_until(
+        &settings,
+        StartOptions { policy, replay_times: Some(times.into()), slow_path: None },
+        &output,
+        |dp| {
+            let mut rx = 0;
+            let mut settled = 0;
+            for w in dp.counters() {
+                let t = w.total();
+                rx += t.rx_packets;
+                settled += t.tx_packets + t.dropped_total();
+            }
+            if rx >= expected && settled >= rx {
+                return true;
+            }
+            if rx != last_progress.0 {
+                last_progress = (rx, Instant::now());
+                return false;
+            }
+            // Nothing new for a while: the driver has delivered all it will.
+            last_progress.1.elapsed() > STALL && settled >= rx
+        },
+    );
     let summary = result?;
     let toward_in = scratch.path("toward-in.pcap");
     merge_into(&out_path, &toward_in, &scratch.path("merged.pcap"))

@@ -120,8 +120,7 @@ pub fn print_final(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Du
         );
     }
     for (i, c) in r.slow.iter().enumerate() {
-        let parts: Vec<String> =
-            SlowPathCounters::NAMES.iter().zip(c).map(|(name, n)| format!("{name} {n}")).collect();
+        let parts: Vec<String> = SlowPathCounters::NAMES.iter().zip(c).map(|(name, n)| format!("{name} {n}")).collect();
         println!("slow path {i}: {}", parts.join(", "));
     }
 }

@@ -15,6 +15,6 @@ mod settings;
 pub use error::ConfigError;
 pub use policy::Policy;
 pub use settings::{
-    EalSettings, FlowSettings, MempoolSettings, Midstream, PinnedAction, PortPair, QueueSettings, Settings, SlowPathSettings,
-    SlowWhenFull, WhenFull, WorkerSettings,
+    EalSettings, FlowSettings, MempoolSettings, Midstream, PinnedAction, PortPair, QueueSettings, Settings,
+    SlowPathSettings, SlowWhenFull, WhenFull, WorkerSettings,
 };

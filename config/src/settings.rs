@@ -453,7 +453,12 @@ impl Settings {
             return Err(self.err(text, slow_at, "slowpath.lcores", "an lcore is listed twice"));
         }
         if let Some(&l) = slow.iter().find(|&&l| l >= 128) {
-            return Err(self.err(text, slow_at, "slowpath.lcores", format!("lcore {l} is out of range (DPDK allows 0..127)")));
+            return Err(self.err(
+                text,
+                slow_at,
+                "slowpath.lcores",
+                format!("lcore {l} is out of range (DPDK allows 0..127)"),
+            ));
         }
         if slow.len() > 16 {
             return Err(self.err(text, slow_at, "slowpath.lcores", "at most 16 slow-path lcores"));
@@ -462,7 +467,12 @@ impl Settings {
             return Err(self.err(text, None, "slowpath.ring", "at least 64 slots"));
         }
         if self.slowpath.sessions == 0 || self.slowpath.forged_cache == 0 || self.slowpath.exclusion_cache == 0 {
-            return Err(self.err(text, None, "slowpath", "sessions, forged_cache and exclusion_cache must be at least 1"));
+            return Err(self.err(
+                text,
+                None,
+                "slowpath",
+                "sessions, forged_cache and exclusion_cache must be at least 1",
+            ));
         }
         if self.slowpath.exclusion_ttl == 0 {
             return Err(self.err(text, None, "slowpath.exclusion_ttl", "at least 1 second"));

@@ -346,7 +346,8 @@ impl Inspector {
             SlowUpdate::Refused { key, action } => {
                 if let Some(id) = self.table.find(&key) {
                     if let Some(e) = self.table.get_mut(id) {
-                        e.state = if action == FinalAction::DoNotDecrypt { FlowState::Bypass } else { FlowState::Blocked };
+                        e.state =
+                            if action == FinalAction::DoNotDecrypt { FlowState::Bypass } else { FlowState::Blocked };
                     }
                 }
             }
@@ -942,11 +943,15 @@ impl Inspector {
             let Some(d) = s.decrypt.take() else { return TakeOver::Refused("no decision".into()) };
             let rule_name = d.rule.map(|i| s.policy.rules()[i].name.clone()).unwrap_or_default();
             let why = match reason {
-                ExclusionReason::Undecryptable(u) => format!("an earlier session to it was undecryptable: {}", u.name()),
+                ExclusionReason::Undecryptable(u) => {
+                    format!("an earlier session to it was undecryptable: {}", u.name())
+                }
                 ExclusionReason::ClientRejectedCertificate => {
                     "a client rejected the re-signed certificate (certificate pinning)".into()
                 }
-                ExclusionReason::CertificateChanged => "the server no longer presents its known key's certificate".into(),
+                ExclusionReason::CertificateChanged => {
+                    "the server no longer presents its known key's certificate".into()
+                }
             };
             return TakeOver::Excluded(Resolution {
                 action,

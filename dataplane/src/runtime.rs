@@ -176,7 +176,10 @@ impl Dataplane {
         };
         for &l in &slow_lcores {
             if l == eal.main_lcore() {
-                return Err(StartError::Lcore { lcore: l, why: "(slowpath.lcores) is the main (control) lcore".into() });
+                return Err(StartError::Lcore {
+                    lcore: l,
+                    why: "(slowpath.lcores) is the main (control) lcore".into(),
+                });
             }
             if !eal.lcore_enabled(l) {
                 return Err(StartError::Lcore {

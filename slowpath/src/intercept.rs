@@ -15,8 +15,8 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 use tlsgate_dataplane::escalate::{TcpSeen, TcpSideSeen};
 
-use crate::relay::{FailReason, Relay, RelayConfig, RelayEvent, BACKLOG_LIMIT};
-use crate::tcp::{Limits, Segment, TcpEndpoint, TcpState, Takeover, TimestampState};
+use crate::relay::{FailReason, Relay, RelayEvent, BACKLOG_LIMIT};
+use crate::tcp::{Limits, Segment, Takeover, TcpEndpoint, TcpState, TimestampState};
 
 /// Bytes in flight per direction between the two endpoints (TLS queued to
 /// send plus TCP unacknowledged) beyond which we stop opening the other
@@ -85,16 +85,16 @@ pub enum Finished {
 }
 
 impl Interception {
-    /// Takes over a flow from what the wire showed (`seen`), with a relay set
-    /// up as `relay`, at `now_ns`. The client's segment that completed its
+    /// Takes over a flow from what the wire showed (`seen`), with `relay`
+    /// between the two TLS sessions, at `now_ns`. The client's segment that completed its
     /// ClientHello is then given to [`Interception::on_client_segment`].
-    pub fn new(seen: &TcpSeen, relay: RelayConfig, keep_plaintext: bool, now_ns: u64) -> Interception {
+    pub fn new(seen: &TcpSeen, relay: Relay, keep_plaintext: bool, now_ns: u64) -> Interception {
         let (client_facing, server_facing) = takeovers(seen);
         let limits = Limits::default();
         Interception {
             client: TcpEndpoint::takeover(client_facing, limits.clone(), now_ns),
             server: TcpEndpoint::takeover(server_facing, limits, now_ns),
-            relay: Relay::new(relay),
+            relay,
             to_client: Vec::new(),
             to_server: Vec::new(),
             scratch: Vec::new(),
@@ -250,8 +250,10 @@ impl Interception {
                 RelayEvent::NeedCertificate { chain, trusted } => match forge(&chain, trusted) {
                     Some(key) => self.relay.provide_certificate(key),
                     None => {
-                        self.outcome.failed =
-                            Some((FailReason::HandshakeFailure, "the server's certificate could not be re-signed".into()));
+                        self.outcome.failed = Some((
+                            FailReason::HandshakeFailure,
+                            "the server's certificate could not be re-signed".into(),
+                        ));
                         self.relay.close();
                     }
                 },

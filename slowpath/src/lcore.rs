@@ -34,7 +34,7 @@ use tlsgate_dataplane::tls::{certificate_facts, CertVerifier};
 use crate::export::{DecryptedStream, Frames};
 use crate::forge::Forger;
 use crate::intercept::{Finished, Interception, Output};
-use crate::relay::{ClientFacing, FailReason, RelayConfig};
+use crate::relay::{ClientFacing, FailReason, Relay, RelayConfig};
 use crate::wire::{segment_of, FlowTemplate};
 
 /// The slow path's code, as the data plane runs it on each slow-path lcore.
@@ -95,10 +95,7 @@ pub fn check_policy_objects(policy: &Policy) -> Result<(), String> {
     Ok(())
 }
 
-fn certified_key(
-    cert_der: &[u8],
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-) -> Result<Arc<CertifiedKey>, String> {
+fn certified_key(cert_der: &[u8], key: rustls::pki_types::PrivateKeyDer<'static>) -> Result<Arc<CertifiedKey>, String> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let key = provider.key_provider.load_private_key(key).map_err(|e| format!("the key cannot be used: {e}"))?;
     Ok(Arc::new(CertifiedKey::new(vec![CertificateDer::from(cert_der.to_vec())], key)))
@@ -142,6 +139,9 @@ struct Flow {
     finished: Option<(u64, Option<Finished>)>,
     /// The failure was acted on (exclusion sent, action chosen).
     failure_action: Option<FinalAction>,
+    /// The client rejected a certificate signed by the untrusted CA: what it
+    /// would have done with the server's own, so no failure of ours.
+    rejected_as_expected: bool,
     shown: Option<&'static str>,
 }
 
@@ -260,11 +260,11 @@ impl<'a> SlowLcore<'a> {
         };
         let roots = self.materials(&esc.policy).roots.clone();
         let relay = RelayConfig { upstream_roots: roots, client_facing: facing, keylog: self.cfg.keylog };
-        let client = if esc.client_is_lo {
-            (esc.key.lo_addr, esc.key.lo_port)
-        } else {
-            (esc.key.hi_addr, esc.key.hi_port)
-        };
+        let client =
+            if esc.client_is_lo { (esc.key.lo_addr, esc.key.lo_port) } else { (esc.key.hi_addr, esc.key.hi_port) };
+        let offered = esc.facts.client_hello.as_ref().map(|c| c.versions.clone()).unwrap_or_default();
+        let relay = Relay::new(relay)
+            .with_client_versions(offered.contains(&TlsVersion::Tls12), offered.contains(&TlsVersion::Tls13));
         let icpt = Interception::new(&esc.tcp, relay, self.cfg.decrypted, now);
         let shown = match esc.decision.action {
             Action::DecryptKnownKey { .. } => Some("known-key"),
@@ -282,6 +282,7 @@ impl<'a> SlowLcore<'a> {
                 upstream: None,
                 finished: None,
                 failure_action: None,
+                rejected_as_expected: false,
                 shown,
             },
         );
@@ -317,7 +318,8 @@ impl<'a> SlowLcore<'a> {
                 let ca = esc.policy.cas().get(ca)?;
                 let id: [u8; 32] = Sha256::digest(&ca.cert_der).into();
                 if !self.forgers.contains_key(&id) {
-                    let f = Forger::new(&ca.cert_der, ca.private_key(), self.cfg.settings.forged_cache as usize).ok()?;
+                    let f =
+                        Forger::new(&ca.cert_der, ca.private_key(), self.cfg.settings.forged_cache as usize).ok()?;
                     self.forgers.insert(id, f);
                 }
                 Some(ClientFacing::Resign)
@@ -430,7 +432,7 @@ impl<'a> SlowLcore<'a> {
             }
             self.record(SlowRecord::Decrypted(frames));
         }
-        if flow.icpt.outcome.failed.is_some() && flow.failure_action.is_none() {
+        if flow.icpt.outcome.failed.is_some() && flow.failure_action.is_none() && !flow.rejected_as_expected {
             self.on_failure(&mut flow, now);
         }
         self.transmit(&mut flow, now);
@@ -473,6 +475,10 @@ impl<'a> SlowLcore<'a> {
     /// resets.
     fn on_failure(&mut self, flow: &mut Flow, now: u64) {
         let Some((reason, _)) = flow.icpt.outcome.failed.clone() else { return };
+        if reason == FailReason::ClientRejectedCertificate && flow.shown == Some("forged-untrusted") {
+            flow.rejected_as_expected = true;
+            return;
+        }
         let policy = flow.esc.policy.clone();
         let f = &flow.esc.facts.flow;
         let sni = flow.esc.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
@@ -597,6 +603,13 @@ impl<'a> SlowLcore<'a> {
         };
         decrypt.ended = ended.clone();
         match (&o.failed, flow.failure_action) {
+            (Some(_), None) if flow.rejected_as_expected => {
+                ev.actual_action = expected;
+                ev.reason = format!(
+                    "rule {rule:?} matched; the server's certificate is not trusted, so the client was shown a copy \
+                     signed by the untrusted CA, and rejected it as it would have rejected the original; {ended}"
+                );
+            }
             (Some((reason, detail)), Some(action)) => {
                 ev.actual_action = action.name();
                 let later = match reason {

@@ -25,6 +25,9 @@ pub const BACKLOG_LIMIT: usize = 256 * 1024;
 /// [`Relay::from_client`] / [`Relay::from_server`] refuse more: the caller ignored [`Relay::backlog`].
 pub const PENDING_TLS_LIMIT: usize = 1024 * 1024;
 
+/// TLS 1.3 and 1.2, rustls's order of preference.
+static BOTH_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
 /// Name verified against (and not sent as SNI) when the client sent no SNI.
 const NO_SNI_PLACEHOLDER: &str = "no-sni.invalid";
 
@@ -167,6 +170,8 @@ pub enum RelayError {
 /// One decrypted session: the client's TLS connection and the server's, and the plaintext between.
 pub struct Relay {
     provider: Arc<CryptoProvider>,
+    /// Versions offered to the server.
+    upstream_versions: &'static [&'static rustls::SupportedProtocolVersion],
     roots: Arc<RootCertStore>,
     client_facing: ClientFacing,
     keylog: Option<Arc<NssKeyLog>>,
@@ -198,6 +203,7 @@ impl Relay {
     pub fn new(cfg: RelayConfig) -> Relay {
         Relay {
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            upstream_versions: BOTH_VERSIONS,
             roots: Arc::new(cfg.upstream_roots),
             client_facing: cfg.client_facing,
             keylog: cfg.keylog.then(|| Arc::new(NssKeyLog::default())),
@@ -219,6 +225,19 @@ impl Relay {
             close_forwarded_to_client: false,
             ended: false,
         }
+    }
+
+    /// Offers the server only the versions the client offered (of TLS 1.2
+    /// and 1.3; neither: both), so that the server sees the client's own limits.
+    pub fn with_client_versions(mut self, tls12: bool, tls13: bool) -> Relay {
+        static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        self.upstream_versions = match (tls12, tls13) {
+            (true, false) => TLS12,
+            (false, true) => TLS13,
+            _ => BOTH_VERSIONS,
+        };
+        self
     }
 
     /// TLS bytes from the client, starting with its ClientHello, which the relay holds until the
@@ -470,7 +489,7 @@ impl Relay {
             provider: self.provider.clone(),
         };
         let builder = match ClientConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .with_protocol_versions(self.upstream_versions)
         {
             Ok(b) => b,
             Err(e) => return Err(self.fail(FailReason::HandshakeFailure, format!("upstream config: {e}"))),
@@ -668,8 +687,14 @@ impl Relay {
     fn fail_upstream_tls(&mut self, e: rustls::Error) -> RelayError {
         let seen = lock(&self.upstream_seen);
         let (changed, client_auth) = (seen.certificate_changed, seen.client_auth_requested);
+        let shown = (seen.chain.clone(), seen.trusted);
         drop(seen);
         if changed {
+            // What the server presents now is worth knowing: the server identity cache learns it.
+            if let (Some(chain), false) = (shown.0, self.certificate_reported) {
+                self.certificate_reported = true;
+                self.events.push_back(RelayEvent::UpstreamCertificate { chain, trusted: shown.1 });
+            }
             return self.fail(
                 FailReason::CertificateChanged,
                 "the server presented another certificate than the imported one".into(),

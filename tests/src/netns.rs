@@ -9,7 +9,9 @@
 //! Everything is named after the test process, and removed on drop, also when
 //! the test fails (panics unwind through the guard).
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
 
 /// The three namespaces and their links.
 pub struct Topology {
@@ -101,7 +103,14 @@ impl Topology {
 
     /// tlsgate settings bridging the middle namespace's two interfaces.
     pub fn settings(&self, workers: usize) -> String {
+        self.settings_with_slow_path(workers, 0)
+    }
+
+    /// As [`Topology::settings`], with `slow` slow-path lcores after the
+    /// workers (each has its own queue pair: af_packet gets that many more).
+    pub fn settings_with_slow_path(&self, workers: usize, slow: usize) -> String {
         let lcores: Vec<String> = (1..=workers).map(|l| l.to_string()).collect();
+        let slow_lcores: Vec<String> = (workers + 1..=workers + slow).map(|l| l.to_string()).collect();
         format!(
             r#"[eal]
 args = ["--no-huge", "--no-shconf", "--no-pci", "--no-telemetry", "-m", "512", "--log-level=warning",
@@ -113,13 +122,62 @@ b = "net_af_packet1"
 
 [workers]
 lcores = [{lc}]
+
+[slowpath]
+lcores = [{sl}]
 "#,
             c = self.mid_cli_if,
             s = self.mid_srv_if,
-            w = workers,
-            lc = lcores.join(", ")
+            w = workers + slow,
+            lc = lcores.join(", "),
+            sl = slow_lcores.join(", ")
         )
     }
+}
+
+/// Kills a child on drop (a failed assertion must not leave servers behind).
+pub struct Reaper(pub Option<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `tlsgate run --config CFG EXTRA...` in the middle namespace, killed on drop.
+pub fn start_tlsgate(topo: &Topology, cfg: &std::path::Path, extra: &[&str]) -> Reaper {
+    let gate = topo
+        .exec(&topo.mid, crate::tlsgate().to_str().unwrap())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Reaper(Some(gate))
+}
+
+/// 20 MiB of pseudo-random bytes (xorshift; deterministic, incompressible).
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Drop for Topology {

@@ -3,57 +3,11 @@
 //! page, then 20 MB each way, checked by SHA-256 on both ends.
 
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use tlsgate_tests::netns::Topology;
-use tlsgate_tests::{dpdk_lock, repo, run_with_limit, signal, text, tlsgate, wait_with_limit, Scratch};
-
-/// Kills a child on drop (a failed assertion must not leave servers behind).
-struct Reaper(Option<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `tlsgate run --config CFG EXTRA...` in the middle namespace, killed on drop.
-fn start_tlsgate(topo: &Topology, cfg: &std::path::Path, extra: &[&str]) -> Reaper {
-    let gate = topo
-        .exec(&topo.mid, tlsgate().to_str().unwrap())
-        .args(["run", "--config"])
-        .arg(cfg)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Reaper(Some(gate))
-}
-
-/// 20 MiB of pseudo-random bytes (xorshift; deterministic, incompressible).
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
+use tlsgate_tests::netns::{payload, sha256_hex, start_tlsgate, Reaper, Topology};
+use tlsgate_tests::{dpdk_lock, repo, run_with_limit, signal, text, wait_with_limit, Scratch};
 
 #[test]
 fn curl_through_tlsgate_on_af_packet_gets_its_page_and_20mb_each_way() {
