@@ -127,7 +127,7 @@ pub enum SlowUpdate {
 #[derive(Debug, Clone)]
 pub enum SlowRecord {
     /// A session's event.
-    Event(SessionEvent),
+    Event(Box<SessionEvent>),
     /// NSS key log lines (without newlines).
     KeyLog(Vec<String>),
     /// Decrypted traffic as synthetic Ethernet frames, with their times (ns).

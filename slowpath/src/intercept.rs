@@ -45,6 +45,11 @@ pub struct Outcome {
     pub bytes_to_client: u64,
 }
 
+/// Answers a Resign relay's request for the certificate to show the client:
+/// given the server's chain and whether it is trusted, the certified key (or
+/// `None`: the session fails).
+pub type CertificateFor<'a> = dyn FnMut(&[Vec<u8>], bool) -> Option<Arc<CertifiedKey>> + 'a;
+
 /// What [`Interception::drive`] hands the caller besides segments.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -122,12 +127,7 @@ impl Interception {
     /// resets across. `forge` answers a Resign relay's request for the
     /// certificate to show (the server's chain, trusted?); `None` fails the
     /// session.
-    pub fn drive(
-        &mut self,
-        now_ns: u64,
-        forge: &mut dyn FnMut(&[Vec<u8>], bool) -> Option<Arc<CertifiedKey>>,
-        out: &mut Output,
-    ) {
+    pub fn drive(&mut self, now_ns: u64, forge: &mut CertificateFor<'_>, out: &mut Output) {
         for _ in 0..8 {
             let mut moved = 0;
             moved += self.client_to_relay();
@@ -232,11 +232,7 @@ impl Interception {
         n
     }
 
-    fn relay_events(
-        &mut self,
-        forge: &mut dyn FnMut(&[Vec<u8>], bool) -> Option<Arc<CertifiedKey>>,
-        out: &mut Output,
-    ) -> usize {
+    fn relay_events(&mut self, forge: &mut CertificateFor<'_>, out: &mut Output) -> usize {
         let mut n = 0;
         while let Some(ev) = self.relay.poll_event() {
             n += 1;

@@ -309,7 +309,7 @@ impl<'a> SlowLcore<'a> {
             self.cfg.settings.sessions,
             action.name()
         );
-        self.record(SlowRecord::Event(ev));
+        self.record(SlowRecord::Event(Box::new(ev)));
     }
 
     fn client_facing(&mut self, esc: &Escalation) -> Option<ClientFacing> {
@@ -369,10 +369,8 @@ impl<'a> SlowLcore<'a> {
         if from_client && flow.template.is_none() {
             flow.template = Some(FlowTemplate::from_client_frame(&data, &t));
         }
-        if flow.template.is_none() {
-            // Nothing can be sent before the client's first frame shows the link layer.
-            return None;
-        }
+        // Nothing can be sent before the client's first frame shows the link layer.
+        flow.template.as_ref()?;
         let seg = segment_of(&data, &t);
         if from_client {
             flow.icpt.on_client_segment(&seg, now);
@@ -560,7 +558,7 @@ impl<'a> SlowLcore<'a> {
         } else {
             self.counters[UNDECRYPTABLE] += 1;
         }
-        self.record(SlowRecord::Event(ev));
+        self.record(SlowRecord::Event(Box::new(ev)));
         self.update(flow.esc.worker, SlowUpdate::Ended { key: flow.esc.key });
     }
 
