@@ -88,7 +88,7 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     let slow_path = (!settings.slowpath.lcores.get_ref().is_empty()).then(|| {
         Arc::new(Interceptor::new(
             &settings.slowpath,
-            settings.flows.decided_timeout,
+            &settings.flows,
             settings.keylog_path().is_some(),
             settings.decrypted_pcap_path().is_some(),
         )) as Arc<dyn tlsgate_dataplane::runtime::SlowPath>

@@ -78,7 +78,18 @@ pub struct Interception {
     fin_to_server: bool,
     fin_to_client: bool,
     last_activity_ns: u64,
+    /// Both handshakes must be done by then, or both ends are reset: a peer
+    /// that stalls or trickles a handshake holds a session for this long at most.
+    handshake_deadline_ns: u64,
+    /// After a failure, the peers get this long to close before they are reset.
+    failed_deadline_ns: Option<u64>,
 }
+
+/// How long peers get to close after a session failed.
+const CLOSE_AFTER_FAILURE_NS: u64 = 5 * 1_000_000_000;
+
+/// Default time both handshakes get.
+pub const HANDSHAKE_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
 
 /// Why a session is over, when it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +98,8 @@ pub enum Finished {
     Closed,
     /// Nothing happened for longer than the idle limit; both ends were reset.
     Idle,
+    /// The handshakes did not complete in time; both ends were reset.
+    HandshakeTimeout,
 }
 
 impl Interception {
@@ -108,7 +121,15 @@ impl Interception {
             fin_to_server: false,
             fin_to_client: false,
             last_activity_ns: now_ns,
+            handshake_deadline_ns: now_ns.saturating_add(HANDSHAKE_TIMEOUT_NS),
+            failed_deadline_ns: None,
         }
+    }
+
+    /// Gives both handshakes `ns` from the takeover (default [`HANDSHAKE_TIMEOUT_NS`]).
+    pub fn with_handshake_timeout(mut self, started_ns: u64, ns: u64) -> Interception {
+        self.handshake_deadline_ns = started_ns.saturating_add(ns);
+        self
     }
 
     /// A segment the client sent.
@@ -172,10 +193,22 @@ impl Interception {
         if done(self.client.state()) && done(self.server.state()) {
             return Some(Finished::Closed);
         }
+        if self.outcome.failed.is_some() {
+            let deadline = *self.failed_deadline_ns.get_or_insert(now_ns.saturating_add(CLOSE_AFTER_FAILURE_NS));
+            if now_ns > deadline {
+                self.reset_both();
+                return Some(Finished::Closed);
+            }
+        }
         if now_ns.saturating_sub(self.last_activity_ns) > idle_ns {
-            self.client.abort();
-            self.server.abort();
+            self.reset_both();
             return Some(Finished::Idle);
+        }
+        if self.outcome.established.is_none() && self.outcome.failed.is_none() && now_ns > self.handshake_deadline_ns {
+            self.reset_both();
+            self.outcome.failed =
+                Some((FailReason::HandshakeFailure, "the handshakes did not complete in time".into()));
+            return Some(Finished::HandshakeTimeout);
         }
         None
     }
@@ -206,7 +239,21 @@ impl Interception {
         format!("client connection {}, server connection {}", name(self.client.state()), name(self.server.state()))
     }
 
-    /// Whether the client reset its connection.
+    /// Bytes this session holds now: TLS waiting for a send buffer, plaintext
+    /// backlog, and what each TCP endpoint buffers (unacknowledged, unread).
+    pub fn buffered(&self) -> usize {
+        let (a, b) = self.relay.backlog();
+        self.to_client.len()
+            + self.to_server.len()
+            + a
+            + b
+            + self.client.unacked()
+            + self.server.unacked()
+            + self.client.readable()
+            + self.server.readable()
+    }
+
+    /// Whether either peer reset its connection.
     pub fn reset_by_a_peer(&self) -> bool {
         self.client.state() == TcpState::Reset || self.server.state() == TcpState::Reset
     }
@@ -393,4 +440,474 @@ fn takeovers(seen: &TcpSeen) -> (Takeover, Takeover) {
         timestamps: ts(&seen.client, &seen.server),
     };
     (client_facing, server_facing)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The interception between a real rustls client and server, each on a
+    //! TCP endpoint of its own (the tcp module's, standing in for the hosts'
+    //! stacks), over scripted links with loss, on a virtual clock.
+    use super::*;
+    use crate::forge::Forger;
+    use crate::relay::ClientFacing;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection};
+    use std::io::{Read, Write};
+    use tlsgate_dataplane::packet::TcpOptions;
+    use tlsgate_perf::handshake::{Leaf, Pki};
+
+    const MS: u64 = 1_000_000;
+    const C_ISN: u32 = 0x1111_0000;
+    // The server's sequence numbers wrap around during the test.
+    const S_ISN: u32 = 0xffff_f000;
+
+    fn seen() -> TcpSeen {
+        let opts =
+            |ts| TcpOptions { mss: Some(1460), wscale: Some(7), sack_permitted: true, timestamps: Some((ts, 0)) };
+        TcpSeen {
+            client: TcpSideSeen { syn: Some(opts(100)), window: 502, window_on_syn: false, tsval: Some((110, 0)) },
+            server: TcpSideSeen { syn: Some(opts(9000)), window: 509, window_on_syn: false, tsval: Some((9010, 0)) },
+            client_seq: C_ISN.wrapping_add(1),
+            server_seq: S_ISN.wrapping_add(1),
+        }
+    }
+
+    /// The hosts' own ends, as the wire left them at the takeover.
+    fn host_takeovers(s: &TcpSeen) -> (Takeover, Takeover) {
+        let ts = |ours: u32, peer: u32| {
+            Some(TimestampState { our_last_tsval: ours, our_last_tsval_at_ns: 0, ts_hz: 1000, ts_recent: peer })
+        };
+        let client = Takeover {
+            snd_nxt: s.client_seq,
+            snd_una: s.client_seq,
+            rcv_nxt: s.server_seq,
+            peer_window: 509 << 7,
+            peer_mss: 1460,
+            our_wscale: 7,
+            peer_wscale: 7,
+            sack_permitted: true,
+            timestamps: ts(110, 9010),
+        };
+        let server = Takeover {
+            snd_nxt: s.server_seq,
+            snd_una: s.server_seq,
+            rcv_nxt: s.client_seq,
+            peer_window: 502 << 7,
+            timestamps: ts(9010, 110),
+            ..client.clone()
+        };
+        (client, server)
+    }
+
+    /// A host: rustls on a TCP endpoint, sending `send` once connected and
+    /// keeping what it reads.
+    struct Host {
+        tcp: TcpEndpoint,
+        tls: Connection,
+        send: Vec<u8>,
+        sent: usize,
+        got: Vec<u8>,
+        tls_out: Vec<u8>,
+        read_paused: bool,
+        closed: bool,
+        error: Option<String>,
+    }
+
+    impl Host {
+        fn new(t: Takeover, tls: Connection, send: Vec<u8>) -> Host {
+            Host {
+                tcp: TcpEndpoint::takeover(t, Limits::default(), 0),
+                tls,
+                send,
+                sent: 0,
+                got: Vec::new(),
+                tls_out: Vec::new(),
+                read_paused: false,
+                closed: false,
+                error: None,
+            }
+        }
+
+        fn pump(&mut self) {
+            if !self.read_paused && self.error.is_none() {
+                let mut buf = Vec::new();
+                self.tcp.recv(&mut buf);
+                let mut slice = &buf[..];
+                // rustls takes a bounded amount at a time: feed, process, drain, again.
+                for _ in 0..10_000 {
+                    let _ = self.tls.read_tls(&mut slice);
+                    if let Err(e) = self.tls.process_new_packets() {
+                        self.error = Some(e.to_string());
+                        break;
+                    }
+                    let mut chunk = [0u8; 16384];
+                    loop {
+                        match self.tls.reader().read(&mut chunk) {
+                            Ok(0) => {
+                                self.closed = true;
+                                break;
+                            }
+                            Ok(n) => self.got.extend_from_slice(&chunk[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                    if slice.is_empty() {
+                        break;
+                    }
+                }
+            }
+            // Like an application on a blocking socket: write more only once the last write left.
+            if !self.tls.is_handshaking() && self.sent < self.send.len() && self.tls_out.is_empty() {
+                let end = (self.sent + 64 * 1024).min(self.send.len());
+                let n = self.tls.writer().write(&self.send[self.sent..end]).unwrap_or(0);
+                self.sent += n;
+            }
+            while self.tls.wants_write() {
+                if self.tls.write_tls(&mut self.tls_out).is_err() {
+                    break;
+                }
+            }
+            if !self.tls_out.is_empty() {
+                let n = self.tcp.send(&self.tls_out);
+                self.tls_out.drain(..n);
+            }
+            // A host closes its side once the peer closed and it has nothing left to say.
+            if self.tcp.peer_closed() && self.tls_out.is_empty() {
+                self.tcp.close();
+            }
+        }
+
+        /// The application closes: close_notify, then FIN.
+        fn close(&mut self) {
+            self.tls.send_close_notify();
+            self.pump();
+            self.tcp.close();
+        }
+    }
+
+    /// A link that loses every `n`-th segment (0: none).
+    struct Loss {
+        every: u64,
+        count: u64,
+    }
+
+    impl Loss {
+        fn keep(&mut self) -> bool {
+            self.count += 1;
+            self.every == 0 || self.count % self.every != 0
+        }
+    }
+
+    struct World {
+        now: u64,
+        client: Host,
+        server: Host,
+        icpt: Interception,
+        forger: Option<Forger>,
+        loss: Loss,
+        peak_buffered: usize,
+    }
+
+    impl World {
+        /// One millisecond of the world.
+        fn step(&mut self) {
+            self.now += MS;
+            let now = self.now;
+            for h in [&mut self.client, &mut self.server] {
+                if h.tcp.poll_timeout().is_some_and(|t| t <= now) {
+                    h.tcp.on_timeout(now);
+                }
+                h.pump();
+            }
+            while let Some(seg) = self.client.tcp.poll_transmit(now) {
+                if self.loss.keep() {
+                    self.icpt.on_client_segment(&seg, now);
+                }
+            }
+            while let Some(seg) = self.server.tcp.poll_transmit(now) {
+                if self.loss.keep() {
+                    self.icpt.on_server_segment(&seg, now);
+                }
+            }
+            let forger = &mut self.forger;
+            let mut forge = |chain: &[Vec<u8>], trusted: bool| forger.as_mut()?.forge(chain.first()?, trusted).ok();
+            self.icpt.drive(now, &mut forge, &mut Output::default());
+            while let Some((to_client, seg)) = self.icpt.poll_transmit(now) {
+                if !self.loss.keep() {
+                    continue;
+                }
+                if to_client {
+                    self.client.tcp.on_segment(&seg, now);
+                } else {
+                    self.server.tcp.on_segment(&seg, now);
+                }
+            }
+            self.peak_buffered = self.peak_buffered.max(self.icpt.buffered());
+        }
+
+        fn run_until(&mut self, max_ms: u64, mut done: impl FnMut(&mut World) -> bool) {
+            for _ in 0..max_ms {
+                if done(self) {
+                    return;
+                }
+                self.step();
+            }
+            panic!(
+                "not done after {max_ms} ms of virtual time: {:?} {:?} client {:?} server {:?} got {} {}",
+                self.icpt.relay,
+                self.icpt.outcome,
+                self.client.error,
+                self.server.error,
+                self.client.got.len(),
+                self.server.got.len()
+            );
+        }
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    fn roots(der: &[u8]) -> RootCertStore {
+        let mut r = RootCertStore::empty();
+        r.add(CertificateDer::from(der.to_vec())).unwrap();
+        r
+    }
+
+    fn server_tls(leaf: &Leaf, chain_ca: &[u8], tls12: bool) -> Connection {
+        let versions: &[&rustls::SupportedProtocolVersion] =
+            if tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
+        let cfg = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.cert_der.clone()), CertificateDer::from(chain_ca.to_vec())],
+                PrivateKeyDer::Pkcs8(leaf.key_der.clone().into()),
+            )
+            .unwrap();
+        Connection::Server(ServerConnection::new(Arc::new(cfg)).unwrap())
+    }
+
+    fn client_tls(trust: &[u8], name: &str) -> Connection {
+        let cfg = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots(trust))
+            .with_no_client_auth();
+        Connection::Client(
+            ClientConnection::new(Arc::new(cfg), ServerName::try_from(name.to_owned()).unwrap()).unwrap(),
+        )
+    }
+
+    fn now_s() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    fn world(
+        facing: ClientFacing,
+        client: Connection,
+        server: Connection,
+        loss_every: u64,
+        forger: Option<Forger>,
+        web: &Pki,
+        up: Vec<u8>,
+        down: Vec<u8>,
+    ) -> World {
+        let s = seen();
+        let (ct, st) = host_takeovers(&s);
+        let relay =
+            Relay::new(RelayConfig { upstream_roots: roots(&web.ca_cert_der()), client_facing: facing, keylog: false });
+        World {
+            now: 0,
+            client: Host::new(ct, client, up),
+            server: Host::new(st, server, down),
+            icpt: Interception::new(&s, relay, false, 0),
+            forger,
+            loss: Loss { every: loss_every, count: 0 },
+            peak_buffered: 0,
+        }
+    }
+
+    fn forger() -> (Pki, Forger) {
+        let ca = Pki::new("Inspection CA");
+        let key = rustls::pki_types::pem::PemObject::from_pem_slice(ca.ca_key_pem().as_bytes()).unwrap();
+        let f = Forger::new(&ca.ca_cert_der(), key, 16).unwrap();
+        (ca, f)
+    }
+
+    use crate::relay::RelayConfig;
+
+    #[test]
+    fn resign_relays_both_ways_intact_over_lossy_links_then_closes() {
+        let web = Pki::new("Web Root");
+        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
+        let (ca, forger) = forger();
+        let up = data(300 * 1024, 1);
+        let down = data(1 << 20, 2);
+        let mut w = world(
+            ClientFacing::Resign,
+            client_tls(&ca.ca_cert_der(), "shop.test"),
+            server_tls(&leaf, &web.ca_cert_der(), false),
+            37,
+            Some(forger),
+            &web,
+            up.clone(),
+            down.clone(),
+        );
+        w.run_until(120_000, |w| w.client.got.len() >= down.len() && w.server.got.len() >= up.len());
+        assert!(w.client.error.is_none() && w.server.error.is_none(), "{:?} {:?}", w.client.error, w.server.error);
+        assert!(w.client.got == down && w.server.got == up, "both directions intact");
+        let (v, _, cv, _) = w.icpt.outcome.established.clone().expect("both handshakes done");
+        assert_eq!((v, cv), (rustls::ProtocolVersion::TLSv1_3, rustls::ProtocolVersion::TLSv1_3));
+        assert_eq!(w.icpt.outcome.trusted, Some(true));
+        assert!(w.peak_buffered < 2 << 20, "a session's memory stays bounded: {}", w.peak_buffered);
+        // The client closes; the close crosses to the server, the server closes, both connections end.
+        w.client.close();
+        w.run_until(60_000, |w| w.server.closed);
+        w.server.close();
+        let mut done = None;
+        w.run_until(60_000, |w| {
+            done = w.icpt.finished(w.now, u64::MAX);
+            done.is_some()
+        });
+        assert_eq!(done, Some(Finished::Closed));
+        assert_eq!(w.icpt.outcome.bytes_to_server, up.len() as u64);
+        assert_eq!(w.icpt.outcome.bytes_to_client, down.len() as u64);
+    }
+
+    #[test]
+    fn known_key_over_tls12_shows_the_servers_own_certificate() {
+        let web = Pki::new("Web Root");
+        let leaf = web.issue(&["intranet.test"], "Corp", now_s() - 86_400, now_s() + 86_400);
+        let key = Arc::new(rustls::sign::CertifiedKey::new(
+            vec![CertificateDer::from(leaf.cert_der.clone())],
+            provider().key_provider.load_private_key(PrivateKeyDer::Pkcs8(leaf.key_der.clone().into())).unwrap(),
+        ));
+        let mut w = world(
+            ClientFacing::KnownKey(key),
+            client_tls(&web.ca_cert_der(), "intranet.test"),
+            server_tls(&leaf, &web.ca_cert_der(), true),
+            0,
+            None,
+            &web,
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            data(200_000, 3),
+        );
+        w.run_until(60_000, |w| w.client.got.len() >= 200_000 && w.server.got.len() >= 18);
+        assert_eq!(w.client.got, data(200_000, 3));
+        // Each side negotiates its own version: the server speaks only TLS 1.2, the client offered 1.3 too.
+        let (v, _, cv, _) = w.icpt.outcome.established.clone().unwrap();
+        assert_eq!((v, cv), (rustls::ProtocolVersion::TLSv1_2, rustls::ProtocolVersion::TLSv1_3));
+        let shown = match &w.client.tls {
+            Connection::Client(c) => c.peer_certificates().unwrap()[0].to_vec(),
+            Connection::Server(_) => unreachable!(),
+        };
+        assert_eq!(shown, leaf.cert_der, "the imported certificate, byte for byte");
+    }
+
+    #[test]
+    fn a_slow_client_throttles_the_server_and_memory_stays_bounded() {
+        let web = Pki::new("Web Root");
+        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
+        let (ca, forger) = forger();
+        let down = data(8 << 20, 4);
+        let mut w = world(
+            ClientFacing::Resign,
+            client_tls(&ca.ca_cert_der(), "shop.test"),
+            server_tls(&leaf, &web.ca_cert_der(), false),
+            0,
+            Some(forger),
+            &web,
+            Vec::new(),
+            down.clone(),
+        );
+        w.run_until(10_000, |w| w.icpt.outcome.established.is_some());
+        // The client stops reading: its window closes, then ours toward the server.
+        w.client.read_paused = true;
+        for _ in 0..5_000 {
+            w.step();
+        }
+        let held = w.icpt.buffered();
+        assert!(w.server.sent < down.len(), "the server is held back");
+        assert!(held <= 2 << 20, "the slow path holds {held} bytes for a stalled client");
+        w.client.read_paused = false;
+        w.run_until(120_000, |w| w.client.got.len() >= down.len());
+        assert_eq!(w.client.got, down, "everything arrives once the client reads again");
+    }
+
+    #[test]
+    fn garbage_instead_of_a_client_hello_ends_the_session_for_both_sides() {
+        let web = Pki::new("Web Root");
+        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
+        let (ca, forger) = forger();
+        let mut w = world(
+            ClientFacing::Resign,
+            client_tls(&ca.ca_cert_der(), "shop.test"),
+            server_tls(&leaf, &web.ca_cert_der(), false),
+            0,
+            Some(forger),
+            &web,
+            Vec::new(),
+            Vec::new(),
+        );
+        // The client's stack sends bytes that are not TLS.
+        w.client.tcp.send(&data(5000, 9));
+        w.client.tls_out.clear();
+        let mut done = None;
+        w.run_until(120_000, |w| {
+            done = w.icpt.finished(w.now, u64::MAX);
+            done.is_some()
+        });
+        assert!(w.icpt.outcome.failed.is_some(), "{:?}", w.icpt.outcome);
+        assert!(w.server.got.is_empty());
+    }
+
+    #[test]
+    fn a_stalled_handshake_is_reset_at_its_deadline() {
+        let web = Pki::new("Web Root");
+        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
+        let (ca, forger) = forger();
+        let mut w = world(
+            ClientFacing::Resign,
+            client_tls(&ca.ca_cert_der(), "shop.test"),
+            server_tls(&leaf, &web.ca_cert_der(), false),
+            0,
+            Some(forger),
+            &web,
+            Vec::new(),
+            Vec::new(),
+        );
+        w.icpt = std::mem::replace(
+            &mut w.icpt,
+            Interception::new(
+                &seen(),
+                Relay::new(RelayConfig {
+                    upstream_roots: RootCertStore::empty(),
+                    client_facing: ClientFacing::Resign,
+                    keylog: false,
+                }),
+                false,
+                0,
+            ),
+        )
+        .with_handshake_timeout(0, 2_000 * MS);
+        // Half a ClientHello, then nothing.
+        let mut hello = Vec::new();
+        w.client.tls.write_tls(&mut hello).unwrap();
+        w.client.tcp.send(&hello[..hello.len() / 2]);
+        w.client.tls = client_tls(&ca.ca_cert_der(), "shop.test");
+        let _ = w.client.tls.write_tls(&mut Vec::new());
+        let mut done = None;
+        w.run_until(10_000, |w| {
+            done = w.icpt.finished(w.now, u64::MAX);
+            done.is_some()
+        });
+        assert_eq!(done, Some(Finished::HandshakeTimeout));
+        assert!(w.now <= 3_000 * MS, "reset at the deadline, not later: {} ms", w.now / MS);
+    }
 }

@@ -20,7 +20,7 @@ use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
 use tlsgate_config::facts::{ServerHelloFacts, TlsVersion};
 use tlsgate_config::policy::{Action, FinalAction, Policy, Undecryptable};
-use tlsgate_config::{PinnedAction, SlowPathSettings};
+use tlsgate_config::{FlowSettings, PinnedAction, SlowPathSettings};
 use tlsgate_dataplane::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf};
 use tlsgate_dataplane::escalate::{Escalation, SlowRecord, SlowUpdate};
 use tlsgate_dataplane::event::{DecryptFacts, SessionEvent};
@@ -41,16 +41,24 @@ use crate::wire::{segment_of, FlowTemplate};
 pub struct Interceptor {
     settings: SlowPathSettings,
     idle_ns: u64,
+    handshake_ns: u64,
     keylog: bool,
     decrypted: bool,
 }
 
 impl Interceptor {
-    /// From the settings' `[slowpath]` (and the flows' idle timeout, which
-    /// also ends idle decrypted sessions); `keylog`/`decrypted`: whether the
-    /// control thread writes a key log and a decrypted-traffic pcap.
-    pub fn new(settings: &SlowPathSettings, idle_secs: u32, keylog: bool, decrypted: bool) -> Interceptor {
-        Interceptor { settings: settings.clone(), idle_ns: u64::from(idle_secs) * NS, keylog, decrypted }
+    /// From the settings' `[slowpath]` and `[flows]` (a decrypted session
+    /// idle for `decided_timeout` is reset; its handshakes get
+    /// `inspecting_timeout`); `keylog`/`decrypted`: whether the control
+    /// thread writes a key log and a decrypted-traffic pcap.
+    pub fn new(settings: &SlowPathSettings, flows: &FlowSettings, keylog: bool, decrypted: bool) -> Interceptor {
+        Interceptor {
+            settings: settings.clone(),
+            idle_ns: u64::from(flows.decided_timeout) * NS,
+            handshake_ns: u64::from(flows.inspecting_timeout) * NS,
+            keylog,
+            decrypted,
+        }
     }
 }
 
@@ -265,7 +273,8 @@ impl<'a> SlowLcore<'a> {
         let offered = esc.facts.client_hello.as_ref().map(|c| c.versions.clone()).unwrap_or_default();
         let relay = Relay::new(relay)
             .with_client_versions(offered.contains(&TlsVersion::Tls12), offered.contains(&TlsVersion::Tls13));
-        let icpt = Interception::new(&esc.tcp, relay, self.cfg.decrypted, now);
+        let icpt = Interception::new(&esc.tcp, relay, self.cfg.decrypted, now)
+            .with_handshake_timeout(now, self.cfg.handshake_ns);
         let shown = match esc.decision.action {
             Action::DecryptKnownKey { .. } => Some("known-key"),
             _ => None,
@@ -596,6 +605,9 @@ impl<'a> SlowLcore<'a> {
         }
         let ended = match (&o.closed, how) {
             (_, Some(Finished::Idle)) => "idle too long: both connections reset".to_string(),
+            (_, Some(Finished::HandshakeTimeout)) => {
+                "the handshakes did not complete in time: both connections reset".to_string()
+            }
             (Some(c), _) => format!("{c}; {}", flow.icpt.tcp_end()),
             (None, _) => flow.icpt.tcp_end(),
         };
