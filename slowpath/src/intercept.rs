@@ -594,7 +594,7 @@ mod tests {
     impl Loss {
         fn keep(&mut self) -> bool {
             self.count += 1;
-            self.every == 0 || self.count % self.every != 0
+            self.every == 0 || !self.count.is_multiple_of(self.every)
         }
     }
 
@@ -708,6 +708,7 @@ mod tests {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn world(
         facing: ClientFacing,
         client: Connection,
