@@ -112,8 +112,12 @@ fn certified_key(cert_der: &[u8], key: rustls::pki_types::PrivateKeyDer<'static>
 const NS: u64 = 1_000_000_000;
 /// How long a finished session is kept to answer a retransmitted FIN.
 const LINGER_NS: u64 = 2 * NS;
-/// How often every session's timers and idleness are looked at.
+/// How often sessions' timers are looked at.
 const SWEEP_NS: u64 = NS / 1000;
+/// How often every session is looked at (idle, handshake deadline).
+const FULL_SWEEP_NS: u64 = NS / 10;
+/// Servers whose last certificate this lcore remembers.
+const LEARNED_CAPACITY: usize = 16_384;
 /// How long the lcore keeps sending FINs and retransmissions at shutdown.
 const SHUTDOWN_NS: u64 = NS / 5;
 
@@ -174,6 +178,11 @@ struct SlowLcore<'a> {
     counters: [u64; SlowPathCounters::FIELDS],
     clock: Clock,
     last_sweep: u64,
+    last_full_sweep: u64,
+    /// What each server was last seen presenting (leaf SHA-256) and its facts:
+    /// servers present the same certificate session after session, so the
+    /// workers are told only of changes and the leaf is parsed once.
+    learned: HashMap<ServerKey, ([u8; 32], ServerIdentity), RandomState>,
 }
 
 impl<'a> SlowLcore<'a> {
@@ -192,6 +201,8 @@ impl<'a> SlowLcore<'a> {
             counters: [0; SlowPathCounters::FIELDS],
             clock: Clock::new(),
             last_sweep: 0,
+            last_full_sweep: 0,
+            learned: HashMap::default(),
         }
     }
 
@@ -456,9 +467,21 @@ impl<'a> SlowLcore<'a> {
     /// worker learns it (for TLS 1.3 too: the slow path sees the certificate).
     fn learn(&mut self, flow: &mut Flow, chain: Vec<Vec<u8>>, now: u64) {
         let Some(leaf) = chain.first() else { return };
-        let certificate = certificate_facts(leaf).ok().map(Arc::new);
         let sni = flow.esc.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
+        let f = &flow.esc.facts.flow;
+        let key = ServerKey::new(f.dest_ip, f.dest_port, sni.as_deref());
+        let leaf_id: [u8; 32] = Sha256::digest(leaf).into();
         let status = self.materials(&flow.esc.policy.clone()).verifier.status(&chain, sni.as_deref(), unix_secs(now));
+        if let Some((id, known)) = self.learned.get(&key) {
+            if *id == leaf_id {
+                flow.upstream = Some(ServerIdentity { cert_status: Some(status), ..known.clone() });
+                return;
+            }
+        }
+        if self.learned.len() >= LEARNED_CAPACITY {
+            self.learned.clear();
+        }
+        let certificate = certificate_facts(leaf).ok().map(Arc::new);
         let identity = ServerIdentity {
             certificate,
             chain,
@@ -468,11 +491,10 @@ impl<'a> SlowLcore<'a> {
             client_cert_requested: false,
             learned_at_ns: now,
         };
-        let f = &flow.esc.facts.flow;
-        let key = ServerKey::new(f.dest_ip, f.dest_port, sni.as_deref());
         for w in 0..self.io.updates.len() {
             self.update(w, SlowUpdate::Learned { key: key.clone(), identity: identity.clone() });
         }
+        self.learned.insert(key, (leaf_id, identity.clone()));
         flow.upstream = Some(identity);
     }
 
@@ -670,14 +692,23 @@ impl<'a> SlowLcore<'a> {
         ev
     }
 
-    /// Timers, idleness, lingering sessions.
+    /// Timers; every [`FULL_SWEEP_NS`] idleness, deadlines and lingering sessions.
     fn sweep(&mut self, now: u64) {
-        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let full = now.saturating_sub(self.last_full_sweep) >= FULL_SWEEP_NS;
+        if full {
+            self.last_full_sweep = now;
+        }
+        let keys: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| full || f.icpt.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             let (expired, due) = match self.flows.get(&k) {
                 Some(f) => (
                     f.finished.is_some_and(|(at, _)| now.saturating_sub(at) > LINGER_NS),
-                    f.icpt.poll_timeout().is_some_and(|t| t <= now) || f.finished.is_none(),
+                    f.icpt.poll_timeout().is_some_and(|t| t <= now) || (full && f.finished.is_none()),
                 ),
                 None => continue,
             };

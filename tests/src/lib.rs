@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 /// profile: `target/release` under `cargo test --release`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
+    // target/<profile>/deps/<test> -> target/<profile>; a binary of this crate lives in target/<profile>.
+    let dir = exe.parent().expect("a binary lives in a directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>/deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary, with a clear message if it was not built.
