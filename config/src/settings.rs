@@ -559,6 +559,10 @@ impl Settings {
 
 /// The field a serde message names (`unknown field `x``, `missing field `y``).
 fn field_of(msg: &str) -> Option<String> {
+    // `unknown variant `x`` names the value, not the field; the line says where.
+    if msg.starts_with("unknown variant") || msg.starts_with("invalid value") {
+        return None;
+    }
     let start = msg.find('`')? + 1;
     let end = start + msg[start..].find('`')?;
     Some(msg[start..end].to_owned())

@@ -100,3 +100,53 @@ fn replay_of_a_file_that_is_not_a_capture_is_exit_2() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn slow_path_settings_are_checked() {
+    let slow = |extra: &str| GOOD.to_string() + "\n[slowpath]\n" + extra;
+    let (o, err) = run_config(&slow("lcores = [1]\n"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(err.contains("slowpath.lcores: lcore 1 is also a worker lcore"), "{err}");
+    let (o, err) = run_config(&slow("lcores = [2, 2]\n"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("slowpath.lcores: an lcore is listed twice"), "{err}");
+    let (o, err) = run_config(&slow("lcores = [2]\nwhen_full = \"sometimes\"\n"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("appliance.toml:13: unknown variant `sometimes`, expected `do-not-decrypt` or `block`"), "{err}");
+    let (o, err) = run_config(&slow("lcores = [2]\nring = 8\n"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("slowpath.ring: at least 64 slots"), "{err}");
+}
+
+/// A CA that is not a CA, a key that belongs to another certificate: refused
+/// at start, naming the object, and no key material in the message.
+#[test]
+fn resigning_ca_and_known_key_of_the_wrong_kind_are_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("bad-keys");
+    let pki = tlsgate_perf::handshake::Pki::new("Corp CA");
+    let leaf = pki.issue(&["a.test"], "A", 1_700_000_000, 1_900_000_000);
+    let other = pki.issue(&["b.test"], "B", 1_700_000_000, 1_900_000_000);
+    let write_key = |name: &str, pem: &str| {
+        std::fs::write(dir.path(name), pem).unwrap();
+        std::fs::set_permissions(dir.path(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    std::fs::write(dir.path("leaf.pem"), &leaf.cert_pem).unwrap();
+    write_key("leaf.key", &leaf.key_pem);
+    write_key("other.key", &other.key_pem);
+    let check = |objects: &str| {
+        let policy = dir.path("policy.toml");
+        std::fs::write(&policy, format!("[policy]\ndefault_action = \"do-not-decrypt\"\n\n{objects}")).unwrap();
+        let cfg = dir.path("appliance.toml");
+        std::fs::write(&cfg, format!("policy = \"policy.toml\"\n{GOOD}")).unwrap();
+        let o = run_with_limit(Command::new(tlsgate()).args(["run", "--config"]).arg(&cfg), Duration::from_secs(30));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!err.contains("PRIVATE KEY") && !err.contains("panicked"), "{err}");
+        err
+    };
+    let err = check("[[ca]]\nname = \"corp\"\ncert = \"leaf.pem\"\nkey = \"leaf.key\"\n");
+    assert!(err.contains("ca \"corp\": the certificate is not a CA certificate"), "{err}");
+    let err = check("[[known_key]]\nname = \"intranet\"\ncert = \"leaf.pem\"\nkey = \"other.key\"\n");
+    assert!(err.contains("known_key \"intranet\": the key file holds another key than the certificate's"), "{err}");
+}

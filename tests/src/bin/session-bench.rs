@@ -96,7 +96,8 @@ fn serve(bind: &str, dir: &Path) {
 }
 
 /// The load: `threads` clients, each opening sessions one after another for
-/// `seconds`; prints `sessions failures seconds`.
+/// `seconds`; prints `sessions failures seconds` (sessions that ended inside
+/// the window).
 fn load(connect: &str, sni: &str, dir: &Path, threads: usize, seconds: f64) {
     let mut roots = rustls::RootCertStore::empty();
     for f in ["webca.pem", "corpca.pem"] {
@@ -123,7 +124,12 @@ fn load(connect: &str, sni: &str, dir: &Path, threads: usize, seconds: f64) {
             let (cfg, name, stop, ok, failed) = (cfg.clone(), name.clone(), stop.clone(), ok.clone(), failed.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if one_session(&cfg, &name, addr).is_ok() {
+                    let result = one_session(&cfg, &name, addr);
+                    // Only sessions that ended inside the window count, either way.
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if result.is_ok() {
                         ok.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -134,10 +140,12 @@ fn load(connect: &str, sni: &str, dir: &Path, threads: usize, seconds: f64) {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::Relaxed);
+    let window = start.elapsed().as_secs_f64();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     for h in handles {
         let _ = h.join();
     }
-    println!("{} {} {:.3}", ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
+    println!("{ok} {failed} {window:.3}");
 }
 
 fn one_session(cfg: &Arc<rustls::ClientConfig>, name: &ServerName<'static>, addr: SocketAddr) -> Result<(), String> {
@@ -302,11 +310,17 @@ fn measure(setup: Setup, me: &Path, dir: &Path, seconds: f64, tag: u8, clients: 
     if failed > ok / 100 {
         eprintln!("{}: {failed} sessions failed of {}", setup.name(), ok + failed);
     }
-    // tlsgate stops cleanly on SIGTERM; sslsplit is killed when its Reaper drops.
-    if setup != Setup::Sslsplit {
-        if let Some(child) = middle.as_mut().and_then(|r| r.0.take()) {
-            signal(&child, "TERM");
-            let _ = wait_with_limit(child, Duration::from_secs(20));
+    // Both stop cleanly on SIGTERM. sslsplit forks an unprivileged child that
+    // outlives a killed parent, so whatever is left of it is ended by name.
+    if let Some(child) = middle.as_mut().and_then(|r| r.0.take()) {
+        signal(&child, "TERM");
+        let _ = wait_with_limit(child, Duration::from_secs(20));
+    }
+    if setup == Setup::Sslsplit {
+        let key = dir.join("corpca.key");
+        for sig in ["-TERM", "-KILL"] {
+            let _ = run_with_limit(Command::new("pkill").args([sig, "-f"]).arg(&key), Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     ok as f64 / secs.max(0.001)
