@@ -1,7 +1,8 @@
 //! tlsgate's packet level: the safe DPDK layer ([`dpdk`], the only `unsafe`
 //! outside `dpdk-sys`), packet codecs ([`packet`]), the run-to-completion
 //! [`worker`] loop that bridges port pairs on each worker lcore, its
-//! [`stats`], and the [`runtime`] wiring from settings to running workers.
+//! [`stats`], the hand-over to the slow path ([`escalate`]), and the
+//! [`runtime`] wiring from settings to running workers and slow-path lcores.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -112,7 +112,10 @@ fn slow_path_settings_are_checked() {
     assert!(err.contains("slowpath.lcores: an lcore is listed twice"), "{err}");
     let (o, err) = run_config(&slow("lcores = [2]\nwhen_full = \"sometimes\"\n"));
     assert_eq!(o.status.code(), Some(2));
-    assert!(err.contains("appliance.toml:13: unknown variant `sometimes`, expected `do-not-decrypt` or `block`"), "{err}");
+    assert!(
+        err.contains("appliance.toml:13: unknown variant `sometimes`, expected `do-not-decrypt` or `block`"),
+        "{err}"
+    );
     let (o, err) = run_config(&slow("lcores = [2]\nring = 8\n"));
     assert_eq!(o.status.code(), Some(2));
     assert!(err.contains("slowpath.ring: at least 64 slots"), "{err}");
