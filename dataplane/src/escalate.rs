@@ -88,6 +88,39 @@ pub struct Escalation {
     pub at_ns: u64,
 }
 
+/// What a worker hands a slow-path lcore on its flow ring.
+#[derive(Debug)]
+pub enum ToSlowPath {
+    /// Take this flow over (its packets follow on the packet ring).
+    Flow(Box<Escalation>),
+    /// Learn what this server presents, with a handshake of the slow path's own.
+    Probe(ProbeRequest),
+}
+
+/// A server whose certificate a decrypt decision needed at the ClientHello
+/// and that no handshake has shown (TLS 1.3 hides it): the slow path opens a
+/// connection of its own to it (from the client's address, on a port of its
+/// choosing), reads the certificate, resets the connection, and every
+/// worker's server identity cache learns it, so that the next session to the
+/// server is decided in full at its ClientHello.
+#[derive(Debug, Clone)]
+pub struct ProbeRequest {
+    /// The server, as sessions reach it.
+    pub server: ServerKey,
+    /// The client's address (the probe's source).
+    pub client_ip: crate::packet::Addr,
+    /// The server's address, as flow keys store it.
+    pub server_ip: crate::packet::Addr,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// The link-layer header of the client's frames toward the server.
+    pub l2_to_server: Vec<u8>,
+    /// Index of the port toward the server.
+    pub server_port_index: usize,
+    /// The ALPN protocols the client offered.
+    pub alpn: Vec<String>,
+}
+
 /// What the slow path tells a worker.
 #[derive(Debug)]
 pub enum SlowUpdate {
@@ -111,6 +144,14 @@ pub enum SlowUpdate {
         key: ServerKey,
         /// What it presented.
         identity: ServerIdentity,
+    },
+    /// A probe's connection: its packets go to this slow-path lcore (sent
+    /// before the probe's SYN leaves).
+    Probe {
+        /// The probe's flow.
+        key: FlowKey,
+        /// The slow-path lcore running it.
+        lcore: u8,
     },
     /// Later sessions matching `key` are not to be decrypted (every worker learns it).
     Excluded {

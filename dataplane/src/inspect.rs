@@ -10,7 +10,7 @@ use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersi
 use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{FlowSettings, Midstream, SlowPathSettings, SlowWhenFull, WhenFull};
 
-use crate::escalate::{Escalation, SlowUpdate, TcpSeen, TcpSideSeen};
+use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
 use crate::event::SessionEvent;
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::identity::{ExclusionCache, ExclusionReason, ServerIdentity, ServerIdentityCache, ServerKey};
@@ -61,6 +61,8 @@ pub struct Output {
     /// Flows to hand to the slow path (lcore index, context), before the
     /// packet whose verdict is [`Verdict::Escalate`].
     pub escalations: Vec<(u8, Box<Escalation>)>,
+    /// Servers the slow path should probe for their certificate.
+    pub probes: Vec<ProbeRequest>,
 }
 
 /// The inspector's counters (plain; the worker publishes them).
@@ -222,6 +224,12 @@ struct Session {
     tcp: [TcpSideSeen; 2],
     /// Why a decrypt decision was not handed to the slow path.
     not_taken_over: Option<String>,
+    /// The client's link-layer header and the port its packets enter by,
+    /// kept while a slow path could probe the server.
+    client_l2: Option<(Vec<u8>, usize)>,
+    /// A decrypt decision came too late for want of the server's certificate,
+    /// which no handshake showed: the slow path should probe the server.
+    probe_wanted: bool,
 }
 
 /// Where a session's server facts came from, for the event.
@@ -289,7 +297,14 @@ struct SlowPlan {
     when_full: SlowWhenFull,
     /// Servers and SNIs recently found not decryptable.
     exclusions: ExclusionCache,
+    /// Servers probed recently (when), so that one is probed once per TTL.
+    probed: std::collections::HashMap<ServerKey, u64, ahash::RandomState>,
 }
+
+/// Servers a worker remembers having asked the slow path to probe.
+const PROBED_CAPACITY: usize = 4096;
+/// How long before the same server is probed again.
+const PROBE_AGAIN_NS: u64 = 60 * NS;
 
 /// Slots the expiry hand looks at per call of [`Inspector::expire`].
 const EXPIRE_BUDGET: usize = 64;
@@ -327,6 +342,7 @@ impl Inspector {
             lcores,
             when_full: settings.when_full,
             exclusions: ExclusionCache::new(settings.exclusion_cache as usize, settings.exclusion_ttl as u64 * NS),
+            probed: Default::default(),
         });
         self
     }
@@ -350,6 +366,12 @@ impl Inspector {
                             if action == FinalAction::DoNotDecrypt { FlowState::Bypass } else { FlowState::Blocked };
                     }
                 }
+            }
+            SlowUpdate::Probe { key, lcore } => {
+                // The probe's packets go to its lcore; the table's timeouts end it.
+                let entry =
+                    FlowEntry { state: FlowState::Intercepted(lcore), client_is_lo: true, fins: 0, session: None };
+                let _ = self.table.insert(key, entry, now_ns, self.settings.inspecting_timeout as u64 * NS);
             }
             SlowUpdate::Learned { key, identity } => {
                 if let Some(cache) = &mut self.identities {
@@ -412,6 +434,8 @@ impl Inspector {
             decided_late: false,
             tcp: Default::default(),
             not_taken_over: None,
+            client_l2: None,
+            probe_wanted: false,
         };
         self.emit(Box::new(s), r, now_ns, out);
         match action {
@@ -567,6 +591,8 @@ impl Inspector {
             decided_late: false,
             tcp: Default::default(),
             not_taken_over: None,
+            client_l2: None,
+            probe_wanted: false,
         }
     }
 
@@ -627,6 +653,9 @@ impl Inspector {
                     }
                     if self.slow.is_some() {
                         s.tcp[usize::from(!from_client)].saw(frame, t, now);
+                        if from_client && s.client_l2.is_none() {
+                            s.client_l2 = Some((frame[..t.l3].to_vec(), ingress));
+                        }
                     }
                     if t.payload_len() > 0 {
                         s.bytes_seen = true;
@@ -907,6 +936,7 @@ impl Inspector {
                 expected,
                 rule: d.rule,
                 reason: if s.decided_late {
+                    s.probe_wanted = s.facts.certificate.is_none();
                     format!(
                         "rule {rule_name:?} asks for {expected}, but it needs server facts: server identity unknown \
                          at the ClientHello, where a decryption has to begin (the server identity cache has learned \
@@ -1145,6 +1175,9 @@ impl Inspector {
         if r.expected.starts_with("decrypt") {
             self.counters.decrypt_asked += 1;
         }
+        if s.probe_wanted {
+            self.want_probe(&s, now, out);
+        }
         let Session { flow_id, facts, alerts, policy, server_identity, .. } = *s;
         let names = |v: &[usize]| v.iter().map(|&i| policy.rules()[i].name.clone()).collect::<Vec<_>>();
         out.events.push(SessionEvent {
@@ -1193,6 +1226,45 @@ impl TcpSideSeen {
         if let Some((tsval, _)) = o.timestamps {
             self.tsval = Some((tsval, now));
         }
+    }
+}
+
+impl Inspector {
+    /// Asks the slow path to learn the server's certificate with a handshake
+    /// of its own (once per server per [`PROBE_AGAIN_NS`]).
+    fn want_probe(&mut self, s: &Session, now: u64, out: &mut Output) {
+        let (Some(slow), Some((l2, client_port))) = (&mut self.slow, &s.client_l2) else { return };
+        let f = &s.facts.flow;
+        let ch = s.facts.client_hello.as_ref();
+        let server = ServerKey::new(f.dest_ip, f.dest_port, ch.and_then(|c| c.sni.as_deref()));
+        if slow.probed.get(&server).is_some_and(|&at| now.saturating_sub(at) < PROBE_AGAIN_NS) {
+            return;
+        }
+        if slow.probed.len() >= PROBED_CAPACITY {
+            slow.probed.clear();
+        }
+        slow.probed.insert(server.clone(), now);
+        out.probes.push(ProbeRequest {
+            server,
+            client_ip: addr_of(f.src_ip),
+            server_ip: addr_of(f.dest_ip),
+            ipv6: f.dest_ip.is_ipv6(),
+            l2_to_server: l2.clone(),
+            server_port_index: client_port ^ 1,
+            alpn: ch.map(|c| c.alpn.clone()).unwrap_or_default(),
+        });
+    }
+}
+
+/// An address as flow keys store it (IPv4 in the low four bytes).
+fn addr_of(ip: std::net::IpAddr) -> crate::packet::Addr {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[12..].copy_from_slice(&v4.octets());
+            a
+        }
+        std::net::IpAddr::V6(v6) => v6.octets(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tlsgate_config::policy::Policy;
 use tlsgate_config::Settings;
 
-use crate::escalate::{Escalation, SlowRecord, SlowUpdate};
+use crate::escalate::{SlowRecord, SlowUpdate, ToSlowPath};
 use crate::event::SessionEvent;
 use crate::inspect::Inspector;
 use crate::worker::{Inspection, PolicyUpdates, SlowLinks};
@@ -96,7 +96,7 @@ pub struct SlowPathIo {
     /// The ports' names, in the same order.
     pub port_names: Arc<[String]>,
     /// Flows escalated by each worker.
-    pub flows: Vec<RingConsumer<Box<Escalation>>>,
+    pub flows: Vec<RingConsumer<Box<ToSlowPath>>>,
     /// Their packets, from each worker.
     pub packets: Vec<RingConsumer<Mbuf>>,
     /// Updates to each worker.
@@ -246,7 +246,7 @@ impl Dataplane {
             let mut io_updates = Vec::new();
             let mut io_handed = Vec::new();
             for (w, l) in links.iter_mut().enumerate() {
-                let (p, c) = ring_pair::<Box<Escalation>>(&format!("tg_esc_{w}_{k}"), ring.min(1024))?;
+                let (p, c) = ring_pair::<Box<ToSlowPath>>(&format!("tg_esc_{w}_{k}"), ring.min(1024))?;
                 l.flows.push(p);
                 io_flows.push(c);
                 let (p, c) = ring_pair::<Mbuf>(&format!("tg_slin_{w}_{k}"), ring)?;

@@ -230,7 +230,7 @@ pub struct SlowPathCounters {
 
 impl SlowPathCounters {
     /// Number of counters.
-    pub const FIELDS: usize = 14;
+    pub const FIELDS: usize = 16;
     /// Their names, in index order.
     pub const NAMES: [&'static str; Self::FIELDS] = [
         "flows_taken_over",
@@ -247,6 +247,8 @@ impl SlowPathCounters {
         "plaintext_to_client",
         "certificates_forged",
         "records_lost",
+        "probes",
+        "probes_learned",
     ];
 
     /// Publishes `values` (called by the owning lcore only).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
-use crate::escalate::{Escalation, SlowUpdate};
+use crate::escalate::{SlowUpdate, ToSlowPath};
 use crate::event::SessionEvent;
 use crate::inspect::{DropCause, Inspector, Output, Verdict};
 use crate::packet::{flow_hash, worker_for};
@@ -54,7 +54,7 @@ pub struct Dispatch {
 #[derive(Default)]
 pub struct SlowLinks {
     /// Flows handed over, per slow-path lcore.
-    pub flows: Vec<RingProducer<Box<Escalation>>>,
+    pub flows: Vec<RingProducer<Box<ToSlowPath>>>,
     /// Packets of those flows, per slow-path lcore, with a staging burst.
     pub packets: Vec<(RingProducer<Mbuf>, Burst)>,
     /// Updates from each slow-path lcore.
@@ -290,6 +290,11 @@ impl Worker {
     #[inline]
     pub fn poll_once(&mut self, rx: &mut Burst) -> usize {
         let mut work = 0;
+        // Updates before packets: a probe's flow is announced before its SYN
+        // leaves, so it is known here before its SYN-ACK arrives.
+        if !self.slow.updates.is_empty() {
+            work += self.receive_updates();
+        }
         for p in 0..self.ports.len() {
             let out = self.ports[p].peer;
             let (ingress, egress) = two_mut(&mut self.ports, p, out);
@@ -394,7 +399,7 @@ impl Worker {
         if self.dispatch.is_some() {
             work += self.receive_dispatched(rx);
         }
-        if !self.slow.updates.is_empty() {
+        if !self.slow.handed.is_empty() {
             work += self.receive_from_slow_path(rx);
         }
         self.flush();
@@ -442,9 +447,8 @@ impl Worker {
         work
     }
 
-    /// Updates from the slow path, and the packets its rx queues received for
-    /// this worker.
-    fn receive_from_slow_path(&mut self, rx: &mut Burst) -> usize {
+    /// Updates from the slow path.
+    fn receive_updates(&mut self) -> usize {
         let mut work = 0;
         for i in 0..self.slow.updates.len() {
             while let Some(u) = self.slow.updates[i].pop() {
@@ -455,6 +459,12 @@ impl Worker {
                 }
             }
         }
+        work
+    }
+
+    /// Packets the slow path's rx queues received for this worker.
+    fn receive_from_slow_path(&mut self, rx: &mut Burst) -> usize {
+        let mut work = 0;
         for i in 0..self.slow.handed.len() {
             let n = self.slow.handed[i].recv_burst(rx);
             if n == 0 {
@@ -565,6 +575,7 @@ impl Worker {
             self.receive_dispatched(&mut rx);
         }
         if !self.slow.updates.is_empty() {
+            self.receive_updates();
             self.receive_from_slow_path(&mut rx);
         }
         for _ in 0..DRAIN_POLLS {
@@ -591,7 +602,7 @@ impl Worker {
 #[inline]
 fn inspect(
     ins: &mut Inspection,
-    slow_flows: &mut [RingProducer<Box<Escalation>>],
+    slow_flows: &mut [RingProducer<Box<ToSlowPath>>],
     clock_now: u64,
     last_ns: &mut u64,
     m: &Mbuf,
@@ -613,7 +624,11 @@ fn inspect(
     } else {
         ins.inspector.on_packet(&m.to_vec(), p, now, out)
     };
-    let verdict = if out.escalations.is_empty() { verdict } else { hand_over(ins, slow_flows, now, out, verdict) };
+    let verdict = if out.escalations.is_empty() && out.probes.is_empty() {
+        verdict
+    } else {
+        hand_over(ins, slow_flows, now, out, verdict)
+    };
     match verdict {
         Verdict::Forward => Fate::Keep,
         Verdict::Drop(cause) => Fate::Drop(drop_reason(cause)),
@@ -628,18 +643,26 @@ fn inspect(
 #[cold]
 fn hand_over(
     ins: &mut Inspection,
-    slow_flows: &mut [RingProducer<Box<Escalation>>],
+    slow_flows: &mut [RingProducer<Box<ToSlowPath>>],
     now: u64,
     out: &mut Output,
     mut verdict: Verdict,
 ) -> Verdict {
     for (lcore, esc) in std::mem::take(&mut out.escalations) {
         let refused = match slow_flows.get_mut(lcore as usize) {
-            Some(ring) => ring.push(esc).err(),
-            None => Some(esc),
+            Some(ring) => ring.push(Box::new(ToSlowPath::Flow(esc))).err(),
+            None => Some(Box::new(ToSlowPath::Flow(esc))),
         };
-        if let Some(esc) = refused {
+        if let Some(ToSlowPath::Flow(esc)) = refused.map(|b| *b) {
             verdict = ins.inspector.escalation_refused(esc, now, out);
+        }
+    }
+    for probe in std::mem::take(&mut out.probes) {
+        // Any lcore will do; a full ring only loses a lesson.
+        let n = slow_flows.len().max(1);
+        let lcore = (ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(&probe.server) as usize) % n;
+        if let Some(ring) = slow_flows.get_mut(lcore) {
+            let _ = ring.push(Box::new(ToSlowPath::Probe(probe)));
         }
     }
     verdict

@@ -22,7 +22,7 @@ use tlsgate_config::facts::{ServerHelloFacts, TlsVersion};
 use tlsgate_config::policy::{Action, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{FlowSettings, PinnedAction, SlowPathSettings};
 use tlsgate_dataplane::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf};
-use tlsgate_dataplane::escalate::{Escalation, SlowRecord, SlowUpdate};
+use tlsgate_dataplane::escalate::{Escalation, ProbeRequest, SlowRecord, SlowUpdate, ToSlowPath};
 use tlsgate_dataplane::event::{DecryptFacts, SessionEvent};
 use tlsgate_dataplane::flow::FlowKey;
 use tlsgate_dataplane::identity::{ExclusionKey, ExclusionReason, ServerIdentity, ServerKey};
@@ -34,6 +34,7 @@ use tlsgate_dataplane::tls::{certificate_facts, CertVerifier};
 use crate::export::{DecryptedStream, Frames};
 use crate::forge::Forger;
 use crate::intercept::{Finished, Interception, Output};
+use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, FailReason, Relay, RelayConfig};
 use crate::wire::{segment_of, FlowTemplate};
 
@@ -136,6 +137,8 @@ const PLAIN_TO_SERVER: usize = 10;
 const PLAIN_TO_CLIENT: usize = 11;
 const FORGED: usize = 12;
 const RECORDS_LOST: usize = 13;
+const PROBES: usize = 14;
+const PROBES_LEARNED: usize = 15;
 
 /// One flow on this lcore.
 struct Flow {
@@ -183,7 +186,26 @@ struct SlowLcore<'a> {
     /// servers present the same certificate session after session, so the
     /// workers are told only of changes and the leaf is parsed once.
     learned: HashMap<ServerKey, ([u8; 32], ServerIdentity), RandomState>,
+    /// Probes running, by their flow.
+    probes: HashMap<FlowKey, RunningProbe, RandomState>,
+    /// For probes' ports and sequence numbers.
+    rng: u64,
 }
+
+/// A probe and what it needs to send and to report.
+struct RunningProbe {
+    probe: Probe,
+    template: FlowTemplate,
+    server_port_index: usize,
+    server: ServerKey,
+    /// The worker that owns its flow.
+    worker: usize,
+    /// When it ended (it lingers to send its reset), or None.
+    ended_at: Option<u64>,
+}
+
+/// Probes running at once per slow-path lcore, at most.
+const PROBES_MAX: usize = 256;
 
 impl<'a> SlowLcore<'a> {
     fn new(cfg: &'a Interceptor, io: SlowPathIo) -> SlowLcore<'a> {
@@ -203,6 +225,8 @@ impl<'a> SlowLcore<'a> {
             last_sweep: 0,
             last_full_sweep: 0,
             learned: HashMap::default(),
+            probes: HashMap::default(),
+            rng: tsc() | 1,
         }
     }
 
@@ -260,9 +284,12 @@ impl<'a> SlowLcore<'a> {
     /// Takes the flows worker `w` escalated.
     fn adopt_from(&mut self, w: usize, now: u64) -> usize {
         let mut n = 0;
-        while let Some(esc) = self.io.flows[w].pop() {
+        while let Some(msg) = self.io.flows[w].pop() {
             n += 1;
-            self.adopt(esc, now);
+            match *msg {
+                ToSlowPath::Flow(esc) => self.adopt(esc, now),
+                ToSlowPath::Probe(req) => self.start_probe(req, now),
+            }
         }
         n
     }
@@ -381,6 +408,11 @@ impl<'a> SlowLcore<'a> {
             // The worker pushed the flow before its first packet: look again.
             self.adopt_from(w, now);
         }
+        if let Some(p) = self.probes.get_mut(&key) {
+            p.probe.on_segment(&segment_of(&data, &t), now);
+            self.drive_probe(&key, now);
+            return None;
+        }
         let Some(flow) = self.flows.get_mut(&key) else {
             self.counters[UNKNOWN_FLOW] += 1;
             return None;
@@ -466,16 +498,29 @@ impl<'a> SlowLcore<'a> {
     /// What the upstream handshake showed: the server identity cache of every
     /// worker learns it (for TLS 1.3 too: the slow path sees the certificate).
     fn learn(&mut self, flow: &mut Flow, chain: Vec<Vec<u8>>, now: u64) {
-        let Some(leaf) = chain.first() else { return };
         let sni = flow.esc.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
         let f = &flow.esc.facts.flow;
         let key = ServerKey::new(f.dest_ip, f.dest_port, sni.as_deref());
+        let policy = flow.esc.policy.clone();
+        flow.upstream = self.learn_server(&key, chain, Some(&policy), now);
+    }
+
+    /// Tells every worker what `server` presents, unless it is what this lcore
+    /// last told them; returns the identity with its status judged now
+    /// (against `policy`'s trust store; without one the workers judge it).
+    fn learn_server(
+        &mut self,
+        key: &ServerKey,
+        chain: Vec<Vec<u8>>,
+        policy: Option<&Arc<Policy>>,
+        now: u64,
+    ) -> Option<ServerIdentity> {
+        let leaf = chain.first()?;
         let leaf_id: [u8; 32] = Sha256::digest(leaf).into();
-        let status = self.materials(&flow.esc.policy.clone()).verifier.status(&chain, sni.as_deref(), unix_secs(now));
-        if let Some((id, known)) = self.learned.get(&key) {
+        let status = policy.map(|p| self.materials(p).verifier.status(&chain, key.sni.as_deref(), unix_secs(now)));
+        if let Some((id, known)) = self.learned.get(key) {
             if *id == leaf_id {
-                flow.upstream = Some(ServerIdentity { cert_status: Some(status), ..known.clone() });
-                return;
+                return Some(ServerIdentity { cert_status: status, ..known.clone() });
             }
         }
         if self.learned.len() >= LEARNED_CAPACITY {
@@ -485,7 +530,7 @@ impl<'a> SlowLcore<'a> {
         let identity = ServerIdentity {
             certificate,
             chain,
-            cert_status: Some(status),
+            cert_status: status,
             version: None,
             cipher_suite: None,
             client_cert_requested: false,
@@ -494,8 +539,8 @@ impl<'a> SlowLcore<'a> {
         for w in 0..self.io.updates.len() {
             self.update(w, SlowUpdate::Learned { key: key.clone(), identity: identity.clone() });
         }
-        self.learned.insert(key, (leaf_id, identity.clone()));
-        flow.upstream = Some(identity);
+        self.learned.insert(key.clone(), (leaf_id, identity.clone()));
+        Some(identity)
     }
 
     /// The session cannot be decrypted: later sessions to the server (or,
@@ -545,29 +590,113 @@ impl<'a> SlowLcore<'a> {
         let _ = now;
     }
 
+    /// Starts a probe: its flow is announced to the worker that will see its
+    /// packets, then its SYN leaves toward the server.
+    fn start_probe(&mut self, req: ProbeRequest, now: u64) {
+        if self.probes.len() >= PROBES_MAX || self.handed.is_empty() {
+            return;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let port = 40_000 + (self.rng % 20_000) as u16;
+        let isn = (self.rng >> 20) as u32;
+        let mut l2 = req.l2_to_server.clone();
+        let probe_frame = crate::wire::build_frame(
+            &l2,
+            req.ipv6,
+            (req.client_ip, port),
+            (req.server_ip, req.server.port),
+            &crate::tcp::Segment {
+                seq: isn,
+                ack: 0,
+                flags: crate::tcp::flags::SYN,
+                window: 65535,
+                timestamps: None,
+                sack: Vec::new(),
+                payload: Vec::new(),
+            },
+        );
+        let Some(t) = TcpFrame::parse(&probe_frame) else { return };
+        let (key, _) = FlowKey::of(&t);
+        if self.flows.contains_key(&key) || self.probes.contains_key(&key) {
+            return;
+        }
+        let template = FlowTemplate::from_client_frame(&probe_frame, &t);
+        l2.clear();
+        let worker = flow_hash(&probe_frame).map_or(0, |h| worker_for(h, self.handed.len()));
+        self.update(worker, SlowUpdate::Probe { key, lcore: self.io.index as u8 });
+        let probe = Probe::new(isn, req.server.sni.as_deref(), req.server.ip, &req.alpn, now);
+        self.counters[PROBES] += 1;
+        self.probes.insert(
+            key,
+            RunningProbe {
+                probe,
+                template,
+                server_port_index: req.server_port_index,
+                server: req.server,
+                worker,
+                ended_at: None,
+            },
+        );
+        self.drive_probe(&key, now);
+    }
+
+    fn drive_probe(&mut self, key: &FlowKey, now: u64) {
+        let Some(mut p) = self.probes.remove(key) else { return };
+        if p.ended_at.is_none() {
+            match p.probe.drive(now) {
+                Some(ProbeResult::Chain(chain)) => {
+                    self.counters[PROBES_LEARNED] += 1;
+                    self.learn_server(&p.server, chain, None, now);
+                    p.ended_at = Some(now);
+                }
+                Some(ProbeResult::Failed(_)) => p.ended_at = Some(now),
+                None => {}
+            }
+        }
+        while let Some(seg) = p.probe.poll_transmit(now) {
+            let frame = p.template.frame(false, &seg);
+            self.send_frame(p.server_port_index, &frame);
+        }
+        if p.ended_at.is_some_and(|at| now.saturating_sub(at) > LINGER_NS) {
+            self.update(p.worker, SlowUpdate::Ended { key: *key });
+            return;
+        }
+        self.probes.insert(*key, p);
+    }
+
     /// Sends what the flow's endpoints have to send.
     fn transmit(&mut self, flow: &mut Flow, now: u64) {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
+        let mut frames = Vec::new();
         while let Some((to_client, seg)) = flow.icpt.poll_transmit(now) {
-            let frame = template.frame(to_client, &seg);
             let port = if to_client { client_port } else { server_port };
-            let Some(m) = Mbuf::from_bytes(&self.io.pool, &frame) else {
-                self.counters[TX_DROPPED] += 1;
-                continue;
-            };
-            if port >= self.tx.len() {
-                self.counters[TX_DROPPED] += 1;
-                continue;
-            }
-            if self.tx[port].is_full() {
-                self.send_port(port);
-            }
-            if let Err(m) = self.tx[port].push(m) {
-                drop(m);
-                self.counters[TX_DROPPED] += 1;
-            }
+            frames.push((port, template.frame(to_client, &seg)));
+        }
+        for (port, frame) in frames {
+            self.send_frame(port, &frame);
+        }
+    }
+
+    /// Stages one frame for port `port`.
+    fn send_frame(&mut self, port: usize, frame: &[u8]) {
+        let Some(m) = Mbuf::from_bytes(&self.io.pool, frame) else {
+            self.counters[TX_DROPPED] += 1;
+            return;
+        };
+        if port >= self.tx.len() {
+            self.counters[TX_DROPPED] += 1;
+            return;
+        }
+        if self.tx[port].is_full() {
+            self.send_port(port);
+        }
+        if let Err(m) = self.tx[port].push(m) {
+            drop(m);
+            self.counters[TX_DROPPED] += 1;
         }
     }
 
@@ -720,6 +849,10 @@ impl<'a> SlowLcore<'a> {
             if due {
                 self.drive(&k, now);
             }
+        }
+        let probes: Vec<FlowKey> = self.probes.keys().copied().collect();
+        for k in probes {
+            self.drive_probe(&k, now);
         }
         self.io.counters.publish(&self.counters);
     }

@@ -16,6 +16,7 @@ pub mod export;
 pub mod forge;
 pub mod intercept;
 pub mod lcore;
+pub mod probe;
 pub mod relay;
 pub mod tcp;
 pub mod wire;

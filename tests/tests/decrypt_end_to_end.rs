@@ -106,7 +106,7 @@ fn make_pki(dir: &Path) {
     self_signed(dir, "webca", "/CN=Web Root CA", true, None);
     self_signed(dir, "corpca", "/O=Corp/CN=Corp Inspection CA", true, None);
     leaf_request(dir, "shop", "/O=Shop Inc/CN=www.shop.test");
-    sign(dir, "shop", "webca", &["www.shop.test", "h2.shop.test", "pinned.shop.test"]);
+    sign(dir, "shop", "webca", &["www.shop.test", "h2.shop.test", "pinned.shop.test", "probe.shop.test"]);
     leaf_request(dir, "mtls", "/CN=mtls.test");
     sign(dir, "mtls", "webca", &["mtls.test"]);
     leaf_request(dir, "intranet", "/O=Corp/CN=intranet.test");
@@ -153,6 +153,12 @@ name = "intranet-known-key"
 action = "decrypt-known-key"
 known_key = "intranet"
 sni = ["intranet.test"]
+
+[[rule]]
+name = "expired-probe-servers"
+action = "block"
+sni = ["probe.shop.test"]
+cert_status = { expired = true }
 
 [[rule]]
 name = "inspect"
@@ -270,6 +276,11 @@ impl Client<'_> {
     }
 }
 
+fn probes_learned(counters: &Path) -> u64 {
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(counters).unwrap()).unwrap();
+    c["slow_path"][0]["probes_learned"].as_u64().unwrap_or(0)
+}
+
 fn der_of(pem: &Path) -> Vec<u8> {
     run_with_limit(Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(pem), Duration::from_secs(10))
         .stdout
@@ -319,7 +330,10 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     assert!(verified, "the re-signed certificate verifies against the resigning CA:\n{cert}");
     assert!(cert.contains("Issuer: CN=Corp Inspection CA,O=Corp"), "{cert}");
     assert!(cert.contains("Subject: CN=www.shop.test,O=Shop Inc"), "{cert}");
-    assert!(cert.contains("DNS:www.shop.test, DNS:h2.shop.test, DNS:pinned.shop.test"), "the SAN is copied:\n{cert}");
+    assert!(
+        cert.contains("DNS:www.shop.test, DNS:h2.shop.test, DNS:pinned.shop.test, DNS:probe.shop.test"),
+        "the SAN is copied:\n{cert}"
+    );
 
     // TLS 1.2 on both sides.
     let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &["--tls-max", "1.2", "-w", "%{ssl_version}"]);
@@ -387,6 +401,21 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     let o = client.curl("mtls.test", 4435, "/", "webca", &[]);
     assert!(o.status.success(), "the next session is bypassed: {}", text(&o));
 
+    // A decision that needs the server's certificate at the ClientHello, and
+    // TLS 1.3 hides it: the first session passes undecrypted, the slow path
+    // probes the server, and a later session is decrypted.
+    let o = client.curl("probe.shop.test", 8443, "/index.html", "webca", &[]);
+    assert!(o.status.success(), "the first session passes untouched: {}", text(&o));
+    let start = Instant::now();
+    loop {
+        let o = client.curl("probe.shop.test", 8443, "/index.html", "corpca", &[]);
+        if o.status.success() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never decrypted after the probe: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A client that rejects the forged certificate (it trusts only the public
     // root, as a pinning client would): its SNI is bypassed from then on.
     let o = client.curl("pinned.shop.test", 8443, "/index.html", "webca", &[]);
@@ -435,6 +464,11 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     assert!(mtls[0]["policy"]["reason"].as_str().unwrap().contains("client certificate"), "{}", mtls[0]);
     assert!(mtls[1]["policy"]["reason"].as_str().unwrap().contains("exclusion cache"), "{}", mtls[1]);
     assert_eq!(mtls[1]["policy"]["actual_action"], "do-not-decrypt");
+    let probed = of("probe.shop.test", 8443);
+    assert!(probed[0]["policy"]["reason"].as_str().unwrap().contains("server identity unknown"), "{}", probed[0]);
+    assert_eq!(probed[0]["policy"]["actual_action"], "do-not-decrypt");
+    assert_eq!(probed.last().unwrap()["policy"]["actual_action"], "decrypt-resign", "{log}");
+    assert!(probes_learned(&json) >= 1);
     let pinned = of("pinned.shop.test", 8443);
     assert!(pinned[0]["policy"]["reason"].as_str().unwrap().contains("pinning"), "{}", pinned[0]);
     assert!(pinned[1]["policy"]["reason"].as_str().unwrap().contains("exclusion cache"), "{}", pinned[1]);
