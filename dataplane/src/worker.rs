@@ -7,9 +7,9 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{pause, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
 use crate::escalate::{SlowUpdate, ToSlowPath};
 use crate::event::SessionEvent;
 use crate::inspect::{DropCause, Inspector, Output, Verdict};
@@ -110,27 +110,6 @@ impl PolicyUpdates {
         }
         let slot = self.policy.lock().unwrap_or_else(|e| e.into_inner());
         slot.clone().map(|p| (g, p))
-    }
-}
-
-/// Wall-clock time from the TSC: one `clock_gettime` at start, then cheap reads.
-#[derive(Clone, Copy)]
-struct Clock {
-    tsc0: u64,
-    unix0_ns: u64,
-    ns_per_tick: f64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let unix0_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let hz = tsc_hz().max(1);
-        Clock { tsc0: tsc(), unix0_ns, ns_per_tick: 1e9 / hz as f64 }
-    }
-
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        self.unix0_ns + ((tsc().wrapping_sub(self.tsc0)) as f64 * self.ns_per_tick) as u64
     }
 }
 

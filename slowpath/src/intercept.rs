@@ -743,6 +743,25 @@ mod tests {
 
     use crate::relay::RelayConfig;
 
+    /// Resign between a TLS 1.3 server for shop.test and a client trusting the
+    /// inspection CA (returned), links losing every `loss_every`-th segment.
+    fn resign_world(loss_every: u64, up: Vec<u8>, down: Vec<u8>) -> (World, Pki) {
+        let web = Pki::new("Web Root");
+        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
+        let (ca, forger) = forger();
+        let w = world(
+            ClientFacing::Resign,
+            client_tls(&ca.ca_cert_der(), "shop.test"),
+            server_tls(&leaf, &web.ca_cert_der(), false),
+            loss_every,
+            Some(forger),
+            &web,
+            up,
+            down,
+        );
+        (w, ca)
+    }
+
     #[test]
     fn resign_relays_both_ways_intact_over_lossy_links_then_closes() {
         let web = Pki::new("Web Root");
@@ -843,19 +862,7 @@ mod tests {
 
     #[test]
     fn garbage_instead_of_a_client_hello_ends_the_session_for_both_sides() {
-        let web = Pki::new("Web Root");
-        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
-        let (ca, forger) = forger();
-        let mut w = world(
-            ClientFacing::Resign,
-            client_tls(&ca.ca_cert_der(), "shop.test"),
-            server_tls(&leaf, &web.ca_cert_der(), false),
-            0,
-            Some(forger),
-            &web,
-            Vec::new(),
-            Vec::new(),
-        );
+        let (mut w, _) = resign_world(0, Vec::new(), Vec::new());
         // The client's stack sends bytes that are not TLS.
         w.client.tcp.send(&data(5000, 9));
         w.client.tls_out.clear();
@@ -870,19 +877,7 @@ mod tests {
 
     #[test]
     fn a_stalled_handshake_is_reset_at_its_deadline() {
-        let web = Pki::new("Web Root");
-        let leaf = web.issue(&["shop.test"], "Shop", now_s() - 86_400, now_s() + 86_400);
-        let (ca, forger) = forger();
-        let mut w = world(
-            ClientFacing::Resign,
-            client_tls(&ca.ca_cert_der(), "shop.test"),
-            server_tls(&leaf, &web.ca_cert_der(), false),
-            0,
-            Some(forger),
-            &web,
-            Vec::new(),
-            Vec::new(),
-        );
+        let (mut w, ca) = resign_world(0, Vec::new(), Vec::new());
         w.icpt = std::mem::replace(
             &mut w.icpt,
             Interception::new(

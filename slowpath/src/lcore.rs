@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ahash::RandomState;
 use rustls::pki_types::CertificateDer;
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tlsgate_config::facts::{ServerHelloFacts, TlsVersion};
 use tlsgate_config::policy::{Action, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{FlowSettings, PinnedAction, SlowPathSettings};
-use tlsgate_dataplane::dpdk::{pause, tsc, tsc_hz, Burst, Mbuf};
+use tlsgate_dataplane::dpdk::{pause, tsc, Burst, Clock, Mbuf};
 use tlsgate_dataplane::escalate::{Escalation, ProbeRequest, SlowRecord, SlowUpdate, ToSlowPath};
 use tlsgate_dataplane::event::{DecryptFacts, SessionEvent};
 use tlsgate_dataplane::flow::FlowKey;
@@ -1000,23 +1000,4 @@ fn base_event(esc: &Escalation, now: u64) -> SessionEvent {
 
 fn unix_secs(ns: u64) -> i64 {
     (ns / NS) as i64
-}
-
-/// Wall-clock time from the TSC, as the workers keep it (their TSvals and
-/// ours come from the same kind of clock).
-struct Clock {
-    tsc0: u64,
-    unix0_ns: u64,
-    ns_per_tick: f64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let unix0_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Clock { tsc0: tsc(), unix0_ns, ns_per_tick: 1e9 / tsc_hz().max(1) as f64 }
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.unix0_ns + (tsc().wrapping_sub(self.tsc0) as f64 * self.ns_per_tick) as u64
-    }
 }

@@ -32,6 +32,37 @@ pub fn pause() {
     unsafe { dpdk_sys::tg_pause() }
 }
 
+/// Wall-clock time from the TSC: one `clock_gettime` at start, then cheap
+/// reads. Workers and slow-path lcores keep time with it, so the TSvals the
+/// workers see and the ones the slow path continues come from one kind of clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    tsc0: u64,
+    unix0_ns: u64,
+    ns_per_tick: f64,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Clock {
+        let unix0_ns =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Clock { tsc0: tsc(), unix0_ns, ns_per_tick: 1e9 / tsc_hz().max(1) as f64 }
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.unix0_ns + (tsc().wrapping_sub(self.tsc0) as f64 * self.ns_per_tick) as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
 /// Why a closure could not be launched on an lcore.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {

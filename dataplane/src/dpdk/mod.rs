@@ -13,7 +13,7 @@ mod port;
 mod ring;
 
 pub use eal::{Eal, EalError};
-pub use lcore::{lcore_id, pause, tsc, tsc_hz, LaunchError, LcoreHandle};
+pub use lcore::{lcore_id, pause, tsc, tsc_hz, Clock, LaunchError, LcoreHandle};
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::{Mempool, MempoolError};
 pub use port::{Port, PortError, PortInfo, PortSetup, PortStats, RxQueue, TxQueue};
