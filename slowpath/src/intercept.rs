@@ -37,6 +37,8 @@ pub struct Outcome {
     pub established: Option<(rustls::ProtocolVersion, rustls::CipherSuite, rustls::ProtocolVersion, Option<Vec<u8>>)>,
     /// The session could not be decrypted: why, in the relay's terms and in words.
     pub failed: Option<(FailReason, String)>,
+    /// The failure was the client's doing (the server is not to blame).
+    pub failed_by_client: bool,
     /// How the TLS session ended, if it did.
     pub closed: Option<String>,
     /// Plaintext relayed client to server.
@@ -319,6 +321,7 @@ impl Interception {
                 }
                 RelayEvent::Failed { reason, detail } => {
                     self.outcome.failed.get_or_insert((reason, detail));
+                    self.outcome.failed_by_client = self.relay.failed_by_client();
                 }
             }
         }

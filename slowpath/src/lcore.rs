@@ -573,6 +573,11 @@ impl<'a> SlowLcore<'a> {
                 let action = policy.undecryptable(Undecryptable::HandshakeError);
                 (None, action, ExclusionReason::CertificateChanged)
             }
+            // The client's garbage or its own incompatibility says nothing about the server.
+            other if flow.icpt.outcome.failed_by_client => {
+                let u = undecryptable_of(other);
+                (None, policy.undecryptable(u), ExclusionReason::Undecryptable(u))
+            }
             other => {
                 let u = undecryptable_of(other);
                 (Some(server), policy.undecryptable(u), ExclusionReason::Undecryptable(u))
@@ -781,6 +786,11 @@ impl<'a> SlowLcore<'a> {
                     FailReason::ClientRejectedCertificate => format!(
                         "the client rejected the re-signed certificate (certificate pinning): later sessions to it get \
                          {} at their ClientHello (slowpath.pinned_action)",
+                        action.name()
+                    ),
+                    other if o.failed_by_client => format!(
+                        "the client's doing (undecryptable.{} = {}), so the server stays decryptable",
+                        undecryptable_of(*other).name(),
                         action.name()
                     ),
                     other => format!(

@@ -196,6 +196,7 @@ pub struct Relay {
     close_forwarded_to_server: bool,
     close_forwarded_to_client: bool,
     ended: bool,
+    failed_by_client: bool,
 }
 
 impl Relay {
@@ -224,6 +225,7 @@ impl Relay {
             close_forwarded_to_server: false,
             close_forwarded_to_client: false,
             ended: false,
+            failed_by_client: false,
         }
     }
 
@@ -408,7 +410,9 @@ impl Relay {
                 while !self.client_tls.is_empty() {
                     let n = match acceptor.read_tls(&mut &self.client_tls[..]) {
                         Ok(n) => n,
-                        Err(e) => return Err(self.fail(FailReason::ProtocolError, format!("client hello: {e}"))),
+                        Err(e) => {
+                            return Err(self.fail_by_client(FailReason::ProtocolError, format!("client hello: {e}")))
+                        }
                     };
                     self.client_tls.drain(..n);
                     if n == 0 {
@@ -424,7 +428,7 @@ impl Relay {
                         Err((e, mut alert)) => {
                             let _ = alert.write_all(&mut self.client_out);
                             self.client = ClientSide::Gone;
-                            return Err(self.fail(FailReason::ProtocolError, format!("client hello: {e}")));
+                            return Err(self.fail_by_client(FailReason::ProtocolError, format!("client hello: {e}")));
                         }
                     }
                 }
@@ -440,7 +444,7 @@ impl Relay {
                 match pump(conn, side, &mut self.events, || false) {
                     Ok(progress) => Ok(progress),
                     Err(PumpError::Read(e)) => {
-                        Err(self.fail(FailReason::ProtocolError, format!("from the client: {e}")))
+                        Err(self.fail_by_client(FailReason::ProtocolError, format!("from the client: {e}")))
                     }
                     Err(PumpError::Tls(e)) => Err(self.fail_client_tls(e)),
                 }
@@ -581,7 +585,7 @@ impl Relay {
                     }
                     _ => FailReason::ProtocolError,
                 };
-                Err(self.fail(reason, format!("client handshake: {e}")))
+                Err(self.fail_by_client(reason, format!("client handshake: {e}")))
             }
         }
     }
@@ -680,7 +684,21 @@ impl Relay {
                 return self.end_by_alert(format!("the client sent alert {alert:?}"));
             }
         }
-        self.fail(reason, format!("client side: {e}"))
+        self.fail_by_client(reason, format!("client side: {e}"))
+    }
+
+    /// A failure the client caused (its bytes, its handshake): the server is not to blame.
+    fn fail_by_client(&mut self, reason: FailReason, detail: String) -> RelayError {
+        if !self.ended {
+            self.failed_by_client = true;
+        }
+        self.fail(reason, detail)
+    }
+
+    /// Whether the session failed because of what the client did (garbage,
+    /// an incompatible or rejected handshake), not the server.
+    pub fn failed_by_client(&self) -> bool {
+        self.failed_by_client
     }
 
     /// An error processing the server's bytes.

@@ -106,7 +106,12 @@ fn make_pki(dir: &Path) {
     self_signed(dir, "webca", "/CN=Web Root CA", true, None);
     self_signed(dir, "corpca", "/O=Corp/CN=Corp Inspection CA", true, None);
     leaf_request(dir, "shop", "/O=Shop Inc/CN=www.shop.test");
-    sign(dir, "shop", "webca", &["www.shop.test", "h2.shop.test", "pinned.shop.test", "probe.shop.test"]);
+    sign(
+        dir,
+        "shop",
+        "webca",
+        &["www.shop.test", "h2.shop.test", "pinned.shop.test", "probe.shop.test", "rude.shop.test"],
+    );
     leaf_request(dir, "mtls", "/CN=mtls.test");
     sign(dir, "mtls", "webca", &["mtls.test"]);
     leaf_request(dir, "intranet", "/O=Corp/CN=intranet.test");
@@ -375,6 +380,35 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
         assert_eq!(sha256_hex(&got), sha256_hex(&small), "parallel session {i} intact");
     }
 
+    // Clients that misbehave after their ClientHello (garbage, a reset, a
+    // stall, a flood) while a well-behaved one goes on: it gets its page, and
+    // so does the next one.
+    let rude: Vec<Reaper> = ["garbage", "reset", "stall", "flood"]
+        .iter()
+        .map(|mode| {
+            let c = topo
+                .exec(&topo.cli, "python3")
+                .arg(repo().join("tests/e2e/rude_client.py"))
+                .args(["--connect", &format!("{}:8443", topo.srv_ip), "--sni", "rude.shop.test", "--mode", mode])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            Reaper(Some(c))
+        })
+        .collect();
+    let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &[]);
+    assert!(o.status.success(), "a session beside misbehaving ones: {}", text(&o));
+    for mut r in rude {
+        if let Some(c) = r.0.take() {
+            let o = wait_with_limit(c, Duration::from_secs(30));
+            assert!(o.status.success(), "the misbehaving client ran to its end: {}", text(&o));
+        }
+    }
+    let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &[]);
+    assert!(o.status.success(), "a session after misbehaving ones: {}", text(&o));
+
     // Known key: the client sees exactly the server's own certificate.
     let (cert, der, verified) = client.shown("intranet.test", 4437, "webca");
     assert!(verified, "{cert}");
@@ -464,6 +498,9 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     assert!(mtls[0]["policy"]["reason"].as_str().unwrap().contains("client certificate"), "{}", mtls[0]);
     assert!(mtls[1]["policy"]["reason"].as_str().unwrap().contains("exclusion cache"), "{}", mtls[1]);
     assert_eq!(mtls[1]["policy"]["actual_action"], "do-not-decrypt");
+    let rude = of("rude.shop.test", 8443);
+    assert_eq!(rude.len(), 4, "each misbehaving session has its event:\n{log}");
+    assert!(rude.iter().all(|e| e["decrypt"]["ended"].is_string()), "{log}");
     let probed = of("probe.shop.test", 8443);
     assert!(probed[0]["policy"]["reason"].as_str().unwrap().contains("server identity unknown"), "{}", probed[0]);
     assert_eq!(probed[0]["policy"]["actual_action"], "do-not-decrypt");

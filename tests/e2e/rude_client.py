@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Clients that misbehave after a real ClientHello, for tlsgate's end-to-end
+tests of the decrypting path. Each sends the ClientHello Python's ssl module
+makes for --sni, then:
+
+  garbage   100 KB of bytes that are not TLS, then closes
+  reset     nothing: the connection is reset at once (SO_LINGER 0)
+  stall     nothing, for --seconds, then closes
+  flood     a TLS-looking record header claiming 16 KB, then 4 MB of zeros
+
+Exits 0 once its part is done, whatever the other side did; every socket
+operation is bounded by a timeout.
+"""
+import argparse
+import socket
+import ssl
+import struct
+import time
+
+
+def client_hello(sni):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--connect", required=True, help="address:port")
+    ap.add_argument("--sni", required=True)
+    ap.add_argument("--mode", choices=["garbage", "reset", "stall", "flood"], required=True)
+    ap.add_argument("--seconds", type=float, default=3)
+    a = ap.parse_args()
+    host, port = a.connect.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.settimeout(10)
+    s.sendall(client_hello(a.sni))
+    try:
+        if a.mode == "garbage":
+            s.sendall(bytes((i * 7 + 3) % 256 for i in range(100_000)))
+        elif a.mode == "reset":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif a.mode == "stall":
+            time.sleep(a.seconds)
+        elif a.mode == "flood":
+            s.sendall(b"\x17\x03\x03\x40\x00" + bytes(4 << 20))
+    except OSError:
+        pass
+    s.close()
+
+
+if __name__ == "__main__":
+    main()
