@@ -83,16 +83,10 @@ pub fn check_policy_objects(policy: &Policy) -> Result<(), String> {
                 ca.name
             ));
         }
-        let forger = Forger::new(&ca.cert_der, ca.private_key(), 1).map_err(|e| format!("ca {:?}: {e}", ca.name))?;
-        let test = certified_key(&ca.cert_der, ca.private_key());
-        if test.is_err() {
-            return Err(format!("ca {:?}: the key cannot be used for signing", ca.name));
-        }
-        drop(forger);
-        if let Ok(k) = test {
-            if k.keys_match().is_err() {
-                return Err(format!("ca {:?}: the key file holds another key than the certificate's", ca.name));
-            }
+        Forger::new(&ca.cert_der, ca.private_key(), 1).map_err(|e| format!("ca {:?}: {e}", ca.name))?;
+        let k = certified_key(&ca.cert_der, ca.private_key()).map_err(|e| format!("ca {:?}: {e}", ca.name))?;
+        if k.keys_match().is_err() {
+            return Err(format!("ca {:?}: the key file holds another key than the certificate's", ca.name));
         }
     }
     for kk in policy.known_keys() {
