@@ -512,31 +512,15 @@ impl Worker {
     /// full tx queue refuses stays staged for the next pass (back-pressure).
     #[inline]
     fn flush(&mut self) {
+        let c = &mut self.counters;
         for (ring, staged) in &mut self.slow.packets {
-            if !staged.is_empty() {
-                ring.send_burst(staged);
-                // As for dispatch: held back, they would fall behind later packets.
-                for m in staged.as_slice() {
-                    let p = (m.port() as usize).min(self.counters.ports.len() - 1);
-                    self.counters.ports[p].dropped[drop_index(DropReason::SlowPathFull)] += 1;
-                    self.counters.escalated_out -= 1;
-                }
-                staged.clear();
-            }
+            let refused = send_staged(ring, staged, &mut c.ports, DropReason::SlowPathFull);
+            c.escalated_out -= refused;
         }
         if let Some(d) = &mut self.dispatch {
             for (ring, staged) in d.to.iter_mut().flatten() {
-                if !staged.is_empty() {
-                    ring.send_burst(staged);
-                    // Whatever the ring refused is dropped now: holding it would
-                    // reorder it behind later packets of the same flow.
-                    for m in staged.as_slice() {
-                        let p = (m.port() as usize).min(self.counters.ports.len() - 1);
-                        self.counters.ports[p].dropped[drop_index(DropReason::DispatchFull)] += 1;
-                        self.counters.dispatched_out -= 1;
-                    }
-                    staged.clear();
-                }
+                let refused = send_staged(ring, staged, &mut c.ports, DropReason::DispatchFull);
+                c.dispatched_out -= refused;
             }
         }
         for (port, c) in self.ports.iter_mut().zip(self.counters.ports.iter_mut()) {
@@ -665,6 +649,29 @@ fn drop_reason(c: DropCause) -> DropReason {
         DropCause::TableFull => DropReason::FlowTableFull,
         DropCause::Midstream => DropReason::Midstream,
     }
+}
+
+/// Sends a staged burst to another lcore's ring. Whatever the ring refuses is
+/// dropped now, counted against the port it came in by: holding it would
+/// reorder it behind later packets of the same flow. Returns how many.
+#[inline]
+fn send_staged(
+    ring: &mut RingProducer<Mbuf>,
+    staged: &mut Burst,
+    ports: &mut [crate::stats::PortCounters],
+    reason: DropReason,
+) -> u64 {
+    if staged.is_empty() {
+        return 0;
+    }
+    ring.send_burst(staged);
+    let refused = staged.len() as u64;
+    for m in staged.as_slice() {
+        let p = (m.port() as usize).min(ports.len() - 1);
+        ports[p].dropped[drop_index(reason)] += 1;
+    }
+    staged.clear();
+    refused
 }
 
 /// Two distinct elements of a slice, both mutable.
