@@ -84,6 +84,9 @@ pub struct Escalation {
     pub server_identity: &'static str,
     /// The TCP state to take over from.
     pub tcp: TcpSeen,
+    /// The client's frames that the worker held back while its ClientHello
+    /// was incomplete (the segment that completed it follows on the packet ring).
+    pub held: Vec<Vec<u8>>,
     /// When it was escalated (ns).
     pub at_ns: u64,
 }

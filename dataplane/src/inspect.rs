@@ -35,6 +35,9 @@ pub enum Verdict {
 pub enum DropCause {
     /// The flow is blocked by policy.
     Blocked,
+    /// Held back while the ClientHello is incomplete: the slow path may have
+    /// to answer it; the worker sends a copy on if it does not.
+    Held,
     /// A new flow found the table full and `flows.when_full = "drop"`.
     TableFull,
     /// A mid-stream flow and `flows.midstream = "block"`.
@@ -63,6 +66,9 @@ pub struct Output {
     pub escalations: Vec<(u8, Box<Escalation>)>,
     /// Servers the slow path should probe for their certificate.
     pub probes: Vec<ProbeRequest>,
+    /// Held-back client frames to send on toward the server, in order (the
+    /// ClientHello turned out not to need answering by the slow path).
+    pub released: Vec<Vec<u8>>,
 }
 
 /// The inspector's counters (plain; the worker publishes them).
@@ -230,6 +236,11 @@ struct Session {
     /// A decrypt decision came too late for want of the server's certificate,
     /// which no handshake showed: the slow path should probe the server.
     probe_wanted: bool,
+    /// Client frames held back while the ClientHello is incomplete (a
+    /// ClientHello with post-quantum key shares spans two segments), so that
+    /// a decrypting slow path can still answer it; bytes held.
+    held: Vec<Vec<u8>>,
+    held_bytes: usize,
 }
 
 /// Where a session's server facts came from, for the event.
@@ -395,7 +406,7 @@ impl Inspector {
             SlowWhenFull::DoNotDecrypt => FinalAction::DoNotDecrypt,
             SlowWhenFull::Block => FinalAction::Block,
         };
-        let Escalation { key, flow_id, facts, policy, decision, server_identity, .. } = *esc;
+        let Escalation { key, flow_id, facts, policy, decision, server_identity, held, .. } = *esc;
         let rule_name = decision.rule.map(|i| policy.rules()[i].name.clone()).unwrap_or_default();
         let expected = decision.action.name();
         let reason = format!(
@@ -436,7 +447,12 @@ impl Inspector {
             not_taken_over: None,
             client_l2: None,
             probe_wanted: false,
+            held: Vec::new(),
+            held_bytes: 0,
         };
+        // The ClientHello reaches the server after all (out of order behind the
+        // segment that completed it, which TCP puts right).
+        out.released.extend(held);
         self.emit(Box::new(s), r, now_ns, out);
         match action {
             FinalAction::Block => {
@@ -593,6 +609,8 @@ impl Inspector {
             not_taken_over: None,
             client_l2: None,
             probe_wanted: false,
+            held: Vec::new(),
+            held_bytes: 0,
         }
     }
 
@@ -662,6 +680,28 @@ impl Inspector {
                         s.observer.on_segment(dir, t.seq, &frame[t.payload..t.end]);
                     }
                     let r = self.step(&mut s, now);
+                    // A client segment of a ClientHello not yet complete, where a
+                    // decryption could follow: held back, so that the slow path can
+                    // still answer the whole ClientHello itself.
+                    let len = t.end - t.l3;
+                    if r.is_none()
+                        && !closed
+                        && from_client
+                        && t.payload_len() > 0
+                        && s.facts.client_hello.is_none()
+                        && self.slow.is_some()
+                        && s.policy.may_decrypt()
+                        && s.held_bytes + len <= self.settings.handshake_buffer as usize
+                    {
+                        s.held.push(frame.to_vec());
+                        s.held_bytes += len;
+                        if let Some(entry) = self.table.get_mut(id) {
+                            entry.session = Some(s);
+                        }
+                        let to = timeout(&self.settings, FlowState::Inspecting);
+                        self.table.touch(id, now, to as u64 * NS);
+                        return Verdict::Drop(DropCause::Held);
+                    }
                     let r = match r {
                         None if s.decrypt.is_some() && s.not_taken_over.is_none() && !closed => {
                             match self.take_over(&mut s, from_client, t, now) {
@@ -694,9 +734,26 @@ impl Inspector {
                         }
                         None => None,
                     };
-                    (r, s)
+                    // Not taken over: what was held goes on to the server, this
+                    // segment after it, unless the flow is blocked.
+                    let mut sent_after_held = false;
+                    let settled = r.is_some() || s.facts.client_hello.is_some() || closed;
+                    if !s.held.is_empty() && settled {
+                        let blocked = r.as_ref().is_some_and(|r| r.action != FinalAction::DoNotDecrypt);
+                        if !blocked {
+                            out.released.append(&mut s.held);
+                            if from_client {
+                                out.released.push(frame.to_vec());
+                                sent_after_held = true;
+                            }
+                        }
+                        s.held.clear();
+                        s.held_bytes = 0;
+                    }
+                    (r, s, sent_after_held)
                 };
-                let (resolution, s) = resolution;
+                let (resolution, s, sent_after_held) = resolution;
+                let forward = if sent_after_held { Verdict::Drop(DropCause::Held) } else { Verdict::Forward };
                 match resolution {
                     None => {
                         if let Some(entry) = self.table.get_mut(id) {
@@ -704,7 +761,7 @@ impl Inspector {
                         }
                         let to = timeout(&self.settings, FlowState::Inspecting);
                         self.table.touch(id, now, to as u64 * NS);
-                        Verdict::Forward
+                        forward
                     }
                     Some(r) => {
                         let action = r.action;
@@ -719,7 +776,7 @@ impl Inspector {
                         let to = timeout(&self.settings, new_state);
                         self.table.touch(id, now, to as u64 * NS);
                         match action {
-                            FinalAction::DoNotDecrypt => Verdict::Forward,
+                            FinalAction::DoNotDecrypt => forward,
                             FinalAction::Block => {
                                 self.counters.blocked_packets += 1;
                                 Verdict::Drop(DropCause::Blocked)
@@ -1003,9 +1060,10 @@ impl Inspector {
         if s.tcp[0].syn.is_none() || s.tcp[1].syn.is_none() {
             return TakeOver::Refused("the TCP handshake was not seen (a flow picked up mid-stream)".into());
         }
-        if s.observer.stream_start(Direction::ToServer) != Some(t.seq) {
+        let first_seq = s.held.first().and_then(|f| TcpFrame::parse(f)).map_or(t.seq, |h| h.seq);
+        if s.observer.stream_start(Direction::ToServer) != Some(first_seq) {
             return TakeOver::Refused(
-                "the ClientHello spanned several segments, and the first already reached the server".into(),
+                "the ClientHello's first segment reached the server before tlsgate saw it (out of order)".into(),
             );
         }
         TakeOver::Escalate((s.flow_id % slow.lcores as u64) as u8)
@@ -1021,7 +1079,8 @@ impl Inspector {
         t: &TcpFrame,
         now: u64,
     ) -> Box<Escalation> {
-        let Session { flow_id, policy, facts, decrypt, server_identity, tcp, .. } = *s;
+        let stream_start = s.observer.stream_start(Direction::ToServer).unwrap_or(t.seq);
+        let Session { flow_id, policy, facts, decrypt, server_identity, tcp, held, .. } = *s;
         // `take_over` is only asked while a decision is pending.
         let decision = decrypt.unwrap_or_else(|| tlsgate_config::policy::Decision {
             rule: None,
@@ -1039,7 +1098,8 @@ impl Inspector {
             policy,
             decision,
             server_identity: server_identity.name(),
-            tcp: TcpSeen { client: tcp[0], server: tcp[1], client_seq: t.seq, server_seq: t.ack },
+            tcp: TcpSeen { client: tcp[0], server: tcp[1], client_seq: stream_start, server_seq: t.ack },
+            held,
             at_ns: now,
         })
     }

@@ -23,10 +23,13 @@ pub enum DropReason {
     Midstream,
     /// The ring to the slow-path lcore decrypting the flow was full.
     SlowPathFull,
+    /// A segment of an incomplete ClientHello held back (a copy goes on to
+    /// the server unless the slow path takes the flow).
+    Held,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 7;
+pub const DROP_REASONS: usize = 8;
 
 impl DropReason {
     /// Every reason, in report order.
@@ -38,6 +41,7 @@ impl DropReason {
         DropReason::FlowTableFull,
         DropReason::Midstream,
         DropReason::SlowPathFull,
+        DropReason::Held,
     ];
 
     /// The name used in reports.
@@ -50,6 +54,7 @@ impl DropReason {
             DropReason::FlowTableFull => "flow_table_full",
             DropReason::Midstream => "midstream",
             DropReason::SlowPathFull => "slowpath_full",
+            DropReason::Held => "held",
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::dpdk::{pause, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
 use crate::escalate::{SlowUpdate, ToSlowPath};
 use crate::event::SessionEvent;
-use crate::inspect::{DropCause, Inspector, Output, Verdict};
+use crate::inspect::{DropCause, Inspector, Output, Reset, Verdict};
 use crate::packet::{flow_hash, worker_for};
 use crate::stats::{DropReason, SharedCounters, WorkerCounters};
 
@@ -366,7 +366,7 @@ impl Worker {
                 );
                 self.counters.dispatched_out += c_dispatched.get();
                 bytes -= removed_bytes;
-                if !self.out.resets.is_empty() {
+                if !self.out.resets.is_empty() || !self.out.released.is_empty() {
                     self.send_resets(p);
                 }
             }
@@ -464,7 +464,7 @@ impl Worker {
             if let Some(ins) = self.inspection.as_mut() {
                 let now = self.clock.now_ns();
                 let fate = inspect(ins, &mut self.slow.flows, now, &mut self.last_ns, &m, p, &mut self.out);
-                if !self.out.resets.is_empty() {
+                if !self.out.resets.is_empty() || !self.out.released.is_empty() {
                     self.send_resets(p);
                 }
                 match fate {
@@ -493,7 +493,9 @@ impl Worker {
     fn send_resets(&mut self, p: usize) {
         let Some(ins) = &self.inspection else { return };
         let pool = ins.pool;
-        let resets = std::mem::take(&mut self.out.resets);
+        let mut resets = std::mem::take(&mut self.out.resets);
+        // Held-back frames go on toward their receiver, like a reset toward it.
+        resets.extend(self.out.released.drain(..).map(|frame| Reset { toward_sender: false, frame }));
         for r in resets {
             let port = if r.toward_sender { p } else { self.ports[p].peer };
             let Some(m) = Mbuf::from_bytes(&pool, &r.frame) else { continue };
@@ -646,6 +648,7 @@ fn stage_for_slow_path(links: &mut [(RingProducer<Mbuf>, Burst)], lcore: u8, m: 
 fn drop_reason(c: DropCause) -> DropReason {
     match c {
         DropCause::Blocked => DropReason::Policy,
+        DropCause::Held => DropReason::Held,
         DropCause::TableFull => DropReason::FlowTableFull,
         DropCause::Midstream => DropReason::Midstream,
     }

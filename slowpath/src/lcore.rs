@@ -288,7 +288,7 @@ impl<'a> SlowLcore<'a> {
         n
     }
 
-    fn adopt(&mut self, esc: Box<Escalation>, now: u64) {
+    fn adopt(&mut self, mut esc: Box<Escalation>, now: u64) {
         if self.flows.len() >= self.cfg.settings.sessions as usize {
             self.refuse(esc, now);
             return;
@@ -312,6 +312,8 @@ impl<'a> SlowLcore<'a> {
             _ => None,
         };
         self.counters[TAKEN_OVER] += 1;
+        let held = std::mem::take(&mut esc.held);
+        let (key, worker) = (esc.key, esc.worker);
         self.flows.insert(
             esc.key,
             Flow {
@@ -327,6 +329,13 @@ impl<'a> SlowLcore<'a> {
                 shown,
             },
         );
+        // The ClientHello's first segments, held back by the worker, come first.
+        for frame in &held {
+            self.on_frame(worker, frame, now);
+        }
+        if !held.is_empty() {
+            self.drive(&key, now);
+        }
         self.counters[SESSIONS_NOW] = self.flows.len() as u64;
     }
 
@@ -396,14 +405,19 @@ impl<'a> SlowLcore<'a> {
     fn on_packet(&mut self, w: usize, m: &Mbuf, now: u64) -> Option<FlowKey> {
         self.counters[PACKETS_IN] += 1;
         let data = if m.is_contiguous() { std::borrow::Cow::Borrowed(m.data()) } else { m.to_vec().into() };
-        let t = TcpFrame::parse(&data)?;
+        self.on_frame(w, &data, now)
+    }
+
+    /// A frame of an escalated flow (or of a probe).
+    fn on_frame(&mut self, w: usize, data: &[u8], now: u64) -> Option<FlowKey> {
+        let t = TcpFrame::parse(data)?;
         let (key, _) = FlowKey::of(&t);
         if !self.flows.contains_key(&key) {
             // The worker pushed the flow before its first packet: look again.
             self.adopt_from(w, now);
         }
         if let Some(p) = self.probes.get_mut(&key) {
-            p.probe.on_segment(&segment_of(&data, &t), now);
+            p.probe.on_segment(&segment_of(data, &t), now);
             self.drive_probe(&key, now);
             return None;
         }
@@ -413,11 +427,11 @@ impl<'a> SlowLcore<'a> {
         };
         let from_client = (t.src, t.src_port) == flow.client;
         if from_client && flow.template.is_none() {
-            flow.template = Some(FlowTemplate::from_client_frame(&data, &t));
+            flow.template = Some(FlowTemplate::from_client_frame(data, &t));
         }
         // Nothing can be sent before the client's first frame shows the link layer.
         flow.template.as_ref()?;
-        let seg = segment_of(&data, &t);
+        let seg = segment_of(data, &t);
         if from_client {
             flow.icpt.on_client_segment(&seg, now);
         } else {

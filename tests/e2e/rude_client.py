@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Clients that misbehave after a real ClientHello, for tlsgate's end-to-end
-tests of the decrypting path. Each sends the ClientHello Python's ssl module
+"""Clients with unusual manners, for tlsgate's end-to-end tests of the
+decrypting path. Each but the last sends the ClientHello Python's ssl module
 makes for --sni, then:
 
   garbage   100 KB of bytes that are not TLS, then closes
   reset     nothing: the connection is reset at once (SO_LINGER 0)
   stall     nothing, for --seconds, then closes
   flood     a TLS-looking record header claiming 16 KB, then 4 MB of zeros
+  small-mss a whole HTTPS GET of --path, verified against --cafile, over a
+            connection whose MSS is 200 bytes (so the ClientHello spans
+            several segments, as post-quantum key shares make it); prints
+            the body, exits 1 if it fails
 
-Exits 0 once its part is done, whatever the other side did; every socket
-operation is bounded by a timeout.
+The others exit 0 once their part is done, whatever the other side did;
+every socket operation is bounded by a timeout.
 """
 import argparse
 import socket
@@ -31,14 +35,37 @@ def client_hello(sni):
     return outgoing.read()
 
 
+def small_mss_get(host, port, sni, cafile, path):
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 200)
+    raw.settimeout(20)
+    raw.connect((host, port))
+    ctx = ssl.create_default_context(cafile=cafile)
+    tls = ctx.wrap_socket(raw, server_hostname=sni)
+    tls.sendall(f"GET {path} HTTP/1.0\r\nHost: {sni}\r\n\r\n".encode())
+    got = b""
+    while True:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    print(body.decode(errors="replace"), end="")
+    return 0 if head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200") else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--connect", required=True, help="address:port")
     ap.add_argument("--sni", required=True)
-    ap.add_argument("--mode", choices=["garbage", "reset", "stall", "flood"], required=True)
+    ap.add_argument("--mode", choices=["garbage", "reset", "stall", "flood", "small-mss"], required=True)
     ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--cafile")
+    ap.add_argument("--path", default="/")
     a = ap.parse_args()
     host, port = a.connect.rsplit(":", 1)
+    if a.mode == "small-mss":
+        return small_mss_get(host, int(port), a.sni, a.cafile, a.path)
     s = socket.create_connection((host, int(port)), timeout=10)
     s.settimeout(10)
     s.sendall(client_hello(a.sni))
@@ -57,4 +84,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -165,3 +165,69 @@ fn a_refused_flow_is_carried_out_as_when_full_says() {
     assert!(out2.events[0].reason.contains("ring is full"), "{}", out2.events[0].reason);
     assert_eq!(ins.counters.escalation_refused, 1);
 }
+
+/// A ClientHello over several segments (as post-quantum key shares make it):
+/// its first segments are held back. Decrypted: they go to the slow path
+/// with the flow; not: they go on to the server, in order, as they were.
+#[test]
+fn a_client_hello_over_several_segments_is_held_back_until_it_is_whole() {
+    let dir = Scratch::new("escalation-held");
+    let pki = Pki::new("Corp CA");
+    let mut ins = inspector(policy(&dir, &pki), &FlowSettings::default());
+    let small = |port: u16, sni: &str| {
+        let leaf = pki.issue(&[sni], "Shop", START - DAY, START + 30 * DAY);
+        let client: IpAddr = "192.0.2.10".parse().unwrap();
+        let server: IpAddr = "198.51.100.20".parse().unwrap();
+        let mut spec = SessionSpec::new((client, port), (server, 443), Some(sni), vec![leaf.cert_der], leaf.key_der);
+        spec.mss = 120;
+        tls_session(&spec).unwrap()
+    };
+    let client_data = |frames: &[tlsgate_perf::pcap_out::Frame]| -> Vec<usize> {
+        (0..frames.len())
+            .filter(|&i| {
+                let t = TcpFrame::parse(&frames[i].data).unwrap();
+                t.dst_port == 443 && t.payload_len() > 0
+            })
+            .collect()
+    };
+
+    // Decrypted: every segment of the ClientHello but the last is held, and handed over with the flow.
+    let frames = small(40010, "shop.test");
+    let hello = client_data(&frames);
+    let mut out = Output::default();
+    let mut verdicts = Vec::new();
+    for f in &frames {
+        verdicts.push(ins.on_packet(&f.data, ingress(&f.data), f.unix_ns, &mut out));
+        if !out.escalations.is_empty() {
+            break;
+        }
+    }
+    let (_, esc) = out.escalations.pop().unwrap_or_else(|| {
+        panic!("not escalated: {verdicts:?} {:?}", out.events.iter().map(|e| &e.reason).collect::<Vec<_>>())
+    });
+    assert!(esc.held.len() >= 2, "the ClientHello spans {} held segments", esc.held.len());
+    let last = verdicts.len() - 1;
+    let held_ones = hello.iter().filter(|&&i| i < last);
+    assert!(held_ones.clone().all(|&i| matches!(verdicts[i], Verdict::Drop(_))), "{verdicts:?}");
+    assert_eq!(*verdicts.last().unwrap(), Verdict::Escalate(0));
+    assert_eq!(esc.held[0], frames[hello[0]].data, "held as they came");
+    assert_eq!(esc.tcp.client_seq, TcpFrame::parse(&frames[hello[0]].data).unwrap().seq, "taken over from the first");
+    assert!(out.released.is_empty());
+
+    // Not decrypted: released toward the server, the completing segment last, byte for byte.
+    let frames = small(40011, "other.test");
+    let hello = client_data(&frames);
+    let mut out = Output::default();
+    let mut released_at = None;
+    for (i, f) in frames.iter().enumerate() {
+        let v = ins.on_packet(&f.data, ingress(&f.data), f.unix_ns, &mut out);
+        if !out.released.is_empty() && released_at.is_none() {
+            released_at = Some(i);
+            assert!(matches!(v, Verdict::Drop(_)), "the completing segment goes out behind the held ones");
+            let want: Vec<&Vec<u8>> = hello.iter().filter(|&&j| j <= i).map(|&j| &frames[j].data).collect();
+            assert_eq!(out.released.iter().collect::<Vec<_>>(), want);
+        }
+    }
+    assert!(released_at.is_some_and(|i| i > hello[0]), "held, then released");
+    assert_eq!(out.events[0].actual_action, "do-not-decrypt");
+}

@@ -30,12 +30,19 @@ pub struct Policy {
     /// (rule, SHA-256 of its known key's certificate) for every decrypt-known-key rule: such a
     /// rule applies only while the server presents exactly that certificate.
     pub(super) known_key_rules: Vec<(usize, [u8; 32])>,
+    /// Some enabled rule decrypts.
+    pub(super) may_decrypt: bool,
     /// Each rule's conditions in words, for [`Policy::summary`].
     pub(super) conditions: Vec<String>,
     pub(super) index: RuleIndex,
 }
 
 impl Policy {
+    /// Whether some enabled rule decrypts (else no ClientHello needs holding back).
+    pub fn may_decrypt(&self) -> bool {
+        self.may_decrypt
+    }
+
     /// The action when no rule decides.
     pub fn default_action(&self) -> FinalAction {
         self.default_action
@@ -149,9 +156,13 @@ pub(super) fn compile(src: Source, path: Option<&Path>) -> Policy {
             _ => None,
         })
         .collect();
+    let may_decrypt = rules
+        .iter()
+        .any(|r| r.enabled && matches!(r.action, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. }));
     Policy {
         source: path.map(Path::to_path_buf),
         known_key_rules,
+        may_decrypt,
         default_action: src.default_action,
         undecryptable,
         trust: src.trust,
