@@ -243,6 +243,31 @@ struct Session {
     held_bytes: usize,
 }
 
+impl Session {
+    /// A session that has seen nothing yet.
+    fn new(flow_id: u64, policy: Arc<Policy>, observer: HandshakeObserver, facts: SessionFacts) -> Session {
+        Session {
+            flow_id,
+            policy,
+            observer,
+            facts,
+            alerts: Vec::new(),
+            decrypt: None,
+            monitors: Vec::new(),
+            tls_seen: false,
+            bytes_seen: false,
+            server_identity: ServerIdentitySource::Unknown,
+            decided_late: false,
+            tcp: Default::default(),
+            not_taken_over: None,
+            client_l2: None,
+            probe_wanted: false,
+            held: Vec::new(),
+            held_bytes: 0,
+        }
+    }
+}
+
 /// Where a session's server facts came from, for the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerIdentitySource {
@@ -427,29 +452,11 @@ impl Inspector {
             missing: decision.missing_facts,
             event_type: "tls",
         };
-        let s = Session {
-            flow_id,
-            policy,
-            observer: HandshakeObserver::new(ObserverLimits::default()),
-            facts,
-            alerts: Vec::new(),
-            decrypt: None,
-            monitors: Vec::new(),
-            tls_seen: true,
-            bytes_seen: true,
-            server_identity: if server_identity == "cache" {
-                ServerIdentitySource::Cache
-            } else {
-                ServerIdentitySource::Unknown
-            },
-            decided_late: false,
-            tcp: Default::default(),
-            not_taken_over: None,
-            client_l2: None,
-            probe_wanted: false,
-            held: Vec::new(),
-            held_bytes: 0,
-        };
+        let mut s = Session::new(flow_id, policy, HandshakeObserver::new(ObserverLimits::default()), facts);
+        (s.tls_seen, s.bytes_seen) = (true, true);
+        if server_identity == "cache" {
+            s.server_identity = ServerIdentitySource::Cache;
+        }
         // The ClientHello reaches the server after all (out of order behind the
         // segment that completed it, which TCP puts right).
         out.released.extend(held);
@@ -593,25 +600,7 @@ impl Inspector {
         if t.has(tcp_flags::SYN) {
             observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
         }
-        Session {
-            flow_id: (self.worker << 56) | self.next_flow,
-            policy: self.policy.clone(),
-            observer,
-            facts: SessionFacts::new(flow),
-            alerts: Vec::new(),
-            decrypt: None,
-            monitors: Vec::new(),
-            tls_seen: false,
-            bytes_seen: false,
-            server_identity: ServerIdentitySource::Unknown,
-            decided_late: false,
-            tcp: Default::default(),
-            not_taken_over: None,
-            client_l2: None,
-            probe_wanted: false,
-            held: Vec::new(),
-            held_bytes: 0,
-        }
+        Session::new((self.worker << 56) | self.next_flow, self.policy.clone(), observer, SessionFacts::new(flow))
     }
 
     #[allow(clippy::too_many_arguments)]
