@@ -684,13 +684,9 @@ impl<'a> SlowLcore<'a> {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
-        let mut frames = Vec::new();
         while let Some((to_client, seg)) = flow.icpt.poll_transmit(now) {
             let port = if to_client { client_port } else { server_port };
-            frames.push((port, template.frame(to_client, &seg)));
-        }
-        for (port, frame) in frames {
-            self.send_frame(port, &frame);
+            self.send_frame(port, &template.frame(to_client, &seg));
         }
     }
 
