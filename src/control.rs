@@ -13,8 +13,8 @@ use tlsgate_dataplane::dpdk::{Eal, EalError};
 use tlsgate_dataplane::runtime::{Dataplane, StartError, StartOptions};
 
 use tlsgate_config::policy::Policy;
-use tlsgate_dataplane::escalate::SlowRecord;
-use tlsgate_dataplane::event::SessionEvent;
+use tlsgate_core::escalate::SlowRecord;
+use tlsgate_core::event::SessionEvent;
 use tlsgate_slowpath::lcore::{check_policy_objects, Interceptor};
 
 use crate::events::{EventLog, Summary};

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use tlsgate_dataplane::event::SessionEvent;
+use tlsgate_core::event::SessionEvent;
 
 /// Where events go.
 pub struct EventLog {
@@ -21,6 +21,7 @@ pub struct Summary {
     /// Events written.
     pub sessions: u64,
     by_action: HashMap<String, u64>,
+    by_reason: HashMap<String, u64>,
     by_rule: HashMap<String, u64>,
     by_sni: HashMap<String, u64>,
     not_as_asked: u64,
@@ -48,19 +49,21 @@ impl EventLog {
         }
         let s = &mut self.summary;
         s.sessions += 1;
-        let action = if ev.expected_action == ev.actual_action {
-            ev.actual_action.to_string()
+        let o = &ev.outcome;
+        let action = if o.asked == o.carried_out {
+            o.carried_out.name().to_string()
         } else {
             s.not_as_asked += 1;
-            format!("{} (asked: {})", ev.actual_action, ev.expected_action)
+            format!("{} (asked: {})", o.carried_out.name(), o.asked.name())
         };
         *s.by_action.entry(action).or_default() += 1;
+        *s.by_reason.entry(o.cause.code().to_string()).or_default() += 1;
         *s.by_rule
-            .entry(ev.rule.clone().unwrap_or_else(|| "(no rule: default or undecryptable action)".into()))
+            .entry(o.rule.clone().unwrap_or_else(|| "(no rule: default or undecryptable action)".into()))
             .or_default() += 1;
-        let sni = match (&ev.client_hello, ev.event_type) {
-            (Some(ch), _) => ch.sni.clone().unwrap_or_else(|| "(no SNI)".into()),
-            (None, _) => "(not TLS)".into(),
+        let sni = match &ev.client_hello {
+            Some(ch) => ch.sni.clone().unwrap_or_else(|| "(no SNI)".into()),
+            None => "(not TLS)".into(),
         };
         if s.first.len() < LISTED {
             s.first.push(one_line(ev, &sni));
@@ -89,6 +92,7 @@ impl Summary {
             println!("  ... ({} more in the event log)", self.sessions as usize - self.first.len());
         }
         print_table("by action", &self.by_action, usize::MAX);
+        print_table("by reason code", &self.by_reason, usize::MAX);
         print_table("by rule", &self.by_rule, usize::MAX);
         print_table("top SNIs", &self.by_sni, 10);
         if self.not_as_asked > 0 {
@@ -99,20 +103,22 @@ impl Summary {
 
 /// `192.168.10.22:50002 -> 203.0.113.12:443 www.casino.test TLS 1.3: block-with-reset (rule "no-gambling" matched)`
 fn one_line(ev: &SessionEvent, sni: &str) -> String {
-    let version = ev
-        .server_hello
-        .as_ref()
-        .and_then(|s| s.version)
-        .map(|v| v.event_name())
-        .unwrap_or(if ev.event_type == "tls" { "TLS" } else { "not TLS" });
-    let asked = if ev.expected_action != ev.actual_action {
-        format!(" (asked: {})", ev.expected_action)
+    let version = ev.server_hello.as_ref().and_then(|s| s.version).map(|v| v.event_name()).unwrap_or(if ev.tls {
+        "TLS"
     } else {
-        String::new()
-    };
+        "not TLS"
+    });
+    let o = &ev.outcome;
+    let asked = if o.asked != o.carried_out { format!(" (asked: {})", o.asked.name()) } else { String::new() };
     format!(
-        "{}:{} -> {}:{} {sni} {version}: {}{asked}; {}",
-        ev.flow.src_ip, ev.flow.src_port, ev.flow.dest_ip, ev.flow.dest_port, ev.actual_action, ev.reason
+        "{}:{} -> {}:{} {sni} {version}: {}{asked} [{}]; {}",
+        ev.flow.src_ip,
+        ev.flow.src_port,
+        ev.flow.dest_ip,
+        ev.flow.dest_port,
+        o.carried_out.name(),
+        o.cause.code(),
+        o.reason()
     )
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tlsgate_dataplane::runtime::StopReport;
-use tlsgate_dataplane::stats::{DropReason, InspectCounters, PortCounters, SlowPathCounters, WorkerCounters};
+use tlsgate_dataplane::stats::{DropReason, InspectCounters, PortCounters, WorkerCounters};
 
 /// Prints a line of rates every interval.
 pub struct RateLine {
@@ -52,17 +52,14 @@ impl RateLine {
 /// Prints the final counters.
 pub fn print_final(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Duration) {
     println!("tlsgate stopped after {:.2} s", elapsed.as_secs_f64());
-    let mut inspect = [0u64; InspectCounters::FIELDS];
+    let mut inspect = InspectCounters::default();
     let mut events_lost = 0;
     for w in &r.workers {
-        for (a, b) in inspect.iter_mut().zip(w.inspect.to_array()) {
-            *a += b;
-        }
-        events_lost += w.events_lost;
+        inspect.add(&w.inspect);
+        events_lost += w.lcore.events_lost;
     }
-    if inspect.iter().any(|&n| n > 0) || events_lost > 0 {
-        let parts: Vec<String> =
-            InspectCounters::NAMES.iter().zip(inspect).map(|(name, n)| format!("{name} {n}")).collect();
+    if inspect != InspectCounters::default() || events_lost > 0 {
+        let parts: Vec<String> = inspect.named().map(|(name, n)| format!("{name} {n}")).collect();
         println!("inspection: {}, events_lost {events_lost}", parts.join(", "));
     }
     let reasons: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
@@ -113,14 +110,14 @@ pub fn print_final(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Du
             t.tx_packets,
             t.tx_bytes,
             t.dropped_total(),
-            w.dispatched_out,
-            w.dispatched_in,
-            w.busy_polls,
-            w.idle_polls
+            w.lcore.dispatched_out,
+            w.lcore.dispatched_in,
+            w.lcore.busy_polls,
+            w.lcore.idle_polls
         );
     }
     for (i, c) in r.slow.iter().enumerate() {
-        let parts: Vec<String> = SlowPathCounters::NAMES.iter().zip(c).map(|(name, n)| format!("{name} {n}")).collect();
+        let parts: Vec<String> = c.named().map(|(name, n)| format!("{name} {n}")).collect();
         println!("slow path {i}: {}", parts.join(", "));
     }
 }
@@ -173,18 +170,14 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
             let mut v = counters(&w.total());
             v["lcore"] = (*lcore).into();
             v["ports"] = w.ports.iter().map(counters).collect();
-            v["dispatched_out"] = w.dispatched_out.into();
-            v["dispatched_in"] = w.dispatched_in.into();
-            v["busy_polls"] = w.busy_polls.into();
-            v["idle_polls"] = w.idle_polls.into();
+            for (name, n) in w.lcore.named() {
+                v[name] = n.into();
+            }
             let mut inspect = serde_json::Map::new();
-            for (name, n) in InspectCounters::NAMES.iter().zip(w.inspect.to_array()) {
-                inspect.insert((*name).into(), n.into());
+            for (name, n) in w.inspect.named() {
+                inspect.insert(name.into(), n.into());
             }
             v["inspection"] = serde_json::Value::Object(inspect);
-            v["events_lost"] = w.events_lost.into();
-            v["escalated_out"] = w.escalated_out.into();
-            v["escalated_in"] = w.escalated_in.into();
             v
         })
         .collect();
@@ -193,8 +186,8 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
         .iter()
         .map(|c| {
             let mut m = serde_json::Map::new();
-            for (name, n) in SlowPathCounters::NAMES.iter().zip(c) {
-                m.insert((*name).into(), (*n).into());
+            for (name, n) in c.named() {
+                m.insert(name.into(), n.into());
             }
             serde_json::Value::Object(m)
         })

@@ -1,19 +1,13 @@
-//! tlsgate's packet level: the safe DPDK layer ([`dpdk`], the only `unsafe`
-//! outside `dpdk-sys`), packet codecs ([`packet`]), the run-to-completion
-//! [`worker`] loop that bridges port pairs on each worker lcore, its
-//! [`stats`], the hand-over to the slow path ([`escalate`]), and the
-//! [`runtime`] wiring from settings to running workers and slow-path lcores.
+//! tlsgate's DPDK runtime: the safe DPDK layer ([`dpdk`], the only `unsafe`
+//! outside `dpdk-sys`), the run-to-completion [`worker`] loop that bridges
+//! port pairs on each worker lcore around the protocol core's inspector, the
+//! [`slow_lcore`] loop around the slow path, their [`stats`], and the
+//! [`runtime`] wiring from settings to running lcores.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod dpdk;
-pub mod escalate;
-pub mod event;
-pub mod flow;
-pub mod identity;
-pub mod inspect;
-pub mod packet;
 pub mod runtime;
+pub mod slow_lcore;
 pub mod stats;
-pub mod tls;
 pub mod worker;

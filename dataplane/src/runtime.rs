@@ -9,16 +9,16 @@ use std::sync::Arc;
 use tlsgate_config::policy::Policy;
 use tlsgate_config::Settings;
 
-use crate::escalate::{SlowRecord, SlowUpdate, ToSlowPath};
-use crate::event::SessionEvent;
-use crate::inspect::Inspector;
 use crate::worker::{Inspection, PolicyUpdates, SlowLinks};
+use tlsgate_core::escalate::{SlowRecord, SlowUpdate, ToSlowPath};
+use tlsgate_core::event::SessionEvent;
+use tlsgate_core::inspect::Inspector;
 
 use crate::dpdk::{
     ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
     PortStats, RingConsumer, RingError, RingProducer, RxQueue, TxQueue,
 };
-use crate::stats::{SharedCounters, SlowPathCounters, WorkerCounters};
+use crate::stats::{SharedCounters, SharedSlowPathCounters, SlowPathCounters, WorkerCounters};
 use crate::worker::{Dispatch, Worker, WorkerPort};
 
 /// How flows reach the worker that owns them.
@@ -108,13 +108,14 @@ pub struct SlowPathIo {
     /// For the frames it makes.
     pub pool: Mempool,
     /// Where it publishes its counters.
-    pub counters: Arc<SlowPathCounters>,
+    pub counters: Arc<SharedSlowPathCounters>,
     /// Turns false at shutdown.
     pub running: Arc<AtomicBool>,
 }
 
-/// The code a slow-path lcore runs (the `tlsgate-slowpath` crate provides it;
-/// the data plane only wires it). Returns the lcore's exit code.
+/// The code a slow-path lcore runs ([`crate::slow_lcore`] runs the
+/// `tlsgate-slowpath` interceptor; tests may run another). Returns the
+/// lcore's exit code.
 pub trait SlowPath: Send + Sync {
     /// Runs one slow-path lcore until `io.running` turns false.
     fn run(&self, io: SlowPathIo) -> i32;
@@ -143,7 +144,7 @@ struct SlowRuntime {
     io: Vec<SlowPathIo>,
     code: Option<Arc<dyn SlowPath>>,
     handles: Vec<LcoreHandle>,
-    counters: Vec<Arc<SlowPathCounters>>,
+    counters: Vec<Arc<SharedSlowPathCounters>>,
     records: Vec<RingConsumer<Box<SlowRecord>>>,
 }
 
@@ -261,7 +262,7 @@ impl Dataplane {
             }
             let (records, rx) = ring_pair::<Box<SlowRecord>>(&format!("tg_rec_{k}"), EVENT_RING)?;
             slow.records.push(rx);
-            let counters = Arc::new(SlowPathCounters::default());
+            let counters = Arc::new(SharedSlowPathCounters::default());
             slow.counters.push(counters.clone());
             let mut qs = Vec::new();
             for port in ports.iter_mut() {
@@ -327,8 +328,8 @@ impl Dataplane {
         &self.slow.lcores
     }
 
-    /// Each slow-path lcore's counters, now (see [`SlowPathCounters::NAMES`]).
-    pub fn slow_counters(&self) -> Vec<[u64; SlowPathCounters::FIELDS]> {
+    /// Each slow-path lcore's counters, now.
+    pub fn slow_counters(&self) -> Vec<SlowPathCounters> {
         self.slow.counters.iter().map(|c| c.snapshot()).collect()
     }
 
@@ -352,7 +353,7 @@ impl Dataplane {
     /// verdicts they have. Its trust store is built here first, so a policy
     /// the workers could not use is refused before any worker sees it.
     pub fn reload_policy(&self, policy: Arc<Policy>) -> Result<(), String> {
-        crate::tls::CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        tlsgate_core::tls::CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
         self.policy_updates.publish(policy);
         Ok(())
     }
@@ -493,7 +494,7 @@ pub struct StopReport {
     /// Session events not yet taken when the workers stopped.
     pub events: Vec<Box<SessionEvent>>,
     /// Each slow-path lcore's final counters.
-    pub slow: Vec<[u64; SlowPathCounters::FIELDS]>,
+    pub slow: Vec<SlowPathCounters>,
     /// Slow-path records not yet taken when the lcores stopped.
     pub slow_records: Vec<Box<SlowRecord>>,
 }

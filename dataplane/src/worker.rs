@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dpdk::{pause, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
-use crate::escalate::{SlowUpdate, ToSlowPath};
-use crate::event::SessionEvent;
-use crate::inspect::{DropCause, Inspector, Output, Reset, Verdict};
-use crate::packet::{flow_hash, worker_for};
 use crate::stats::{DropReason, SharedCounters, WorkerCounters};
+use tlsgate_core::escalate::{SlowUpdate, ToSlowPath};
+use tlsgate_core::event::SessionEvent;
+use tlsgate_core::inspect::{Inspector, Output, Reset, Verdict};
+use tlsgate_core::outcome::FlowEnd;
+use tlsgate_core::packet::{flow_hash, worker_for};
 
 /// One port as a worker sees it: its own rx and tx queue, the index of the
 /// port it bridges to, and the packets waiting to go out on this port.
@@ -207,13 +208,13 @@ impl Worker {
         while self.running.load(Ordering::Relaxed) {
             let work = self.poll_once(&mut rx);
             if work > 0 {
-                self.counters.busy_polls += 1;
-                if self.counters.busy_polls.is_multiple_of(PUBLISH_EVERY) {
+                self.counters.lcore.busy_polls += 1;
+                if self.counters.lcore.busy_polls.is_multiple_of(PUBLISH_EVERY) {
                     self.housekeeping(false);
                 }
                 idle.reset();
             } else {
-                self.counters.idle_polls += 1;
+                self.counters.lcore.idle_polls += 1;
                 if idle.wait() {
                     self.housekeeping(false);
                 }
@@ -238,19 +239,15 @@ impl Worker {
             // Idle flows expire on packet time; with no packets (live), on the clock.
             let now = if ins.replay_times.is_some() { self.last_ns } else { self.clock.now_ns() };
             if shutdown {
-                let why = if ins.replay_times.is_some() {
-                    "the capture ended before the handshake completed"
-                } else {
-                    "tlsgate stopped before the handshake completed"
-                };
+                let why = if ins.replay_times.is_some() { FlowEnd::EndOfCapture } else { FlowEnd::Shutdown };
                 ins.inspector.finish(now, why, &mut self.out);
             } else {
                 ins.inspector.expire(now, &mut self.out);
             }
-            self.counters.inspect = ins.inspector.counters;
+            self.counters.inspect = *ins.inspector.counters();
             for ev in self.out.events.drain(..) {
                 if ins.events.push(Box::new(ev)).is_err() {
-                    self.counters.events_lost += 1;
+                    self.counters.lcore.events_lost += 1;
                 }
             }
             // Resets are only made on the packet path and sent there.
@@ -357,14 +354,14 @@ impl Worker {
                                 if let Err(r) = stage_for_slow_path(slow_packets, lcore, m) {
                                     counters.ports[p].dropped[r as usize] += 1;
                                 } else {
-                                    counters.escalated_out += 1;
+                                    counters.lcore.escalated_out += 1;
                                 }
                             }
                             Fate::Keep => {}
                         }
                     },
                 );
-                self.counters.dispatched_out += c_dispatched.get();
+                self.counters.lcore.dispatched_out += c_dispatched.get();
                 bytes -= removed_bytes;
                 if !self.out.resets.is_empty() || !self.out.released.is_empty() {
                     self.send_resets(p);
@@ -420,7 +417,7 @@ impl Worker {
                 continue;
             }
             work += n;
-            self.counters.dispatched_in += n as u64;
+            self.counters.lcore.dispatched_in += n as u64;
             self.handle_handed(rx);
         }
         work
@@ -450,7 +447,7 @@ impl Worker {
                 continue;
             }
             work += n;
-            self.counters.escalated_in += n as u64;
+            self.counters.lcore.escalated_in += n as u64;
             self.handle_handed(rx);
         }
         work
@@ -475,7 +472,7 @@ impl Worker {
                     }
                     Fate::Escalate(lcore) => {
                         match stage_for_slow_path(&mut self.slow.packets, lcore, m) {
-                            Ok(()) => self.counters.escalated_out += 1,
+                            Ok(()) => self.counters.lcore.escalated_out += 1,
                             Err(r) => self.counters.ports[p].dropped[r as usize] += 1,
                         }
                         continue;
@@ -517,12 +514,12 @@ impl Worker {
         let c = &mut self.counters;
         for (ring, staged) in &mut self.slow.packets {
             let refused = send_staged(ring, staged, &mut c.ports, DropReason::SlowPathFull);
-            c.escalated_out -= refused;
+            c.lcore.escalated_out -= refused;
         }
         if let Some(d) = &mut self.dispatch {
             for (ring, staged) in d.to.iter_mut().flatten() {
                 let refused = send_staged(ring, staged, &mut c.ports, DropReason::DispatchFull);
-                c.dispatched_out -= refused;
+                c.lcore.dispatched_out -= refused;
             }
         }
         for (port, c) in self.ports.iter_mut().zip(self.counters.ports.iter_mut()) {
@@ -596,7 +593,7 @@ fn inspect(
     };
     match verdict {
         Verdict::Forward => Fate::Keep,
-        Verdict::Drop(cause) => Fate::Drop(drop_reason(cause)),
+        Verdict::Drop(reason) => Fate::Drop(reason),
         Verdict::Escalate(lcore) if (lcore as usize) < slow_flows.len() => Fate::Escalate(lcore),
         // The inspector escalates only to lcores it was told of.
         Verdict::Escalate(_) => Fate::Drop(DropReason::SlowPathFull),
@@ -643,15 +640,6 @@ fn stage_for_slow_path(links: &mut [(RingProducer<Mbuf>, Burst)], lcore: u8, m: 
     };
     ring.send_burst(staged);
     staged.push(m).map_err(|_| DropReason::SlowPathFull)
-}
-
-fn drop_reason(c: DropCause) -> DropReason {
-    match c {
-        DropCause::Blocked => DropReason::Policy,
-        DropCause::Held => DropReason::Held,
-        DropCause::TableFull => DropReason::FlowTableFull,
-        DropCause::Midstream => DropReason::Midstream,
-    }
 }
 
 /// Sends a staged burst to another lcore's ring. Whatever the ring refuses is

@@ -2,8 +2,8 @@
 //! format) and X.509 certificates.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tlsgate_dataplane::tls::client_hello::{client_hello_facts, fill_fingerprints, sslv2_client_hello_facts};
-use tlsgate_dataplane::tls::{certificate_facts, CertVerifier};
+use tlsgate_core::tls::client_hello::{client_hello_facts, fill_fingerprints, sslv2_client_hello_facts};
+use tlsgate_core::tls::{certificate_facts, CertVerifier};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(mut f) = client_hello_facts(data) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use tlsgate_config::policy::Policy;
 use tlsgate_config::FlowSettings;
-use tlsgate_dataplane::inspect::{Inspector, Output};
+use tlsgate_core::inspect::{Inspector, Output};
 
 const POLICY: &str = r#"
 [policy]
@@ -45,5 +45,5 @@ fuzz_target!(|data: &[u8]| {
         ins.expire(now, &mut out);
         rest = &rest[2 + len..];
     }
-    ins.finish(now, "end", &mut out);
+    ins.finish(now, tlsgate_core::outcome::FlowEnd::EndOfCapture, &mut out);
 });

@@ -4,8 +4,8 @@
 //! driven and drained, on a clock that moves a millisecond a frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tlsgate_dataplane::escalate::{TcpSeen, TcpSideSeen};
-use tlsgate_dataplane::packet::{TcpFrame, TcpOptions};
+use tlsgate_core::escalate::{TcpSeen, TcpSideSeen};
+use tlsgate_core::packet::{TcpFrame, TcpOptions};
 use tlsgate_slowpath::intercept::{Interception, Output};
 use tlsgate_slowpath::relay::{ClientFacing, Relay, RelayConfig};
 use tlsgate_slowpath::wire::segment_of;

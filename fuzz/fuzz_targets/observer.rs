@@ -3,7 +3,7 @@
 //! skew so that segments overlap, repeat and leave holes).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tlsgate_dataplane::tls::{Direction, HandshakeObserver, ObserverLimits};
+use tlsgate_core::tls::{Direction, HandshakeObserver, ObserverLimits};
 
 fuzz_target!(|data: &[u8]| {
     let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 16 * 1024, defer_fingerprints: false });

@@ -81,7 +81,7 @@ fn seg(seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Segment {
 mod tests {
     use super::*;
     use crate::wire::{build_frame, segment_of};
-    use tlsgate_dataplane::packet::TcpFrame;
+    use tlsgate_core::packet::TcpFrame;
 
     #[test]
     fn a_stream_is_a_handshake_then_both_directions_in_order_then_fins() {

@@ -13,7 +13,8 @@
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
-use tlsgate_dataplane::escalate::{TcpSeen, TcpSideSeen};
+use tlsgate_core::escalate::{TcpSeen, TcpSideSeen};
+use tlsgate_core::outcome::{TcpEnd, TlsClose};
 
 use crate::relay::{FailReason, Relay, RelayEvent, BACKLOG_LIMIT};
 use crate::tcp::{Limits, Segment, Takeover, TcpEndpoint, TcpState, TimestampState};
@@ -40,7 +41,7 @@ pub struct Outcome {
     /// The failure was the client's doing (the server is not to blame).
     pub failed_by_client: bool,
     /// How the TLS session ended, if it did.
-    pub closed: Option<String>,
+    pub closed: Option<TlsClose>,
     /// Plaintext relayed client to server.
     pub bytes_to_server: u64,
     /// Plaintext relayed server to client.
@@ -229,16 +230,16 @@ impl Interception {
         self.server.abort();
     }
 
-    /// How the TCP side ended, in words (for the event).
-    pub fn tcp_end(&self) -> String {
-        let name = |s: TcpState| match s {
-            TcpState::Established => "open",
-            TcpState::FinWait | TcpState::CloseWait | TcpState::Closing => "closing",
-            TcpState::Closed => "closed",
-            TcpState::Reset => "reset",
-            TcpState::TimedOut => "timed out",
+    /// The last TCP state of the connections toward the client and the server.
+    pub fn tcp_ends(&self) -> (TcpEnd, TcpEnd) {
+        let end = |s: TcpState| match s {
+            TcpState::Established => TcpEnd::Open,
+            TcpState::FinWait | TcpState::CloseWait | TcpState::Closing => TcpEnd::Closing,
+            TcpState::Closed => TcpEnd::Closed,
+            TcpState::Reset => TcpEnd::Reset,
+            TcpState::TimedOut => TcpEnd::TimedOut,
         };
-        format!("client connection {}, server connection {}", name(self.client.state()), name(self.server.state()))
+        (end(self.client.state()), end(self.server.state()))
     }
 
     /// Bytes this session holds now: TLS waiting for a send buffer, plaintext
@@ -316,8 +317,8 @@ impl Interception {
                     }
                 }
                 RelayEvent::KeyLog(line) => out.keylog.push(line),
-                RelayEvent::Closed { reason } => {
-                    self.outcome.closed.get_or_insert(reason);
+                RelayEvent::Closed { how } => {
+                    self.outcome.closed.get_or_insert(how);
                 }
                 RelayEvent::Failed { reason, detail } => {
                     self.outcome.failed.get_or_insert((reason, detail));
@@ -456,7 +457,7 @@ mod tests {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection};
     use std::io::{Read, Write};
-    use tlsgate_dataplane::packet::TcpOptions;
+    use tlsgate_core::packet::TcpOptions;
     use tlsgate_perf::handshake::{Leaf, Pki};
 
     const MS: u64 = 1_000_000;

@@ -1,17 +1,16 @@
-//! A slow-path lcore: takes the flows workers escalate, decrypts them with an
-//! [`Interception`] each, and sends what they produce: frames on its own tx
-//! queues, updates to the workers (a session ended; what it learned about a
-//! server; servers not to decrypt), and events, key log lines and decrypted
-//! frames to the control thread. Packets the driver spreads to this lcore's
-//! rx queues are handed to the workers that own their flows.
+//! A slow-path lcore's work, sans-IO: it takes the flows workers escalate,
+//! decrypts them with an [`Interception`] each, runs server identity probes,
+//! and hands what they produce to a [`Link`]: frames for its tx queues,
+//! updates to the workers (a session ended; what it learned about a server;
+//! servers not to decrypt), and events, key log lines and decrypted frames
+//! for the control thread. The data plane's slow-path lcore drives it with
+//! packets from the rings and a clock; tests drive it with frames.
 //!
 //! Nothing here is shared with another lcore: forgers, known keys and trust
 //! stores are this lcore's own, built on first use.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ahash::RandomState;
 use rustls::pki_types::CertificateDer;
@@ -21,24 +20,26 @@ use sha2::{Digest, Sha256};
 use tlsgate_config::facts::{ServerHelloFacts, TlsVersion};
 use tlsgate_config::policy::{Action, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{FlowSettings, PinnedAction, SlowPathSettings};
-use tlsgate_dataplane::dpdk::{pause, tsc, Burst, Clock, Mbuf};
-use tlsgate_dataplane::escalate::{Escalation, ProbeRequest, SlowRecord, SlowUpdate, ToSlowPath};
-use tlsgate_dataplane::event::{DecryptFacts, SessionEvent};
-use tlsgate_dataplane::flow::FlowKey;
-use tlsgate_dataplane::identity::{ExclusionKey, ExclusionReason, ServerIdentity, ServerKey};
-use tlsgate_dataplane::packet::{flow_hash, worker_for, TcpFrame};
-use tlsgate_dataplane::runtime::{SlowPath, SlowPathIo};
-use tlsgate_dataplane::stats::SlowPathCounters;
-use tlsgate_dataplane::tls::{certificate_facts, CertVerifier};
+use tlsgate_core::escalate::{Escalation, ProbeRequest, SlowRecord, SlowUpdate, ToSlowPath};
+use tlsgate_core::event::{DecryptFacts, SessionEvent};
+use tlsgate_core::flow::FlowKey;
+use tlsgate_core::identity::{ExclusionKey, ExclusionReason, ServerIdentity, ServerKey};
+use tlsgate_core::outcome::{
+    Cause, DecryptEnd, Ending, FailReason, Outcome, ServerIdentitySource, ShownCertificate, SlowPathFull,
+    TakeoverFailure,
+};
+use tlsgate_core::packet::{flow_hash, worker_for, TcpFrame};
+use tlsgate_core::tls::{certificate_facts, CertVerifier};
 
 use crate::export::{DecryptedStream, Frames};
 use crate::forge::Forger;
 use crate::intercept::{Finished, Interception, Output};
 use crate::probe::{Probe, ProbeResult};
-use crate::relay::{ClientFacing, FailReason, Relay, RelayConfig};
+use crate::relay::{ClientFacing, Relay, RelayConfig};
 use crate::wire::{segment_of, FlowTemplate};
 
-/// The slow path's code, as the data plane runs it on each slow-path lcore.
+/// The slow path's configuration, shared by every slow-path lcore.
+#[derive(Clone)]
 pub struct Interceptor {
     settings: SlowPathSettings,
     idle_ns: u64,
@@ -60,12 +61,6 @@ impl Interceptor {
             keylog,
             decrypted,
         }
-    }
-}
-
-impl SlowPath for Interceptor {
-    fn run(&self, io: SlowPathIo) -> i32 {
-        SlowLcore::new(self, io).run()
     }
 }
 
@@ -113,26 +108,65 @@ const SWEEP_NS: u64 = NS / 1000;
 const FULL_SWEEP_NS: u64 = NS / 10;
 /// Servers whose last certificate this lcore remembers.
 const LEARNED_CAPACITY: usize = 16_384;
-/// How long the lcore keeps sending FINs and retransmissions at shutdown.
-const SHUTDOWN_NS: u64 = NS / 5;
 
-// Counter indices (see SlowPathCounters::NAMES).
-const TAKEN_OVER: usize = 0;
-const REFUSED: usize = 1;
-const DECRYPTED: usize = 2;
-const UNDECRYPTABLE: usize = 3;
-const SESSIONS_NOW: usize = 4;
-const PACKETS_IN: usize = 5;
-const PACKETS_OUT: usize = 6;
-const HANDED: usize = 7;
-const TX_DROPPED: usize = 8;
-const UNKNOWN_FLOW: usize = 9;
-const PLAIN_TO_SERVER: usize = 10;
-const PLAIN_TO_CLIENT: usize = 11;
-const FORGED: usize = 12;
-const RECORDS_LOST: usize = 13;
-const PROBES: usize = 14;
-const PROBES_LEARNED: usize = 15;
+tlsgate_core::counters! {
+    /// Counters of one slow-path lcore.
+    pub struct SlowPathCounters {
+        /// Flows taken over from the workers.
+        flows_taken_over,
+        /// Flows refused at the session limit (`slowpath.when_full` applied).
+        flows_refused,
+        /// Sessions decrypted.
+        sessions_decrypted,
+        /// Sessions taken over that could not be decrypted.
+        sessions_undecryptable,
+        /// Sessions held now (a gauge).
+        sessions_now,
+        /// Packets of escalated flows received from the workers.
+        packets_in,
+        /// Frames sent on this lcore's tx queues.
+        packets_out,
+        /// Packets its rx queues got, handed to the workers that own their flows.
+        packets_handed_to_workers,
+        /// Frames dropped for want of an mbuf or tx room.
+        tx_dropped,
+        /// Packets of flows this lcore does not hold.
+        unknown_flow_packets,
+        /// Plaintext bytes relayed client to server.
+        plaintext_to_server,
+        /// Plaintext bytes relayed server to client.
+        plaintext_to_client,
+        /// Certificates forged (forged-certificate cache misses).
+        certificates_forged,
+        /// Records for the control thread lost to a full ring.
+        records_lost,
+        /// Server identity probes started.
+        probes,
+        /// Probes that learned the server's certificate.
+        probes_learned,
+    }
+}
+
+/// Where a slow-path lcore's output goes.
+pub trait Link {
+    /// Sends one frame out of port index `port`.
+    fn send_frame(&mut self, port: usize, frame: &[u8]);
+    /// Tells worker `worker` something.
+    fn update(&mut self, worker: usize, update: SlowUpdate);
+    /// Hands the control thread a record.
+    fn record(&mut self, record: SlowRecord);
+}
+
+/// What a frame from a worker belonged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOf {
+    /// A session's flow: drive it (once per burst).
+    Flow(FlowKey),
+    /// A probe's (already driven).
+    Probe,
+    /// Nothing this lcore holds (counted), or not TCP.
+    Unknown,
+}
 
 /// One flow on this lcore.
 struct Flow {
@@ -151,7 +185,7 @@ struct Flow {
     /// The client rejected a certificate signed by the untrusted CA: what it
     /// would have done with the server's own, so no failure of ours.
     rejected_as_expected: bool,
-    shown: Option<&'static str>,
+    shown: Option<ShownCertificate>,
 }
 
 /// What a policy needs on this lcore: its trust store for the upstream
@@ -162,18 +196,20 @@ struct PolicyMaterials {
     verifier: CertVerifier,
 }
 
-struct SlowLcore<'a> {
-    cfg: &'a Interceptor,
-    io: SlowPathIo,
+/// One slow-path lcore's sessions, probes and caches.
+pub struct SlowLcore {
+    cfg: Interceptor,
+    /// Which slow-path lcore this is.
+    index: usize,
+    /// How many workers there are.
+    workers: usize,
     flows: HashMap<FlowKey, Flow, RandomState>,
     forgers: HashMap<[u8; 32], Forger, RandomState>,
     known: HashMap<[u8; 32], Arc<CertifiedKey>, RandomState>,
     /// By the policy's address (the Arc kept inside keeps it valid).
     policies: HashMap<usize, PolicyMaterials, RandomState>,
-    tx: Vec<Burst>,
-    handed: Vec<Burst>,
-    counters: [u64; SlowPathCounters::FIELDS],
-    clock: Clock,
+    /// Its counters (the data plane adds what its I/O counts).
+    pub counters: SlowPathCounters,
     last_sweep: u64,
     last_full_sweep: u64,
     /// What each server was last seen presenting (leaf SHA-256) and its facts:
@@ -201,101 +237,54 @@ struct RunningProbe {
 /// Probes running at once per slow-path lcore, at most.
 const PROBES_MAX: usize = 256;
 
-impl<'a> SlowLcore<'a> {
-    fn new(cfg: &'a Interceptor, io: SlowPathIo) -> SlowLcore<'a> {
-        let ports = io.ports.len();
-        let workers = io.handed.len();
+impl SlowLcore {
+    /// Slow-path lcore `index` of the data plane, serving `workers` workers;
+    /// `seed` seeds the probes' ports and sequence numbers.
+    pub fn new(cfg: Interceptor, index: usize, workers: usize, seed: u64) -> SlowLcore {
         SlowLcore {
             cfg,
-            io,
+            index,
+            workers,
             flows: HashMap::default(),
             forgers: HashMap::default(),
             known: HashMap::default(),
             policies: HashMap::default(),
-            tx: (0..ports).map(|_| Burst::new()).collect(),
-            handed: (0..workers).map(|_| Burst::new()).collect(),
-            counters: [0; SlowPathCounters::FIELDS],
-            clock: Clock::new(),
+            counters: SlowPathCounters::default(),
             last_sweep: 0,
             last_full_sweep: 0,
             learned: HashMap::default(),
             probes: HashMap::default(),
-            rng: tsc() | 1,
+            rng: seed | 1,
         }
     }
 
-    fn run(mut self) -> i32 {
-        let mut rx = Burst::new();
-        let mut idle = 0u32;
-        while self.io.running.load(Ordering::Relaxed) {
-            let work = self.poll_once(&mut rx);
-            if work > 0 {
-                idle = 0;
-            } else {
-                idle = idle.saturating_add(1);
-                if idle < 256 {
-                    pause();
-                } else {
-                    // Short sleeps: a decrypting lcore has timers to keep.
-                    std::thread::sleep(Duration::from_micros(if idle < 1024 { 20 } else { 200 }));
-                }
-            }
+    /// Takes what a worker handed over: a flow to decrypt, or a server to probe.
+    pub fn take(&mut self, msg: ToSlowPath, now: u64, link: &mut dyn Link) {
+        match msg {
+            ToSlowPath::Flow(esc) => self.adopt(esc, now, link),
+            ToSlowPath::Probe(req) => self.start_probe(req, now, link),
         }
-        self.shutdown(&mut rx);
-        0
     }
 
-    fn poll_once(&mut self, rx: &mut Burst) -> usize {
-        let now = self.clock.now_ns();
-        let mut work = 0;
-        for w in 0..self.io.flows.len() {
-            work += self.adopt_from(w, now);
+    /// Timers, at most every millisecond; true when they ran (the caller
+    /// publishes the counters then).
+    pub fn tick(&mut self, now: u64, link: &mut dyn Link) -> bool {
+        if now.saturating_sub(self.last_sweep) < SWEEP_NS {
+            return false;
         }
-        let mut touched: Vec<FlowKey> = Vec::new();
-        for w in 0..self.io.packets.len() {
-            let n = self.io.packets[w].recv_burst(rx);
-            work += n;
-            for m in rx.drain() {
-                if let Some(k) = self.on_packet(w, &m, now) {
-                    if !touched.contains(&k) {
-                        touched.push(k);
-                    }
-                }
-            }
-        }
-        work += self.hand_rx_to_workers(rx);
-        for k in touched {
-            self.drive(&k, now);
-        }
-        if now.saturating_sub(self.last_sweep) >= SWEEP_NS {
-            self.last_sweep = now;
-            self.sweep(now);
-        }
-        self.flush();
-        work
+        self.last_sweep = now;
+        self.sweep(now, link);
+        true
     }
 
-    /// Takes the flows worker `w` escalated.
-    fn adopt_from(&mut self, w: usize, now: u64) -> usize {
-        let mut n = 0;
-        while let Some(msg) = self.io.flows[w].pop() {
-            n += 1;
-            match *msg {
-                ToSlowPath::Flow(esc) => self.adopt(esc, now),
-                ToSlowPath::Probe(req) => self.start_probe(req, now),
-            }
-        }
-        n
-    }
-
-    fn adopt(&mut self, mut esc: Box<Escalation>, now: u64) {
+    fn adopt(&mut self, mut esc: Box<Escalation>, now: u64, link: &mut dyn Link) {
         if self.flows.len() >= self.cfg.settings.sessions as usize {
-            self.refuse(esc, now);
+            self.refuse(esc, now, link);
             return;
         }
         let Some(facing) = self.client_facing(&esc) else {
             // The policy's objects were checked at start; a reload is checked the same way.
-            self.refuse(esc, now);
+            self.refuse(esc, now, link);
             return;
         };
         let roots = self.materials(&esc.policy).roots.clone();
@@ -308,12 +297,12 @@ impl<'a> SlowLcore<'a> {
         let icpt = Interception::new(&esc.tcp, relay, self.cfg.decrypted, now)
             .with_handshake_timeout(now, self.cfg.handshake_ns);
         let shown = match esc.decision.action {
-            Action::DecryptKnownKey { .. } => Some("known-key"),
+            Action::DecryptKnownKey { .. } => Some(ShownCertificate::KnownKey),
             _ => None,
         };
-        self.counters[TAKEN_OVER] += 1;
+        self.counters.flows_taken_over += 1;
         let held = std::mem::take(&mut esc.held);
-        let (key, worker) = (esc.key, esc.worker);
+        let key = esc.key;
         self.flows.insert(
             esc.key,
             Flow {
@@ -331,35 +320,27 @@ impl<'a> SlowLcore<'a> {
         );
         // The ClientHello's first segments, held back by the worker, come first.
         for frame in &held {
-            self.on_frame(worker, frame, now);
+            self.on_frame(frame, now, link, &mut || None);
         }
         if !held.is_empty() {
-            self.drive(&key, now);
+            self.drive(&key, now, link);
         }
-        self.counters[SESSIONS_NOW] = self.flows.len() as u64;
+        self.counters.sessions_now = self.flows.len() as u64;
     }
 
     /// At the session limit: the worker carries the decision out as
     /// `slowpath.when_full` says; the escalating packet is lost (the client
     /// retransmits it, and the worker then forwards or drops it).
-    fn refuse(&mut self, esc: Box<Escalation>, now: u64) {
-        self.counters[REFUSED] += 1;
+    fn refuse(&mut self, esc: Box<Escalation>, now: u64, link: &mut dyn Link) {
+        self.counters.flows_refused += 1;
         let action = match self.cfg.settings.when_full {
             tlsgate_config::SlowWhenFull::DoNotDecrypt => FinalAction::DoNotDecrypt,
             tlsgate_config::SlowWhenFull::Block => FinalAction::Block,
         };
-        let update = SlowUpdate::Refused { key: esc.key, action };
-        self.update(esc.worker, update);
-        let rule = rule_name(&esc);
-        let mut ev = base_event(&esc, now);
-        ev.actual_action = action.name();
-        ev.reason = format!(
-            "rule {rule:?} asks for {}, but the slow path is at its limit of {} sessions (slowpath.when_full = {})",
-            esc.decision.action.name(),
-            self.cfg.settings.sessions,
-            action.name()
-        );
-        self.record(SlowRecord::Event(Box::new(ev)));
+        link.update(esc.worker, SlowUpdate::Refused { key: esc.key, action });
+        let cause = Cause::SlowPathFull(SlowPathFull::SessionLimit(self.cfg.settings.sessions));
+        let ev = base_event(&esc, now, action.into(), cause);
+        link.record(SlowRecord::Event(Box::new(ev)));
     }
 
     fn client_facing(&mut self, esc: &Escalation) -> Option<ClientFacing> {
@@ -401,47 +382,52 @@ impl<'a> SlowLcore<'a> {
         })
     }
 
-    /// A packet of an escalated flow, from worker `w`. Returns its flow.
-    fn on_packet(&mut self, w: usize, m: &Mbuf, now: u64) -> Option<FlowKey> {
-        self.counters[PACKETS_IN] += 1;
-        let data = if m.is_contiguous() { std::borrow::Cow::Borrowed(m.data()) } else { m.to_vec().into() };
-        self.on_frame(w, &data, now)
-    }
-
-    /// A frame of an escalated flow (or of a probe).
-    fn on_frame(&mut self, w: usize, data: &[u8], now: u64) -> Option<FlowKey> {
-        let t = TcpFrame::parse(data)?;
+    /// A frame of an escalated flow (or of a probe). `pending` gives what
+    /// the frame's worker has handed over since the last look (it pushes a
+    /// flow before the flow's first packet), taken when the frame's flow is
+    /// not yet known.
+    pub fn on_frame(
+        &mut self,
+        data: &[u8],
+        now: u64,
+        link: &mut dyn Link,
+        pending: &mut dyn FnMut() -> Option<ToSlowPath>,
+    ) -> FrameOf {
+        let Some(t) = TcpFrame::parse(data) else { return FrameOf::Unknown };
         let (key, _) = FlowKey::of(&t);
         if !self.flows.contains_key(&key) {
-            // The worker pushed the flow before its first packet: look again.
-            self.adopt_from(w, now);
+            while let Some(msg) = pending() {
+                self.take(msg, now, link);
+            }
         }
         if let Some(p) = self.probes.get_mut(&key) {
             p.probe.on_segment(&segment_of(data, &t), now);
-            self.drive_probe(&key, now);
-            return None;
+            self.drive_probe(&key, now, link);
+            return FrameOf::Probe;
         }
         let Some(flow) = self.flows.get_mut(&key) else {
-            self.counters[UNKNOWN_FLOW] += 1;
-            return None;
+            self.counters.unknown_flow_packets += 1;
+            return FrameOf::Unknown;
         };
         let from_client = (t.src, t.src_port) == flow.client;
         if from_client && flow.template.is_none() {
             flow.template = Some(FlowTemplate::from_client_frame(data, &t));
         }
         // Nothing can be sent before the client's first frame shows the link layer.
-        flow.template.as_ref()?;
+        if flow.template.is_none() {
+            return FrameOf::Unknown;
+        }
         let seg = segment_of(data, &t);
         if from_client {
             flow.icpt.on_client_segment(&seg, now);
         } else {
             flow.icpt.on_server_segment(&seg, now);
         }
-        Some(key)
+        FrameOf::Flow(key)
     }
 
     /// Runs one flow: the relay, what it learned, what it sends.
-    fn drive(&mut self, key: &FlowKey, now: u64) {
+    fn drive(&mut self, key: &FlowKey, now: u64, link: &mut dyn Link) {
         let Some(mut flow) = self.flows.remove(key) else { return };
         let mut out = Output::default();
         {
@@ -461,20 +447,20 @@ impl<'a> SlowLcore<'a> {
                 let before = f.stats().forged;
                 let k = f.forge(chain.first()?, trusted).ok()?;
                 forged += f.stats().forged - before;
-                shown = Some(if trusted { "forged" } else { "forged-untrusted" });
+                shown = Some(if trusted { ShownCertificate::Forged } else { ShownCertificate::ForgedUntrusted });
                 Some(k)
             };
             flow.icpt.drive(now, &mut forge, &mut out);
-            self.counters[FORGED] += forged;
+            self.counters.certificates_forged += forged;
             if shown.is_some() {
                 flow.shown = shown;
             }
         }
         if let Some((chain, _trusted)) = out.upstream_certificate.take() {
-            self.learn(&mut flow, chain, now);
+            self.learn(&mut flow, chain, now, link);
         }
         if !out.keylog.is_empty() && self.cfg.keylog {
-            self.record(SlowRecord::KeyLog(std::mem::take(&mut out.keylog)));
+            link.record(SlowRecord::KeyLog(std::mem::take(&mut out.keylog)));
         }
         if self.cfg.decrypted && !out.plaintext.is_empty() {
             let mut frames = Frames::new();
@@ -488,16 +474,16 @@ impl<'a> SlowLcore<'a> {
                     st.data(*from_client, data, now, &mut frames);
                 }
             }
-            self.record(SlowRecord::Decrypted(frames));
+            link.record(SlowRecord::Decrypted(frames));
         }
         if flow.icpt.outcome.failed.is_some() && flow.failure_action.is_none() && !flow.rejected_as_expected {
-            self.on_failure(&mut flow, now);
+            self.on_failure(&mut flow, link);
         }
-        self.transmit(&mut flow, now);
+        self.transmit(&mut flow, now, link);
         if flow.finished.is_none() {
             if let Some(how) = flow.icpt.finished(now, self.cfg.idle_ns) {
-                self.transmit(&mut flow, now);
-                self.finish(&mut flow, Some(how), now);
+                self.transmit(&mut flow, now, link);
+                self.finish(&mut flow, Some(how), now, link);
             }
         }
         self.flows.insert(*key, flow);
@@ -505,12 +491,12 @@ impl<'a> SlowLcore<'a> {
 
     /// What the upstream handshake showed: the server identity cache of every
     /// worker learns it (for TLS 1.3 too: the slow path sees the certificate).
-    fn learn(&mut self, flow: &mut Flow, chain: Vec<Vec<u8>>, now: u64) {
+    fn learn(&mut self, flow: &mut Flow, chain: Vec<Vec<u8>>, now: u64, link: &mut dyn Link) {
         let sni = flow.esc.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
         let f = &flow.esc.facts.flow;
         let key = ServerKey::new(f.dest_ip, f.dest_port, sni.as_deref());
         let policy = flow.esc.policy.clone();
-        flow.upstream = self.learn_server(&key, chain, Some(&policy), now);
+        flow.upstream = self.learn_server(&key, chain, Some(&policy), now, link);
     }
 
     /// Tells every worker what `server` presents, unless it is what this lcore
@@ -522,6 +508,7 @@ impl<'a> SlowLcore<'a> {
         chain: Vec<Vec<u8>>,
         policy: Option<&Arc<Policy>>,
         now: u64,
+        link: &mut dyn Link,
     ) -> Option<ServerIdentity> {
         let leaf = chain.first()?;
         let leaf_id: [u8; 32] = Sha256::digest(leaf).into();
@@ -544,8 +531,8 @@ impl<'a> SlowLcore<'a> {
             client_cert_requested: false,
             learned_at_ns: now,
         };
-        for w in 0..self.io.updates.len() {
-            self.update(w, SlowUpdate::Learned { key: key.clone(), identity: identity.clone() });
+        for w in 0..self.workers {
+            link.update(w, SlowUpdate::Learned { key: key.clone(), identity: identity.clone() });
         }
         self.learned.insert(key.clone(), (leaf_id, identity.clone()));
         Some(identity)
@@ -555,9 +542,9 @@ impl<'a> SlowLcore<'a> {
     /// for a client that rejected the re-signed certificate, to the SNI) are
     /// handled at their ClientHello; this one ends, by reset if its action
     /// resets.
-    fn on_failure(&mut self, flow: &mut Flow, now: u64) {
+    fn on_failure(&mut self, flow: &mut Flow, link: &mut dyn Link) {
         let Some((reason, _)) = flow.icpt.outcome.failed.clone() else { return };
-        if reason == FailReason::ClientRejectedCertificate && flow.shown == Some("forged-untrusted") {
+        if reason == FailReason::ClientRejectedCertificate && flow.shown == Some(ShownCertificate::ForgedUntrusted) {
             flow.rejected_as_expected = true;
             return;
         }
@@ -583,30 +570,29 @@ impl<'a> SlowLcore<'a> {
             }
             // The client's garbage or its own incompatibility says nothing about the server.
             other if flow.icpt.outcome.failed_by_client => {
-                let u = undecryptable_of(other);
+                let u = other.undecryptable();
                 (None, policy.undecryptable(u), ExclusionReason::Undecryptable(u))
             }
             other => {
-                let u = undecryptable_of(other);
+                let u = other.undecryptable();
                 (Some(server), policy.undecryptable(u), ExclusionReason::Undecryptable(u))
             }
         };
         if let Some(key) = key {
-            for w in 0..self.io.updates.len() {
-                self.update(w, SlowUpdate::Excluded { key: key.clone(), action, reason: why });
+            for w in 0..self.workers {
+                link.update(w, SlowUpdate::Excluded { key: key.clone(), action, reason: why });
             }
         }
         if action == FinalAction::BlockWithReset {
             flow.icpt.reset_both();
         }
         flow.failure_action = Some(action);
-        let _ = now;
     }
 
     /// Starts a probe: its flow is announced to the worker that will see its
     /// packets, then its SYN leaves toward the server.
-    fn start_probe(&mut self, req: ProbeRequest, now: u64) {
-        if self.probes.len() >= PROBES_MAX || self.handed.is_empty() {
+    fn start_probe(&mut self, req: ProbeRequest, now: u64, link: &mut dyn Link) {
+        if self.probes.len() >= PROBES_MAX || self.workers == 0 {
             return;
         }
         self.rng ^= self.rng << 13;
@@ -637,10 +623,10 @@ impl<'a> SlowLcore<'a> {
         }
         let template = FlowTemplate::from_client_frame(&probe_frame, &t);
         l2.clear();
-        let worker = flow_hash(&probe_frame).map_or(0, |h| worker_for(h, self.handed.len()));
-        self.update(worker, SlowUpdate::Probe { key, lcore: self.io.index as u8 });
+        let worker = flow_hash(&probe_frame).map_or(0, |h| worker_for(h, self.workers));
+        link.update(worker, SlowUpdate::Probe { key, lcore: self.index as u8 });
         let probe = Probe::new(isn, req.server.sni.as_deref(), req.server.ip, &req.alpn, now);
-        self.counters[PROBES] += 1;
+        self.counters.probes += 1;
         self.probes.insert(
             key,
             RunningProbe {
@@ -652,16 +638,16 @@ impl<'a> SlowLcore<'a> {
                 ended_at: None,
             },
         );
-        self.drive_probe(&key, now);
+        self.drive_probe(&key, now, link);
     }
 
-    fn drive_probe(&mut self, key: &FlowKey, now: u64) {
+    fn drive_probe(&mut self, key: &FlowKey, now: u64, link: &mut dyn Link) {
         let Some(mut p) = self.probes.remove(key) else { return };
         if p.ended_at.is_none() {
             match p.probe.drive(now) {
                 Some(ProbeResult::Chain(chain)) => {
-                    self.counters[PROBES_LEARNED] += 1;
-                    self.learn_server(&p.server, chain, None, now);
+                    self.counters.probes_learned += 1;
+                    self.learn_server(&p.server, chain, None, now, link);
                     p.ended_at = Some(now);
                 }
                 Some(ProbeResult::Failed(_)) => p.ended_at = Some(now),
@@ -670,77 +656,81 @@ impl<'a> SlowLcore<'a> {
         }
         while let Some(seg) = p.probe.poll_transmit(now) {
             let frame = p.template.frame(false, &seg);
-            self.send_frame(p.server_port_index, &frame);
+            link.send_frame(p.server_port_index, &frame);
         }
         if p.ended_at.is_some_and(|at| now.saturating_sub(at) > LINGER_NS) {
-            self.update(p.worker, SlowUpdate::Ended { key: *key });
+            link.update(p.worker, SlowUpdate::Ended { key: *key });
             return;
         }
         self.probes.insert(*key, p);
     }
 
     /// Sends what the flow's endpoints have to send.
-    fn transmit(&mut self, flow: &mut Flow, now: u64) {
+    fn transmit(&mut self, flow: &mut Flow, now: u64, link: &mut dyn Link) {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
         while let Some((to_client, seg)) = flow.icpt.poll_transmit(now) {
             let port = if to_client { client_port } else { server_port };
-            self.send_frame(port, &template.frame(to_client, &seg));
-        }
-    }
-
-    /// Stages one frame for port `port`.
-    fn send_frame(&mut self, port: usize, frame: &[u8]) {
-        let Some(m) = Mbuf::from_bytes(&self.io.pool, frame) else {
-            self.counters[TX_DROPPED] += 1;
-            return;
-        };
-        if port >= self.tx.len() {
-            self.counters[TX_DROPPED] += 1;
-            return;
-        }
-        if self.tx[port].is_full() {
-            self.send_port(port);
-        }
-        if let Err(m) = self.tx[port].push(m) {
-            drop(m);
-            self.counters[TX_DROPPED] += 1;
+            link.send_frame(port, &template.frame(to_client, &seg));
         }
     }
 
     /// A session is over: its event, and the worker forgets the flow.
-    fn finish(&mut self, flow: &mut Flow, how: Option<Finished>, now: u64) {
+    fn finish(&mut self, flow: &mut Flow, how: Option<Finished>, now: u64, link: &mut dyn Link) {
         flow.finished = Some((now, how));
-        self.counters[SESSIONS_NOW] = self.flows.len() as u64;
+        self.counters.sessions_now = self.flows.len() as u64;
         let o = &flow.icpt.outcome;
-        self.counters[PLAIN_TO_SERVER] += o.bytes_to_server;
-        self.counters[PLAIN_TO_CLIENT] += o.bytes_to_client;
+        self.counters.plaintext_to_server += o.bytes_to_server;
+        self.counters.plaintext_to_client += o.bytes_to_client;
         if let Some(st) = &mut flow.stream {
             let mut frames = Frames::new();
             st.finish(now, &mut frames);
-            self.record(SlowRecord::Decrypted(frames));
+            link.record(SlowRecord::Decrypted(frames));
         }
         let ev = self.session_event(flow, how, now);
-        if ev.actual_action.starts_with("decrypt") {
-            self.counters[DECRYPTED] += 1;
+        if matches!(ev.outcome.cause, Cause::Decrypted { .. }) {
+            self.counters.sessions_decrypted += 1;
         } else {
-            self.counters[UNDECRYPTABLE] += 1;
+            self.counters.sessions_undecryptable += 1;
         }
-        self.record(SlowRecord::Event(Box::new(ev)));
-        self.update(flow.esc.worker, SlowUpdate::Ended { key: flow.esc.key });
+        link.record(SlowRecord::Event(Box::new(ev)));
+        link.update(flow.esc.worker, SlowUpdate::Ended { key: flow.esc.key });
     }
 
     fn session_event(&mut self, flow: &Flow, how: Option<Finished>, now: u64) -> SessionEvent {
         let esc = &flow.esc;
         let o = &flow.icpt.outcome;
-        let mut ev = base_event(esc, now);
-        let rule = rule_name(esc);
-        let expected = esc.decision.action.name();
+        let asked = esc.decision.action;
+        let (client_tcp, server_tcp) = flow.icpt.tcp_ends();
+        let how = match (how, &o.closed) {
+            (Some(Finished::Idle), _) => Ending::Idle,
+            (Some(Finished::HandshakeTimeout), _) => Ending::HandshakeTimeout,
+            (_, Some(close)) => Ending::Tls(close.clone()),
+            (_, None) => Ending::Tcp,
+        };
+        let end = DecryptEnd { how, client_tcp, server_tcp };
+        let (carried_out, cause) = match (&o.failed, flow.failure_action) {
+            (Some(_), None) if flow.rejected_as_expected => (asked, Cause::UntrustedRejected { end }),
+            (Some((reason, detail)), Some(action)) => {
+                let failure =
+                    TakeoverFailure { reason: *reason, detail: detail.clone(), by_client: o.failed_by_client, end };
+                (action.into(), Cause::TakeoverFailed(Box::new(failure)))
+            }
+            _ if o.established.is_some() => {
+                let shown = flow.shown.unwrap_or(ShownCertificate::KnownKey);
+                (asked, Cause::Decrypted { shown, end })
+            }
+            _ => (asked, Cause::HandshakesIncomplete { end }),
+        };
+        let mut ev = base_event(esc, now, carried_out, cause);
+        if o.failed.as_ref().is_some_and(|(r, _)| *r == FailReason::ClientAuth) {
+            ev.client_cert_requested = true;
+        }
         if let Some(up) = &flow.upstream {
             ev.certificate = up.certificate.clone();
             ev.cert_status = up.cert_status;
-            ev.server_identity = "handshake";
+            ev.outcome.server_identity = ServerIdentitySource::Handshake;
         }
         let mut decrypt = DecryptFacts {
             server_trusted: o.trusted,
@@ -763,80 +753,12 @@ impl<'a> SlowLcore<'a> {
             decrypt.client_version = TlsVersion::from_wire(u16::from(*client_version)).map(TlsVersion::event_name);
             decrypt.alpn = alpn.as_ref().map(|a| String::from_utf8_lossy(a).into_owned());
         }
-        let ended = match (&o.closed, how) {
-            (_, Some(Finished::Idle)) => "idle too long: both connections reset".to_string(),
-            (_, Some(Finished::HandshakeTimeout)) => {
-                "the handshakes did not complete in time: both connections reset".to_string()
-            }
-            (Some(c), _) => format!("{c}; {}", flow.icpt.tcp_end()),
-            (None, _) => flow.icpt.tcp_end(),
-        };
-        decrypt.ended = ended.clone();
-        match (&o.failed, flow.failure_action) {
-            (Some(_), None) if flow.rejected_as_expected => {
-                ev.actual_action = expected;
-                ev.reason = format!(
-                    "rule {rule:?} matched; the server's certificate is not trusted, so the client was shown a copy \
-                     signed by the untrusted CA, and rejected it as it would have rejected the original; {ended}"
-                );
-            }
-            (Some((reason, detail)), Some(action)) => {
-                ev.actual_action = action.name();
-                let later = match reason {
-                    FailReason::CertificateChanged => format!(
-                        "the known key no longer applies: the server identity cache has the new certificate, so \
-                         rule {rule:?} no longer matches the server's next sessions"
-                    ),
-                    FailReason::ClientRejectedCertificate => format!(
-                        "the client rejected the re-signed certificate (certificate pinning): later sessions to it get \
-                         {} at their ClientHello (slowpath.pinned_action)",
-                        action.name()
-                    ),
-                    other if o.failed_by_client => format!(
-                        "the client's doing (undecryptable.{} = {}), so the server stays decryptable",
-                        undecryptable_of(*other).name(),
-                        action.name()
-                    ),
-                    other => format!(
-                        "later sessions to the server get {} at their ClientHello (undecryptable.{}; exclusion cache)",
-                        action.name(),
-                        undecryptable_of(*other).name()
-                    ),
-                };
-                ev.reason = format!(
-                    "rule {rule:?} asks for {expected}; the session was taken over but cannot be decrypted: {detail}; \
-                     it was ended for both sides; {later}"
-                );
-                if *reason == FailReason::ClientAuth {
-                    ev.client_cert_requested = true;
-                }
-            }
-            _ if o.established.is_some() => {
-                ev.actual_action = expected;
-                let how = match flow.shown {
-                    Some("forged") => "the server's certificate re-signed by the rule's CA".to_string(),
-                    Some("forged-untrusted") => {
-                        "the server's certificate is not trusted: re-signed by the untrusted CA, as the client would \
-                         have seen it"
-                            .to_string()
-                    }
-                    _ => "the imported certificate and key".to_string(),
-                };
-                ev.reason = format!("rule {rule:?} matched; decrypted, the client shown {how}; {ended}");
-            }
-            _ => {
-                ev.actual_action = expected;
-                ev.reason = format!(
-                    "rule {rule:?} matched; taken over for decryption, but the handshakes did not complete: {ended}"
-                );
-            }
-        }
         ev.decrypt = Some(Box::new(decrypt));
         ev
     }
 
     /// Timers; every [`FULL_SWEEP_NS`] idleness, deadlines and lingering sessions.
-    fn sweep(&mut self, now: u64) {
+    fn sweep(&mut self, now: u64, link: &mut dyn Link) {
         let full = now.saturating_sub(self.last_full_sweep) >= FULL_SWEEP_NS;
         if full {
             self.last_full_sweep = now;
@@ -857,143 +779,64 @@ impl<'a> SlowLcore<'a> {
             };
             if expired {
                 self.flows.remove(&k);
-                self.counters[SESSIONS_NOW] = self.flows.len() as u64;
+                self.counters.sessions_now = self.flows.len() as u64;
                 continue;
             }
             if due {
-                self.drive(&k, now);
+                self.drive(&k, now, link);
             }
         }
         let probes: Vec<FlowKey> = self.probes.keys().copied().collect();
         for k in probes {
-            self.drive_probe(&k, now);
+            self.drive_probe(&k, now, link);
         }
-        self.io.counters.publish(&self.counters);
     }
 
-    /// Packets this lcore's rx queues got: to the workers that own their flows.
-    fn hand_rx_to_workers(&mut self, rx: &mut Burst) -> usize {
-        let workers = self.handed.len();
-        if workers == 0 {
-            return 0;
-        }
-        let mut n = 0;
-        for p in 0..self.io.ports.len() {
-            let got = self.io.ports[p].0.recv(rx);
-            n += got;
-            for mut m in rx.drain() {
-                let owner = flow_hash(m.data()).map_or(0, |h| worker_for(h, workers));
-                m.set_port(p as u16);
-                let staged = &mut self.handed[owner];
-                if let Err(m) = staged.push(m) {
-                    self.io.handed[owner].send_burst(staged);
-                    if let Err(m) = staged.push(m) {
-                        drop(m);
-                        self.counters[TX_DROPPED] += 1;
-                        continue;
-                    }
-                }
-                self.counters[HANDED] += 1;
-            }
-        }
-        n
-    }
-
-    fn flush(&mut self) {
-        for p in 0..self.tx.len() {
-            self.send_port(p);
-        }
-        for (w, staged) in self.handed.iter_mut().enumerate() {
-            if !staged.is_empty() {
-                self.io.handed[w].send_burst(staged);
-                self.counters[TX_DROPPED] += staged.len() as u64;
-                staged.clear();
+    /// Starts closing every session (close_notify and FIN both ways); the
+    /// caller keeps driving them for a moment so that it all goes out, then
+    /// calls [`SlowLcore::finish_all`].
+    pub fn close_all(&mut self) {
+        for f in self.flows.values_mut() {
+            if f.finished.is_none() {
+                f.icpt.close();
             }
         }
     }
 
-    fn send_port(&mut self, p: usize) {
-        if self.tx[p].is_empty() {
-            return;
-        }
-        let n = self.io.ports[p].1.send(&mut self.tx[p]);
-        self.counters[PACKETS_OUT] += n as u64;
-        if self.tx[p].is_full() {
-            // The queue is full; dropping is what a wire does, and TCP retransmits.
-            self.counters[TX_DROPPED] += self.tx[p].len() as u64;
-            self.tx[p].clear();
-        }
+    /// Drives one session after its frames came in.
+    pub fn drive_flow(&mut self, key: &FlowKey, now: u64, link: &mut dyn Link) {
+        self.drive(key, now, link);
     }
 
-    fn update(&mut self, w: usize, u: SlowUpdate) {
-        if let Some(ring) = self.io.updates.get_mut(w) {
-            // A full update ring loses a lesson, not a packet; the flow expires in the worker.
-            let _ = ring.push(Box::new(u));
-        }
-    }
-
-    fn record(&mut self, r: SlowRecord) {
-        if self.io.records.push(Box::new(r)).is_err() {
-            self.counters[RECORDS_LOST] += 1;
-        }
-    }
-
-    /// Ends every session (close_notify and FIN both ways), keeps sending for
-    /// a moment so that they go out, and gives each its event.
-    fn shutdown(&mut self, rx: &mut Burst) {
-        let start = self.clock.now_ns();
+    /// Drives every session once.
+    pub fn drive_all(&mut self, now: u64, link: &mut dyn Link) {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for k in &keys {
-            if let Some(f) = self.flows.get_mut(k) {
-                if f.finished.is_none() {
-                    f.icpt.close();
-                }
-            }
+            self.drive(k, now, link);
         }
-        loop {
-            let now = self.clock.now_ns();
-            for k in &keys {
-                self.drive(k, now);
-            }
-            self.hand_rx_to_workers(rx);
-            self.flush();
-            if now.saturating_sub(start) > SHUTDOWN_NS {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let now = self.clock.now_ns();
+    }
+
+    /// At shutdown, after [`SlowLcore::close_all`]: every session still open gets its event.
+    pub fn finish_all(&mut self, now: u64, link: &mut dyn Link) {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for k in keys {
             if let Some(mut f) = self.flows.remove(&k) {
                 if f.finished.is_none() {
-                    self.finish(&mut f, None, now);
+                    self.finish(&mut f, None, now, link);
                 }
             }
         }
-        self.counters[SESSIONS_NOW] = 0;
-        self.io.counters.publish(&self.counters);
+        self.counters.sessions_now = 0;
     }
-}
-
-fn undecryptable_of(r: FailReason) -> Undecryptable {
-    match r {
-        FailReason::ClientAuth => Undecryptable::ClientAuth,
-        FailReason::DecryptionError => Undecryptable::DecryptionError,
-        _ => Undecryptable::HandshakeError,
-    }
-}
-
-fn rule_name(esc: &Escalation) -> String {
-    esc.decision.rule.map(|i| esc.policy.rules()[i].name.clone()).unwrap_or_default()
 }
 
 /// The event of an escalated session with the fast path's facts.
-fn base_event(esc: &Escalation, now: u64) -> SessionEvent {
-    let names = |v: &[usize]| v.iter().map(|&i| esc.policy.rules()[i].name.clone()).collect::<Vec<_>>();
+fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> SessionEvent {
+    let name = |i: &usize| esc.policy.rules()[*i].name.clone();
     SessionEvent {
         timestamp_ns: now,
         flow_id: esc.flow_id,
-        event_type: "tls",
+        tls: true,
         flow: esc.facts.flow.clone(),
         client_hello: esc.facts.client_hello.clone(),
         server_hello: esc.facts.server_hello.clone(),
@@ -1001,13 +844,16 @@ fn base_event(esc: &Escalation, now: u64) -> SessionEvent {
         cert_status: esc.facts.cert_status,
         client_cert_requested: false,
         alerts: Vec::new(),
-        rule: esc.decision.rule.map(|i| esc.policy.rules()[i].name.clone()),
-        expected_action: esc.decision.action.name(),
-        actual_action: esc.decision.action.name(),
-        reason: String::new(),
-        monitor_rules: names(&esc.decision.monitor_rules),
-        missing_facts: esc.decision.missing_facts.clone(),
-        server_identity: esc.server_identity,
+        outcome: Outcome {
+            carried_out,
+            asked: esc.decision.action,
+            rule: esc.decision.rule.as_ref().map(name),
+            cause,
+            cut_short: None,
+            monitor_rules: esc.decision.monitor_rules.iter().map(name).collect(),
+            missing_facts: esc.decision.missing_facts.clone(),
+            server_identity: esc.server_identity,
+        },
         decrypt: None,
     }
 }

@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tlsgate_core::outcome::{Side as Peer, TlsClose};
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -108,7 +110,7 @@ pub enum RelayEvent {
     /// The session ended.
     Closed {
         /// How: both closed cleanly, closed by the relay, an alert.
-        reason: String,
+        how: TlsClose,
     },
     /// The session cannot be decrypted; the caller applies the policy's undecryptable action.
     Failed {
@@ -119,22 +121,7 @@ pub enum RelayEvent {
     },
 }
 
-/// Why a session could not be decrypted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailReason {
-    /// The server sent a CertificateRequest.
-    ClientAuth,
-    /// The upstream handshake failed: no common version or cipher suite, or the server refused.
-    HandshakeFailure,
-    /// The client sent alert bad_certificate, unknown_ca or certificate_unknown (pinning).
-    ClientRejectedCertificate,
-    /// Known Key, and the server presented another certificate.
-    CertificateChanged,
-    /// A record failed to decrypt.
-    DecryptionError,
-    /// A peer broke the protocol (garbage, unexpected message).
-    ProtocolError,
-}
+pub use tlsgate_core::outcome::FailReason;
 
 /// Errors returned by [`Relay::from_client`] and [`Relay::from_server`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -317,7 +304,7 @@ impl Relay {
         self.close_both();
         if !self.ended {
             self.ended = true;
-            self.events.push_back(RelayEvent::Closed { reason: "closed by the relay".into() });
+            self.events.push_back(RelayEvent::Closed { how: TlsClose::ByRelay });
         }
     }
 }
@@ -652,7 +639,7 @@ impl Relay {
         }
         if self.close_forwarded_to_server && self.close_forwarded_to_client && !self.ended {
             self.ended = true;
-            self.events.push_back(RelayEvent::Closed { reason: "client and server closed cleanly".into() });
+            self.events.push_back(RelayEvent::Closed { how: TlsClose::Clean });
         }
     }
 
@@ -681,7 +668,7 @@ impl Relay {
         };
         if self.established_reported {
             if let rustls::Error::AlertReceived(alert) = &e {
-                return self.end_by_alert(format!("the client sent alert {alert:?}"));
+                return self.end_by_alert(Peer::Client, format!("{alert:?}"));
             }
         }
         self.fail_by_client(reason, format!("client side: {e}"))
@@ -723,18 +710,19 @@ impl Relay {
         }
         if self.established_reported {
             if let rustls::Error::AlertReceived(alert) = &e {
-                return self.end_by_alert(format!("the server sent alert {alert:?}"));
+                return self.end_by_alert(Peer::Server, format!("{alert:?}"));
             }
         }
         self.fail(classify(&e), format!("server side: {e}"))
     }
 
     /// An established session ended by a peer's alert: closed, not failed.
-    fn end_by_alert(&mut self, reason: String) -> RelayError {
+    fn end_by_alert(&mut self, from: Peer, alert: String) -> RelayError {
+        let reason = format!("the {} sent alert {alert}", from.name());
         if !self.ended {
             self.ended = true;
             self.close_both();
-            self.events.push_back(RelayEvent::Closed { reason: reason.clone() });
+            self.events.push_back(RelayEvent::Closed { how: TlsClose::Alert(from, alert) });
         }
         self.client_tls.clear();
         self.server_tls.clear();
@@ -1501,11 +1489,7 @@ mod tests {
         s.server.conn.send_close_notify();
         s.run();
         assert_eq!(s.server.received, b"bye");
-        assert!(
-            s.events.iter().any(|e| matches!(e, RelayEvent::Closed { reason } if reason.contains("cleanly"))),
-            "{:?}",
-            s.events
-        );
+        assert!(s.events.iter().any(|e| matches!(e, RelayEvent::Closed { how: TlsClose::Clean })), "{:?}", s.events);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! frames. Sans-IO, like everything the slow path's lcores drive.
 
 use etherparse::{PacketBuilder, TcpOptionElement};
-use tlsgate_dataplane::packet::{tcp_flags, Addr, TcpFrame, TcpOptions};
+use tlsgate_core::packet::{tcp_flags, Addr, TcpFrame, TcpOptions};
 
 use crate::tcp::{flags, Segment};
 

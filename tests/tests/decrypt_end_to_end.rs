@@ -518,27 +518,27 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     let kk = of("intranet.test", 4437);
     assert!(kk.iter().all(|e| e["policy"]["actual_action"] == "decrypt-known-key"), "{log}");
     let changed = of("intranet.test", 4438);
-    assert!(changed[0]["policy"]["reason"].as_str().unwrap().contains("no longer matches"), "{}", changed[0]);
+    assert_eq!(changed[0]["policy"]["reason_code"], "known_key_certificate_changed", "{}", changed[0]);
     assert_eq!(changed.last().unwrap()["policy"]["actual_action"], "do-not-decrypt");
     assert!(changed.last().unwrap()["policy"]["rule"].is_null(), "the known-key rule no longer matches");
     let untrusted = of("self.test", 4436);
     assert_eq!(untrusted[0]["decrypt"]["shown_certificate"], "forged-untrusted");
     assert!(untrusted[0]["policy"]["cert_status"].as_array().unwrap().contains(&"self-signed".into()));
     let mtls = of("mtls.test", 4435);
-    assert!(mtls[0]["policy"]["reason"].as_str().unwrap().contains("client certificate"), "{}", mtls[0]);
-    assert!(mtls[1]["policy"]["reason"].as_str().unwrap().contains("exclusion cache"), "{}", mtls[1]);
+    assert_eq!(mtls[0]["policy"]["reason_code"], "undecryptable_client_auth", "{}", mtls[0]);
+    assert_eq!(mtls[1]["policy"]["reason_code"], "excluded_undecryptable", "{}", mtls[1]);
     assert_eq!(mtls[1]["policy"]["actual_action"], "do-not-decrypt");
     let rude = of("rude.shop.test", 8443);
     assert_eq!(rude.len(), 4, "each misbehaving session has its event:\n{log}");
     assert!(rude.iter().all(|e| e["decrypt"]["ended"].is_string()), "{log}");
     let probed = of("probe.shop.test", 8443);
-    assert!(probed[0]["policy"]["reason"].as_str().unwrap().contains("server identity unknown"), "{}", probed[0]);
+    assert_eq!(probed[0]["policy"]["reason_code"], "server_identity_unknown", "{}", probed[0]);
     assert_eq!(probed[0]["policy"]["actual_action"], "do-not-decrypt");
     assert_eq!(probed.last().unwrap()["policy"]["actual_action"], "decrypt-resign", "{log}");
     assert!(probes_learned(&json) >= 1);
     let pinned = of("pinned.shop.test", 8443);
-    assert!(pinned[0]["policy"]["reason"].as_str().unwrap().contains("pinning"), "{}", pinned[0]);
-    assert!(pinned[1]["policy"]["reason"].as_str().unwrap().contains("exclusion cache"), "{}", pinned[1]);
+    assert_eq!(pinned[0]["policy"]["reason_code"], "client_rejected_certificate", "{}", pinned[0]);
+    assert_eq!(pinned[1]["policy"]["reason_code"], "excluded_pinned", "{}", pinned[1]);
 
     // The key log has both sessions' secrets; the decrypted pcap has the plaintext.
     let keys = std::fs::read_to_string(dir.join("keys.log")).unwrap();

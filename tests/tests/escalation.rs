@@ -7,12 +7,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tlsgate_config::policy::{FinalAction, Policy};
+use tlsgate_config::policy::{Action, FinalAction, Policy};
 use tlsgate_config::{FlowSettings, Midstream, SlowPathSettings};
-use tlsgate_dataplane::escalate::SlowUpdate;
-use tlsgate_dataplane::identity::{ExclusionKey, ExclusionReason};
-use tlsgate_dataplane::inspect::{Inspector, Output, Verdict};
-use tlsgate_dataplane::packet::TcpFrame;
+use tlsgate_core::escalate::SlowUpdate;
+use tlsgate_core::identity::{ExclusionKey, ExclusionReason};
+use tlsgate_core::inspect::{Inspector, Output, Verdict};
+use tlsgate_core::outcome::{Cause, NotTakenOver, SlowPathFull};
+use tlsgate_core::packet::TcpFrame;
 use tlsgate_perf::handshake::{tls_session, Pki, SessionSpec};
 use tlsgate_tests::Scratch;
 
@@ -85,7 +86,7 @@ fn a_decrypt_decision_hands_the_flow_over_with_what_the_wire_showed() {
     assert!(esc.tcp.server.syn.is_some(), "the server's SYN-ACK options");
     assert_eq!(esc.client_port, 0);
     assert_eq!(esc.facts.client_hello.as_ref().unwrap().sni.as_deref(), Some("shop.test"));
-    assert_eq!(ins.counters.escalated, 1);
+    assert_eq!(ins.counters().escalated, 1);
     assert!(out.events.is_empty(), "the slow path writes the event");
 
     // The slow path ends the session: late packets of the flow are dropped.
@@ -115,10 +116,11 @@ fn an_excluded_server_is_handled_at_the_client_hello_by_the_exclusion() {
     assert!(matches!(verdicts[3], Verdict::Drop(_)), "{verdicts:?}");
     assert_eq!(out.resets.len(), 2, "block-with-reset resets both ends");
     let ev = &out.events[0];
-    assert_eq!(ev.actual_action, "block-with-reset");
-    assert_eq!(ev.expected_action, "decrypt-resign");
-    assert!(ev.reason.contains("exclusion cache") && ev.reason.contains("pinning"), "{}", ev.reason);
-    assert_eq!(ins.counters.excluded, 1);
+    assert_eq!(ev.outcome.carried_out, Action::BlockWithReset);
+    assert!(matches!(ev.outcome.asked, Action::DecryptResign { .. }));
+    assert_eq!(ev.outcome.cause, Cause::Excluded(ExclusionReason::ClientRejectedCertificate));
+    assert_eq!(ev.outcome.cause.code(), "excluded_pinned");
+    assert_eq!(ins.counters().excluded, 1);
 }
 
 #[test]
@@ -135,8 +137,8 @@ fn a_flow_picked_up_mid_stream_is_not_taken_over_and_the_event_says_why() {
     }
     assert!(out.escalations.is_empty());
     let ev = &out.events[0];
-    assert_eq!(ev.actual_action, "do-not-decrypt");
-    assert!(ev.reason.contains("mid-stream"), "{}", ev.reason);
+    assert_eq!(ev.outcome.carried_out, Action::DoNotDecrypt);
+    assert_eq!(ev.outcome.cause, Cause::NotTakenOver(NotTakenOver::Midstream), "{}", ev.outcome.reason());
 }
 
 #[test]
@@ -162,8 +164,9 @@ fn a_refused_flow_is_carried_out_as_when_full_says() {
     let (_, esc) = out.escalations.pop().unwrap();
     let mut out2 = Output::default();
     assert_eq!(ins.escalation_refused(esc, frames[3].unix_ns, &mut out2), Verdict::Forward);
-    assert!(out2.events[0].reason.contains("ring is full"), "{}", out2.events[0].reason);
-    assert_eq!(ins.counters.escalation_refused, 1);
+    assert_eq!(out2.events[0].outcome.cause, Cause::SlowPathFull(SlowPathFull::RingFull));
+    assert_eq!(out2.events[0].outcome.cause.code(), "slowpath_full");
+    assert_eq!(ins.counters().escalation_refused, 1);
 }
 
 /// A ClientHello over several segments (as post-quantum key shares make it):
@@ -203,7 +206,7 @@ fn a_client_hello_over_several_segments_is_held_back_until_it_is_whole() {
         }
     }
     let (_, esc) = out.escalations.pop().unwrap_or_else(|| {
-        panic!("not escalated: {verdicts:?} {:?}", out.events.iter().map(|e| &e.reason).collect::<Vec<_>>())
+        panic!("not escalated: {verdicts:?} {:?}", out.events.iter().map(|e| e.outcome.reason()).collect::<Vec<_>>())
     });
     assert!(esc.held.len() >= 2, "the ClientHello spans {} held segments", esc.held.len());
     let last = verdicts.len() - 1;
@@ -229,5 +232,5 @@ fn a_client_hello_over_several_segments_is_held_back_until_it_is_whole() {
         }
     }
     assert!(released_at.is_some_and(|i| i > hello[0]), "held, then released");
-    assert_eq!(out.events[0].actual_action, "do-not-decrypt");
+    assert_eq!(out.events[0].outcome.carried_out, Action::DoNotDecrypt);
 }

@@ -168,7 +168,7 @@ fn ring_bridge(workers: usize) -> Result<String, String> {
     let rx: u64 = report.workers.iter().map(|w| w.total().rx_packets).sum();
     let tx: u64 = report.workers.iter().map(|w| w.total().tx_packets).sum();
     let dropped: u64 = report.workers.iter().map(|w| w.total().dropped_total()).sum();
-    let dispatched: u64 = report.workers.iter().map(|w| w.dispatched_out).sum();
+    let dispatched: u64 = report.workers.iter().map(|w| w.lcore.dispatched_out).sum();
     check!(report.exit_codes.iter().all(|&c| c == 0), "workers exit cleanly: {:?}", report.exit_codes);
     check!(dropped == 0, "no drops in a closed loop, got {dropped}");
     check!(rx > mid && mid > seeded * 10, "traffic keeps circulating (rx {mid} then {rx})");

@@ -14,6 +14,7 @@ use tlsgate_config::policy::{Decision, FinalAction, Policy};
 use crate::event::SessionEvent;
 use crate::flow::FlowKey;
 use crate::identity::{ExclusionKey, ExclusionReason, ServerIdentity, ServerKey};
+use crate::outcome::ServerIdentitySource;
 use crate::packet::TcpOptions;
 
 /// What the wire showed of one side of a TCP connection before takeover.
@@ -80,8 +81,8 @@ pub struct Escalation {
     pub policy: Arc<Policy>,
     /// The decrypt decision.
     pub decision: Decision,
-    /// Where the server facts of the decision came from (`cache`, `unknown`).
-    pub server_identity: &'static str,
+    /// Where the server facts of the decision came from.
+    pub server_identity: ServerIdentitySource,
     /// The TCP state to take over from.
     pub tcp: TcpSeen,
     /// The client's frames that the worker held back while its ClientHello

@@ -13,9 +13,7 @@ use pcap_file::pcap::PcapReader;
 use tlsgate_config::facts::{
     cipher_suite_name, CertStatus, ClientHelloFacts, DistinguishedName, ServerHelloFacts, TlsVersion,
 };
-use tlsgate_dataplane::tls::{
-    certificate_facts, CertVerifier, Direction, HandshakeObserver, ObserverEvent, ObserverLimits,
-};
+use tlsgate_core::tls::{certificate_facts, CertVerifier, Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/public");
 

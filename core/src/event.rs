@@ -1,0 +1,402 @@
+//! The session event: one per TLS session (and one per non-TLS flow the
+//! policy judged), built on the worker, carried to the control thread through
+//! a ring, and written there as a JSON line with Suricata EVE's field names
+//! where EVE has them. The event's `policy.reason` sentence is made here, and
+//! only here, from its typed [`Outcome`].
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+use tlsgate_config::facts::{
+    cipher_suite_name, colon_hex, CertStatusSet, CertificateFacts, ClientHelloFacts, FlowFacts, ServerHelloFacts,
+};
+use tlsgate_config::policy::Action;
+
+use crate::outcome::{
+    Cause, DecryptEnd, Ending, FailReason, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ShownCertificate,
+    SlowPathFull, TlsClose,
+};
+
+/// What happened to one session, and why.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// When the decision was taken (packet time), ns since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Unique per run (worker index in the top bits).
+    pub flow_id: u64,
+    /// True for a TLS session (`tls` event), false for a flow that turned
+    /// out not to be TLS (`flow` event).
+    pub tls: bool,
+    /// Where it was on the wire.
+    pub flow: FlowFacts,
+    /// Phase 1 facts.
+    pub client_hello: Option<ClientHelloFacts>,
+    /// Phase 2 facts.
+    pub server_hello: Option<ServerHelloFacts>,
+    /// The server's leaf certificate.
+    pub certificate: Option<Arc<CertificateFacts>>,
+    /// Its status.
+    pub cert_status: Option<CertStatusSet>,
+    /// The server asked for a client certificate.
+    pub client_cert_requested: bool,
+    /// Alerts seen in clear: (sender, level, description).
+    pub alerts: Vec<(&'static str, u8, u8)>,
+    /// What the policy asked, what was done, and why.
+    pub outcome: Outcome,
+    /// For a session the slow path decrypted (or tried to): what happened on
+    /// its two TLS sessions.
+    pub decrypt: Option<Box<DecryptFacts>>,
+}
+
+/// What the slow path did with a session it took over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecryptFacts {
+    /// TLS version with the client (tlsgate's server side).
+    pub client_version: Option<&'static str>,
+    /// TLS version with the server (tlsgate's client side).
+    pub server_version: Option<&'static str>,
+    /// ALPN protocol both sides use.
+    pub alpn: Option<String>,
+    /// The server's certificate verified against the trust store.
+    pub server_trusted: Option<bool>,
+    /// What the client was shown.
+    pub shown_certificate: Option<ShownCertificate>,
+    /// Plaintext bytes relayed from the client to the server.
+    pub bytes_to_server: u64,
+    /// Plaintext bytes relayed from the server to the client.
+    pub bytes_to_client: u64,
+}
+
+/// `2026-11-28T03:14:15.123456+0000`, EVE's timestamp form.
+pub fn eve_timestamp(ns: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(ns);
+    let s = humantime::format_rfc3339_micros(t).to_string();
+    s.trim_end_matches('Z').to_string() + "+0000"
+}
+
+/// `2014-04-09T12:05:08`, EVE's form for certificate dates.
+fn eve_date(unix: i64) -> String {
+    if unix < 0 {
+        return unix.to_string();
+    }
+    let t = UNIX_EPOCH + Duration::from_secs(unix as u64);
+    humantime::format_rfc3339_seconds(t).to_string().trim_end_matches('Z').to_string()
+}
+
+impl SessionEvent {
+    /// `tls`, or `flow` for a flow that is not TLS.
+    pub fn event_type(&self) -> &'static str {
+        if self.tls {
+            "tls"
+        } else {
+            "flow"
+        }
+    }
+
+    /// The event as one JSON object.
+    pub fn to_json(&self) -> Value {
+        let mut tls = Map::new();
+        if let Some(ch) = &self.client_hello {
+            // Fingerprints are computed here, on the control thread (see ClientHelloFacts::raw).
+            let mut fp = ClientHelloFacts { raw: ch.raw.clone(), sslv2: ch.sslv2, ..Default::default() };
+            let ch_fp = if ch.ja4.is_empty() && !ch.raw.is_empty() {
+                crate::tls::client_hello::fill_fingerprints(&mut fp);
+                &fp
+            } else {
+                ch
+            };
+            tls.insert("sni".into(), json!(ch.sni));
+            tls.insert("ja3".into(), json!({ "hash": ch_fp.ja3, "string": ch_fp.ja3_string }));
+            tls.insert("ja4".into(), json!(ch_fp.ja4));
+            tls.insert("client_versions".into(), json!(ch.versions.iter().map(|v| v.event_name()).collect::<Vec<_>>()));
+            tls.insert("alpn".into(), json!(ch.alpn));
+            tls.insert("ech".into(), json!(ch.ech));
+            if ch.sslv2 {
+                tls.insert("version".into(), json!("SSLv2"));
+            }
+        }
+        if let Some(sh) = &self.server_hello {
+            if let Some(v) = sh.version {
+                tls.insert("version".into(), json!(v.event_name()));
+            }
+            let cipher = cipher_suite_name(sh.cipher_suite)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("0x{:04X}", sh.cipher_suite));
+            tls.insert("cipher_suite".into(), json!(cipher));
+            tls.insert("session_resumed".into(), json!(sh.resumed));
+            tls.insert("alpn_server".into(), json!(sh.alpn));
+            if sh.hello_retry {
+                tls.insert("hello_retry".into(), json!(true));
+            }
+        }
+        if let Some(c) = &self.certificate {
+            tls.insert("subject".into(), json!(c.subject.to_string()));
+            tls.insert("issuerdn".into(), json!(c.issuer.to_string()));
+            tls.insert("serial".into(), json!(c.serial));
+            tls.insert("fingerprint".into(), json!(colon_hex(&c.sha1)));
+            tls.insert("fingerprint_sha256".into(), json!(colon_hex(&c.sha256)));
+            tls.insert("notbefore".into(), json!(eve_date(c.not_before)));
+            tls.insert("notafter".into(), json!(eve_date(c.not_after)));
+            let mut san: Vec<String> = c.san_dns.clone();
+            san.extend(c.san_ip.iter().map(|ip| ip.to_string()));
+            tls.insert("san".into(), json!(san));
+            tls.insert("key".into(), json!({ "type": c.key_type, "bits": c.key_bits }));
+            tls.insert("signature_algorithm".into(), json!(c.signature_algorithm));
+        }
+        if self.client_cert_requested {
+            tls.insert("client_certificate_requested".into(), json!(true));
+        }
+        if !self.alerts.is_empty() {
+            let alerts: Vec<Value> = self
+                .alerts
+                .iter()
+                .map(|(from, level, desc)| json!({ "from": from, "level": level, "description": desc }))
+                .collect();
+            tls.insert("alerts".into(), Value::Array(alerts));
+        }
+        let mut o = Map::new();
+        o.insert("timestamp".into(), json!(eve_timestamp(self.timestamp_ns)));
+        o.insert("flow_id".into(), json!(self.flow_id));
+        o.insert("event_type".into(), json!(self.event_type()));
+        o.insert("src_ip".into(), json!(self.flow.src_ip.to_string()));
+        o.insert("src_port".into(), json!(self.flow.src_port));
+        o.insert("dest_ip".into(), json!(self.flow.dest_ip.to_string()));
+        o.insert("dest_port".into(), json!(self.flow.dest_port));
+        o.insert("proto".into(), json!("TCP"));
+        if let Some(v) = self.flow.vlan {
+            o.insert("vlan".into(), json!([v]));
+        }
+        o.insert("in_iface".into(), json!(self.flow.ingress));
+        o.insert("tls".into(), Value::Object(tls));
+        let p = &self.outcome;
+        let mut policy = json!({
+            "rule": p.rule,
+            "expected_action": p.asked.name(),
+            "actual_action": p.carried_out.name(),
+            "reason_code": p.cause.code(),
+            "reason": self.outcome.reason(),
+            "monitor_rules": p.monitor_rules,
+            "cert_status": self.cert_status.map(|s| s.names()),
+            "missing_facts": p.missing_facts,
+            "server_identity": p.server_identity.name(),
+        });
+        if let Some(end) = p.cut_short {
+            policy["flow_ended"] = json!(end.name());
+        }
+        o.insert("policy".into(), policy);
+        if let Some(d) = &self.decrypt {
+            o.insert(
+                "decrypt".into(),
+                json!({
+                    "client_version": d.client_version,
+                    "server_version": d.server_version,
+                    "alpn": d.alpn,
+                    "server_trusted": d.server_trusted,
+                    "shown_certificate": d.shown_certificate.map(ShownCertificate::name),
+                    "bytes_to_server": d.bytes_to_server,
+                    "bytes_to_client": d.bytes_to_client,
+                    "ended": p.cause.decrypt_end().map(ended),
+                }),
+            );
+        }
+        Value::Object(o)
+    }
+}
+
+impl Outcome {
+    /// The outcome in one sentence, for a person (`policy.reason`).
+    pub fn reason(&self) -> String {
+        let rule = match &self.rule {
+            Some(name) => format!("rule {name:?}"),
+            None => "the default action".to_string(),
+        };
+        let (asked, done) = (self.asked.name(), self.carried_out.name());
+        let decided = || {
+            let mut s = match &self.rule {
+                Some(name) => format!("rule {name:?} matched"),
+                None => "no rule matched: default action".to_string(),
+            };
+            if !self.missing_facts.is_empty() {
+                s.push_str(&format!("; never seen, so not matched: {}", self.missing_facts.join(", ")));
+            }
+            s
+        };
+        // A judgement on what was known, after something went wrong: `why` first.
+        let judged = |why: String| {
+            if is_decrypt(self.asked) {
+                format!("{why} (undecryptable.handshake_error = {done})")
+            } else if self.rule.is_some() || !self.missing_facts.is_empty() {
+                format!("{why}; {}", decided())
+            } else {
+                why
+            }
+        };
+        let s = match &self.cause {
+            Cause::RuleMatched | Cause::DefaultAction => decided(),
+            Cause::Undecryptable(u) if is_decrypt(self.asked) => format!(
+                "{rule} asks for {asked}, but the session cannot be decrypted: {} (undecryptable.{} = {done})",
+                u.name(),
+                u.name()
+            ),
+            Cause::Undecryptable(u) => format!(
+                "{}: the session cannot be evaluated (undecryptable.{} = {done})",
+                if *u == tlsgate_config::policy::Undecryptable::Sslv2 { "SSLv2 ClientHello" } else { u.name() },
+                u.name()
+            ),
+            Cause::Excluded(why) => {
+                let why = match why {
+                    crate::identity::ExclusionReason::Undecryptable(u) => {
+                        format!("an earlier session to it was undecryptable: {}", u.name())
+                    }
+                    crate::identity::ExclusionReason::ClientRejectedCertificate => {
+                        "a client rejected the re-signed certificate (certificate pinning)".into()
+                    }
+                    crate::identity::ExclusionReason::CertificateChanged => {
+                        "the server no longer presents its known key's certificate".into()
+                    }
+                };
+                format!("{rule} asks for {asked}, but the server is in the exclusion cache ({why}): {done}")
+            }
+            Cause::SlowPathFull(SlowPathFull::RingFull) => {
+                format!("{rule} asks for {asked}, but the slow path's ring is full (slowpath.when_full = {done})")
+            }
+            Cause::SlowPathFull(SlowPathFull::SessionLimit(n)) => format!(
+                "{rule} asks for {asked}, but the slow path is at its limit of {n} sessions (slowpath.when_full = {done})"
+            ),
+            Cause::NotTakenOver(why) => {
+                let why = match why {
+                    NotTakenOver::NoSlowPath => {
+                        "no decrypting slow path runs here ([slowpath] lcores is empty, or this is a replay)"
+                    }
+                    NotTakenOver::ServerPacket => "the decision came on a packet from the server",
+                    NotTakenOver::Midstream => "the TCP handshake was not seen (a flow picked up mid-stream)",
+                    NotTakenOver::OutOfOrder => {
+                        "the ClientHello's first segment reached the server before tlsgate saw it (out of order)"
+                    }
+                };
+                format!("{rule} asks for {asked}; carried out as {done}: {why}")
+            }
+            Cause::ServerIdentityUnknown => format!(
+                "{rule} asks for {asked}, but it needs server facts: server identity unknown at the ClientHello, \
+                 where a decryption has to begin (the server identity cache has learned it for later sessions where \
+                 the certificate was visible)"
+            ),
+            Cause::NotTls(NotTls::OtherProtocol(side)) => {
+                judged(format!("not TLS: the {} spoke first in another protocol", side.name()))
+            }
+            Cause::NotTls(NotTls::Malformed(side, why)) => {
+                judged(format!("not TLS: malformed TLS from the {}: {why}", side.name()))
+            }
+            Cause::HandshakeFailed(HandshakeFailure::Malformed(side, why)) => {
+                judged(format!("malformed TLS from the {}: {why}", side.name()))
+            }
+            Cause::HandshakeFailed(HandshakeFailure::TooLarge(side, limit)) => judged(format!(
+                "the {}'s handshake exceeds the {limit}-byte buffer (flows.handshake_buffer)",
+                side.name()
+            )),
+            Cause::FlowEnded(end) => judged(flow_end(*end).to_string()),
+            Cause::Decrypted { shown, end } => {
+                let how = match shown {
+                    ShownCertificate::Forged => "the server's certificate re-signed by the rule's CA",
+                    ShownCertificate::ForgedUntrusted => {
+                        "the server's certificate is not trusted: re-signed by the untrusted CA, as the client would \
+                         have seen it"
+                    }
+                    ShownCertificate::KnownKey => "the imported certificate and key",
+                };
+                format!("{rule} matched; decrypted, the client shown {how}; {}", ended(end))
+            }
+            Cause::UntrustedRejected { end } => format!(
+                "{rule} matched; the server's certificate is not trusted, so the client was shown a copy signed by \
+                 the untrusted CA, and rejected it as it would have rejected the original; {}",
+                ended(end)
+            ),
+            Cause::TakeoverFailed(f) => {
+                let later = match f.reason {
+                    FailReason::CertificateChanged => format!(
+                        "the known key no longer applies: the server identity cache has the new certificate, so \
+                         {rule} no longer matches the server's next sessions"
+                    ),
+                    FailReason::ClientRejectedCertificate => format!(
+                        "the client rejected the re-signed certificate (certificate pinning): later sessions to it get \
+                         {done} at their ClientHello (slowpath.pinned_action)"
+                    ),
+                    other if f.by_client => format!(
+                        "the client's doing (undecryptable.{} = {done}), so the server stays decryptable",
+                        other.undecryptable().name()
+                    ),
+                    other => format!(
+                        "later sessions to the server get {done} at their ClientHello (undecryptable.{}; exclusion \
+                         cache)",
+                        other.undecryptable().name()
+                    ),
+                };
+                format!(
+                    "{rule} asks for {asked}; the session was taken over but cannot be decrypted: {}; it was ended \
+                     for both sides; {later}; {}",
+                    f.detail,
+                    ended(&f.end)
+                )
+            }
+            Cause::HandshakesIncomplete { end } => {
+                format!("{rule} matched; taken over for decryption, but the handshakes did not complete: {}", ended(end))
+            }
+        };
+        match self.cut_short {
+            Some(end) if !matches!(self.cause, Cause::FlowEnded(_)) => format!("{}; {s}", flow_end(end)),
+            _ => s,
+        }
+    }
+}
+
+impl Cause {
+    /// How a session the slow path took over ended, if it was one.
+    pub fn decrypt_end(&self) -> Option<&DecryptEnd> {
+        match self {
+            Cause::Decrypted { end, .. } | Cause::UntrustedRejected { end } | Cause::HandshakesIncomplete { end } => {
+                Some(end)
+            }
+            Cause::TakeoverFailed(f) => Some(&f.end),
+            _ => None,
+        }
+    }
+}
+
+fn is_decrypt(a: Action) -> bool {
+    matches!(a, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. })
+}
+
+fn flow_end(end: FlowEnd) -> &'static str {
+    match end {
+        FlowEnd::Closed => "the flow closed before the handshake completed",
+        FlowEnd::Idle => "the flow went idle before the handshake completed",
+        FlowEnd::PortReused => "a new connection reused the flow's addresses and ports",
+        FlowEnd::Shutdown => "tlsgate stopped before the handshake completed",
+        FlowEnd::EndOfCapture => "the capture ended before the handshake completed",
+    }
+}
+
+/// How a decrypted session ended, in words (`decrypt.ended`).
+fn ended(end: &DecryptEnd) -> String {
+    let tcp = format!("client connection {}, server connection {}", end.client_tcp.name(), end.server_tcp.name());
+    match &end.how {
+        Ending::Idle => "idle too long: both connections reset".into(),
+        Ending::HandshakeTimeout => "the handshakes did not complete in time: both connections reset".into(),
+        Ending::Tls(TlsClose::Clean) => format!("client and server closed cleanly; {tcp}"),
+        Ending::Tls(TlsClose::ByRelay) => format!("closed by the relay; {tcp}"),
+        Ending::Tls(TlsClose::Alert(side, alert)) => format!("the {} sent alert {alert}; {tcp}", side.name()),
+        Ending::Tcp => tcp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_look_like_eve() {
+        assert_eq!(eve_timestamp(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456+0000");
+        assert_eq!(eve_date(1397045108), "2014-04-09T12:05:08");
+    }
+}

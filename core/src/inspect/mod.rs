@@ -1,0 +1,1196 @@
+//! The inspector: per worker, it turns each TCP segment into a verdict
+//! (forward, drop, or hand to the slow path), watching TLS handshakes on
+//! flows it has not decided yet, evaluating the policy phase by phase, and
+//! producing session events and the TCP resets of block-with-reset.
+//! Sans-IO: bytes and a time in, a verdict, events and frames out; the
+//! worker moves the mbufs.
+//!
+//! A packet of a flow being inspected goes through four steps, each a
+//! method below: [`feed`](Inspector::feed) the observer, read what it saw and
+//! [`evaluate`](Judge::evaluate) the policy, decide what this packet
+//! [`becomes`](Judge::next_step) (held, forwarded, the flow handed over or
+//! decided), and [`carry it out`](Inspector::carry_out). The flow's
+//! lifecycle is [`session::FlowState`]; outcomes are [`Cause`]s.
+
+mod session;
+
+use std::sync::Arc;
+
+use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
+use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
+use tlsgate_config::{FlowSettings, Midstream, SlowPathSettings, SlowWhenFull, WhenFull};
+
+use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
+use crate::event::SessionEvent;
+use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::identity::{ExclusionCache, ServerIdentity, ServerIdentityCache, ServerKey};
+use crate::outcome::{
+    Cause, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ServerIdentitySource, Side, SlowPathFull,
+};
+use crate::packet::{build_reset, tcp_flags, to_ip, Addr, TcpFrame, TcpOptions};
+use crate::tls::certificate::certificate_facts;
+use crate::tls::status::CertVerifier;
+use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+use session::{FlowState, Phase, Resolution, Seen, Session};
+
+/// What happens to the packet just inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it on.
+    Forward,
+    /// Drop it, for this reason.
+    Drop(DropReason),
+    /// Hand it to slow-path lcore n: the flow is being decrypted there.
+    Escalate(u8),
+}
+
+crate::labels! {
+    /// Why a packet was dropped (by the inspector or the worker).
+    pub enum DropReason {
+    /// The egress tx queue had no room, and the staging burst was full.
+    TxFull => tx_full,
+    /// The ring to the worker that owns the flow was full.
+    DispatchFull => dispatch_full,
+    /// Still unsent when the appliance stopped.
+    Shutdown => shutdown,
+    /// The flow is blocked by the decryption policy.
+    Policy => policy,
+    /// A new flow found the flow table full (`flows.when_full = "drop"`).
+    FlowTableFull => flow_table_full,
+    /// A flow seen mid-stream (`flows.midstream = "block"`).
+    Midstream => midstream,
+    /// The ring to the slow-path lcore decrypting the flow was full.
+    SlowPathFull => slowpath_full,
+    /// A segment of an incomplete ClientHello held back (a copy goes on to
+    /// the server unless the slow path takes the flow).
+    Held => held,
+    }
+}
+
+/// A TCP reset to send, made by block-with-reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// True: toward the sender of the packet that triggered it (out of the
+    /// port it came in by); false: toward its receiver (out of the other port).
+    pub toward_sender: bool,
+    /// The whole Ethernet frame.
+    pub frame: Vec<u8>,
+}
+
+/// What one packet produced besides its verdict.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Session events, in order.
+    pub events: Vec<SessionEvent>,
+    /// Resets to send.
+    pub resets: Vec<Reset>,
+    /// Flows to hand to the slow path (lcore index, context), before the
+    /// packet whose verdict is [`Verdict::Escalate`].
+    pub escalations: Vec<(u8, Box<Escalation>)>,
+    /// Servers the slow path should probe for their certificate.
+    pub probes: Vec<ProbeRequest>,
+    /// Held-back client frames to send on toward the server, in order (the
+    /// ClientHello turned out not to need answering by the slow path).
+    pub released: Vec<Vec<u8>>,
+}
+
+crate::counters! {
+    /// The inspector's counters (plain; the worker publishes them).
+    pub struct InspectCounters {
+        /// Frames that are not TCP over IP (forwarded untouched).
+        not_tcp,
+        /// Flows tracked from their SYN.
+        flows,
+        /// New flows that found the table full.
+        table_full,
+        /// Flows first seen mid-stream.
+        midstream,
+        /// Sessions decided (one event each).
+        sessions,
+        /// Flows whose first bytes were not TLS.
+        not_tls,
+        /// Handshakes that could not be parsed.
+        malformed,
+        /// Handshakes larger than the buffer.
+        overflow,
+        /// Packets dropped by block verdicts.
+        blocked_packets,
+        /// Resets made.
+        resets,
+        /// Flows expired idle.
+        expired,
+        /// Sessions whose verdict was do-not-decrypt.
+        verdict_do_not_decrypt,
+        /// Sessions whose verdict was block.
+        verdict_block,
+        /// Sessions whose verdict was block-with-reset.
+        verdict_block_with_reset,
+        /// Sessions the policy asked to decrypt.
+        decrypt_asked,
+        /// Sessions handed to the slow path to decrypt.
+        escalated,
+        /// Decrypt decisions the slow path could not take (its ring full), carried out as `slowpath.when_full` says.
+        escalation_refused,
+        /// Sessions handled at the ClientHello by the exclusion cache.
+        excluded,
+    }
+}
+
+/// Per-worker inspection state: the flow table, and everything that judges
+/// a session (kept apart so that a session can be judged in place, in its
+/// table slot).
+pub struct Inspector {
+    table: FlowTable<FlowState>,
+    judge: Judge,
+}
+
+/// Everything but the flow table: caches, policy, settings, counters.
+struct Judge {
+    certificates: CertificateCache,
+    /// What servers' certificates were, learned from earlier handshakes
+    /// (TLS <= 1.2 shows the certificate) and from the slow path, so that a
+    /// session's server facts are known at its ClientHello. Per worker.
+    identities: Option<ServerIdentityCache>,
+    policy: Arc<Policy>,
+    verifier: CertVerifier,
+    settings: FlowSettings,
+    port_names: Arc<[String]>,
+    worker: u64,
+    next_flow: u64,
+    slow: Option<SlowPlan>,
+    counters: InspectCounters,
+}
+
+const NS: u64 = 1_000_000_000;
+
+/// Cipher suites the decrypting path can terminate (those of rustls with
+/// aws-lc-rs: AEAD suites, TLS 1.2 with ECDHE, and TLS 1.3); a session that
+/// negotiates another is `unsupported_cipher`.
+const DECRYPTABLE_SUITES: [u16; 9] = [0x1301, 0x1302, 0x1303, 0xc02b, 0xc02c, 0xc02f, 0xc030, 0xcca8, 0xcca9];
+
+/// The slow path as a worker sees it.
+struct SlowPlan {
+    lcores: usize,
+    when_full: SlowWhenFull,
+    /// Servers and SNIs recently found not decryptable.
+    exclusions: ExclusionCache,
+    /// Servers probed recently (when), so that one is probed once per TTL.
+    probed: std::collections::HashMap<ServerKey, u64, ahash::RandomState>,
+}
+
+/// Servers a worker remembers having asked the slow path to probe.
+const PROBED_CAPACITY: usize = 4096;
+/// How long before the same server is probed again.
+const PROBE_AGAIN_NS: u64 = 60 * NS;
+
+/// Slots the expiry hand looks at per call of [`Inspector::expire`].
+const EXPIRE_BUDGET: usize = 64;
+
+/// One segment as the steps see it.
+struct Segment<'a> {
+    frame: &'a [u8],
+    t: &'a TcpFrame,
+    from_client: bool,
+    /// The port the client's packets enter by.
+    client_port: usize,
+    /// RST, or FIN from both sides.
+    closed: bool,
+}
+
+/// What a packet of a flow being inspected becomes.
+enum Step {
+    /// The flow stays undecided; this packet's verdict.
+    Undecided(Verdict),
+    /// The session is decided; `sent_after_held`: this packet went out
+    /// behind the frames that were held (so it is not forwarded again).
+    Decided(Resolution, bool),
+    /// The flow goes to this slow-path lcore.
+    TakenOver(u8),
+}
+
+/// Whether the slow path takes a decrypt decision over.
+enum TakeOver {
+    /// To this slow-path lcore.
+    Escalate(u8),
+    /// Not: the session is resolved by the exclusion cache.
+    Excluded(Resolution),
+    /// Not: why (the decision is carried out as do-not-decrypt).
+    Refused(NotTakenOver),
+}
+
+impl Inspector {
+    /// An inspector for worker `worker`.
+    pub fn new(
+        worker: usize,
+        policy: Arc<Policy>,
+        settings: &FlowSettings,
+        port_names: Arc<[String]>,
+    ) -> Result<Inspector, String> {
+        let verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        Ok(Inspector {
+            table: FlowTable::new(settings.capacity as usize),
+            judge: Judge {
+                certificates: CertificateCache::default(),
+                identities: (settings.server_cache > 0).then(|| {
+                    ServerIdentityCache::new(settings.server_cache as usize, settings.server_cache_ttl as u64 * NS)
+                }),
+                policy,
+                verifier,
+                settings: settings.clone(),
+                port_names,
+                worker: worker as u64,
+                next_flow: 0,
+                slow: None,
+                counters: InspectCounters::default(),
+            },
+        })
+    }
+
+    /// Decrypt decisions are handed to `lcores` slow-path lcores (none: they
+    /// are carried out as do-not-decrypt, and the events say so).
+    pub fn with_slow_path(mut self, lcores: usize, settings: &SlowPathSettings) -> Inspector {
+        self.judge.slow = (lcores > 0).then(|| SlowPlan {
+            lcores,
+            when_full: settings.when_full,
+            exclusions: ExclusionCache::new(settings.exclusion_cache as usize, settings.exclusion_ttl as u64 * NS),
+            probed: Default::default(),
+        });
+        self
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &InspectCounters {
+        &self.judge.counters
+    }
+
+    /// Flows tracked now.
+    pub fn flows(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Puts a new policy in force for sessions that begin from now on; flows
+    /// keep the verdicts they have, and sessions being inspected finish under
+    /// the policy they began with. The trust store is rebuilt.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) -> Result<(), String> {
+        self.judge.verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        self.judge.policy = policy;
+        Ok(())
+    }
+
+    /// Inspects one frame that arrived on port index `ingress` at `now_ns`.
+    pub fn on_packet(&mut self, frame: &[u8], ingress: usize, now_ns: u64, out: &mut Output) -> Verdict {
+        let Some(t) = TcpFrame::parse(frame) else {
+            self.judge.counters.not_tcp += 1;
+            return Verdict::Forward;
+        };
+        let (key, from_lo) = FlowKey::of(&t);
+        let mut found = self.table.find(&key);
+        if let Some(id) = found {
+            if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) && self.is_over(id) {
+                // A new connection on the same 5-tuple (port reuse): a new session.
+                if let Some((_, state)) = self.table.remove(id) {
+                    self.judge.end_session(state, now_ns, FlowEnd::PortReused, out);
+                }
+                found = None;
+            }
+        }
+        let id = match found {
+            Some(id) => id,
+            None => match self.new_flow(&t, key, from_lo, now_ns) {
+                Ok(id) => id,
+                Err(v) => return v,
+            },
+        };
+        self.on_flow_packet(id, key, frame, &t, from_lo, ingress, now_ns, out)
+    }
+
+    /// Applies what the slow path says: a session it ended (later packets of
+    /// the flow are dropped until it expires), what it learned of a server.
+    pub fn on_slow_update(&mut self, update: SlowUpdate, now_ns: u64) {
+        let closed_ns = self.judge.settings.closed_timeout as u64 * NS;
+        match update {
+            SlowUpdate::Ended { key } => {
+                if let Some(id) = self.table.find(&key) {
+                    if let Some(state) = self.table.get_mut(id) {
+                        state.settle(FinalAction::Block);
+                    }
+                    self.table.touch(id, now_ns, closed_ns);
+                }
+            }
+            SlowUpdate::Refused { key, action } => {
+                if let Some(state) = self.table.find(&key).and_then(|id| self.table.get_mut(id)) {
+                    state.settle(action);
+                }
+            }
+            SlowUpdate::Probe { key, lcore } => {
+                // The probe's packets go to its lcore; the table's timeouts end it.
+                let timeout = self.judge.settings.inspecting_timeout as u64 * NS;
+                let _ = self.table.insert(key, FlowState::Intercepted(lcore), now_ns, timeout);
+            }
+            SlowUpdate::Learned { key, identity } => {
+                if let Some(cache) = &mut self.judge.identities {
+                    cache.learn(key, identity);
+                }
+            }
+            SlowUpdate::Excluded { key, action, reason } => {
+                if let Some(slow) = &mut self.judge.slow {
+                    slow.exclusions.exclude(key, action, reason, now_ns);
+                }
+            }
+        }
+    }
+
+    /// The worker could not hand `esc` to the slow path (its ring was full):
+    /// the flow gets `slowpath.when_full`, the session its event. Returns the
+    /// verdict for the packet that escalated it.
+    pub fn escalation_refused(&mut self, esc: Box<Escalation>, now_ns: u64, out: &mut Output) -> Verdict {
+        let judge = &mut self.judge;
+        judge.counters.escalation_refused += 1;
+        let action = judge.slow.as_ref().map_or(FinalAction::DoNotDecrypt, |s| when_full_action(s.when_full));
+        let Escalation { key, flow_id, facts, policy, decision, server_identity, held, client_is_lo, .. } = *esc;
+        if let Some(state) = self.table.find(&key).and_then(|id| self.table.get_mut(id)) {
+            state.settle(action);
+        }
+        let r = Resolution {
+            action,
+            asked: decision.action,
+            rule: decision.rule,
+            cause: Cause::SlowPathFull(SlowPathFull::RingFull),
+            cut_short: None,
+            monitors: decision.monitor_rules,
+            missing: decision.missing_facts,
+            tls: true,
+        };
+        let mut s =
+            Session::new(flow_id, policy, HandshakeObserver::new(ObserverLimits::default()), facts, client_is_lo);
+        s.saw_tls();
+        s.server_identity = server_identity;
+        // The ClientHello reaches the server after all (out of order behind the
+        // segment that completed it, which TCP puts right).
+        out.released.extend(held);
+        judge.emit(Box::new(s), r, now_ns, out);
+        match action {
+            FinalAction::DoNotDecrypt => Verdict::Forward,
+            _ => {
+                judge.counters.blocked_packets += 1;
+                Verdict::Drop(DropReason::Policy)
+            }
+        }
+    }
+
+    /// Expires idle flows (a bounded number of slots per call); sessions cut
+    /// short still get their event.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Output) {
+        let mut ended = Vec::new();
+        self.table.expire(now_ns, EXPIRE_BUDGET, |_, state| ended.push(state));
+        for state in ended {
+            self.judge.counters.expired += 1;
+            self.judge.end_session(state, now_ns, FlowEnd::Idle, out);
+        }
+    }
+
+    /// At shutdown or at the end of a replayed capture (`why`): every
+    /// undecided session gets its event.
+    pub fn finish(&mut self, now_ns: u64, why: FlowEnd, out: &mut Output) {
+        let mut all = Vec::new();
+        self.table.drain(|_, state| all.push(state));
+        for state in all {
+            self.judge.end_session(state, now_ns, why, out);
+        }
+    }
+
+    /// Whether a flow's connection is over as far as a new SYN is concerned:
+    /// decided (a SYN cannot belong to a connection that got as far as a
+    /// ClientHello) or closed by FIN from both sides.
+    fn is_over(&mut self, id: FlowId) -> bool {
+        self.table.get_mut(id).is_some_and(|state| match state {
+            FlowState::Inspecting(s) => s.fins == 3,
+            _ => true,
+        })
+    }
+
+    fn new_flow(&mut self, t: &TcpFrame, key: FlowKey, from_lo: bool, now: u64) -> Result<FlowId, Verdict> {
+        let judge = &mut self.judge;
+        let syn = t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK);
+        if !syn {
+            judge.counters.midstream += 1;
+            match judge.settings.midstream {
+                Midstream::Bypass => return Err(Verdict::Forward),
+                Midstream::Block => return Err(Verdict::Drop(DropReason::Midstream)),
+                Midstream::Inspect => {}
+            }
+        }
+        // The client sent the SYN; mid-stream, guess the side with the higher port.
+        let client_is_lo = if syn { from_lo } else { key.lo_port > key.hi_port };
+        let session = judge.new_session(t, key, client_is_lo);
+        let state = FlowState::Inspecting(Box::new(session));
+        match self.table.insert(key, state, now, judge.settings.inspecting_timeout as u64 * NS) {
+            Ok(id) => {
+                judge.counters.flows += 1;
+                Ok(id)
+            }
+            Err(_) => {
+                judge.counters.table_full += 1;
+                match judge.settings.when_full {
+                    WhenFull::Bypass => Err(Verdict::Forward),
+                    WhenFull::Drop => Err(Verdict::Drop(DropReason::FlowTableFull)),
+                }
+            }
+        }
+    }
+
+    /// A packet of a known flow, by the flow's state.
+    #[allow(clippy::too_many_arguments)]
+    fn on_flow_packet(
+        &mut self,
+        id: FlowId,
+        key: FlowKey,
+        frame: &[u8],
+        t: &TcpFrame,
+        from_lo: bool,
+        ingress: usize,
+        now: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
+        let fins = if t.has(tcp_flags::FIN) { state.saw_fin(from_lo) } else { state.fins() };
+        let closed = t.has(tcp_flags::RST) || fins == 3;
+        let settings = &self.judge.settings;
+        let decided_ns = if closed { settings.closed_timeout } else { settings.decided_timeout } as u64 * NS;
+        match state {
+            FlowState::Bypass { .. } => {
+                self.table.touch(id, now, decided_ns);
+                Verdict::Forward
+            }
+            FlowState::Blocked { .. } => {
+                self.table.touch(id, now, decided_ns);
+                self.judge.counters.blocked_packets += 1;
+                Verdict::Drop(DropReason::Policy)
+            }
+            FlowState::Intercepted(lcore) => {
+                // The slow path owns the connection now, FIN and RST included:
+                // it says when the session is over.
+                let lcore = *lcore;
+                self.table.touch(id, now, settings.decided_timeout as u64 * NS);
+                Verdict::Escalate(lcore)
+            }
+            FlowState::Inspecting(s) => {
+                let from_client = from_lo == s.client_is_lo;
+                let client_port = if from_client { ingress } else { ingress ^ 1 };
+                let seg = Segment { frame, t, from_client, client_port, closed };
+                self.judge.feed(s, &seg, now);
+                let resolution = self.judge.read_handshake(s, now);
+                let step = self.judge.next_step(s, resolution, &seg, now, out);
+                self.carry_out(id, key, step, &seg, now, out)
+            }
+        }
+    }
+
+    /// Carries out what the packet became: the flow's state changes here.
+    fn carry_out(
+        &mut self,
+        id: FlowId,
+        key: FlowKey,
+        step: Step,
+        seg: &Segment,
+        now: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let settings = &self.judge.settings;
+        let timeout = |s: u32| if seg.closed { settings.closed_timeout } else { s } as u64 * NS;
+        let (inspecting_ns, decided_ns) = (timeout(settings.inspecting_timeout), timeout(settings.decided_timeout));
+        let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
+        match step {
+            Step::Undecided(v) => {
+                self.table.touch(id, now, inspecting_ns);
+                v
+            }
+            Step::TakenOver(lcore) => {
+                if let Some(s) = state.intercept(lcore) {
+                    let esc = self.judge.escalation(key, seg, s, now);
+                    out.escalations.push((lcore, esc));
+                }
+                self.table.touch(id, now, self.judge.settings.decided_timeout as u64 * NS);
+                Verdict::Escalate(lcore)
+            }
+            Step::Decided(r, sent_after_held) => {
+                let action = r.action;
+                if let Some(s) = state.settle(action) {
+                    self.judge.emit(s, r, now, out);
+                }
+                self.table.touch(id, now, decided_ns);
+                let c = &mut self.judge.counters;
+                match action {
+                    FinalAction::DoNotDecrypt if sent_after_held => Verdict::Drop(DropReason::Held),
+                    FinalAction::DoNotDecrypt => Verdict::Forward,
+                    FinalAction::Block => {
+                        c.blocked_packets += 1;
+                        Verdict::Drop(DropReason::Policy)
+                    }
+                    FinalAction::BlockWithReset => {
+                        c.blocked_packets += 1;
+                        c.resets += 2;
+                        out.resets.push(Reset { toward_sender: false, frame: build_reset(seg.frame, seg.t, false) });
+                        out.resets.push(Reset { toward_sender: true, frame: build_reset(seg.frame, seg.t, true) });
+                        Verdict::Drop(DropReason::Policy)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Judge {
+    fn new_session(&mut self, t: &TcpFrame, key: FlowKey, client_is_lo: bool) -> Session {
+        let (c_addr, c_port, s_addr, s_port) = if client_is_lo {
+            (key.lo_addr, key.lo_port, key.hi_addr, key.hi_port)
+        } else {
+            (key.hi_addr, key.hi_port, key.lo_addr, key.lo_port)
+        };
+        let flow = FlowFacts {
+            src_ip: to_ip(&c_addr, t.ipv6),
+            src_port: c_port,
+            dest_ip: to_ip(&s_addr, t.ipv6),
+            dest_port: s_port,
+            vlan: t.vlan,
+            ingress: String::new(),
+        };
+        self.next_flow += 1;
+        let mut observer = HandshakeObserver::new(ObserverLimits {
+            max_buffer: self.settings.handshake_buffer as usize,
+            defer_fingerprints: true,
+        });
+        if t.has(tcp_flags::SYN) {
+            observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
+        }
+        let id = (self.worker << 56) | self.next_flow;
+        Session::new(id, self.policy.clone(), observer, SessionFacts::new(flow), client_is_lo)
+    }
+
+    /// Step 1: what the segment shows goes to the observer (and, where a
+    /// slow path could take the flow over, to what it needs).
+    fn feed(&mut self, s: &mut Session, seg: &Segment, now: u64) {
+        let t = seg.t;
+        if s.facts.flow.ingress.is_empty() {
+            s.facts.flow.ingress = self.port_names.get(seg.client_port).cloned().unwrap_or_default();
+        }
+        if !seg.from_client && t.has(tcp_flags::SYN) {
+            s.observer.set_initial_seq(Direction::ToClient, t.seq.wrapping_add(1));
+        }
+        if self.slow.is_some() {
+            s.takeover.tcp[usize::from(!seg.from_client)].saw(seg.frame, t, now);
+            if seg.from_client && s.takeover.client_l2.is_none() {
+                s.takeover.client_l2 = Some((seg.frame[..t.l3].to_vec(), seg.client_port));
+            }
+        }
+        if t.payload_len() > 0 {
+            s.saw_bytes();
+            let dir = if seg.from_client { Direction::ToServer } else { Direction::ToClient };
+            s.observer.on_segment(dir, t.seq, &seg.frame[t.payload..t.end]);
+        }
+    }
+
+    /// Step 2: drains the observer's events into facts, evaluating the
+    /// policy as phases complete; a resolution when the session is decided.
+    fn read_handshake(&mut self, s: &mut Session, now: u64) -> Option<Resolution> {
+        // The server's flight is judged once all of it that this segment
+        // carried is read: a CertificateRequest follows the Certificate.
+        let mut server_ready = false;
+        while let Some(ev) = s.observer.poll_event() {
+            match ev {
+                ObserverEvent::ClientHello(ch) => {
+                    s.saw_tls();
+                    let first = s.facts.client_hello.is_none();
+                    let sslv2 = ch.sslv2;
+                    s.facts.client_hello = Some(ch);
+                    if sslv2 {
+                        return Some(self.undecryptable(s, Undecryptable::Sslv2, None, None));
+                    }
+                    if first {
+                        self.recall_server(s, now);
+                        if let Some(r) = self.evaluate(s, false) {
+                            return Some(r);
+                        }
+                    }
+                }
+                ObserverEvent::HelloRetryRequest => {}
+                ObserverEvent::ServerHello(sh) => {
+                    s.saw_tls();
+                    let no_certificate_in_clear = sh.version == Some(TlsVersion::Tls13) || sh.resumed;
+                    s.facts.server_hello = Some(sh);
+                    if no_certificate_in_clear {
+                        return Some(self.server_phase_done(s));
+                    }
+                }
+                ObserverEvent::Certificate { chain } => {
+                    if let Some(leaf) = chain.first() {
+                        s.facts.certificate = self.certificates.facts(leaf);
+                        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
+                        s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+                        // A decision already taken on cached facts keeps saying so.
+                        if s.server_identity == ServerIdentitySource::Unknown {
+                            s.server_identity = ServerIdentitySource::Handshake;
+                        }
+                        self.learn_server(s, chain, now);
+                    }
+                    server_ready |= s.facts.server_hello.is_some();
+                }
+                ObserverEvent::CertificateRequest => s.facts.client_cert_requested = true,
+                ObserverEvent::Alert { from, level, description } => {
+                    s.alerts.push((side_of(from).name(), level, description));
+                }
+                ObserverEvent::HandshakeDone(Direction::ToClient) => {
+                    if s.facts.client_hello.is_some() {
+                        return Some(self.server_phase_done(s));
+                    }
+                }
+                ObserverEvent::HandshakeDone(Direction::ToServer) => {}
+                ObserverEvent::NotTls(from) => {
+                    if s.seen != Seen::Tls {
+                        self.counters.not_tls += 1;
+                        return Some(self.judged_on_known(s, Cause::NotTls(NotTls::OtherProtocol(side_of(from)))));
+                    }
+                }
+                ObserverEvent::Malformed { from, reason } => {
+                    self.counters.malformed += 1;
+                    let cause = if s.seen == Seen::Tls {
+                        Cause::HandshakeFailed(HandshakeFailure::Malformed(side_of(from), reason.to_string()))
+                    } else {
+                        Cause::NotTls(NotTls::Malformed(side_of(from), reason.to_string()))
+                    };
+                    return Some(self.judged_on_known(s, cause));
+                }
+                ObserverEvent::Overflow(from) => {
+                    self.counters.overflow += 1;
+                    let limit = self.settings.handshake_buffer;
+                    return Some(
+                        self.judged_on_known(
+                            s,
+                            Cause::HandshakeFailed(HandshakeFailure::TooLarge(side_of(from), limit)),
+                        ),
+                    );
+                }
+            }
+        }
+        server_ready.then(|| self.server_phase_done(s))
+    }
+
+    /// Step 3: what this packet becomes, given the resolution (if any) the
+    /// handshake gave: held back, forwarded, the flow handed to the slow
+    /// path, or the session decided.
+    fn next_step(
+        &mut self,
+        s: &mut Session,
+        resolution: Option<Resolution>,
+        seg: &Segment,
+        now: u64,
+        out: &mut Output,
+    ) -> Step {
+        let t = seg.t;
+        let undecided = resolution.is_none() && !seg.closed;
+        // A client segment of a ClientHello not yet complete, where a
+        // decryption could follow: held back, so that the slow path can
+        // still answer the whole ClientHello itself.
+        let len = t.end - t.l3;
+        if undecided
+            && seg.from_client
+            && t.payload_len() > 0
+            && s.facts.client_hello.is_none()
+            && self.slow.is_some()
+            && s.policy.may_decrypt()
+            && s.takeover.held_bytes + len <= self.settings.handshake_buffer as usize
+        {
+            s.takeover.held.push(seg.frame.to_vec());
+            s.takeover.held_bytes += len;
+            return Step::Undecided(Verdict::Drop(DropReason::Held));
+        }
+        let mut resolution = resolution;
+        if undecided {
+            if let Phase::DecryptPending { refused: None, .. } = s.phase {
+                match self.take_over(s, seg, now) {
+                    TakeOver::Escalate(lcore) => return Step::TakenOver(lcore),
+                    TakeOver::Excluded(r) => resolution = Some(r),
+                    TakeOver::Refused(why) => {
+                        if let Phase::DecryptPending { refused, .. } = &mut s.phase {
+                            *refused = Some(why);
+                        }
+                    }
+                }
+            }
+        }
+        if resolution.is_none() && seg.closed {
+            resolution = Some(self.final_resolution(s, FlowEnd::Closed));
+        }
+        // Not taken over: what was held goes on to the server, this segment
+        // after it, unless the flow is blocked.
+        let mut sent_after_held = false;
+        let settled = resolution.is_some() || s.facts.client_hello.is_some();
+        if !s.takeover.held.is_empty() && settled {
+            let held = s.takeover.release();
+            if !resolution.as_ref().is_some_and(|r| r.action != FinalAction::DoNotDecrypt) {
+                out.released.extend(held);
+                if seg.from_client {
+                    out.released.push(seg.frame.to_vec());
+                    sent_after_held = true;
+                }
+            }
+        }
+        match resolution {
+            Some(r) => Step::Decided(r, sent_after_held),
+            None if sent_after_held => Step::Undecided(Verdict::Drop(DropReason::Held)),
+            None => Step::Undecided(Verdict::Forward),
+        }
+    }
+
+    /// At the ClientHello: the server's certificate facts from the server
+    /// identity cache, if an earlier handshake showed them. The status is
+    /// judged again at this packet's time.
+    fn recall_server(&mut self, s: &mut Session, now: u64) {
+        let Some(cache) = &mut self.identities else { return };
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
+        let key = ServerKey::new(s.facts.flow.dest_ip, s.facts.flow.dest_port, sni.as_deref());
+        let Some(known) = cache.get(&key, now) else { return };
+        if known.certificate.is_none() {
+            return;
+        }
+        let (certificate, chain) = (known.certificate.clone(), known.chain.clone());
+        s.facts.certificate = certificate;
+        s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+        s.server_identity = ServerIdentitySource::Cache;
+    }
+
+    /// After a certificate was seen: what the cache remembers of this server.
+    fn learn_server(&mut self, s: &Session, chain: Vec<Vec<u8>>, now: u64) {
+        let Some(cache) = &mut self.identities else { return };
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.as_deref());
+        let key = ServerKey::new(s.facts.flow.dest_ip, s.facts.flow.dest_port, sni);
+        // Servers show the same certificate session after session: nothing to learn.
+        if cache.get(&key, now).is_some_and(|known| known.chain.first() == chain.first()) {
+            return;
+        }
+        cache.learn(
+            key,
+            ServerIdentity {
+                certificate: s.facts.certificate.clone(),
+                chain,
+                cert_status: s.facts.cert_status,
+                version: s.facts.server_hello.as_ref().and_then(|h| h.version),
+                cipher_suite: s.facts.server_hello.as_ref().map(|h| h.cipher_suite),
+                client_cert_requested: s.facts.client_cert_requested,
+                learned_at_ns: now,
+            },
+        );
+    }
+
+    /// Evaluates the policy; `None` while it waits for a later phase. The
+    /// session's phase changes here only.
+    fn evaluate(&mut self, s: &mut Session, last: bool) -> Option<Resolution> {
+        match s.policy.evaluate(&s.facts, last) {
+            Evaluation::Pending { monitor_rules, .. } => {
+                s.monitors = monitor_rules;
+                None
+            }
+            Evaluation::Decided(d) if is_decrypt(d.action) => {
+                if last {
+                    // Too late to take the flow over: the server is known only now.
+                    Some(self.carry_out_decrypt(s, d, Some(Cause::ServerIdentityUnknown)))
+                } else {
+                    s.phase = Phase::DecryptPending { decision: d, refused: None };
+                    None
+                }
+            }
+            Evaluation::Decided(d) => Some(decided(d, None)),
+        }
+    }
+
+    /// The server's side of the handshake is as visible as it will be.
+    fn server_phase_done(&mut self, s: &mut Session) -> Resolution {
+        if let Phase::DecryptPending { decision, refused } = std::mem::replace(&mut s.phase, Phase::Undecided) {
+            let why = refused.unwrap_or(NotTakenOver::NoSlowPath);
+            return self.carry_out_decrypt(s, decision, Some(Cause::NotTakenOver(why)));
+        }
+        match self.evaluate(s, true) {
+            Some(r) => r,
+            None => self.default_resolution(s, Cause::DefaultAction),
+        }
+    }
+
+    /// A decrypt decision that was not taken over, carried out as well as
+    /// the worker can: an undecryptable case the handshake shows, else
+    /// do-not-decrypt for `otherwise`.
+    fn carry_out_decrypt(&mut self, s: &mut Session, d: Decision, otherwise: Option<Cause>) -> Resolution {
+        let sh = s.facts.server_hello.as_ref();
+        let reason = if s.facts.client_cert_requested {
+            Some(Undecryptable::ClientAuth)
+        } else if sh.is_some_and(|h| h.compression != 0) {
+            Some(Undecryptable::Compressed)
+        } else if sh.is_some_and(|h| cipher_suite_name(h.cipher_suite).is_none()) {
+            Some(Undecryptable::UnknownCipher)
+        } else if sh.is_some_and(|h| !DECRYPTABLE_SUITES.contains(&h.cipher_suite)) {
+            Some(Undecryptable::UnsupportedCipher)
+        } else if sh.is_some_and(|h| h.resumed) {
+            // Resumed with keys from a session tlsgate did not terminate.
+            Some(Undecryptable::SessionNotCached)
+        } else {
+            None
+        };
+        match reason {
+            Some(u) => {
+                let mut r = self.undecryptable(s, u, Some(d.action), d.rule);
+                r.monitors = d.monitor_rules;
+                r
+            }
+            None => Resolution {
+                action: FinalAction::DoNotDecrypt,
+                asked: d.action,
+                rule: d.rule,
+                cause: otherwise.unwrap_or(Cause::NotTakenOver(NotTakenOver::NoSlowPath)),
+                cut_short: None,
+                monitors: d.monitor_rules,
+                missing: d.missing_facts,
+                tls: true,
+            },
+        }
+    }
+
+    /// A decrypt decision at the ClientHello: whether the slow path can take
+    /// the flow over from this segment, or the exclusion cache says no.
+    fn take_over(&mut self, s: &mut Session, seg: &Segment, now: u64) -> TakeOver {
+        let Some(slow) = &mut self.slow else { return TakeOver::Refused(NotTakenOver::NoSlowPath) };
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.as_deref());
+        let flow = &s.facts.flow;
+        if let Some(ex) = slow.exclusions.lookup(flow.dest_ip, flow.dest_port, sni, now) {
+            let (action, reason) = (ex.action, ex.reason);
+            self.counters.excluded += 1;
+            let Phase::DecryptPending { decision: d, .. } = std::mem::replace(&mut s.phase, Phase::Undecided) else {
+                return TakeOver::Refused(NotTakenOver::NoSlowPath);
+            };
+            return TakeOver::Excluded(Resolution {
+                action,
+                asked: d.action,
+                rule: d.rule,
+                cause: Cause::Excluded(reason),
+                cut_short: None,
+                monitors: d.monitor_rules,
+                missing: d.missing_facts,
+                tls: true,
+            });
+        }
+        if !seg.from_client {
+            return TakeOver::Refused(NotTakenOver::ServerPacket);
+        }
+        if s.takeover.tcp[0].syn.is_none() || s.takeover.tcp[1].syn.is_none() {
+            return TakeOver::Refused(NotTakenOver::Midstream);
+        }
+        let first_seq = s.takeover.held.first().and_then(|f| TcpFrame::parse(f)).map_or(seg.t.seq, |h| h.seq);
+        if s.observer.stream_start(Direction::ToServer) != Some(first_seq) {
+            return TakeOver::Refused(NotTakenOver::OutOfOrder);
+        }
+        TakeOver::Escalate((s.flow_id % slow.lcores as u64) as u8)
+    }
+
+    /// The context the slow path takes the flow over with; the session moves into it.
+    fn escalation(&mut self, key: FlowKey, seg: &Segment, s: Box<Session>, now: u64) -> Box<Escalation> {
+        self.counters.sessions += 1;
+        self.counters.decrypt_asked += 1;
+        self.counters.escalated += 1;
+        let stream_start = s.observer.stream_start(Direction::ToServer).unwrap_or(seg.t.seq);
+        let Session { flow_id, policy, facts, phase, server_identity, mut takeover, client_is_lo, .. } = *s;
+        // Only a pending decrypt decision is taken over.
+        let decision = match phase {
+            Phase::DecryptPending { decision, .. } => decision,
+            Phase::Undecided => Decision {
+                rule: None,
+                action: Action::DoNotDecrypt,
+                monitor_rules: Vec::new(),
+                missing_facts: Vec::new(),
+            },
+        };
+        let [client, server] = takeover.tcp;
+        Box::new(Escalation {
+            key,
+            worker: self.worker as usize,
+            flow_id,
+            client_is_lo,
+            client_port: seg.client_port,
+            facts,
+            policy,
+            decision,
+            server_identity,
+            tcp: TcpSeen { client, server, client_seq: stream_start, server_seq: seg.t.ack },
+            held: takeover.release(),
+            at_ns: now,
+        })
+    }
+
+    /// The undecryptable action for `u`; `asked`: the decrypt action the
+    /// policy asked for (none: the session was judged undecryptable first).
+    fn undecryptable(&self, s: &Session, u: Undecryptable, asked: Option<Action>, rule: Option<usize>) -> Resolution {
+        let action = s.policy.undecryptable(u);
+        Resolution {
+            action,
+            asked: asked.unwrap_or(action.into()),
+            rule,
+            cause: Cause::Undecryptable(u),
+            cut_short: None,
+            monitors: s.monitors.clone(),
+            missing: Vec::new(),
+            tls: true,
+        }
+    }
+
+    fn default_resolution(&self, s: &Session, cause: Cause) -> Resolution {
+        let action = s.policy.default_action();
+        Resolution {
+            action,
+            asked: action.into(),
+            rule: None,
+            cause,
+            cut_short: None,
+            monitors: s.monitors.clone(),
+            missing: Vec::new(),
+            tls: true,
+        }
+    }
+
+    /// The handshake cannot be followed (or the flow is not TLS): the policy
+    /// judges the session on what is known, a decrypt decision takes
+    /// `undecryptable.handshake_error`; `cause` says why.
+    fn judged_on_known(&mut self, s: &mut Session, cause: Cause) -> Resolution {
+        let tls = !matches!(cause, Cause::NotTls(_));
+        let decision = match std::mem::replace(&mut s.phase, Phase::Undecided) {
+            Phase::DecryptPending { decision, .. } => decision,
+            Phase::Undecided => match s.policy.evaluate(&s.facts, true) {
+                Evaluation::Decided(d) => d,
+                Evaluation::Pending { .. } => return Resolution { tls, ..self.default_resolution(s, cause) },
+            },
+        };
+        let mut r = if is_decrypt(decision.action) {
+            let action = s.policy.undecryptable(Undecryptable::HandshakeError);
+            Resolution {
+                action,
+                asked: decision.action,
+                rule: decision.rule,
+                cause,
+                cut_short: None,
+                monitors: s.monitors.clone(),
+                missing: Vec::new(),
+                tls,
+            }
+        } else {
+            decided(decision, Some(cause))
+        };
+        r.tls = tls;
+        r
+    }
+
+    /// The final word on a session whose flow ends (or stops being watched).
+    fn final_resolution(&mut self, s: &mut Session, end: FlowEnd) -> Resolution {
+        if s.seen != Seen::Tls && s.facts.client_hello.is_none() {
+            let r = self.judged_on_known(s, Cause::FlowEnded(end));
+            return Resolution { tls: false, ..r };
+        }
+        let r = match std::mem::replace(&mut s.phase, Phase::Undecided) {
+            Phase::DecryptPending { decision, refused } => {
+                let why = refused.unwrap_or(NotTakenOver::NoSlowPath);
+                self.carry_out_decrypt(s, decision, Some(Cause::NotTakenOver(why)))
+            }
+            Phase::Undecided => match self.evaluate(s, true) {
+                Some(r) => r,
+                None => self.default_resolution(s, Cause::FlowEnded(end)),
+            },
+        };
+        let cause = match r.cause {
+            Cause::RuleMatched | Cause::DefaultAction => Cause::FlowEnded(end),
+            other => other,
+        };
+        Resolution { cause, cut_short: Some(end), ..r }
+    }
+
+    /// A flow leaves the table: an undecided session that saw payload gets its event.
+    fn end_session(&mut self, state: FlowState, now: u64, end: FlowEnd, out: &mut Output) {
+        if let FlowState::Inspecting(mut s) = state {
+            if s.seen != Seen::Nothing {
+                let r = self.final_resolution(&mut s, end);
+                self.emit(s, r, now, out);
+            }
+        }
+    }
+
+    /// Ends a session with its event; its facts move into the event.
+    fn emit(&mut self, s: Box<Session>, r: Resolution, now: u64, out: &mut Output) {
+        self.counters.sessions += 1;
+        match r.action {
+            FinalAction::DoNotDecrypt => self.counters.verdict_do_not_decrypt += 1,
+            FinalAction::Block => self.counters.verdict_block += 1,
+            FinalAction::BlockWithReset => self.counters.verdict_block_with_reset += 1,
+        }
+        if is_decrypt(r.asked) {
+            self.counters.decrypt_asked += 1;
+        }
+        if r.cause == Cause::ServerIdentityUnknown && s.facts.certificate.is_none() {
+            // No handshake shows this server's certificate (TLS 1.3 hides it).
+            self.want_probe(&s, now, out);
+        }
+        let Session { flow_id, facts, alerts, policy, server_identity, .. } = *s;
+        let name = |i: usize| policy.rules()[i].name.clone();
+        out.events.push(SessionEvent {
+            timestamp_ns: now,
+            flow_id,
+            tls: r.tls,
+            flow: facts.flow,
+            client_hello: facts.client_hello,
+            server_hello: facts.server_hello,
+            certificate: facts.certificate,
+            cert_status: facts.cert_status,
+            client_cert_requested: facts.client_cert_requested,
+            alerts,
+            outcome: Outcome {
+                carried_out: r.action.into(),
+                asked: r.asked,
+                rule: r.rule.map(name),
+                cause: r.cause,
+                cut_short: r.cut_short,
+                monitor_rules: r.monitors.into_iter().map(name).collect(),
+                missing_facts: r.missing,
+                server_identity,
+            },
+            decrypt: None,
+        });
+    }
+
+    /// Asks the slow path to learn the server's certificate with a handshake
+    /// of its own (once per server per [`PROBE_AGAIN_NS`]).
+    fn want_probe(&mut self, s: &Session, now: u64, out: &mut Output) {
+        let (Some(slow), Some((l2, client_port))) = (&mut self.slow, &s.takeover.client_l2) else { return };
+        let f = &s.facts.flow;
+        let ch = s.facts.client_hello.as_ref();
+        let server = ServerKey::new(f.dest_ip, f.dest_port, ch.and_then(|c| c.sni.as_deref()));
+        if slow.probed.get(&server).is_some_and(|&at| now.saturating_sub(at) < PROBE_AGAIN_NS) {
+            return;
+        }
+        if slow.probed.len() >= PROBED_CAPACITY {
+            slow.probed.clear();
+        }
+        slow.probed.insert(server.clone(), now);
+        out.probes.push(ProbeRequest {
+            server,
+            client_ip: addr_of(f.src_ip),
+            server_ip: addr_of(f.dest_ip),
+            ipv6: f.dest_ip.is_ipv6(),
+            l2_to_server: l2.clone(),
+            server_port_index: client_port ^ 1,
+            alpn: ch.map(|c| c.alpn.clone()).unwrap_or_default(),
+        });
+    }
+}
+
+/// A decision other than decrypt: the rule's action (or the default), for
+/// `cause` (none: the rule matched, or the default action).
+fn decided(d: Decision, cause: Option<Cause>) -> Resolution {
+    let action = match d.action {
+        Action::Block => FinalAction::Block,
+        Action::BlockWithReset => FinalAction::BlockWithReset,
+        _ => FinalAction::DoNotDecrypt,
+    };
+    let cause = cause.unwrap_or(if d.rule.is_some() { Cause::RuleMatched } else { Cause::DefaultAction });
+    Resolution {
+        action,
+        asked: d.action,
+        rule: d.rule,
+        cause,
+        cut_short: None,
+        monitors: d.monitor_rules,
+        missing: d.missing_facts,
+        tls: true,
+    }
+}
+
+fn is_decrypt(a: Action) -> bool {
+    matches!(a, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. })
+}
+
+fn when_full_action(w: SlowWhenFull) -> FinalAction {
+    match w {
+        SlowWhenFull::DoNotDecrypt => FinalAction::DoNotDecrypt,
+        SlowWhenFull::Block => FinalAction::Block,
+    }
+}
+
+fn side_of(d: Direction) -> Side {
+    match d {
+        Direction::ToServer => Side::Client,
+        Direction::ToClient => Side::Server,
+    }
+}
+
+impl TcpSideSeen {
+    /// Notes what a segment from this side shows.
+    fn saw(&mut self, frame: &[u8], t: &TcpFrame, now: u64) {
+        let o = TcpOptions::of(frame, t);
+        let syn = t.has(tcp_flags::SYN);
+        if syn {
+            self.syn = Some(o);
+        }
+        self.window = t.window;
+        self.window_on_syn = syn;
+        if let Some((tsval, _)) = o.timestamps {
+            self.tsval = Some((tsval, now));
+        }
+    }
+}
+
+/// An address as flow keys store it (IPv4 in the low four bytes).
+fn addr_of(ip: std::net::IpAddr) -> Addr {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[12..].copy_from_slice(&v4.octets());
+            a
+        }
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Certificate facts by certificate: servers present the same certificate
+/// to every client, and parsing it (with the fingerprints and names the
+/// facts hold) costs more than all the packets of a handshake. Bounded; when
+/// full it starts over.
+#[derive(Default)]
+struct CertificateCache {
+    by_hash:
+        std::collections::HashMap<u64, (Vec<u8>, Arc<tlsgate_config::facts::CertificateFacts>), ahash::RandomState>,
+}
+
+impl CertificateCache {
+    const CAPACITY: usize = 4096;
+
+    fn facts(&mut self, der: &[u8]) -> Option<Arc<tlsgate_config::facts::CertificateFacts>> {
+        let h = self.by_hash.hasher().hash_one(der);
+        if let Some((d, f)) = self.by_hash.get(&h) {
+            if d == der {
+                return Some(f.clone());
+            }
+        }
+        let f = Arc::new(certificate_facts(der).ok()?);
+        if self.by_hash.len() >= Self::CAPACITY {
+            self.by_hash.clear();
+        }
+        self.by_hash.insert(h, (der.to_vec(), f.clone()));
+        Some(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-flow cost the README states: a decided flow keeps only its
+    /// state (in the table's slot, with key and timers) and its index entry.
+    #[test]
+    fn decided_flow_state_stays_small() {
+        assert_eq!(std::mem::size_of::<FlowState>(), 16);
+        assert_eq!(crate::flow::slot_size::<FlowState>(), 72);
+        assert_eq!(std::mem::size_of::<(FlowKey, FlowId)>(), 44);
+    }
+}

@@ -1,0 +1,218 @@
+//! A flow's lifecycle in the inspector, as one state enum: inspecting (with
+//! the session being watched, itself in a [`Phase`]), bypassed, blocked, or
+//! intercepted by a slow-path lcore. Every change of a flow's state goes
+//! through [`FlowState::settle`] and [`FlowState::intercept`]; a session's
+//! phase changes only in the inspector's `evaluate` step.
+
+use std::sync::Arc;
+
+use tlsgate_config::facts::SessionFacts;
+use tlsgate_config::policy::{Action, Decision, FinalAction, Policy};
+
+use crate::escalate::TcpSideSeen;
+use crate::outcome::{Cause, FlowEnd, NotTakenOver, ServerIdentitySource};
+use crate::tls::HandshakeObserver;
+
+/// What the inspector keeps per flow, in the flow table's slot. A decided
+/// flow keeps only this (16 bytes); the session exists only while inspecting.
+pub(super) enum FlowState {
+    /// Undecided: the session is being watched.
+    Inspecting(Box<Session>),
+    /// Forwarded untouched (do-not-decrypt, or the action of an exclusion).
+    Bypass {
+        /// FIN seen from lo (bit 0) and hi (bit 1).
+        fins: u8,
+    },
+    /// Every packet dropped (block, block-with-reset, or a session the slow path ended).
+    Blocked {
+        /// FIN seen from lo (bit 0) and hi (bit 1).
+        fins: u8,
+    },
+    /// Being decrypted on this slow-path lcore; it owns the connection,
+    /// FIN and RST included.
+    Intercepted(u8),
+}
+
+impl FlowState {
+    /// The flow is decided with `action`: its session (if it was inspecting) comes out.
+    pub(super) fn settle(&mut self, action: FinalAction) -> Option<Box<Session>> {
+        let fins = self.fins();
+        let to = match action {
+            FinalAction::DoNotDecrypt => FlowState::Bypass { fins },
+            FinalAction::Block | FinalAction::BlockWithReset => FlowState::Blocked { fins },
+        };
+        match std::mem::replace(self, to) {
+            FlowState::Inspecting(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The flow is handed to slow-path lcore `lcore`: its session comes out.
+    pub(super) fn intercept(&mut self, lcore: u8) -> Option<Box<Session>> {
+        match std::mem::replace(self, FlowState::Intercepted(lcore)) {
+            FlowState::Inspecting(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// FIN seen from lo (bit 0) and hi (bit 1).
+    pub(super) fn fins(&self) -> u8 {
+        match self {
+            FlowState::Inspecting(s) => s.fins,
+            FlowState::Bypass { fins } | FlowState::Blocked { fins } => *fins,
+            FlowState::Intercepted(_) => 0,
+        }
+    }
+
+    /// Notes a FIN from lo (`from_lo`) or hi; returns the FINs seen.
+    pub(super) fn saw_fin(&mut self, from_lo: bool) -> u8 {
+        let bit = if from_lo { 1 } else { 2 };
+        match self {
+            FlowState::Inspecting(s) => {
+                s.fins |= bit;
+                s.fins
+            }
+            FlowState::Bypass { fins } | FlowState::Blocked { fins } => {
+                *fins |= bit;
+                *fins
+            }
+            FlowState::Intercepted(_) => 0,
+        }
+    }
+}
+
+/// A handshake being watched.
+pub(super) struct Session {
+    pub flow_id: u64,
+    /// The policy in force when the session began: a reload applies to
+    /// sessions that begin after it, and rule numbers stay meaningful.
+    pub policy: Arc<Policy>,
+    pub observer: HandshakeObserver,
+    pub facts: SessionFacts,
+    pub alerts: Vec<(&'static str, u8, u8)>,
+    /// Whether the client is the flow key's `lo` endpoint.
+    pub client_is_lo: bool,
+    /// FIN seen from lo (bit 0) and hi (bit 1).
+    pub fins: u8,
+    /// How much of the flow has been seen.
+    pub seen: Seen,
+    /// Where the server facts of the decision came from.
+    pub server_identity: ServerIdentitySource,
+    /// Monitor rules that held so far.
+    pub monitors: Vec<usize>,
+    /// Where the decision stands.
+    pub phase: Phase,
+    /// What a slow path needs to take the flow over or probe its server
+    /// (filled only when a slow path runs).
+    pub takeover: TakeoverContext,
+}
+
+/// How much of a flow has been seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Seen {
+    /// No payload yet (SYNs, ACKs): a flow that ends now gets no event.
+    Nothing,
+    /// Payload, but no TLS message yet.
+    Bytes,
+    /// A ClientHello or ServerHello.
+    Tls,
+}
+
+/// Where a session's decision stands.
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// Before the ClientHello, or while the policy waits for the server's facts.
+    Undecided,
+    /// A decrypt decision at the ClientHello: the flow is handed to the slow
+    /// path on the segment that completed it; if it cannot be, why not, and
+    /// the session is read on to its server facts so that the undecryptable
+    /// cases are still told apart.
+    DecryptPending {
+        /// The decision.
+        decision: Decision,
+        /// Why it could not be handed over, once tried.
+        refused: Option<NotTakenOver>,
+    },
+}
+
+/// What the wire showed that a slow path needs: both sides' TCP, the
+/// client's link-layer header, and the client frames held back while the
+/// ClientHello is incomplete (a ClientHello with post-quantum key shares
+/// spans two segments), so that a decrypting slow path can still answer it.
+#[derive(Default)]
+pub(super) struct TakeoverContext {
+    /// Client, server.
+    pub tcp: [TcpSideSeen; 2],
+    /// The client's link-layer header and the port its packets enter by.
+    pub client_l2: Option<(Vec<u8>, usize)>,
+    /// Held client frames, in order.
+    pub held: Vec<Vec<u8>>,
+    /// Their bytes (from the IP header on).
+    pub held_bytes: usize,
+}
+
+impl TakeoverContext {
+    /// Takes the held frames out.
+    pub fn release(&mut self) -> Vec<Vec<u8>> {
+        self.held_bytes = 0;
+        std::mem::take(&mut self.held)
+    }
+}
+
+impl Session {
+    /// A session that has seen nothing yet.
+    pub fn new(
+        flow_id: u64,
+        policy: Arc<Policy>,
+        observer: HandshakeObserver,
+        facts: SessionFacts,
+        client_is_lo: bool,
+    ) -> Session {
+        Session {
+            flow_id,
+            policy,
+            observer,
+            facts,
+            alerts: Vec::new(),
+            client_is_lo,
+            fins: 0,
+            seen: Seen::Nothing,
+            server_identity: ServerIdentitySource::Unknown,
+            monitors: Vec::new(),
+            phase: Phase::Undecided,
+            takeover: TakeoverContext::default(),
+        }
+    }
+
+    /// Notes that TLS was seen.
+    pub fn saw_tls(&mut self) {
+        self.seen = Seen::Tls;
+    }
+
+    /// Notes that payload was seen.
+    pub fn saw_bytes(&mut self) {
+        self.seen = self.seen.max(Seen::Bytes);
+    }
+}
+
+/// The resolution of a session: what is done with the flow and why, with
+/// rules as indices into the session's policy (the event names them).
+#[derive(Debug, Clone)]
+pub(super) struct Resolution {
+    /// What is carried out.
+    pub action: FinalAction,
+    /// What the policy asked for.
+    pub asked: Action,
+    /// The deciding rule.
+    pub rule: Option<usize>,
+    /// Why.
+    pub cause: Cause,
+    /// The flow ended before the handshake completed.
+    pub cut_short: Option<FlowEnd>,
+    /// Monitor rules that held.
+    pub monitors: Vec<usize>,
+    /// Facts never seen, so conditions on them did not match.
+    pub missing: Vec<&'static str>,
+    /// False: the flow is not TLS (a `flow` event).
+    pub tls: bool,
+}
