@@ -9,6 +9,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// Lives in [`crate::hex`](mod@crate::hex); kept at this path for the callers that print facts.
+pub use crate::hex::colon_hex;
+
 /// A protocol version, as negotiated or offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TlsVersion {
@@ -205,18 +208,6 @@ pub struct CertificateFacts {
     pub key_bits: u32,
     /// Signature algorithm name (`sha256WithRSAEncryption`, `ecdsa-with-SHA384`).
     pub signature_algorithm: String,
-}
-
-/// Colon-separated lower-case hex (`tls.fingerprint` style).
-pub fn colon_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 /// A certificate status; a certificate can have several.

@@ -1,150 +1,46 @@
-//! The compiled policy: for each kind of condition, an index from a fact's
-//! value to the bitset of rules whose condition that value satisfies, plus the
-//! bitset of rules that do not constrain that kind. Evaluating a session is
-//! then a few look-ups and bitset ANDs, whatever the number of rules.
+//! Compiling a checked policy's rules: for each kind of condition, an index
+//! from a fact's value to the bitset of rules whose condition that value
+//! satisfies, plus the bitset of rules that do not constrain that kind.
+//! Evaluating a session is then a few look-ups and bitset ANDs, whatever the
+//! number of rules.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::file::{DnPattern, NamePattern, RuleSpec, Source, DN_ATTRS};
-use super::objects::{CaObject, CertificateObject, KnownKey, Trust};
-use super::{Action, FinalAction, RuleInfo, Undecryptable};
+use super::action::{Action, RuleInfo};
+use super::file::{DnPattern, NamePattern, RuleSpec, DN_ATTRS};
+use super::objects::{CertificateObject, KnownKey};
 use crate::facts::{cipher_suite_name, CertStatus, CertStatusSet, TlsVersion};
 
-/// A checked, compiled policy: immutable, shared by every worker.
-pub struct Policy {
-    pub(super) source: Option<PathBuf>,
-    pub(super) default_action: FinalAction,
-    /// Per [`Undecryptable::index`]: (action, given in the file rather than inherited).
-    pub(super) undecryptable: [(FinalAction, bool); 8],
-    pub(super) trust: Trust,
-    pub(super) cas: Vec<CaObject>,
-    pub(super) known_keys: Vec<KnownKey>,
-    pub(super) certificates: Vec<CertificateObject>,
-    pub(super) rules: Vec<RuleInfo>,
+/// What compiling a policy's rules gives: the rules as listed, their
+/// conditions in words, and the indexes that evaluation walks.
+pub(super) struct Compiled {
+    /// The rules in order, disabled ones included.
+    pub rules: Vec<RuleInfo>,
+    /// Each rule's conditions in words, for summaries.
+    pub conditions: Vec<String>,
     /// (rule, SHA-256 of its known key's certificate) for every decrypt-known-key rule: such a
     /// rule applies only while the server presents exactly that certificate.
-    pub(super) known_key_rules: Vec<(usize, [u8; 32])>,
+    pub known_key_rules: Vec<(usize, [u8; 32])>,
     /// Some enabled rule decrypts.
-    pub(super) may_decrypt: bool,
-    /// Each rule's conditions in words, for [`Policy::summary`].
-    pub(super) conditions: Vec<String>,
-    pub(super) index: RuleIndex,
+    pub may_decrypt: bool,
+    /// Per condition type, the rules each value satisfies.
+    pub index: RuleIndex,
 }
 
-impl Policy {
-    /// Whether some enabled rule decrypts (else no ClientHello needs holding back).
-    pub fn may_decrypt(&self) -> bool {
-        self.may_decrypt
-    }
-
-    /// The action when no rule decides.
-    pub fn default_action(&self) -> FinalAction {
-        self.default_action
-    }
-
-    /// The action for an undecryptable session (`inherit` resolved to the default action).
-    pub fn undecryptable(&self, reason: Undecryptable) -> FinalAction {
-        self.undecryptable[reason.index()].0
-    }
-
-    /// The rules in order, disabled ones included; `Decision::rule` indexes this.
-    pub fn rules(&self) -> &[RuleInfo] {
-        &self.rules
-    }
-
-    /// Trust anchors and CRLs for certificate status.
-    pub fn trust(&self) -> &Trust {
-        &self.trust
-    }
-
-    /// The CAs for `decrypt-resign`; `Action::DecryptResign::ca` indexes this.
-    pub fn cas(&self) -> &[CaObject] {
-        &self.cas
-    }
-
-    /// The imported keys for `decrypt-known-key`; `Action::DecryptKnownKey::known_key` indexes this.
-    pub fn known_keys(&self) -> &[KnownKey] {
-        &self.known_keys
-    }
-
-    /// The policy in words, for `tlsgate policy check`: the default and
-    /// undecryptable actions, each rule in order with its action and
-    /// conditions, and the objects loaded.
-    pub fn summary(&self) -> String {
-        let mut s = String::new();
-        // Writing to a String cannot fail: the results are ignored below.
-        if let Some(p) = &self.source {
-            let _ = writeln!(s, "policy {}", p.display());
-        }
-        let _ = writeln!(s, "default action: {}", self.default_action.name());
-        let _ = writeln!(s, "undecryptable sessions:");
-        for r in Undecryptable::ALL {
-            let (a, given) = self.undecryptable[r.index()];
-            let _ = writeln!(s, "  {:<19} {}{}", r.name(), a.name(), if given { "" } else { " (inherited)" });
-        }
-        let enabled = self.rules.iter().filter(|r| r.enabled).count();
-        let _ = writeln!(
-            s,
-            "rules: {} ({} enabled), first match decides; monitor rules log and go on:",
-            self.rules.len(),
-            enabled
-        );
-        for (i, (r, cond)) in self.rules.iter().zip(&self.conditions).enumerate() {
-            let action = match r.action {
-                Action::DecryptKnownKey { known_key } => {
-                    format!("decrypt-known-key with {:?}", self.known_keys[known_key].name)
-                }
-                Action::DecryptResign { ca } => format!("decrypt-resign with CA {:?}", self.cas[ca].name),
-                a => a.name().to_owned(),
-            };
-            let off = if r.enabled { "" } else { " [disabled]" };
-            let _ = writeln!(s, "  {:>3}. {:?}{off}: {action} {cond}", i + 1, r.name);
-        }
-        if self.rules.is_empty() {
-            let _ = writeln!(s, "  (none: every session gets the default action)");
-        }
-        let _ = writeln!(s, "objects:");
-        let _ =
-            writeln!(s, "  trust store: {} CA certificates, {} CRLs", self.trust.anchors.len(), self.trust.crls.len());
-        let names = |v: Vec<&str>| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
-        let _ = writeln!(s, "  resigning CAs: {}", names(self.cas.iter().map(|c| c.name.as_str()).collect()));
-        let _ = writeln!(s, "  known keys: {}", names(self.known_keys.iter().map(|k| k.name.as_str()).collect()));
-        let _ = writeln!(s, "  certificates: {}", names(self.certificates.iter().map(|c| c.name.as_str()).collect()));
-        s
-    }
-}
-
-impl fmt::Debug for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Policy")
-            .field("source", &self.source)
-            .field("default_action", &self.default_action)
-            .field("rules", &self.rules)
-            .field("cas", &self.cas)
-            .field("known_keys", &self.known_keys)
-            .field("trust", &self.trust)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Compiles checked rules into their indexes.
-pub(super) fn compile(src: Source, path: Option<&Path>) -> Policy {
-    let n = src.rules.len();
-    let mut index = RuleIndex::new(n);
-    for (i, r) in src.rules.iter().enumerate() {
-        index.add(i, r, &src.certificates);
+/// Compiles checked rules into their indexes. `certificates` and `known_keys`
+/// are the objects the rules' indexes point into.
+pub(super) fn compile(rules: Vec<RuleSpec>, certificates: &[CertificateObject], known_keys: &[KnownKey]) -> Compiled {
+    let mut index = RuleIndex::new(rules.len());
+    for (i, r) in rules.iter().enumerate() {
+        index.add(i, r, certificates);
     }
     index.finish();
-    let undecryptable = src.undecryptable.map(|a| (a.unwrap_or(src.default_action), a.is_some()));
-    let conditions = src.rules.iter().map(|r| describe(r, &src.certificates)).collect();
-    let rules = src
-        .rules
+    let conditions = rules.iter().map(|r| describe(r, certificates)).collect();
+    let rules = rules
         .into_iter()
         .map(|r| RuleInfo { name: r.name, action: r.action.unwrap_or(Action::Monitor), enabled: r.enabled })
         .collect::<Vec<RuleInfo>>();
@@ -152,27 +48,12 @@ pub(super) fn compile(src: Source, path: Option<&Path>) -> Policy {
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r.action {
-            Action::DecryptKnownKey { known_key } => src.known_keys.get(known_key).map(|k| (i, k.cert_sha256)),
+            Action::DecryptKnownKey { known_key } => known_keys.get(known_key).map(|k| (i, k.cert_sha256)),
             _ => None,
         })
         .collect();
-    let may_decrypt = rules
-        .iter()
-        .any(|r| r.enabled && matches!(r.action, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. }));
-    Policy {
-        source: path.map(Path::to_path_buf),
-        known_key_rules,
-        may_decrypt,
-        default_action: src.default_action,
-        undecryptable,
-        trust: src.trust,
-        cas: src.cas,
-        known_keys: src.known_keys,
-        certificates: src.certificates,
-        rules,
-        conditions,
-        index,
-    }
+    let may_decrypt = rules.iter().any(|r| r.enabled && r.action.is_decrypt());
+    Compiled { rules, conditions, known_key_rules, may_decrypt, index }
 }
 
 // ---------------------------------------------------------------------------

@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn certificate_conditions_true_false_unknown() {
-        let sha = crate::facts::colon_hex(&[7; 32]);
+        let sha = crate::hex::colon_hex(&[7; 32]);
         let text = format!("[[certificate]]\nname = \"seven\"\nsha256 = \"{sha}\"\n");
         let mut f = flow();
         f.client_hello = Some(hello(Some("x")));

@@ -1,6 +1,6 @@
-//! The policy file: its TOML schema, the words it uses for actions, and the
-//! checks that turn it into typed rules and loaded objects, with errors that
-//! name the file, the line and the field (`rule[2] "block-bad-hosts".dest_ports`).
+//! The policy file: its TOML schema, and the checks that turn it into a
+//! [`Source`] of typed rules and loaded objects, with errors that name the
+//! file, the line and the field (`rule[2] "block-bad-hosts".dest_ports`).
 //!
 //! ```toml
 //! [policy]
@@ -21,167 +21,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::action::{Action, FinalAction, Undecryptable};
 use super::objects::{self, CaObject, CertificateObject, KnownKey, Trust};
-use super::Policy;
 use crate::facts::{self, CertStatus, TlsVersion};
 use crate::ConfigError;
 
-/// What a session finally gets when no decryption happens: the default action
-/// and the undecryptable actions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FinalAction {
-    /// Forward the flow untouched.
-    DoNotDecrypt,
-    /// Drop the flow's packets.
-    Block,
-    /// Drop, and reset both ends.
-    BlockWithReset,
-}
-
-impl FinalAction {
-    /// The name in the policy file and in events.
-    pub fn name(self) -> &'static str {
-        match self {
-            FinalAction::DoNotDecrypt => "do-not-decrypt",
-            FinalAction::Block => "block",
-            FinalAction::BlockWithReset => "block-with-reset",
-        }
-    }
-
-    fn from_name(s: &str) -> Option<FinalAction> {
-        [FinalAction::DoNotDecrypt, FinalAction::Block, FinalAction::BlockWithReset].into_iter().find(|a| a.name() == s)
-    }
-}
-
-/// A rule's action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Log the session and go on with later rules (never final).
-    Monitor,
-    /// Forward the flow untouched.
-    DoNotDecrypt,
-    /// Drop the flow's packets.
-    Block,
-    /// Drop, and reset both ends.
-    BlockWithReset,
-    /// Terminate TLS with an imported server certificate and key.
-    DecryptKnownKey {
-        /// Index into [`Policy::known_keys`].
-        known_key: usize,
-    },
-    /// Terminate TLS with a copy of the server certificate re-signed by a CA.
-    DecryptResign {
-        /// Index into [`Policy::cas`].
-        ca: usize,
-    },
-}
-
-impl Action {
-    /// The name in the policy file and in events.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Monitor => "monitor",
-            Action::DoNotDecrypt => "do-not-decrypt",
-            Action::Block => "block",
-            Action::BlockWithReset => "block-with-reset",
-            Action::DecryptKnownKey { .. } => "decrypt-known-key",
-            Action::DecryptResign { .. } => "decrypt-resign",
-        }
-    }
-}
-
-impl From<FinalAction> for Action {
-    fn from(a: FinalAction) -> Action {
-        match a {
-            FinalAction::DoNotDecrypt => Action::DoNotDecrypt,
-            FinalAction::Block => Action::Block,
-            FinalAction::BlockWithReset => Action::BlockWithReset,
-        }
-    }
-}
-
-/// Why a session cannot be decrypted; each reason has its own configured action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Undecryptable {
-    /// The client spoke SSL 2.0.
-    Sslv2,
-    /// The session uses TLS compression.
-    Compressed,
-    /// The negotiated cipher suite is not known.
-    UnknownCipher,
-    /// The cipher suite is known but cannot be decrypted.
-    UnsupportedCipher,
-    /// A resumed session whose keys were never seen.
-    SessionNotCached,
-    /// The handshake failed.
-    HandshakeError,
-    /// Decrypting the traffic failed.
-    DecryptionError,
-    /// The server asked for a client certificate.
-    ClientAuth,
-}
-
-impl Undecryptable {
-    /// Every reason, in the policy file's order.
-    pub const ALL: [Undecryptable; 8] = [
-        Undecryptable::Sslv2,
-        Undecryptable::Compressed,
-        Undecryptable::UnknownCipher,
-        Undecryptable::UnsupportedCipher,
-        Undecryptable::SessionNotCached,
-        Undecryptable::HandshakeError,
-        Undecryptable::DecryptionError,
-        Undecryptable::ClientAuth,
-    ];
-
-    /// The key in `[policy.undecryptable]` and the reason in events.
-    pub fn name(self) -> &'static str {
-        match self {
-            Undecryptable::Sslv2 => "sslv2",
-            Undecryptable::Compressed => "compressed",
-            Undecryptable::UnknownCipher => "unknown_cipher",
-            Undecryptable::UnsupportedCipher => "unsupported_cipher",
-            Undecryptable::SessionNotCached => "session_not_cached",
-            Undecryptable::HandshakeError => "handshake_error",
-            Undecryptable::DecryptionError => "decryption_error",
-            Undecryptable::ClientAuth => "client_auth",
-        }
-    }
-
-    pub(super) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// A rule as listed: its name, action and whether it is on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleInfo {
-    /// The rule's name (unique in the policy).
-    pub name: String,
-    /// Its action.
-    pub action: Action,
-    /// False: the rule is skipped.
-    pub enabled: bool,
-}
-
-impl Policy {
-    /// Reads, checks, loads the objects of, and compiles a policy file.
-    pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::file(path, format!("cannot read the policy file: {e}")))?;
-        Policy::parse(&text, Some(path))
-    }
-
-    /// Checks and compiles a policy from TOML text. `path` is the file it came
-    /// from: messages name it, and relative object paths are taken from its
-    /// folder (without it, object files need absolute paths).
-    pub fn parse(text: &str, path: Option<&Path>) -> Result<Policy, ConfigError> {
-        let source = parse_source(text, path)?;
-        Ok(super::compile::compile(source, path))
-    }
-}
-
 /// A checked policy file, before compiling.
+#[derive(Debug)]
 pub(super) struct Source {
     pub default_action: FinalAction,
     /// Per [`Undecryptable::index`]; `None` = inherit.
@@ -191,6 +37,124 @@ pub(super) struct Source {
     pub known_keys: Vec<KnownKey>,
     pub certificates: Vec<CertificateObject>,
     pub rules: Vec<RuleSpec>,
+}
+
+/// Reads and checks a policy from TOML text, loading the object files it
+/// names. `path` is the file it came from: messages name it, and relative
+/// object paths are taken from its folder.
+pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigError> {
+    let ctx = Ctx { path, text };
+    let file: PolicyFile = toml::from_str(text).map_err(|e| serde_error(&ctx, &e))?;
+
+    let p = &file.policy;
+    let default_action = FinalAction::from_name(p.default_action.get_ref()).ok_or_else(|| {
+        ctx.err(
+            p.default_action.span(),
+            "policy.default_action",
+            format!("unknown action {:?}: use do-not-decrypt, block or block-with-reset", p.default_action.get_ref()),
+        )
+    })?;
+
+    let u = p.undecryptable.as_ref();
+    let given: [Option<&Spanned<String>>; 8] = match u {
+        None => [None; 8],
+        Some(u) => [
+            u.sslv2.as_ref(),
+            u.compressed.as_ref(),
+            u.unknown_cipher.as_ref(),
+            u.unsupported_cipher.as_ref(),
+            u.session_not_cached.as_ref(),
+            u.handshake_error.as_ref(),
+            u.decryption_error.as_ref(),
+            u.client_auth.as_ref(),
+        ],
+    };
+    let mut undecryptable = [None; 8];
+    for (reason, value) in Undecryptable::ALL.into_iter().zip(given) {
+        let Some(value) = value else { continue };
+        let v = value.get_ref().as_str();
+        undecryptable[reason.index()] = match v {
+            "inherit" => None,
+            _ => Some(FinalAction::from_name(v).ok_or_else(|| {
+                ctx.err(
+                    value.span(),
+                    &format!("policy.undecryptable.{}", reason.name()),
+                    format!("unknown action {v:?}: use inherit, do-not-decrypt, block or block-with-reset"),
+                )
+            })?),
+        };
+    }
+
+    let mut trust = Trust::default();
+    if let Some(t) = &file.trust {
+        for (i, f) in t.ca_files.iter().enumerate() {
+            let field = format!("trust.ca_files[{i}]");
+            let p = ctx.resolve(f, &field)?;
+            trust.anchors.extend(objects::load_certificates(&p).map_err(|m| ctx.err(f.span(), &field, m))?);
+        }
+        for (i, f) in t.crl_files.iter().enumerate() {
+            let field = format!("trust.crl_files[{i}]");
+            let p = ctx.resolve(f, &field)?;
+            trust.crls.extend(objects::load_crls(&p).map_err(|m| ctx.err(f.span(), &field, m))?);
+        }
+    }
+
+    let mut cas = Vec::new();
+    for (i, o) in file.ca.iter().enumerate() {
+        let (name, cert_der, key_der, key_format) = load_keyed(&ctx, o, &format!("ca[{i}]"), &cas_names(&cas))?;
+        cas.push(CaObject { name, cert_der, key_der, key_format });
+    }
+    let mut known_keys: Vec<KnownKey> = Vec::new();
+    for (i, o) in file.known_key.iter().enumerate() {
+        let names: Vec<&str> = known_keys.iter().map(|k| k.name.as_str()).collect();
+        let (name, cert_der, key_der, key_format) = load_keyed(&ctx, o, &format!("known_key[{i}]"), &names)?;
+        let cert_sha256 = objects::sha256(&cert_der);
+        known_keys.push(KnownKey { name, cert_der, key_der, key_format, cert_sha256 });
+    }
+    let mut certificates: Vec<CertificateObject> = Vec::new();
+    for (i, c) in file.certificate.iter().enumerate() {
+        let at = format!("certificate[{i}]");
+        let name = check_name(&ctx, &c.name, &format!("{at}.name"))?;
+        if certificates.iter().any(|o| o.name == name) {
+            return Err(ctx.err(
+                c.name.span(),
+                &format!("{at}.name"),
+                format!("a certificate named {name:?} exists already"),
+            ));
+        }
+        let sha256 = match (&c.file, &c.sha256) {
+            (Some(f), None) => {
+                let field = format!("{at}.file");
+                let p = ctx.resolve(f, &field)?;
+                // At least one certificate, or an error: `certs[0]` cannot panic.
+                let certs = objects::load_certificates(&p).map_err(|m| ctx.err(f.span(), &field, m))?;
+                objects::sha256(&certs[0])
+            }
+            (None, Some(h)) => parse_sha256(h.get_ref()).ok_or_else(|| {
+                ctx.err(h.span(), &format!("{at}.sha256"), "not a SHA-256: 64 hex digits, colons allowed")
+            })?,
+            _ => {
+                return Err(ctx.err(c.name.span(), &at, "give exactly one of `file` (a PEM certificate) and `sha256`"));
+            }
+        };
+        certificates.push(CertificateObject { name, sha256 });
+    }
+
+    let mut rules: Vec<RuleSpec> = Vec::with_capacity(file.rule.len());
+    let mut rule_names = HashSet::new();
+    for (i, r) in file.rule.iter().enumerate() {
+        let spec = check_rule(&ctx, i, r, &cas, &known_keys, &certificates)?;
+        if !rule_names.insert(spec.name.clone()) {
+            return Err(ctx.err(
+                r.name.span(),
+                &format!("rule[{i}] {:?}.name", spec.name),
+                format!("a rule named {:?} exists already: rule names must be unique", spec.name),
+            ));
+        }
+        rules.push(spec);
+    }
+
+    Ok(Source { default_action, undecryptable, trust, cas, known_keys, certificates, rules })
 }
 
 /// One checked rule. A condition that is `None` does not constrain.
@@ -412,121 +376,6 @@ impl Ctx<'_> {
     }
 }
 
-fn parse_source(text: &str, path: Option<&Path>) -> Result<Source, ConfigError> {
-    let ctx = Ctx { path, text };
-    let file: PolicyFile = toml::from_str(text).map_err(|e| serde_error(&ctx, &e))?;
-
-    let p = &file.policy;
-    let default_action = FinalAction::from_name(p.default_action.get_ref()).ok_or_else(|| {
-        ctx.err(
-            p.default_action.span(),
-            "policy.default_action",
-            format!("unknown action {:?}: use do-not-decrypt, block or block-with-reset", p.default_action.get_ref()),
-        )
-    })?;
-
-    let u = p.undecryptable.as_ref();
-    let given: [Option<&Spanned<String>>; 8] = match u {
-        None => [None; 8],
-        Some(u) => [
-            u.sslv2.as_ref(),
-            u.compressed.as_ref(),
-            u.unknown_cipher.as_ref(),
-            u.unsupported_cipher.as_ref(),
-            u.session_not_cached.as_ref(),
-            u.handshake_error.as_ref(),
-            u.decryption_error.as_ref(),
-            u.client_auth.as_ref(),
-        ],
-    };
-    let mut undecryptable = [None; 8];
-    for (reason, value) in Undecryptable::ALL.into_iter().zip(given) {
-        let Some(value) = value else { continue };
-        let v = value.get_ref().as_str();
-        undecryptable[reason.index()] = match v {
-            "inherit" => None,
-            _ => Some(FinalAction::from_name(v).ok_or_else(|| {
-                ctx.err(
-                    value.span(),
-                    &format!("policy.undecryptable.{}", reason.name()),
-                    format!("unknown action {v:?}: use inherit, do-not-decrypt, block or block-with-reset"),
-                )
-            })?),
-        };
-    }
-
-    let mut trust = Trust::default();
-    if let Some(t) = &file.trust {
-        for (i, f) in t.ca_files.iter().enumerate() {
-            let field = format!("trust.ca_files[{i}]");
-            let p = ctx.resolve(f, &field)?;
-            trust.anchors.extend(objects::load_certificates(&p).map_err(|m| ctx.err(f.span(), &field, m))?);
-        }
-        for (i, f) in t.crl_files.iter().enumerate() {
-            let field = format!("trust.crl_files[{i}]");
-            let p = ctx.resolve(f, &field)?;
-            trust.crls.extend(objects::load_crls(&p).map_err(|m| ctx.err(f.span(), &field, m))?);
-        }
-    }
-
-    let mut cas = Vec::new();
-    for (i, o) in file.ca.iter().enumerate() {
-        let (name, cert_der, key_der, key_format) = load_keyed(&ctx, o, &format!("ca[{i}]"), &cas_names(&cas))?;
-        cas.push(CaObject { name, cert_der, key_der, key_format });
-    }
-    let mut known_keys: Vec<KnownKey> = Vec::new();
-    for (i, o) in file.known_key.iter().enumerate() {
-        let names: Vec<&str> = known_keys.iter().map(|k| k.name.as_str()).collect();
-        let (name, cert_der, key_der, key_format) = load_keyed(&ctx, o, &format!("known_key[{i}]"), &names)?;
-        let cert_sha256 = objects::sha256(&cert_der);
-        known_keys.push(KnownKey { name, cert_der, key_der, key_format, cert_sha256 });
-    }
-    let mut certificates: Vec<CertificateObject> = Vec::new();
-    for (i, c) in file.certificate.iter().enumerate() {
-        let at = format!("certificate[{i}]");
-        let name = check_name(&ctx, &c.name, &format!("{at}.name"))?;
-        if certificates.iter().any(|o| o.name == name) {
-            return Err(ctx.err(
-                c.name.span(),
-                &format!("{at}.name"),
-                format!("a certificate named {name:?} exists already"),
-            ));
-        }
-        let sha256 = match (&c.file, &c.sha256) {
-            (Some(f), None) => {
-                let field = format!("{at}.file");
-                let p = ctx.resolve(f, &field)?;
-                // At least one certificate, or an error: `certs[0]` cannot panic.
-                let certs = objects::load_certificates(&p).map_err(|m| ctx.err(f.span(), &field, m))?;
-                objects::sha256(&certs[0])
-            }
-            (None, Some(h)) => parse_sha256(h.get_ref()).ok_or_else(|| {
-                ctx.err(h.span(), &format!("{at}.sha256"), "not a SHA-256: 64 hex digits, colons allowed")
-            })?,
-            _ => {
-                return Err(ctx.err(c.name.span(), &at, "give exactly one of `file` (a PEM certificate) and `sha256`"));
-            }
-        };
-        certificates.push(CertificateObject { name, sha256 });
-    }
-
-    let mut rules: Vec<RuleSpec> = Vec::with_capacity(file.rule.len());
-    let mut rule_names = HashSet::new();
-    for (i, r) in file.rule.iter().enumerate() {
-        let spec = check_rule(&ctx, i, r, &cas, &known_keys, &certificates)?;
-        if !rule_names.insert(spec.name.clone()) {
-            return Err(ctx.err(
-                r.name.span(),
-                &format!("rule[{i}] {:?}.name", spec.name),
-                format!("a rule named {:?} exists already: rule names must be unique", spec.name),
-            ));
-        }
-        rules.push(spec);
-    }
-
-    Ok(Source { default_action, undecryptable, trust, cas, known_keys, certificates, rules })
-}
-
 fn cas_names(cas: &[CaObject]) -> Vec<&str> {
     cas.iter().map(|c| c.name.as_str()).collect()
 }
@@ -583,13 +432,11 @@ fn check_rule(
     let f = |field: &str| format!("{at}.{field}");
 
     let action_name = r.action.get_ref().as_str();
-    const ACTIONS: [&str; 6] =
-        ["monitor", "do-not-decrypt", "block", "block-with-reset", "decrypt-known-key", "decrypt-resign"];
-    if !ACTIONS.contains(&action_name) {
+    if !Action::NAMES.contains(&action_name) {
         return Err(ctx.err(
             r.action.span(),
             &f("action"),
-            format!("unknown action {action_name:?}: use {}", ACTIONS.join(", ")),
+            format!("unknown action {action_name:?}: use {}", Action::NAMES.join(", ")),
         ));
     }
     // `known_key` goes with decrypt-known-key and `ca` with decrypt-resign: both ways.
@@ -857,6 +704,7 @@ fn rule_name(text: &str, i: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::{fixture, write, Fixture, GOOD};
     use super::*;
 
     #[test]
@@ -907,207 +755,17 @@ mod tests {
         assert_eq!(locate_field(text, text.len() + 10, "x").as_deref(), Some("rule[1] \"b\""));
     }
 
-    /// A folder with the spec's example policy and every file it names.
-    struct Fixture {
-        dir: tempfile::TempDir,
-        ca_sha256: [u8; 32],
-        intranet_sha256: [u8; 32],
+    /// Checks `text` as the fixture's policy file.
+    fn check(fx: &Fixture, text: &str) -> Result<Source, ConfigError> {
+        parse(text, Some(&fx.path()))
     }
 
-    fn write(dir: &Path, name: &str, text: &str, mode: u32) {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-
-    const GOOD: &str = r#"[policy]
-default_action = "do-not-decrypt"
-
-[policy.undecryptable]
-sslv2 = "block"
-compressed = "inherit"
-client_auth = "block-with-reset"
-
-[trust]
-ca_files = ["roots.pem"]
-crl_files = ["revoked.crl.pem"]
-
-[[ca]]
-name = "corp-resign"
-cert = "ca.pem"
-key = "ca.key"
-
-[[known_key]]
-name = "intranet"
-cert = "intranet.pem"
-key = "keys/intranet.key"
-
-[[certificate]]
-name = "bad-cert"
-sha256 = "ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd:ab:cd"
-
-[[certificate]]
-name = "intranet-cert"
-file = "intranet.pem"
-
-[[rule]]
-name = "block-bad-hosts"
-enabled = true
-action = "block"
-source_networks = ["10.0.0.0/8", "2001:db8::/32"]
-dest_networks = ["192.0.2.0/24"]
-source_ports = ["1024-65535"]
-dest_ports = ["443", "8000-8080"]
-vlan = [10, 20]
-ingress = ["net_af_packet0"]
-sni = ["example.com", "*.example.org"]
-subject = ["CN=*.example.com", "O=Example Inc"]
-issuer = ["CN=Evil CA"]
-certificate = ["bad-cert"]
-cert_status = { expired = true, self-signed = true, valid = false }
-cipher_suites = ["TLS_RSA_WITH_RC4_128_MD5"]
-versions = ["ssl3.0", "tls1.0"]
-
-[[rule]]
-name = "intranet"
-action = "decrypt-known-key"
-known_key = "intranet"
-certificate = ["intranet-cert"]
-
-[[rule]]
-name = "resign"
-action = "decrypt-resign"
-ca = "corp-resign"
-sni = ["*.example.net"]
-
-[[rule]]
-name = "watch"
-action = "monitor"
-enabled = false
-"#;
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "Corp Resign CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let intranet = rcgen::CertificateParams::new(vec!["intranet.example".into()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let crl = rcgen::CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2034, 1, 1),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: vec![],
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
-        .signed_by(&ca, &ca_key)
-        .unwrap();
-        write(d, "roots.pem", &format!("{}{}", ca.pem(), intranet.pem()), 0o644);
-        write(d, "revoked.crl.pem", &crl.pem().unwrap(), 0o644);
-        write(d, "ca.pem", &ca.pem(), 0o644);
-        write(d, "ca.key", &ca_key.serialize_pem(), 0o600);
-        write(d, "intranet.pem", &intranet.pem(), 0o644);
-        std::fs::create_dir(d.join("keys")).unwrap();
-        write(d, "keys/intranet.key", &key.serialize_pem(), 0o600);
-        write(d, "policy.toml", GOOD, 0o644);
-        Fixture { ca_sha256: objects::sha256(ca.der()), intranet_sha256: objects::sha256(intranet.der()), dir }
-    }
-
-    impl Fixture {
-        fn path(&self) -> PathBuf {
-            self.dir.path().join("policy.toml")
-        }
-
-        fn parse(&self, text: &str) -> Result<Policy, ConfigError> {
-            Policy::parse(text, Some(&self.path()))
-        }
-
-        /// The error for GOOD with `from` replaced by `to`.
-        fn error(&self, from: &str, to: &str) -> ConfigError {
-            assert!(GOOD.contains(from), "{from}");
-            match self.parse(&GOOD.replacen(from, to, 1)) {
-                Ok(_) => panic!("accepted: {from} -> {to}"),
-                Err(e) => e,
-            }
-        }
-    }
-
-    #[test]
-    fn good_file_loads_with_its_objects() {
-        let fx = fixture();
-        let p = Policy::load(&fx.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.default_action(), FinalAction::DoNotDecrypt);
-        assert_eq!(p.undecryptable(Undecryptable::Sslv2), FinalAction::Block);
-        assert_eq!(p.undecryptable(Undecryptable::Compressed), FinalAction::DoNotDecrypt, "inherit");
-        assert_eq!(p.undecryptable(Undecryptable::HandshakeError), FinalAction::DoNotDecrypt, "not given");
-        assert_eq!(p.undecryptable(Undecryptable::ClientAuth), FinalAction::BlockWithReset);
-        let rules: Vec<(&str, Action, bool)> =
-            p.rules().iter().map(|r| (r.name.as_str(), r.action, r.enabled)).collect();
-        assert_eq!(
-            rules,
-            [
-                ("block-bad-hosts", Action::Block, true),
-                ("intranet", Action::DecryptKnownKey { known_key: 0 }, true),
-                ("resign", Action::DecryptResign { ca: 0 }, true),
-                ("watch", Action::Monitor, false),
-            ]
-        );
-        assert_eq!((p.trust().anchors.len(), p.trust().crls.len()), (2, 1));
-        assert_eq!(objects::sha256(&p.trust().anchors[0]), fx.ca_sha256);
-        assert_eq!(objects::sha256(&p.cas()[0].cert_der), fx.ca_sha256);
-        assert_eq!(p.cas()[0].name, "corp-resign");
-        assert_eq!(p.known_keys()[0].cert_sha256, fx.intranet_sha256);
-        assert!(!p.known_keys()[0].key_der.is_empty());
-        let debug = format!("{p:?}");
-        assert!(debug.contains("<redacted>") && debug.contains("corp-resign"), "{debug}");
-
-        let summary = p.summary();
-        for want in [
-            "default action: do-not-decrypt",
-            "sslv2               block\n",
-            "compressed          do-not-decrypt (inherited)",
-            "1. \"block-bad-hosts\": block when source in 10.0.0.0/8 or 2001:db8::/32, and source port 1024-65535",
-            "subject has CN=*.example.com or O=Example Inc",
-            "certificate status expired or self-signed or not valid",
-            "negotiated cipher TLS_RSA_WITH_RC4_128_MD5, and negotiated version ssl3.0 or tls1.0",
-            "2. \"intranet\": decrypt-known-key with \"intranet\" when certificate is \"intranet-cert\"",
-            "3. \"resign\": decrypt-resign with CA \"corp-resign\" when SNI *.example.net",
-            "4. \"watch\" [disabled]: monitor always",
-            "trust store: 2 CA certificates, 1 CRLs",
-            "certificates: bad-cert, intranet-cert",
-        ] {
-            assert!(summary.contains(want), "{want:?} not in\n{summary}");
-        }
-
-        // The known key's certificate object matches by the file's fingerprint.
-        let mut f = crate::facts::SessionFacts::new(crate::facts::FlowFacts {
-            src_ip: "10.0.0.1".parse().unwrap(),
-            src_port: 50000,
-            dest_ip: "198.51.100.1".parse().unwrap(),
-            dest_port: 443,
-            vlan: None,
-            ingress: "p0".into(),
-        });
-        f.certificate = Some(std::sync::Arc::new(crate::facts::CertificateFacts {
-            sha256: fx.intranet_sha256,
-            ..Default::default()
-        }));
-        match p.evaluate(&f, false) {
-            super::super::Evaluation::Decided(d) => {
-                assert_eq!((d.rule, d.action), (Some(1), Action::DecryptKnownKey { known_key: 0 }))
-            }
-            e => panic!("{e:?}"),
+    /// The error for GOOD with `from` replaced by `to`.
+    fn error(fx: &Fixture, from: &str, to: &str) -> ConfigError {
+        assert!(GOOD.contains(from), "{from}");
+        match check(fx, &GOOD.replacen(from, to, 1)) {
+            Ok(_) => panic!("accepted: {from} -> {to}"),
+            Err(e) => e,
         }
     }
 
@@ -1215,7 +873,7 @@ enabled = false
         let path = fx.path();
         let mut failures = Vec::new();
         for (from, to, field, line, msg) in &cases {
-            let e = fx.error(from, to);
+            let e = error(&fx, from, to);
             let ok = e.file.as_deref() == Some(path.as_path())
                 && e.field.as_deref() == Some(field.as_str())
                 && e.line == Some(*line)
@@ -1236,14 +894,14 @@ enabled = false
             use std::os::unix::fs::PermissionsExt;
             let key = fx.dir.path().join("keys/intranet.key");
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = Policy::load(&fx.path()).unwrap_err();
+            let e = check(&fx, GOOD).unwrap_err();
             assert_eq!(e.field.as_deref(), Some("known_key[0].key"));
             assert_eq!(e.line, Some(21));
             assert!(e.message.contains(&format!("chmod 600 {}", key.display())), "{e}");
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-            assert!(Policy::load(&fx.path()).unwrap_err().message.contains("mode 0640"));
+            assert!(check(&fx, GOOD).unwrap_err().message.contains("mode 0640"));
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
-            Policy::load(&fx.path()).unwrap();
+            check(&fx, GOOD).unwrap();
         }
     }
 
@@ -1254,112 +912,12 @@ enabled = false
         let body = key_pem.lines().nth(2).unwrap().to_owned();
         // A key file with a damaged line, and a policy naming the key file as a certificate.
         write(fx.dir.path(), "bad.key", &key_pem.replacen(&body, &format!("{body}!!"), 1), 0o600);
-        let e = fx.error("key = \"ca.key\"", "key = \"bad.key\"");
+        let e = error(&fx, "key = \"ca.key\"", "key = \"bad.key\"");
         assert!(e.message.contains("not valid PEM") && !e.to_string().contains(&body[..20]), "{e}");
-        let e = fx.error("cert = \"ca.pem\"", "cert = \"ca.key\"");
+        let e = error(&fx, "cert = \"ca.pem\"", "cert = \"ca.key\"");
         assert!(!e.to_string().contains(&body[..20]), "{e}");
-        let p = fx.parse(GOOD).unwrap();
-        let debug = format!("{:?} {:?} {:?}", p, p.cas(), p.known_keys());
-        assert!(!debug.contains(&format!("{:?}", &p.cas()[0].key_der[..8])[1..20]), "{debug}");
-    }
-
-    #[test]
-    fn missing_or_unreadable_policy_file() {
-        let e = Policy::load(Path::new("/nonexistent/policy.toml")).unwrap_err();
-        assert_eq!(e.file.as_deref(), Some(Path::new("/nonexistent/policy.toml")));
-        assert!(e.message.contains("cannot read the policy file"), "{e}");
-        // Relative object paths need the file's location.
-        let e = Policy::parse(GOOD, None).unwrap_err();
-        assert_eq!((e.field.as_deref(), e.line), (Some("trust.ca_files[0]"), Some(10)));
-        assert!(e.message.contains("absolute path"), "{e}");
-        assert_eq!(Policy::parse("", None).unwrap_err().field.as_deref(), Some("policy"));
-    }
-
-    /// xorshift: the same garbage every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let fx = fixture();
-        let path = fx.path();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let tokens = [
-            "[",
-            "]",
-            "[[",
-            "]]",
-            "=",
-            "\"",
-            "{",
-            "}",
-            ",",
-            "\n",
-            "rule",
-            "policy",
-            "name",
-            "action",
-            "sni",
-            "*.",
-            "vlan",
-            "-",
-            "/",
-            ".",
-            "é",
-            "\u{0}",
-            "'''",
-            "\"\"\"",
-            "0x",
-            "99999999999999999999",
-            "#",
-            "*",
-            "CN=",
-            "::",
-        ];
-        for round in 0..3000 {
-            let text: String = match round % 3 {
-                // Bytes of every kind.
-                0 => {
-                    let bytes: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
-                    String::from_utf8_lossy(&bytes).into_owned()
-                }
-                // Token soup.
-                1 => (0..rng.below(60)).map(|_| tokens[rng.below(tokens.len())]).collect(),
-                // The good file, mutated.
-                _ => {
-                    let mut t: Vec<char> = GOOD.chars().collect();
-                    for _ in 0..1 + rng.below(4) {
-                        let at = rng.below(t.len());
-                        match rng.below(4) {
-                            0 => {
-                                t.remove(at);
-                            }
-                            1 => t.insert(at, tokens[rng.below(tokens.len())].chars().next().unwrap_or('x')),
-                            2 => {
-                                let end = (at + rng.below(40)).min(t.len());
-                                t.drain(at..end);
-                            }
-                            _ => t[at] = char::from(rng.next() as u8 & 0x7f),
-                        }
-                    }
-                    t.into_iter().collect()
-                }
-            };
-            let _ = Policy::parse(&text, None);
-            if round % 3 == 2 {
-                let _ = Policy::parse(&text, Some(&path));
-            }
-        }
+        let src = check(&fx, GOOD).unwrap();
+        let debug = format!("{src:?}");
+        assert!(!debug.contains(&format!("{:?}", &src.cas[0].key_der[..8])[1..20]), "{debug}");
     }
 }

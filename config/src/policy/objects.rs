@@ -97,7 +97,7 @@ impl fmt::Debug for KnownKey {
             .field("cert_der", &format_args!("<{} bytes>", self.cert_der.len()))
             .field("key_der", &format_args!("<redacted>"))
             .field("key_format", &self.key_format)
-            .field("cert_sha256", &crate::facts::colon_hex(&self.cert_sha256))
+            .field("cert_sha256", &crate::hex::colon_hex(&self.cert_sha256))
             .finish()
     }
 }
