@@ -11,7 +11,6 @@ use serde_json::{json, Map, Value};
 use tlsgate_config::facts::{
     cipher_suite_name, colon_hex, CertStatusSet, CertificateFacts, ClientHelloFacts, FlowFacts, ServerHelloFacts,
 };
-use tlsgate_config::policy::Action;
 
 use crate::outcome::{
     Cause, DecryptEnd, Ending, FailReason, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ShownCertificate,
@@ -224,7 +223,7 @@ impl Outcome {
         };
         // A judgement on what was known, after something went wrong: `why` first.
         let judged = |why: String| {
-            if is_decrypt(self.asked) {
+            if self.asked.is_decrypt() {
                 format!("{why} (undecryptable.handshake_error = {done})")
             } else if self.rule.is_some() || !self.missing_facts.is_empty() {
                 format!("{why}; {}", decided())
@@ -234,7 +233,7 @@ impl Outcome {
         };
         let s = match &self.cause {
             Cause::RuleMatched | Cause::DefaultAction => decided(),
-            Cause::Undecryptable(u) if is_decrypt(self.asked) => format!(
+            Cause::Undecryptable(u) if self.asked.is_decrypt() => format!(
                 "{rule} asks for {asked}, but the session cannot be decrypted: {} (undecryptable.{} = {done})",
                 u.name(),
                 u.name()
@@ -361,10 +360,6 @@ impl Cause {
             _ => None,
         }
     }
-}
-
-fn is_decrypt(a: Action) -> bool {
-    matches!(a, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. })
 }
 
 fn flow_end(end: FlowEnd) -> &'static str {

@@ -320,7 +320,7 @@ impl Cause {
         match self {
             Cause::RuleMatched => "rule_matched",
             Cause::DefaultAction => "default_action",
-            Cause::Undecryptable(u) => undecryptable_code(*u),
+            Cause::Undecryptable(u) => u.code(),
             Cause::Excluded(ExclusionReason::Undecryptable(_)) => "excluded_undecryptable",
             Cause::Excluded(ExclusionReason::ClientRejectedCertificate) => "excluded_pinned",
             Cause::Excluded(ExclusionReason::CertificateChanged) => "excluded_certificate_changed",
@@ -339,24 +339,10 @@ impl Cause {
             Cause::TakeoverFailed(f) => match f.reason {
                 FailReason::ClientRejectedCertificate => "client_rejected_certificate",
                 FailReason::CertificateChanged => "known_key_certificate_changed",
-                other => undecryptable_code(other.undecryptable()),
+                other => other.undecryptable().code(),
             },
             Cause::HandshakesIncomplete { .. } => "decrypt_incomplete",
         }
-    }
-}
-
-/// `undecryptable_` and the reason's name in `[policy.undecryptable]`.
-pub fn undecryptable_code(u: Undecryptable) -> &'static str {
-    match u {
-        Undecryptable::Sslv2 => "undecryptable_sslv2",
-        Undecryptable::Compressed => "undecryptable_compressed",
-        Undecryptable::UnknownCipher => "undecryptable_unknown_cipher",
-        Undecryptable::UnsupportedCipher => "undecryptable_unsupported_cipher",
-        Undecryptable::SessionNotCached => "undecryptable_session_not_cached",
-        Undecryptable::HandshakeError => "undecryptable_handshake_error",
-        Undecryptable::DecryptionError => "undecryptable_decryption_error",
-        Undecryptable::ClientAuth => "undecryptable_client_auth",
     }
 }
 

@@ -4,11 +4,12 @@
 //! state observed on the wire) with rustls facing the client and the server
 //! between them ([`relay`]), [`forge`] makes and caches the re-signed
 //! certificates, [`wire`] turns segments into frames and back, [`export`]
-//! writes decrypted streams as synthetic TCP.
+//! writes decrypted streams as synthetic TCP, and one upstream certificate
+//! verifier serves the relay and the probe.
 //!
-//! Everything but [`lcore`] is sans-IO (data and a time in, data and
-//! decisions out) and tested without DPDK; [`lcore`] moves mbufs between the
-//! rings, its tx queues and those pieces.
+//! All of it is sans-IO (data and a time in, data and decisions out) and
+//! builds and is tested without DPDK; the data plane's slow-path lcore moves
+//! mbufs between the rings, its tx queues and a [`lcore::SlowLcore`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,4 +20,5 @@ pub mod lcore;
 pub mod probe;
 pub mod relay;
 pub mod tcp;
+mod verify;
 pub mod wire;

@@ -7,11 +7,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::tcp::{flags, Limits, Segment, Takeover, TcpEndpoint};
+use crate::verify::{ChainJudge, UpstreamVerifier};
 
 /// A probe gives up after this long.
 pub const PROBE_TIMEOUT_NS: u64 = 5_000_000_000;
@@ -44,7 +45,7 @@ impl Probe {
     pub fn new(isn: u32, sni: Option<&str>, addr: std::net::IpAddr, alpn: &[String], now_ns: u64) -> Probe {
         let seen = Arc::new(Mutex::new(None));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = Arc::new(KeepChain { seen: seen.clone(), provider: provider.clone() });
+        let verifier = Arc::new(UpstreamVerifier::new(KeepChain { seen: seen.clone() }, provider.clone()));
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
@@ -202,11 +203,10 @@ fn unreachable_config() -> ClientConfig {
 #[derive(Debug)]
 struct KeepChain {
     seen: Arc<Mutex<Option<Vec<Vec<u8>>>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for KeepChain {
-    fn verify_server_cert(
+impl ChainJudge for KeepChain {
+    fn judge(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -218,28 +218,6 @@ impl ServerCertVerifier for KeepChain {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain);
         // What was wanted is known: no reason to finish the handshake.
         Err(rustls::Error::General("probe: certificate read".into()))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

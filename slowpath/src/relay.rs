@@ -7,17 +7,20 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tlsgate_config::hex::hex;
+
+use crate::verify::{ChainJudge, UpstreamVerifier};
 use tlsgate_core::outcome::{Side as Peer, TlsClose};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{Accepted, Acceptor, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, KeyLog, RootCertStore,
-    ServerConfig, ServerConnection, SignatureScheme,
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, KeyLog, RootCertStore, ServerConfig,
+    ServerConnection, SignatureScheme,
 };
 
 /// Plaintext buffered per direction before the relay stops reading from the sending side.
@@ -473,12 +476,12 @@ impl Relay {
             ClientFacing::KnownKey(key) => Some(key.cert.first().map(|c| c.to_vec()).unwrap_or_default()),
             ClientFacing::Resign => None,
         };
-        let verifier = RecordingVerifier {
+        let judge = RecordingVerifier {
             webpki: WebPkiServerVerifier::builder_with_provider(self.roots.clone(), self.provider.clone()).build().ok(),
             expected_leaf,
             seen: self.upstream_seen.clone(),
-            provider: self.provider.clone(),
         };
+        let verifier = UpstreamVerifier::new(judge, self.provider.clone());
         let builder = match ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(self.upstream_versions)
         {
@@ -901,11 +904,10 @@ struct RecordingVerifier {
     webpki: Option<Arc<WebPkiServerVerifier>>,
     expected_leaf: Option<Vec<u8>>,
     seen: Arc<Mutex<UpstreamSeen>>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
+impl ChainJudge for RecordingVerifier {
+    fn judge(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -927,28 +929,6 @@ impl ServerCertVerifier for RecordingVerifier {
         }
         Ok(ServerCertVerified::assertion())
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// NSS key log lines of both sessions, drained into [`RelayEvent::KeyLog`].
@@ -962,15 +942,6 @@ impl KeyLog for NssKeyLog {
         let line = format!("{label} {} {}", hex(client_random), hex(secret));
         self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(line);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -790,7 +790,7 @@ impl Judge {
                 s.monitors = monitor_rules;
                 None
             }
-            Evaluation::Decided(d) if is_decrypt(d.action) => {
+            Evaluation::Decided(d) if d.action.is_decrypt() => {
                 if last {
                     // Too late to take the flow over: the server is known only now.
                     Some(self.carry_out_decrypt(s, d, Some(Cause::ServerIdentityUnknown)))
@@ -965,7 +965,7 @@ impl Judge {
                 Evaluation::Pending { .. } => return Resolution { tls, ..self.default_resolution(s, cause) },
             },
         };
-        let mut r = if is_decrypt(decision.action) {
+        let mut r = if decision.action.is_decrypt() {
             let action = s.policy.undecryptable(Undecryptable::HandshakeError);
             Resolution {
                 action,
@@ -1025,7 +1025,7 @@ impl Judge {
             FinalAction::Block => self.counters.verdict_block += 1,
             FinalAction::BlockWithReset => self.counters.verdict_block_with_reset += 1,
         }
-        if is_decrypt(r.asked) {
+        if r.asked.is_decrypt() {
             self.counters.decrypt_asked += 1;
         }
         if r.cause == Cause::ServerIdentityUnknown && s.facts.certificate.is_none() {
@@ -1104,10 +1104,6 @@ fn decided(d: Decision, cause: Option<Cause>) -> Resolution {
         missing: d.missing_facts,
         tls: true,
     }
-}
-
-fn is_decrypt(a: Action) -> bool {
-    matches!(a, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. })
 }
 
 fn when_full_action(w: SlowWhenFull) -> FinalAction {

@@ -11,6 +11,7 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use tls_parser::{parse_tls_client_hello_extension, parse_tls_handshake_client_hello, TlsExtension};
 use tlsgate_config::facts::{ClientHelloFacts, TlsVersion};
+use tlsgate_config::hex::hex;
 
 /// Extension types the facts look at.
 pub(crate) mod ext {
@@ -435,16 +436,6 @@ fn sha256_12(s: &str) -> String {
     let mut h = hex(&Sha256::digest(s.as_bytes()));
     h.truncate(12);
     h
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[(b >> 4) as usize]));
-        out.push(char::from(HEX[(b & 0xf) as usize]));
-    }
-    out
 }
 
 #[cfg(test)]
