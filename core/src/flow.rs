@@ -180,16 +180,13 @@ mod tests {
 
     #[test]
     fn both_directions_share_a_key() {
-        let mut a = crate::packet::TcpFrame::parse(&{
-            let mut v = Vec::new();
-            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-                .ipv4([10, 0, 0, 9], [10, 0, 0, 2], 64)
-                .tcp(5555, 443, 1, 1)
-                .write(&mut v, &[])
-                .unwrap();
-            v
-        })
-        .unwrap();
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 9], [10, 0, 0, 2], 64)
+            .tcp(5555, 443, 1, 1)
+            .write(&mut v, &[])
+            .unwrap();
+        let mut a = crate::packet::TcpFrame::parse(&v).unwrap();
         let (k1, fwd1) = FlowKey::of(&a);
         std::mem::swap(&mut a.src, &mut a.dst);
         std::mem::swap(&mut a.src_port, &mut a.dst_port);

@@ -383,6 +383,17 @@ pub const REASON_CODES: &[(&str, &str)] = &[
 mod tests {
     use super::*;
 
+    /// The README's table of reason codes is this list, code for code.
+    #[test]
+    fn the_readme_lists_every_reason_code() {
+        let readme = include_str!("../../README.md");
+        let in_table: Vec<&str> =
+            readme.lines().filter_map(|l| l.strip_prefix("| `")?.split_once("` |").map(|(code, _)| code)).collect();
+        for (code, _) in REASON_CODES {
+            assert!(in_table.contains(code), "README.md lacks reason code {code}");
+        }
+    }
+
     #[test]
     fn every_code_is_listed_once() {
         let end = DecryptEnd { how: Ending::Tcp, client_tcp: TcpEnd::Closed, server_tcp: TcpEnd::Closed };

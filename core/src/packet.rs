@@ -88,7 +88,8 @@ pub fn worker_for(hash: u32, n: usize) -> usize {
 /// packet never arrives) or toward its sender (addresses swapped, seq = its
 /// ack, the next byte the sender expects). Both are exactly in window, so
 /// stacks that follow RFC 5961 accept them. VLAN tags are kept.
-pub fn build_reset(frame: &[u8], t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
+pub fn build_reset(t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
+    let frame = t.bytes;
     let mut out = Vec::with_capacity(t.l3 + 60);
     let (dst_mac, src_mac) = (&frame[0..6], &frame[6..12]);
     if toward_sender {
@@ -204,10 +205,13 @@ pub mod tcp_flags {
 /// An IP address as stored in flow keys: IPv4 mapped into the low 4 bytes.
 pub type Addr = [u8; 16];
 
-/// A TCP segment inside an Ethernet frame, checked once: every offset below
-/// lies inside the frame, so no accessor can fail afterwards (smoltcp's shape).
+/// A TCP segment inside an Ethernet frame, checked once: it borrows the
+/// frame, and every offset it keeps was proven to lie inside it, so that no
+/// accessor can go out of bounds afterwards (smoltcp's shape).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpFrame {
+pub struct TcpFrame<'a> {
+    /// The whole frame.
+    bytes: &'a [u8],
     /// Outer VLAN id, if tagged.
     pub vlan: Option<u16>,
     /// IPv6 (else IPv4).
@@ -229,19 +233,19 @@ pub struct TcpFrame {
     /// Window field (unscaled).
     pub window: u16,
     /// Offset of the IP header in the frame.
-    pub l3: usize,
+    l3: usize,
     /// Offset of the TCP header.
-    pub l4: usize,
+    l4: usize,
     /// Offset of the payload.
-    pub payload: usize,
+    payload: usize,
     /// End of the payload (IP total length; Ethernet padding excluded).
-    pub end: usize,
+    end: usize,
 }
 
-impl TcpFrame {
+impl<'a> TcpFrame<'a> {
     /// Parses a frame; `None` unless it is an unfragmented TCP segment over
     /// IPv4 or IPv6 (no IPv6 extension headers) with consistent lengths.
-    pub fn parse(frame: &[u8]) -> Option<TcpFrame> {
+    pub fn parse(frame: &'a [u8]) -> Option<TcpFrame<'a>> {
         let (ethertype, l3) = skip_vlans(frame)?;
         let vlan = if l3 > ETH_HLEN {
             let tci = u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]);
@@ -288,6 +292,7 @@ impl TcpFrame {
             return None;
         }
         Some(TcpFrame {
+            bytes: frame,
             vlan,
             ipv6,
             src,
@@ -310,6 +315,32 @@ impl TcpFrame {
         self.end - self.payload
     }
 
+    /// The whole frame.
+    pub fn frame(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The link-layer header (Ethernet and any VLAN tags).
+    pub fn link_header(&self) -> &'a [u8] {
+        self.bytes.get(..self.l3).unwrap_or_default()
+    }
+
+    /// The TCP payload (Ethernet padding excluded).
+    pub fn payload(&self) -> &'a [u8] {
+        self.bytes.get(self.payload..self.end).unwrap_or_default()
+    }
+
+    /// Bytes from the IP header to the end of the payload.
+    pub fn ip_len(&self) -> usize {
+        self.end - self.l3
+    }
+
+    /// The TCP options. Malformed options end the walk: what was read
+    /// before them is kept.
+    pub fn options(&self) -> TcpOptions {
+        TcpOptions::parse(self.bytes.get(self.l4 + 20..self.payload).unwrap_or_default())
+    }
+
     /// Whether flag `f` is set.
     pub fn has(&self, f: u8) -> bool {
         self.flags & f != 0
@@ -330,11 +361,9 @@ pub struct TcpOptions {
 }
 
 impl TcpOptions {
-    /// Parses the options of `t` (a frame parsed from `frame`). Malformed
-    /// options end the walk: what was read before them is kept.
-    pub fn of(frame: &[u8], t: &TcpFrame) -> TcpOptions {
+    /// Parses the options area of a TCP header.
+    fn parse(opts: &[u8]) -> TcpOptions {
         let mut o = TcpOptions::default();
-        let opts = frame.get(t.l4 + 20..t.payload).unwrap_or(&[]);
         let mut i = 0;
         while i < opts.len() {
             let kind = opts[i];

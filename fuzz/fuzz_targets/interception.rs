@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         let frame = &rest[2..2 + len];
         now += 1_000_000;
         if let Some(t) = TcpFrame::parse(frame) {
-            let seg = segment_of(frame, &t);
+            let seg = segment_of(&t);
             if len & 1 == 0 {
                 icpt.on_client_segment(&seg, now);
             } else {

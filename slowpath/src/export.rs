@@ -92,7 +92,7 @@ mod tests {
         let l2 = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
         let first = build_frame(&l2, false, (c, 40000), (s, 443), &seg(1, 1, flags::ACK, b"x"));
         let t = TcpFrame::parse(&first).unwrap();
-        let tpl = FlowTemplate::from_client_frame(&first, &t);
+        let tpl = FlowTemplate::from_client_frame(&t);
         let mut out = Vec::new();
         let mut st = DecryptedStream::new(tpl, 5, &mut out);
         st.data(true, &vec![b'a'; 3000], 6, &mut out);
@@ -104,7 +104,7 @@ mod tests {
             .iter()
             .map(|(_, f)| {
                 let t = TcpFrame::parse(f).unwrap();
-                (t, segment_of(f, &t))
+                (t, segment_of(&t))
             })
             .collect();
         assert_eq!(segs[0].1.flags, flags::SYN);

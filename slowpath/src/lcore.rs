@@ -401,7 +401,7 @@ impl SlowLcore {
             }
         }
         if let Some(p) = self.probes.get_mut(&key) {
-            p.probe.on_segment(&segment_of(data, &t), now);
+            p.probe.on_segment(&segment_of(&t), now);
             self.drive_probe(&key, now, link);
             return FrameOf::Probe;
         }
@@ -411,13 +411,13 @@ impl SlowLcore {
         };
         let from_client = (t.src, t.src_port) == flow.client;
         if from_client && flow.template.is_none() {
-            flow.template = Some(FlowTemplate::from_client_frame(data, &t));
+            flow.template = Some(FlowTemplate::from_client_frame(&t));
         }
         // Nothing can be sent before the client's first frame shows the link layer.
         if flow.template.is_none() {
             return FrameOf::Unknown;
         }
-        let seg = segment_of(data, &t);
+        let seg = segment_of(&t);
         if from_client {
             flow.icpt.on_client_segment(&seg, now);
         } else {
@@ -621,7 +621,7 @@ impl SlowLcore {
         if self.flows.contains_key(&key) || self.probes.contains_key(&key) {
             return;
         }
-        let template = FlowTemplate::from_client_frame(&probe_frame, &t);
+        let template = FlowTemplate::from_client_frame(&t);
         l2.clear();
         let worker = flow_hash(&probe_frame).map_or(0, |h| worker_for(h, self.workers));
         link.update(worker, SlowUpdate::Probe { key, lcore: self.index as u8 });

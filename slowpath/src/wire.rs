@@ -3,7 +3,7 @@
 //! frames. Sans-IO, like everything the slow path's lcores drive.
 
 use etherparse::{PacketBuilder, TcpOptionElement};
-use tlsgate_core::packet::{tcp_flags, Addr, TcpFrame, TcpOptions};
+use tlsgate_core::packet::{tcp_flags, Addr, TcpFrame};
 
 use crate::tcp::{flags, Segment};
 
@@ -32,8 +32,8 @@ const TTL: u8 = 64;
 
 impl FlowTemplate {
     /// From a frame the client sent (parsed as `t`).
-    pub fn from_client_frame(frame: &[u8], t: &TcpFrame) -> FlowTemplate {
-        let l2 = frame[..t.l3].to_vec();
+    pub fn from_client_frame(t: &TcpFrame) -> FlowTemplate {
+        let l2 = t.link_header().to_vec();
         let mut swapped = l2.clone();
         swapped[0..6].copy_from_slice(&l2[6..12]);
         swapped[6..12].copy_from_slice(&l2[0..6]);
@@ -100,8 +100,8 @@ pub fn build_frame(l2: &[u8], ipv6: bool, src: (Addr, u16), dst: (Addr, u16), se
 }
 
 /// The segment a frame carries, for a TCP endpoint.
-pub fn segment_of(frame: &[u8], t: &TcpFrame) -> Segment {
-    let o = TcpOptions::of(frame, t);
+pub fn segment_of(t: &TcpFrame) -> Segment {
+    let o = t.options();
     Segment {
         seq: t.seq,
         ack: t.ack,
@@ -109,7 +109,7 @@ pub fn segment_of(frame: &[u8], t: &TcpFrame) -> Segment {
         window: t.window,
         timestamps: o.timestamps,
         sack: Vec::new(),
-        payload: frame[t.payload..t.end].to_vec(),
+        payload: t.payload().to_vec(),
     }
 }
 
@@ -144,17 +144,17 @@ mod tests {
         for vlan in [false, true] {
             let f = client_frame(vlan);
             let t = TcpFrame::parse(&f).expect("a TCP frame");
-            let seg = segment_of(&f, &t);
+            let seg = segment_of(&t);
             assert_eq!((seg.seq, seg.ack, seg.window, seg.timestamps), (1000, 5000, 512, Some((7, 9))));
             assert_eq!(seg.payload, b"hello");
-            let tpl = FlowTemplate::from_client_frame(&f, &t);
+            let tpl = FlowTemplate::from_client_frame(&t);
             let back = tpl.frame(true, &seg);
             let b = TcpFrame::parse(&back).expect("a TCP frame");
             assert_eq!((b.src, b.dst, b.src_port, b.dst_port), (t.dst, t.src, 443, 40000));
             assert_eq!(&back[0..6], &f[6..12]);
             assert_eq!(&back[6..12], &f[0..6]);
             assert_eq!(b.vlan, t.vlan);
-            assert_eq!(segment_of(&back, &b), seg);
+            assert_eq!(segment_of(&b), seg);
             // Toward the server it is the client's frame again.
             assert_eq!(tpl.frame(false, &seg), f);
         }

@@ -27,7 +27,7 @@ use crate::identity::{ExclusionCache, ServerIdentity, ServerIdentityCache, Serve
 use crate::outcome::{
     Cause, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ServerIdentitySource, Side, SlowPathFull,
 };
-use crate::packet::{build_reset, tcp_flags, to_ip, Addr, TcpFrame, TcpOptions};
+use crate::packet::{build_reset, tcp_flags, to_ip, Addr, TcpFrame};
 use crate::tls::certificate::certificate_facts;
 use crate::tls::status::CertVerifier;
 use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
@@ -188,8 +188,7 @@ const EXPIRE_BUDGET: usize = 64;
 
 /// One segment as the steps see it.
 struct Segment<'a> {
-    frame: &'a [u8],
-    t: &'a TcpFrame,
+    t: &'a TcpFrame<'a>,
     from_client: bool,
     /// The port the client's packets enter by.
     client_port: usize,
@@ -301,7 +300,7 @@ impl Inspector {
                 Err(v) => return v,
             },
         };
-        self.on_flow_packet(id, key, frame, &t, from_lo, ingress, now_ns, out)
+        self.on_flow_packet(id, key, &t, from_lo, ingress, now_ns, out)
     }
 
     /// Applies what the slow path says: a session it ended (later packets of
@@ -445,7 +444,6 @@ impl Inspector {
         &mut self,
         id: FlowId,
         key: FlowKey,
-        frame: &[u8],
         t: &TcpFrame,
         from_lo: bool,
         ingress: usize,
@@ -477,7 +475,7 @@ impl Inspector {
             FlowState::Inspecting(s) => {
                 let from_client = from_lo == s.client_is_lo;
                 let client_port = if from_client { ingress } else { ingress ^ 1 };
-                let seg = Segment { frame, t, from_client, client_port, closed };
+                let seg = Segment { t, from_client, client_port, closed };
                 self.judge.feed(s, &seg, now);
                 let resolution = self.judge.read_handshake(s, now);
                 let step = self.judge.next_step(s, resolution, &seg, now, out);
@@ -530,8 +528,8 @@ impl Inspector {
                     FinalAction::BlockWithReset => {
                         c.blocked_packets += 1;
                         c.resets += 2;
-                        out.resets.push(Reset { toward_sender: false, frame: build_reset(seg.frame, seg.t, false) });
-                        out.resets.push(Reset { toward_sender: true, frame: build_reset(seg.frame, seg.t, true) });
+                        out.resets.push(Reset { toward_sender: false, frame: build_reset(seg.t, false) });
+                        out.resets.push(Reset { toward_sender: true, frame: build_reset(seg.t, true) });
                         Verdict::Drop(DropReason::Policy)
                     }
                 }
@@ -578,15 +576,15 @@ impl Judge {
             s.observer.set_initial_seq(Direction::ToClient, t.seq.wrapping_add(1));
         }
         if self.slow.is_some() {
-            s.takeover.tcp[usize::from(!seg.from_client)].saw(seg.frame, t, now);
+            s.takeover.tcp[usize::from(!seg.from_client)].saw(t, now);
             if seg.from_client && s.takeover.client_l2.is_none() {
-                s.takeover.client_l2 = Some((seg.frame[..t.l3].to_vec(), seg.client_port));
+                s.takeover.client_l2 = Some((t.link_header().to_vec(), seg.client_port));
             }
         }
         if t.payload_len() > 0 {
             s.saw_bytes();
             let dir = if seg.from_client { Direction::ToServer } else { Direction::ToClient };
-            s.observer.on_segment(dir, t.seq, &seg.frame[t.payload..t.end]);
+            s.observer.on_segment(dir, t.seq, t.payload());
         }
     }
 
@@ -691,7 +689,7 @@ impl Judge {
         // A client segment of a ClientHello not yet complete, where a
         // decryption could follow: held back, so that the slow path can
         // still answer the whole ClientHello itself.
-        let len = t.end - t.l3;
+        let len = t.ip_len();
         if undecided
             && seg.from_client
             && t.payload_len() > 0
@@ -700,7 +698,7 @@ impl Judge {
             && s.policy.may_decrypt()
             && s.takeover.held_bytes + len <= self.settings.handshake_buffer as usize
         {
-            s.takeover.held.push(seg.frame.to_vec());
+            s.takeover.held.push(t.frame().to_vec());
             s.takeover.held_bytes += len;
             return Step::Undecided(Verdict::Drop(DropReason::Held));
         }
@@ -730,7 +728,7 @@ impl Judge {
             if !resolution.as_ref().is_some_and(|r| r.action != FinalAction::DoNotDecrypt) {
                 out.released.extend(held);
                 if seg.from_client {
-                    out.released.push(seg.frame.to_vec());
+                    out.released.push(seg.t.frame().to_vec());
                     sent_after_held = true;
                 }
             }
@@ -1122,8 +1120,8 @@ fn side_of(d: Direction) -> Side {
 
 impl TcpSideSeen {
     /// Notes what a segment from this side shows.
-    fn saw(&mut self, frame: &[u8], t: &TcpFrame, now: u64) {
-        let o = TcpOptions::of(frame, t);
+    fn saw(&mut self, t: &TcpFrame, now: u64) {
+        let o = t.options();
         let syn = t.has(tcp_flags::SYN);
         if syn {
             self.syn = Some(o);
