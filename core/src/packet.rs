@@ -1,4 +1,5 @@
-//! Packet codecs for the packet path.
+//! Packet codecs for the packet path: the flow hash, the checked TCP/IP view
+//! ([`TcpFrame`]) and its options, and the resets block-with-reset sends.
 //!
 //! [`flow_hash`] is the software dispatch step's hash: it reads addresses and
 //! ports at fixed offsets (after up to two VLAN tags) and folds them so that both
@@ -81,47 +82,6 @@ fn mix(addrs: u32, ports: u32) -> u32 {
 #[inline]
 pub fn worker_for(hash: u32, n: usize) -> usize {
     ((hash as u64 * n as u64) >> 32) as usize
-}
-
-/// A RST for the packet `t` (which is being dropped): toward its receiver
-/// (same addresses, seq = its seq, which the receiver expects next since the
-/// packet never arrives) or toward its sender (addresses swapped, seq = its
-/// ack, the next byte the sender expects). Both are exactly in window, so
-/// stacks that follow RFC 5961 accept them. VLAN tags are kept.
-pub fn build_reset(t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
-    let frame = t.bytes;
-    let mut out = Vec::with_capacity(t.l3 + 60);
-    let (dst_mac, src_mac) = (&frame[0..6], &frame[6..12]);
-    if toward_sender {
-        out.extend_from_slice(src_mac);
-        out.extend_from_slice(dst_mac);
-    } else {
-        out.extend_from_slice(dst_mac);
-        out.extend_from_slice(src_mac);
-    }
-    out.extend_from_slice(&frame[12..t.l3]);
-    let mut seg_len = t.payload_len() as u32;
-    if t.has(tcp_flags::SYN) {
-        seg_len += 1;
-    }
-    if t.has(tcp_flags::FIN) {
-        seg_len += 1;
-    }
-    let (src, dst, sp, dp, seq, ack) = if toward_sender {
-        (t.dst, t.src, t.dst_port, t.src_port, t.ack, t.seq.wrapping_add(seg_len))
-    } else {
-        (t.src, t.dst, t.src_port, t.dst_port, t.seq, t.ack)
-    };
-    let builder = if t.ipv6 {
-        etherparse::PacketBuilder::ipv6(src, dst, 64)
-    } else {
-        let s4 = [src[12], src[13], src[14], src[15]];
-        let d4 = [dst[12], dst[13], dst[14], dst[15]];
-        etherparse::PacketBuilder::ipv4(s4, d4, 64)
-    };
-    // Writing into a Vec cannot fail, and a 20-byte header is always in range.
-    let _ = builder.tcp(sp, dp, seq, 0).rst().ack(ack).write(&mut out, &[]);
-    out
 }
 
 #[cfg(test)]
@@ -405,6 +365,47 @@ pub fn to_ip(a: &Addr, ipv6: bool) -> std::net::IpAddr {
     } else {
         std::net::IpAddr::V4(std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]))
     }
+}
+
+/// A RST for the packet `t` (which is being dropped): toward its receiver
+/// (same addresses, seq = its seq, which the receiver expects next since the
+/// packet never arrives) or toward its sender (addresses swapped, seq = its
+/// ack, the next byte the sender expects). Both are exactly in window, so
+/// stacks that follow RFC 5961 accept them. VLAN tags are kept.
+pub fn build_reset(t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
+    let frame = t.bytes;
+    let mut out = Vec::with_capacity(t.l3 + 60);
+    let (dst_mac, src_mac) = (&frame[0..6], &frame[6..12]);
+    if toward_sender {
+        out.extend_from_slice(src_mac);
+        out.extend_from_slice(dst_mac);
+    } else {
+        out.extend_from_slice(dst_mac);
+        out.extend_from_slice(src_mac);
+    }
+    out.extend_from_slice(&frame[12..t.l3]);
+    let mut seg_len = t.payload_len() as u32;
+    if t.has(tcp_flags::SYN) {
+        seg_len += 1;
+    }
+    if t.has(tcp_flags::FIN) {
+        seg_len += 1;
+    }
+    let (src, dst, sp, dp, seq, ack) = if toward_sender {
+        (t.dst, t.src, t.dst_port, t.src_port, t.ack, t.seq.wrapping_add(seg_len))
+    } else {
+        (t.src, t.dst, t.src_port, t.dst_port, t.seq, t.ack)
+    };
+    let builder = if t.ipv6 {
+        etherparse::PacketBuilder::ipv6(src, dst, 64)
+    } else {
+        let s4 = [src[12], src[13], src[14], src[15]];
+        let d4 = [dst[12], dst[13], dst[14], dst[15]];
+        etherparse::PacketBuilder::ipv4(s4, d4, 64)
+    };
+    // Writing into a Vec cannot fail, and a 20-byte header is always in range.
+    let _ = builder.tcp(sp, dp, seq, 0).rst().ack(ack).write(&mut out, &[]);
+    out
 }
 
 #[cfg(test)]
