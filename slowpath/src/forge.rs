@@ -3,11 +3,12 @@
 //! by an untrusted CA when the server's own chain is not trusted; and the
 //! bounded cache of what was forged, keyed by the original's fingerprint.
 //!
-//! The forged certificate is assembled here in DER rather than through
-//! rcgen's `CertificateParams`: rcgen keeps one value per attribute type (a
-//! subject with two OUs would lose one) and re-encodes names, while the
-//! subject must be copied exactly and the issuer must be the signing CA's
-//! subject byte for byte (clients chain by exact name match). rcgen only
+//! The forged certificate's TBSCertificate is written here with yasna's DER
+//! writer rather than through rcgen's `CertificateParams`: rcgen keeps one
+//! value per attribute type (a subject with two OUs would lose one) and
+//! re-encodes names, while the subject must be copied exactly and the issuer
+//! must be the signing CA's subject byte for byte (clients chain by exact
+//! name match), so both go in as the raw DER they were read as. rcgen only
 //! generates keys and the untrusted CA; rustls's signing key signs.
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,8 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
+use yasna::models::{GeneralizedTime, ObjectIdentifier, UTCTime};
+use yasna::{DERWriter, Tag};
 
 /// Why a certificate could not be forged, or the forger not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +247,7 @@ impl SigningCa {
             key,
             scheme,
             kind,
-            signature_algorithm: der(TAG_SEQUENCE, alg.as_ref()),
+            signature_algorithm: yasna::construct_der(|w| w.write_sequence(|w| w.next().write_der(alg.as_ref()))),
         })
     }
 
@@ -255,13 +258,13 @@ impl SigningCa {
             .choose_scheme(&[self.scheme])
             .ok_or_else(|| ForgeError::Signing(format!("the CA key no longer offers {:?}", self.scheme)))?;
         let signature = signer.sign(&tbs).map_err(|e| ForgeError::Signing(e.to_string()))?;
-        let mut bits = Vec::with_capacity(signature.len() + 1);
-        bits.push(0); // no unused bits
-        bits.extend_from_slice(&signature);
-        let mut body = tbs;
-        body.extend_from_slice(&self.signature_algorithm);
-        put(&mut body, TAG_BIT_STRING, &bits);
-        Ok(der(TAG_SEQUENCE, &body))
+        Ok(yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_der(&tbs);
+                w.next().write_der(&self.signature_algorithm);
+                w.next().write_bitvec_bytes(&signature, signature.len() * 8);
+            })
+        }))
     }
 }
 
@@ -372,8 +375,10 @@ impl LeafSpec {
             Ok(Some(san)) => {
                 for name in &san.value.general_names {
                     match name {
-                        GeneralName::DNSName(dns) => put(&mut sans, 0x82, dns.as_bytes()),
-                        GeneralName::IPAddress(ip) if ip.len() == 4 || ip.len() == 16 => put(&mut sans, 0x87, ip),
+                        GeneralName::DNSName(dns) => sans.extend(general_name(SAN_DNS, dns.as_bytes())),
+                        GeneralName::IPAddress(ip) if ip.len() == 4 || ip.len() == 16 => {
+                            sans.extend(general_name(SAN_IP, ip))
+                        }
                         _ => {}
                     }
                 }
@@ -392,41 +397,56 @@ impl LeafSpec {
         let spki = key.public_key_der();
         let serial = random_serial(random)?;
 
-        let mut tbs = Vec::with_capacity(512 + self.subject.len() + self.sans.len() + ca.subject.len());
-        put(&mut tbs, 0xa0, &[TAG_INTEGER, 0x01, 0x02]); // version v3
-        put(&mut tbs, TAG_INTEGER, &serial);
-        tbs.extend_from_slice(&ca.signature_algorithm);
-        tbs.extend_from_slice(&ca.subject);
-        let mut validity = Vec::with_capacity(34);
-        put_time(&mut validity, self.not_before).map_err(ForgeError::Original)?;
-        put_time(&mut validity, self.not_after).map_err(ForgeError::Original)?;
-        put(&mut tbs, TAG_SEQUENCE, &validity);
-        tbs.extend_from_slice(&self.subject);
-        tbs.extend_from_slice(&spki);
-
-        let mut extensions = Vec::with_capacity(256 + self.sans.len());
-        // basicConstraints: cA FALSE (the default, so an empty SEQUENCE).
-        put_extension(&mut extensions, OID_BASIC_CONSTRAINTS, true, &[TAG_SEQUENCE, 0x00]);
-        // keyUsage: digitalSignature (bit 0), + keyEncipherment (bit 2) for RSA.
-        let key_usage: &[u8] = if self.kind == KeyKind::Rsa2048 {
-            &[TAG_BIT_STRING, 0x02, 0x05, 0xa0]
-        } else {
-            &[TAG_BIT_STRING, 0x02, 0x07, 0x80]
-        };
-        put_extension(&mut extensions, OID_KEY_USAGE, true, key_usage);
-        // extKeyUsage: serverAuth.
-        put_extension(&mut extensions, OID_EXT_KEY_USAGE, false, &der(TAG_SEQUENCE, &der(TAG_OID, OID_SERVER_AUTH)));
-        if !self.sans.is_empty() {
-            // Critical when the subject is empty (RFC 5280 4.2.1.6).
-            let empty_subject = self.subject.len() == 2;
-            put_extension(&mut extensions, OID_SUBJECT_ALT_NAME, empty_subject, &der(TAG_SEQUENCE, &self.sans));
-        }
-        put_extension(&mut extensions, OID_AUTHORITY_KEY_ID, false, &der(TAG_SEQUENCE, &der(0x80, &ca.key_id)));
+        let validity = [time_of(self.not_before)?, time_of(self.not_after)?];
+        let rsa = self.kind == KeyKind::Rsa2048;
         let leaf_key_id = key_identifier_of_spki(&spki);
-        put_extension(&mut extensions, OID_SUBJECT_KEY_ID, false, &der(TAG_OCTET_STRING, &leaf_key_id));
-        put(&mut tbs, 0xa3, &der(TAG_SEQUENCE, &extensions));
+        let tbs = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_tagged(Tag::context(0), |w| w.write_u8(2)); // version v3
+                w.next().write_bigint_bytes(&serial, true);
+                w.next().write_der(&ca.signature_algorithm);
+                w.next().write_der(&ca.subject);
+                w.next().write_sequence(|w| {
+                    for t in &validity {
+                        t.write(w.next());
+                    }
+                });
+                w.next().write_der(&self.subject);
+                w.next().write_der(&spki);
+                w.next().write_tagged(Tag::context(3), |w| {
+                    w.write_sequence(|w| {
+                        // basicConstraints: cA FALSE (the default, so an empty SEQUENCE).
+                        extension(w.next(), OID_BASIC_CONSTRAINTS, true, |w| w.write_sequence(|_| {}));
+                        // keyUsage: digitalSignature (bit 0), + keyEncipherment (bit 2) for RSA.
+                        extension(w.next(), OID_KEY_USAGE, true, |w| {
+                            if rsa {
+                                w.write_bitvec_bytes(&[0xa0], 3)
+                            } else {
+                                w.write_bitvec_bytes(&[0x80], 1)
+                            }
+                        });
+                        extension(w.next(), OID_EXT_KEY_USAGE, false, |w| {
+                            w.write_sequence(|w| w.next().write_oid(&ObjectIdentifier::from_slice(OID_SERVER_AUTH)))
+                        });
+                        if !self.sans.is_empty() {
+                            // Critical when the subject is empty (RFC 5280 4.2.1.6).
+                            let empty_subject = self.subject.len() == 2;
+                            extension(w.next(), OID_SUBJECT_ALT_NAME, empty_subject, |w| {
+                                w.write_sequence(|w| w.next().write_der(&self.sans))
+                            });
+                        }
+                        extension(w.next(), OID_AUTHORITY_KEY_ID, false, |w| {
+                            w.write_sequence(|w| {
+                                w.next().write_tagged_implicit(Tag::context(0), |w| w.write_bytes(&ca.key_id))
+                            })
+                        });
+                        extension(w.next(), OID_SUBJECT_KEY_ID, false, |w| w.write_bytes(&leaf_key_id));
+                    })
+                });
+            })
+        });
 
-        let leaf_der = ca.sign_certificate(der(TAG_SEQUENCE, &tbs))?;
+        let leaf_der = ca.sign_certificate(tbs)?;
         let leaf_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing_key = any_supported_type(&leaf_key).map_err(|e| ForgeError::KeyGeneration {
             kind: self.kind.name(),
@@ -496,71 +516,64 @@ fn key_identifier_of_spki(spki_der: &[u8]) -> Vec<u8> {
     }
 }
 
-const TAG_INTEGER: u8 = 0x02;
-const TAG_BIT_STRING: u8 = 0x03;
-const TAG_OCTET_STRING: u8 = 0x04;
-const TAG_OID: u8 = 0x06;
-const TAG_BOOLEAN: u8 = 0x01;
-const TAG_UTC_TIME: u8 = 0x17;
-const TAG_GENERALIZED_TIME: u8 = 0x18;
 const TAG_SEQUENCE: u8 = 0x30;
 
-/// OID contents (no tag/length).
-const OID_SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1d, 0x0e];
-const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
-const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-const OID_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
-const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
-/// id-kp-serverAuth, 1.3.6.1.5.5.7.3.1.
-const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// Extension OIDs (arcs).
+const OID_SUBJECT_KEY_ID: &[u64] = &[2, 5, 29, 14];
+const OID_KEY_USAGE: &[u64] = &[2, 5, 29, 15];
+const OID_SUBJECT_ALT_NAME: &[u64] = &[2, 5, 29, 17];
+const OID_BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+const OID_AUTHORITY_KEY_ID: &[u64] = &[2, 5, 29, 35];
+const OID_EXT_KEY_USAGE: &[u64] = &[2, 5, 29, 37];
+/// id-kp-serverAuth.
+const OID_SERVER_AUTH: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 1];
 
-/// Appends a DER element.
-fn put(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
-    out.push(tag);
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
+/// GeneralName choices kept in a forged subjectAltName: dNSName [2], iPAddress [7].
+const SAN_DNS: u64 = 2;
+const SAN_IP: u64 = 7;
+
+/// One GeneralName, DER: the bytes as read, under their implicit tag.
+fn general_name(choice: u64, bytes: &[u8]) -> Vec<u8> {
+    yasna::construct_der(|w| w.write_tagged_implicit(Tag::context(choice), |w| w.write_bytes(bytes)))
+}
+
+/// Writes an Extension: SEQUENCE { extnID, critical (only when true), extnValue }.
+fn extension(w: DERWriter<'_>, oid: &[u64], critical: bool, value: impl FnOnce(DERWriter<'_>)) {
+    w.write_sequence(|w| {
+        w.next().write_oid(&ObjectIdentifier::from_slice(oid));
+        if critical {
+            w.next().write_bool(true);
+        }
+        w.next().write_bytes(&yasna::construct_der(value));
+    })
+}
+
+/// A certificate Time (RFC 5280 4.1.2.5): UTCTime for years 1950 to 2049,
+/// else GeneralizedTime; checked before anything is written.
+enum CertTime {
+    Utc(UTCTime),
+    Generalized(GeneralizedTime),
+}
+
+impl CertTime {
+    fn write(&self, w: DERWriter<'_>) {
+        match self {
+            CertTime::Utc(t) => w.write_utctime(t),
+            CertTime::Generalized(t) => w.write_generalized_time(t),
+        }
+    }
+}
+
+fn time_of(unix_s: i64) -> Result<CertTime, ForgeError> {
+    let bad = || ForgeError::Original(format!("its validity ({unix_s} s since 1970) cannot be encoded"));
+    let t = time::OffsetDateTime::from_unix_timestamp(unix_s).map_err(|_| bad())?;
+    if (1950..2050).contains(&t.year()) {
+        Ok(CertTime::Utc(UTCTime::from_datetime(t)))
+    } else if (0..=9999).contains(&t.year()) {
+        Ok(CertTime::Generalized(GeneralizedTime::from_datetime(t)))
     } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
+        Err(bad())
     }
-    out.extend_from_slice(content);
-}
-
-/// A DER element.
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 6);
-    put(&mut out, tag, content);
-    out
-}
-
-/// Appends an Extension: SEQUENCE { extnID, critical (only when true), extnValue }.
-fn put_extension(out: &mut Vec<u8>, oid: &[u8], critical: bool, value: &[u8]) {
-    let mut ext = der(TAG_OID, oid);
-    if critical {
-        put(&mut ext, TAG_BOOLEAN, &[0xff]);
-    }
-    put(&mut ext, TAG_OCTET_STRING, value);
-    put(out, TAG_SEQUENCE, &ext);
-}
-
-/// Appends a Time: UTCTime for years 1950 to 2049, else GeneralizedTime (RFC 5280 4.1.2.5).
-fn put_time(out: &mut Vec<u8>, unix_s: i64) -> Result<(), String> {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix_s)
-        .map_err(|_| format!("its validity ({unix_s} s since 1970) is out of range"))?;
-    let year = t.year();
-    let rest = format!("{:02}{:02}{:02}{:02}{:02}Z", u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second());
-    if (1950..2050).contains(&year) {
-        put(out, TAG_UTC_TIME, format!("{:02}{rest}", year % 100).as_bytes());
-    } else if (0..=9999).contains(&year) {
-        put(out, TAG_GENERALIZED_TIME, format!("{year:04}{rest}").as_bytes());
-    } else {
-        return Err(format!("its validity year {year} cannot be encoded"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -678,21 +691,30 @@ mod tests {
         let server_pki = Pki::new("Real Server CA");
         let server_key = PrivateKeyDer::from_pem_slice(server_pki.ca_key_pem().as_bytes()).unwrap();
         let server_ca = SigningCa::new(server_pki.ca_cert_der(), &server_key).unwrap();
-        let mut name = Vec::new();
-        for (oid, tag, value) in [
-            (&[0x55, 0x04, 0x03][..], 0x0c, "multi.example"),
-            (&[0x55, 0x04, 0x0b][..], 0x13, "Unit One"),
-            (&[0x55, 0x04, 0x0b][..], 0x0c, "Unit Two"),
-            (&[0x55, 0x04, 0x0a][..], 0x0c, "Org"),
-        ] {
-            let mut atv = der(TAG_OID, oid);
-            put(&mut atv, tag, value.as_bytes());
-            put(&mut name, 0x31, &der(TAG_SEQUENCE, &atv));
-        }
-        let subject = der(TAG_SEQUENCE, &name);
+        let subject = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                for (oid, printable, value) in [
+                    (&[2, 5, 4, 3][..], false, "multi.example"),
+                    (&[2, 5, 4, 11][..], true, "Unit One"),
+                    (&[2, 5, 4, 11][..], false, "Unit Two"),
+                    (&[2, 5, 4, 10][..], false, "Org"),
+                ] {
+                    w.next().write_set(|w| {
+                        w.next().write_sequence(|w| {
+                            w.next().write_oid(&ObjectIdentifier::from_slice(oid));
+                            if printable {
+                                w.next().write_printable_string(value);
+                            } else {
+                                w.next().write_utf8_string(value);
+                            }
+                        })
+                    })
+                }
+            })
+        });
         let spec = LeafSpec {
             subject: subject.clone(),
-            sans: der(0x82, b"multi.example"),
+            sans: general_name(SAN_DNS, b"multi.example"),
             not_before: Y2024,
             not_after: Y2027,
             kind: KeyKind::EcdsaP384,
