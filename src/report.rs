@@ -136,11 +136,11 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
         serde_json::Value::Object(m)
     };
     let counters = |c: &PortCounters| {
-        serde_json::json!({
-            "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
-            "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
-            "dropped": c.dropped_total(), "dropped_by_reason": drops(c),
-        })
+        let mut v = serde_json::json!({ "dropped": c.dropped_total(), "dropped_by_reason": drops(c) });
+        for (name, n) in PortCounters::TRAFFIC.into_iter().zip(c.traffic()) {
+            v[name] = n.into();
+        }
+        v
     };
     let port_rows: Vec<_> = ports
         .iter()
