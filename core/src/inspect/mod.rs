@@ -569,6 +569,7 @@ impl Judge {
     /// slow path could take the flow over, to what it needs).
     fn feed(&mut self, s: &mut Session, seg: &Segment, now: u64) {
         let t = seg.t;
+        // The port the client's packets enter by, named at the flow's first packet.
         if s.facts.flow.ingress.is_empty() {
             s.facts.flow.ingress = self.port_names.get(seg.client_port).cloned().unwrap_or_default();
         }
