@@ -567,12 +567,11 @@ impl CertTime {
 fn time_of(unix_s: i64) -> Result<CertTime, ForgeError> {
     let bad = || ForgeError::Original(format!("its validity ({unix_s} s since 1970) cannot be encoded"));
     let t = time::OffsetDateTime::from_unix_timestamp(unix_s).map_err(|_| bad())?;
+    // The checked constructors: a year either form cannot hold is an error, never a panic.
     if (1950..2050).contains(&t.year()) {
-        Ok(CertTime::Utc(UTCTime::from_datetime(t)))
-    } else if (0..=9999).contains(&t.year()) {
-        Ok(CertTime::Generalized(GeneralizedTime::from_datetime(t)))
+        UTCTime::from_datetime_opt(t).map(CertTime::Utc).ok_or_else(bad)
     } else {
-        Err(bad())
+        GeneralizedTime::from_datetime_opt(t).map(CertTime::Generalized).ok_or_else(bad)
     }
 }
 
@@ -730,6 +729,53 @@ mod tests {
         assert_eq!(f.subject().iter_organizational_unit().count(), 2);
         assert_eq!(KeyKind::for_original(f.public_key()), KeyKind::EcdsaP384);
         verify(leaf_of(&forged), &resign_pki.ca_cert_der(), "multi.example").unwrap();
+    }
+
+    #[test]
+    fn a_multi_valued_rdn_is_copied_as_it_came() {
+        // One RDN holding CN and OU together, in the order DER's SET OF
+        // sorting would swap, then O: re-encoding the Name would reorder the
+        // pair or split it into two RDNs.
+        let server_pki = Pki::new("Real Server CA");
+        let server_key = PrivateKeyDer::from_pem_slice(server_pki.ca_key_pem().as_bytes()).unwrap();
+        let server_ca = SigningCa::new(server_pki.ca_cert_der(), &server_key).unwrap();
+        let attribute = |oid: &[u64], value: &str| {
+            yasna::construct_der(|w| {
+                w.write_sequence(|w| {
+                    w.next().write_oid(&ObjectIdentifier::from_slice(oid));
+                    w.next().write_utf8_string(value);
+                })
+            })
+        };
+        let (cn, ou, o) = (
+            attribute(&[2, 5, 4, 3], "mv.example"),
+            attribute(&[2, 5, 4, 11], "Unit"),
+            attribute(&[2, 5, 4, 10], "Org"),
+        );
+        assert!(cn > ou, "CN first is not DER order");
+        // Written by hand: yasna's SET writer would sort the pair.
+        let set = |parts: &[&[u8]]| {
+            let body = parts.concat();
+            [&[0x31, body.len() as u8][..], &body].concat()
+        };
+        let rdns = [set(&[&cn, &ou]), set(&[&o])].concat();
+        let subject = [&[TAG_SEQUENCE, rdns.len() as u8][..], &rdns].concat();
+        let spec = LeafSpec {
+            subject: subject.clone(),
+            sans: general_name(SAN_DNS, b"mv.example"),
+            not_before: Y2024,
+            not_after: Y2027,
+            kind: KeyKind::EcdsaP256,
+        };
+        let random = rustls::crypto::aws_lc_rs::default_provider().secure_random;
+        let original = spec.build(&server_ca, random).unwrap().cert[0].as_ref().to_vec();
+        verify(&original, &server_pki.ca_cert_der(), "mv.example").expect("hand-built original verifies");
+
+        let forged = forger(&Pki::new("Inspection CA"), 4).forge(&original, true).unwrap();
+        let f = parsed(leaf_of(&forged));
+        assert_eq!(f.subject().as_raw(), subject.as_slice(), "subject copied byte for byte");
+        let rdn_sizes: Vec<usize> = f.subject().iter().map(|rdn| rdn.iter().count()).collect();
+        assert_eq!(rdn_sizes, [2, 1]);
     }
 
     #[test]
