@@ -160,7 +160,7 @@ impl SlowLoop {
         }
         work += self.hand_rx_to_workers(rx);
         for k in touched {
-            self.lcore.drive_flow(&k, now, &mut self.io);
+            self.lcore.drive(&k, now, &mut self.io);
         }
         if self.lcore.tick(now, &mut self.io) {
             self.publish();

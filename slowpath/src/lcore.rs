@@ -427,7 +427,7 @@ impl SlowLcore {
     }
 
     /// Runs one flow: the relay, what it learned, what it sends.
-    fn drive(&mut self, key: &FlowKey, now: u64, link: &mut dyn Link) {
+    pub fn drive(&mut self, key: &FlowKey, now: u64, link: &mut dyn Link) {
         let Some(mut flow) = self.flows.remove(key) else { return };
         let mut out = Output::default();
         {
@@ -801,11 +801,6 @@ impl SlowLcore {
                 f.icpt.close();
             }
         }
-    }
-
-    /// Drives one session after its frames came in.
-    pub fn drive_flow(&mut self, key: &FlowKey, now: u64, link: &mut dyn Link) {
-        self.drive(key, now, link);
     }
 
     /// Drives every session once.
