@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tlsgate_config::HandshakeEvents;
 
 use crate::control::Output;
 
@@ -65,6 +66,14 @@ enum Command {
         /// Also write the final counters as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         counters_json: Option<PathBuf>,
+        /// How much of each handshake the events carry, as `[events] handshake`:
+        /// `full` (the session's own facts, whatever the decision's timing) or
+        /// `decision` (the facts the decision was taken on).
+        #[arg(long, value_name = "MODE", default_value = "full", value_parser = ["full", "decision"])]
+        handshake: String,
+        /// Handshake bytes buffered per direction, as `[flows] handshake_buffer`.
+        #[arg(long, value_name = "BYTES")]
+        handshake_buffer: Option<u32>,
     },
 }
 
@@ -89,8 +98,13 @@ fn main() -> ExitCode {
         Command::Run { config, stats_interval, counters_json, events } => {
             control::run(&config, Output { stats_interval, counters_json, events })
         }
-        Command::Replay { pcap, out, policy, events, stats_interval, counters_json } => {
-            replay::replay(&pcap, out.as_deref(), policy.as_deref(), Output { stats_interval, counters_json, events })
+        Command::Replay { pcap, out, policy, events, stats_interval, counters_json, handshake, handshake_buffer } => {
+            let how = replay::How {
+                handshake: if handshake == "decision" { HandshakeEvents::Decision } else { HandshakeEvents::Full },
+                handshake_buffer,
+            };
+            let output = Output { stats_interval, counters_json, events };
+            replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)
         }
         Command::Policy { command: PolicyCommand::Check { file } } => control::policy_check(&file),
     };

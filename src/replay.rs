@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use tlsgate_config::policy::Policy;
-use tlsgate_config::{ConfigError, Midstream, Settings};
+use tlsgate_config::{ConfigError, HandshakeEvents, Midstream, Settings};
 use tlsgate_dataplane::runtime::StartOptions;
 
 use crate::control::{run_until, Failure, Output};
@@ -20,8 +20,22 @@ use crate::control::{run_until, Failure, Output};
 /// driver will deliver no more (e.g. frames the driver itself refused).
 const STALL: Duration = Duration::from_secs(2);
 
+/// How a replay reads the capture's handshakes (the settings a `tlsgate run` takes from its file).
+pub struct How {
+    /// `[events] handshake`.
+    pub handshake: HandshakeEvents,
+    /// `[flows] handshake_buffer`, if not the default.
+    pub handshake_buffer: Option<u32>,
+}
+
 /// `tlsgate replay --pcap IN [--out OUT]`.
-pub fn replay(input: &Path, out: Option<&Path>, policy: Option<&Path>, output: Output) -> Result<(), Failure> {
+pub fn replay(
+    input: &Path,
+    out: Option<&Path>,
+    policy: Option<&Path>,
+    how: How,
+    output: Output,
+) -> Result<(), Failure> {
     let policy = match policy {
         Some(p) => Some(Arc::new(Policy::load(p).map_err(Failure::Config)?)),
         None => None,
@@ -37,6 +51,15 @@ pub fn replay(input: &Path, out: Option<&Path>, policy: Option<&Path>, output: O
     } else {
         input
     };
+    let reframed = scratch.path("ethernet.pcap");
+    let input =
+        match as_ethernet(input, &reframed).map_err(|e| arg_err("--pcap", format!("{}: {e}", shown.display())))? {
+            Some(note) => {
+                eprintln!("tlsgate: {}: {note}", shown.display());
+                reframed.as_path()
+            }
+            None => input,
+        };
     let times = packet_times(input).map_err(|e| arg_err("--pcap", format!("{}: {e}", shown.display())))?;
     let expected = times.len() as u64;
     let out_path = match out {
@@ -73,6 +96,11 @@ pub fn replay(input: &Path, out: Option<&Path>, policy: Option<&Path>, output: O
     // A capture often starts after some handshakes did: watch those flows too.
     let mut settings = settings;
     settings.flows.midstream = Midstream::Inspect;
+    settings.events.handshake = how.handshake;
+    if let Some(bytes) = how.handshake_buffer {
+        settings.flows.handshake_buffer = bytes;
+        settings.validate(None).map_err(Failure::Config)?;
+    }
     let with_policy = policy.is_some();
 
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
@@ -215,6 +243,101 @@ fn fmt_ip(ip: std::net::IpAddr) -> String {
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         v4 => v4.to_string(),
     }
+}
+
+/// A capture whose frames are not Ethernet (BSD loopback, raw IP, Linux
+/// cooked capture) is written to `to` as Ethernet frames, each IP packet
+/// behind a made-up Ethernet header, for the data plane sees only Ethernet
+/// (frames that carry no IP are left out). Returns what was done, or `None`
+/// when the capture is Ethernet already (and `to` is not written).
+fn as_ethernet(from: &Path, to: &Path) -> Result<Option<String>, String> {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    use pcap_file::pcapng::Block;
+    use pcap_file::{DataLink, TsResolution};
+    use std::borrow::Cow;
+
+    let raw = std::fs::read(from).map_err(|e| format!("cannot open: {e}"))?;
+    // (link type, timestamp, original length, bytes) of every packet, in order.
+    let mut packets: Vec<(DataLink, Duration, u32, Vec<u8>)> = Vec::new();
+    if raw.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&raw[..]).map_err(|e| format!("bad pcapng: {e}"))?;
+        let mut links = Vec::new();
+        while let Some(b) = r.next_block() {
+            match b.map_err(|e| format!("bad pcapng block: {e}"))? {
+                Block::InterfaceDescription(i) => links.push(i.linktype),
+                Block::EnhancedPacket(p) => {
+                    let link = links.get(p.interface_id as usize).copied().unwrap_or(DataLink::ETHERNET);
+                    packets.push((link, p.timestamp, p.original_len, p.data.to_vec()));
+                }
+                Block::SimplePacket(p) => {
+                    let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
+                    let at = packets.last().map_or(Duration::ZERO, |p| p.1);
+                    packets.push((link, at, p.original_len, p.data.to_vec()));
+                }
+                _ => {}
+            }
+        }
+    } else {
+        let mut r = pcap_file::pcap::PcapReader::new(&raw[..]).map_err(|e| format!("not a pcap file: {e}"))?;
+        let link = r.header().datalink;
+        while let Some(p) = r.next_packet() {
+            let p = p.map_err(|e| format!("bad pcap record: {e}"))?;
+            packets.push((link, p.timestamp, p.orig_len, p.data.to_vec()));
+        }
+    }
+    if packets.iter().all(|p| p.0 == DataLink::ETHERNET) {
+        return Ok(None);
+    }
+    let header =
+        PcapHeader { datalink: DataLink::ETHERNET, ts_resolution: TsResolution::NanoSecond, ..Default::default() };
+    let file = File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut w = PcapWriter::with_header(std::io::BufWriter::new(file), header).map_err(|e| e.to_string())?;
+    let (mut kept, mut left_out) = (0usize, 0usize);
+    for (link, timestamp, orig_len, data) in packets {
+        if link == DataLink::ETHERNET {
+            w.write_packet(&PcapPacket { timestamp, orig_len, data: Cow::Owned(data) }).map_err(|e| e.to_string())?;
+            kept += 1;
+            continue;
+        }
+        let Some((ethertype, ip)) = ip_packet(link, &data) else {
+            left_out += 1;
+            continue;
+        };
+        let mut frame = Vec::with_capacity(14 + ip.len());
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+        frame.extend_from_slice(&ethertype.to_be_bytes());
+        frame.extend_from_slice(ip);
+        let orig_len = orig_len.saturating_sub(data.len().saturating_sub(ip.len()) as u32) + 14;
+        let packet = PcapPacket { timestamp, orig_len, data: Cow::Owned(frame) };
+        w.write_packet(&packet).map_err(|e| e.to_string())?;
+        kept += 1;
+    }
+    Ok(Some(format!("not all Ethernet: {kept} frames replayed as Ethernet ({left_out} without IP left out)")))
+}
+
+/// The IP packet a frame of link type `link` carries, with its ethertype.
+fn ip_packet(link: pcap_file::DataLink, data: &[u8]) -> Option<(u16, &[u8])> {
+    use pcap_file::DataLink;
+    const IPV4: u16 = 0x0800;
+    const IPV6: u16 = 0x86dd;
+    let by_version = |ip: &[u8]| match ip.first()? >> 4 {
+        4 => Some(IPV4),
+        6 => Some(IPV6),
+        _ => None,
+    };
+    let (ethertype, ip) = match link {
+        // BSD loopback: a 4-byte address family (host or network order); the IP version tells.
+        DataLink::NULL | DataLink::LOOP => {
+            let ip = data.get(4..)?;
+            (by_version(ip)?, ip)
+        }
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => (by_version(data)?, data),
+        // Linux cooked capture: the protocol at bytes 14-15 (v1), 0-1 (v2).
+        DataLink::LINUX_SLL => (u16::from_be_bytes([*data.get(14)?, *data.get(15)?]), data.get(16..)?),
+        DataLink::LINUX_SLL2 => (u16::from_be_bytes([*data.first()?, *data.get(1)?]), data.get(20..)?),
+        _ => return None,
+    };
+    matches!(ethertype, IPV4 | IPV6).then_some((ethertype, ip))
 }
 
 /// Decompresses a gzip file.

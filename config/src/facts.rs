@@ -53,6 +53,28 @@ impl TlsVersion {
         })
     }
 
+    /// The wire value (0x0303 for TLS 1.2).
+    pub fn wire(self) -> u16 {
+        match self {
+            TlsVersion::Ssl2 => 0x0002,
+            TlsVersion::Ssl3 => 0x0300,
+            TlsVersion::Tls10 => 0x0301,
+            TlsVersion::Tls11 => 0x0302,
+            TlsVersion::Tls12 => 0x0303,
+            TlsVersion::Tls13 => 0x0304,
+        }
+    }
+
+    /// The version a wire value belongs to: as [`from_wire`](Self::from_wire),
+    /// and the TLS 1.3 drafts (0x7fNN, Facebook's 0xfbNN) count as TLS 1.3,
+    /// which they are in every way the policy and the observer care about.
+    pub fn family(v: u16) -> Option<TlsVersion> {
+        match v >> 8 {
+            0x7f | 0xfb if v & 0xff != 0 => Some(TlsVersion::Tls13),
+            _ => TlsVersion::from_wire(v),
+        }
+    }
+
     /// The name in events (Suricata EVE's `tls.version`): `TLS 1.2`, `SSLv3`.
     pub fn event_name(self) -> &'static str {
         match self {
@@ -94,6 +116,21 @@ impl fmt::Display for TlsVersion {
     }
 }
 
+/// The name of a wire version in events: `TLS 1.2`, `SSLv3`; the TLS 1.3
+/// drafts as Suricata names them (`TLS 1.3 draft-23`, `TLS 1.3 draft-<16`,
+/// `TLS 1.3 draft-26-fb`); anything else in hex (`0x0a0a`), never dropped.
+pub fn version_name(v: u16) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    let minor = v & 0xff;
+    match (v >> 8, TlsVersion::from_wire(v)) {
+        (_, Some(known)) => Cow::Borrowed(known.event_name()),
+        (0x7f, _) if (1..16).contains(&minor) => Cow::Borrowed("TLS 1.3 draft-<16"),
+        (0x7f, _) if minor >= 16 => Cow::Owned(format!("TLS 1.3 draft-{minor}")),
+        (0xfb, _) if minor != 0 => Cow::Owned(format!("TLS 1.3 draft-{minor}-fb")),
+        _ => Cow::Owned(format!("0x{v:04x}")),
+    }
+}
+
 /// The IANA name of a cipher suite (`TLS_AES_128_GCM_SHA256`), if known.
 pub fn cipher_suite_name(id: u16) -> Option<&'static str> {
     tls_parser::TlsCipherSuite::from_id(id).map(|c| c.name)
@@ -114,6 +151,10 @@ pub struct ClientHelloFacts {
     /// Versions offered: supported_versions when present, else every version
     /// from SSL 3.0 up to the legacy version field.
     pub versions: Vec<TlsVersion>,
+    /// Versions offered as on the wire: supported_versions in the client's
+    /// order without GREASE (the event names them all, drafts and unknown
+    /// values included), else `versions`' values.
+    pub wire_versions: Vec<u16>,
     /// Cipher suites offered, in order (GREASE values included as sent).
     pub cipher_suites: Vec<u16>,
     /// Compression methods offered.
@@ -140,8 +181,11 @@ pub struct ClientHelloFacts {
 /// What the ServerHello chose (phase 2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerHelloFacts {
-    /// Negotiated version (supported_versions when present).
+    /// Negotiated version (supported_versions when present; a TLS 1.3 draft is TLS 1.3).
     pub version: Option<TlsVersion>,
+    /// The negotiated version as on the wire (the event names drafts and
+    /// unknown values by it).
+    pub wire_version: u16,
     /// Negotiated cipher suite.
     pub cipher_suite: u16,
     /// Negotiated compression method (0 = none).
@@ -337,6 +381,8 @@ pub struct SessionFacts {
     pub cert_status: Option<CertStatusSet>,
     /// The server asked for a client certificate.
     pub client_cert_requested: bool,
+    /// The server stapled an OCSP response to its certificate.
+    pub ocsp_stapled: bool,
 }
 
 impl SessionFacts {
@@ -349,6 +395,7 @@ impl SessionFacts {
             certificate: None,
             cert_status: None,
             client_cert_requested: false,
+            ocsp_stapled: false,
         }
     }
 }

@@ -18,6 +18,6 @@ pub use error::ConfigError;
 pub use hex::{colon_hex, hex};
 pub use policy::Policy;
 pub use settings::{
-    EalSettings, FlowSettings, MempoolSettings, Midstream, PinnedAction, PortPair, QueueSettings, Settings,
-    SlowPathSettings, SlowWhenFull, WhenFull, WorkerSettings,
+    EalSettings, EventSettings, FlowSettings, HandshakeEvents, MempoolSettings, Midstream, PinnedAction, PortPair,
+    QueueSettings, Settings, SlowPathSettings, SlowWhenFull, WhenFull, WorkerSettings,
 };

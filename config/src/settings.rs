@@ -46,11 +46,64 @@ pub struct Settings {
     /// The decryption policy file (relative to this file's folder). Without
     /// one, tlsgate is a plain bridge.
     pub policy: Option<Spanned<PathBuf>>,
-    /// The event log (JSON lines, appended; relative to this file's folder).
-    pub events: Option<Spanned<PathBuf>>,
+    /// The event log: `events = "path"` (JSON lines, appended; relative to
+    /// this file's folder), or an `[events]` table with `path` and `handshake`.
+    #[serde(default)]
+    pub events: EventSettings,
     /// The file the settings came from (set by `load`).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// The event log: where, and how much of each handshake its events carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSettings {
+    /// The file (JSON lines, appended); none: events are counted, not written.
+    pub path: Option<PathBuf>,
+    /// How much of the handshake a session's event waits for.
+    pub handshake: HandshakeEvents,
+}
+
+/// How much of the handshake a session's event carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandshakeEvents {
+    /// The session's own facts, whatever the decision's timing: a flow decided
+    /// at its ClientHello (or on the server identity cache) and forwarded is
+    /// read on until the server's first flight (ServerHello; Certificate,
+    /// status and CertificateRequest in TLS <= 1.2), then bypassed, and its
+    /// event comes then. The decision never waits for these facts.
+    #[default]
+    Full,
+    /// The facts the decision was taken on, and the event at the decision.
+    Decision,
+}
+
+impl<'de> Deserialize<'de> for EventSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            path: Option<PathBuf>,
+            #[serde(default)]
+            handshake: HandshakeEvents,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EventSettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a path, or a table with `path` and `handshake`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventSettings, E> {
+                Ok(EventSettings { path: Some(PathBuf::from(v)), handshake: HandshakeEvents::default() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<EventSettings, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(EventSettings { path: t.path, handshake: t.handshake })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[eal]`.
@@ -383,7 +436,7 @@ impl Settings {
             flows: FlowSettings::default(),
             slowpath: SlowPathSettings::default(),
             policy: None,
-            events: None,
+            events: EventSettings::default(),
             source: None,
         };
         s.validate(None)?;
@@ -394,7 +447,8 @@ impl Settings {
         ConfigError::at(self.source.as_deref(), text, span, Some(field), msg)
     }
 
-    fn validate(&self, text: Option<&str>) -> Result<(), ConfigError> {
+    /// Checks the settings as loading does (`text`: the file's text, for line numbers).
+    pub fn validate(&self, text: Option<&str>) -> Result<(), ConfigError> {
         if self.pairs.is_empty() {
             return Err(self.err(
                 text,
@@ -541,7 +595,7 @@ impl Settings {
 
     /// The event log's path, resolved against the settings file's folder.
     pub fn events_path(&self) -> Option<PathBuf> {
-        self.events.as_ref().map(|p| self.resolve(p.get_ref()))
+        self.events.path.as_ref().map(|p| self.resolve(p))
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -630,5 +684,22 @@ lcores = [1, 2]
         let text = GOOD.replace("\"--no-huge\",", "\"--no-huge\", \"-l\", \"0-2\",");
         let s = Settings::parse(&text, None).unwrap();
         assert!(!s.eal_args().iter().any(|a| a.starts_with("--lcores")));
+    }
+
+    #[test]
+    fn events_as_a_path_or_a_table() {
+        let s = Settings::parse(&format!("events = \"ev.json\"\n{GOOD}"), Some(Path::new("/etc/tg/a.toml"))).unwrap();
+        assert_eq!(s.events_path(), Some(PathBuf::from("/etc/tg/ev.json")));
+        assert_eq!(s.events.handshake, HandshakeEvents::Full);
+        let text = format!("{GOOD}\n[events]\npath = \"/var/log/ev.json\"\nhandshake = \"decision\"\n");
+        let s = Settings::parse(&text, None).unwrap();
+        assert_eq!(s.events_path(), Some(PathBuf::from("/var/log/ev.json")));
+        assert_eq!(s.events.handshake, HandshakeEvents::Decision);
+        let s = Settings::parse(GOOD, None).unwrap();
+        assert_eq!(s.events, EventSettings::default());
+        let e = Settings::parse(&format!("{GOOD}\n[events]\nhandshake = \"most\"\n"), None).unwrap_err();
+        assert!(e.message.contains("unknown variant"), "{e}");
+        let e = Settings::parse(&format!("{GOOD}\n[events]\nfile = \"x\"\n"), None).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
     }
 }

@@ -9,12 +9,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use tlsgate_config::facts::{
-    cipher_suite_name, colon_hex, CertStatusSet, CertificateFacts, ClientHelloFacts, FlowFacts, ServerHelloFacts,
+    cipher_suite_name, colon_hex, version_name, CertStatusSet, CertificateFacts, ClientHelloFacts, FlowFacts,
+    ServerHelloFacts,
 };
 
 use crate::outcome::{
-    Cause, DecryptEnd, Ending, FailReason, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ShownCertificate,
-    SlowPathFull, TlsClose,
+    Cause, DecryptEnd, Ending, FailReason, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome,
+    ServerIdentitySource, ShownCertificate, SlowPathFull, TlsClose,
 };
 
 /// What happened to one session, and why.
@@ -35,10 +36,18 @@ pub struct SessionEvent {
     pub server_hello: Option<ServerHelloFacts>,
     /// The server's leaf certificate.
     pub certificate: Option<Arc<CertificateFacts>>,
+    /// Where the certificate facts come from: this session's handshake, or
+    /// the server identity cache (TLS 1.3 and resumed sessions show none).
+    pub certificate_source: ServerIdentitySource,
     /// Its status.
     pub cert_status: Option<CertStatusSet>,
+    /// The server stapled an OCSP response.
+    pub ocsp_stapled: bool,
     /// The server asked for a client certificate.
     pub client_cert_requested: bool,
+    /// The handshake was read on after the decision (for the event), but
+    /// reading stopped early: why. The facts that would have followed are missing.
+    pub unread: Option<HandshakeFailure>,
     /// Alerts seen in clear: (sender, level, description).
     pub alerts: Vec<(&'static str, u8, u8)>,
     /// What the policy asked, what was done, and why.
@@ -108,21 +117,24 @@ impl SessionEvent {
             tls.insert("sni".into(), json!(ch.sni));
             tls.insert("ja3".into(), json!({ "hash": ch_fp.ja3, "string": ch_fp.ja3_string }));
             tls.insert("ja4".into(), json!(ch_fp.ja4));
-            tls.insert("client_versions".into(), json!(ch.versions.iter().map(|v| v.event_name()).collect::<Vec<_>>()));
+            let offered: Vec<_> = ch.wire_versions.iter().map(|v| version_name(*v)).collect();
+            tls.insert("client_versions".into(), json!(offered));
             tls.insert("alpn".into(), json!(ch.alpn));
             tls.insert("ech".into(), json!(ch.ech));
             if ch.sslv2 {
-                tls.insert("version".into(), json!("SSLv2"));
+                // The session's version is what the server answers.
+                tls.insert("sslv2_client_hello".into(), json!(true));
             }
         }
         if let Some(sh) = &self.server_hello {
-            if let Some(v) = sh.version {
-                tls.insert("version".into(), json!(v.event_name()));
+            tls.insert("version".into(), json!(version_name(sh.wire_version)));
+            // An SSL 2.0 SERVER-HELLO lists cipher kinds, not a TLS cipher suite.
+            if sh.wire_version != 0x0002 {
+                let cipher = cipher_suite_name(sh.cipher_suite)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("0x{:04X}", sh.cipher_suite));
+                tls.insert("cipher_suite".into(), json!(cipher));
             }
-            let cipher = cipher_suite_name(sh.cipher_suite)
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("0x{:04X}", sh.cipher_suite));
-            tls.insert("cipher_suite".into(), json!(cipher));
             tls.insert("session_resumed".into(), json!(sh.resumed));
             tls.insert("alpn_server".into(), json!(sh.alpn));
             if sh.hello_retry {
@@ -142,6 +154,14 @@ impl SessionEvent {
             tls.insert("san".into(), json!(san));
             tls.insert("key".into(), json!({ "type": c.key_type, "bits": c.key_bits }));
             tls.insert("signature_algorithm".into(), json!(c.signature_algorithm));
+            tls.insert("certificate_source".into(), json!(self.certificate_source.name()));
+        }
+        if self.ocsp_stapled {
+            tls.insert("ocsp_stapled".into(), json!(true));
+        }
+        if let Some(why) = &self.unread {
+            // As a reason code: `handshake_too_large`, `handshake_malformed`.
+            tls.insert("facts_incomplete".into(), json!(Cause::HandshakeFailed(why.clone()).code()));
         }
         if self.client_cert_requested {
             tls.insert("client_certificate_requested".into(), json!(true));
@@ -272,6 +292,9 @@ impl Outcome {
                     NotTakenOver::Midstream => "the TCP handshake was not seen (a flow picked up mid-stream)",
                     NotTakenOver::OutOfOrder => {
                         "the ClientHello's first segment reached the server before tlsgate saw it (out of order)"
+                    }
+                    NotTakenOver::Sslv2Hello => {
+                        "the ClientHello came in SSLv2 format, which the decrypting path cannot answer"
                     }
                 };
                 format!("{rule} asks for {asked}; carried out as {done}: {why}")

@@ -139,6 +139,9 @@ pub enum NotTakenOver {
     Midstream,
     /// The ClientHello's first segment reached the server before tlsgate saw it.
     OutOfOrder,
+    /// The ClientHello came in SSLv2 format (which offers TLS too), which the
+    /// slow path's TLS stack cannot answer.
+    Sslv2Hello,
 }
 
 /// Why a flow is not TLS.
@@ -329,6 +332,7 @@ impl Cause {
             Cause::NotTakenOver(NotTakenOver::ServerPacket) => "not_taken_over_server_packet",
             Cause::NotTakenOver(NotTakenOver::Midstream) => "not_taken_over_midstream",
             Cause::NotTakenOver(NotTakenOver::OutOfOrder) => "not_taken_over_out_of_order",
+            Cause::NotTakenOver(NotTakenOver::Sslv2Hello) => "not_taken_over_sslv2_hello",
             Cause::ServerIdentityUnknown => "server_identity_unknown",
             Cause::NotTls(_) => "not_tls",
             Cause::HandshakeFailed(HandshakeFailure::Malformed(..)) => "handshake_malformed",
@@ -351,7 +355,7 @@ impl Cause {
 pub const REASON_CODES: &[(&str, &str)] = &[
     ("rule_matched", "the first rule that held decided; `policy.rule` names it"),
     ("default_action", "no rule matched: the policy's default action"),
-    ("undecryptable_sslv2", "the client spoke SSL 2.0: `undecryptable.sslv2`"),
+    ("undecryptable_sslv2", "the server answered in SSL 2.0: `undecryptable.sslv2`"),
     ("undecryptable_compressed", "a decrypt rule matched, but the session uses TLS compression"),
     ("undecryptable_unknown_cipher", "a decrypt rule matched, but the negotiated cipher suite is not known"),
     ("undecryptable_unsupported_cipher", "a decrypt rule matched, but the cipher suite cannot be decrypted here"),
@@ -367,6 +371,7 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("not_taken_over_server_packet", "a decrypt rule matched on a packet from the server: too late to take the flow over"),
     ("not_taken_over_midstream", "a decrypt rule matched, but the TCP handshake was not seen"),
     ("not_taken_over_out_of_order", "a decrypt rule matched, but the ClientHello's first segment passed before tlsgate saw it"),
+    ("not_taken_over_sslv2_hello", "a decrypt rule matched, but the ClientHello came in SSLv2 format, which the decrypting path cannot answer"),
     ("server_identity_unknown", "a decrypt rule needed the server's certificate, unknown at the ClientHello; the server identity cache (or a probe) learns it for later sessions"),
     ("not_tls", "the flow is not TLS; judged on its flow conditions (`event_type` is `flow`)"),
     ("handshake_malformed", "a side sent malformed TLS; judged on what was known"),
@@ -408,6 +413,7 @@ mod tests {
             Cause::NotTakenOver(NotTakenOver::ServerPacket),
             Cause::NotTakenOver(NotTakenOver::Midstream),
             Cause::NotTakenOver(NotTakenOver::OutOfOrder),
+            Cause::NotTakenOver(NotTakenOver::Sslv2Hello),
             Cause::ServerIdentityUnknown,
             Cause::NotTls(NotTls::OtherProtocol(Side::Client)),
             Cause::HandshakeFailed(HandshakeFailure::Malformed(Side::Server, String::new())),

@@ -40,7 +40,7 @@ impl Flow {
         self.events
             .iter()
             .filter_map(|e| match e {
-                ObserverEvent::ClientHello(c) => Some(c),
+                ObserverEvent::ClientHello(c) => Some(&**c),
                 _ => None,
             })
             .collect()

@@ -730,6 +730,7 @@ impl SlowLcore {
         if let Some(up) = &flow.upstream {
             ev.certificate = up.certificate.clone();
             ev.cert_status = up.cert_status;
+            ev.certificate_source = ServerIdentitySource::Handshake;
             ev.outcome.server_identity = ServerIdentitySource::Handshake;
         }
         let mut decrypt = DecryptFacts {
@@ -743,6 +744,7 @@ impl SlowLcore {
             let version = TlsVersion::from_wire(u16::from(*up_version));
             ev.server_hello = Some(ServerHelloFacts {
                 version,
+                wire_version: u16::from(*up_version),
                 cipher_suite: u16::from(*cipher),
                 compression: 0,
                 alpn: alpn.as_ref().map(|a| String::from_utf8_lossy(a).into_owned()),
@@ -836,8 +838,15 @@ fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> 
         client_hello: esc.facts.client_hello.clone(),
         server_hello: esc.facts.server_hello.clone(),
         certificate: esc.facts.certificate.clone(),
+        certificate_source: if esc.facts.certificate.is_some() {
+            esc.server_identity
+        } else {
+            ServerIdentitySource::Unknown
+        },
         cert_status: esc.facts.cert_status,
+        ocsp_stapled: esc.facts.ocsp_stapled,
         client_cert_requested: false,
+        unread: None,
         alerts: Vec::new(),
         outcome: Outcome {
             carried_out,

@@ -197,10 +197,15 @@ impl Replayed {
 /// output capture and event log in `dir`; fails the test with the process's
 /// output if it does not succeed.
 pub fn replay(pcap: &Path, policy: Option<&Path>, dir: &Scratch) -> Replayed {
+    replay_with(pcap, policy, dir, &[])
+}
+
+/// [`replay`] with more `tlsgate replay` arguments (`--handshake decision`, ...).
+pub fn replay_with(pcap: &Path, policy: Option<&Path>, dir: &Scratch, args: &[&str]) -> Replayed {
     let (out, events) = (dir.path("out.pcap"), dir.path("events.json"));
     let _ = std::fs::remove_file(&events);
     let mut cmd = Command::new(tlsgate());
-    cmd.args(["replay", "--pcap"]).arg(pcap).arg("--out").arg(&out).arg("--events").arg(&events);
+    cmd.args(["replay", "--pcap"]).arg(pcap).arg("--out").arg(&out).arg("--events").arg(&events).args(args);
     if let Some(p) = policy {
         cmd.arg("--policy").arg(p);
     }

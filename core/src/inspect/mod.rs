@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
 use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
-use tlsgate_config::{FlowSettings, Midstream, SlowPathSettings, SlowWhenFull, WhenFull};
+use tlsgate_config::{FlowSettings, HandshakeEvents, Midstream, SlowPathSettings, SlowWhenFull, WhenFull};
 
 use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
 use crate::event::SessionEvent;
@@ -154,6 +154,9 @@ struct Judge {
     policy: Arc<Policy>,
     verifier: CertVerifier,
     settings: FlowSettings,
+    /// Sessions decided before the server's first flight are read on to it
+    /// (`[events] handshake = "full"`).
+    full_handshake: bool,
     port_names: Arc<[String]>,
     worker: u64,
     next_flow: u64,
@@ -236,6 +239,7 @@ impl Inspector {
                 policy,
                 verifier,
                 settings: settings.clone(),
+                full_handshake: true,
                 port_names,
                 worker: worker as u64,
                 next_flow: 0,
@@ -254,6 +258,12 @@ impl Inspector {
             exclusions: ExclusionCache::new(settings.exclusion_cache as usize, settings.exclusion_ttl as u64 * NS),
             probed: Default::default(),
         });
+        self
+    }
+
+    /// How much of each handshake the events carry (default: full).
+    pub fn with_handshake_events(mut self, mode: HandshakeEvents) -> Inspector {
+        self.judge.full_handshake = mode == HandshakeEvents::Full;
         self
     }
 
@@ -367,7 +377,7 @@ impl Inspector {
         // The ClientHello reaches the server after all (out of order behind the
         // segment that completed it, which TCP puts right).
         out.released.extend(held);
-        judge.emit(Box::new(s), r, now_ns, out);
+        judge.emit(Box::new(s), r, now_ns, now_ns, out);
         match action {
             FinalAction::DoNotDecrypt => Verdict::Forward,
             _ => {
@@ -381,8 +391,16 @@ impl Inspector {
     /// short still get their event.
     pub fn expire(&mut self, now_ns: u64, out: &mut Output) {
         let mut ended = Vec::new();
-        self.table.expire(now_ns, EXPIRE_BUDGET, |_, state| ended.push(state));
-        for state in ended {
+        self.table.expire(now_ns, EXPIRE_BUDGET, |key, state| ended.push((key, state)));
+        for (key, state) in ended {
+            if state.is_observing() {
+                // Decided and forwarded, but the server went quiet before its
+                // first flight: the event goes out, the flow stays bypassed.
+                self.judge.end_session(state, now_ns, FlowEnd::Idle, out);
+                let decided_ns = self.judge.settings.decided_timeout as u64 * NS;
+                let _ = self.table.insert(key, FlowState::Bypass { fins: 0 }, now_ns, decided_ns);
+                continue;
+            }
             self.judge.counters.expired += 1;
             self.judge.end_session(state, now_ns, FlowEnd::Idle, out);
         }
@@ -477,8 +495,12 @@ impl Inspector {
                 let client_port = if from_client { ingress } else { ingress ^ 1 };
                 let seg = Segment { t, from_client, client_port, closed };
                 self.judge.feed(s, &seg, now);
-                let resolution = self.judge.read_handshake(s, now);
-                let step = self.judge.next_step(s, resolution, &seg, now, out);
+                let step = if let Phase::Observing { .. } = s.phase {
+                    self.judge.observe(s, &seg, now)
+                } else {
+                    let resolution = self.judge.read_handshake(s, now);
+                    self.judge.next_step(s, resolution, &seg, now, out)
+                };
                 self.carry_out(id, key, step, &seg, now, out)
             }
         }
@@ -513,8 +535,19 @@ impl Inspector {
             }
             Step::Decided(r, sent_after_held) => {
                 let action = r.action;
+                if let FlowState::Inspecting(s) = state {
+                    if self.judge.reads_on(s, &r, seg, now) {
+                        s.phase = Phase::Observing { resolution: Box::new(r), decided_ns: now };
+                        self.table.touch(id, now, inspecting_ns);
+                        return if sent_after_held { Verdict::Drop(DropReason::Held) } else { Verdict::Forward };
+                    }
+                }
                 if let Some(s) = state.settle(action) {
-                    self.judge.emit(s, r, now, out);
+                    let decided_at = match &s.phase {
+                        Phase::Observing { decided_ns, .. } => *decided_ns,
+                        _ => now,
+                    };
+                    self.judge.emit(s, r, decided_at, now, out);
                 }
                 self.table.touch(id, now, decided_ns);
                 let c = &mut self.judge.counters;
@@ -599,13 +632,10 @@ impl Judge {
             match ev {
                 ObserverEvent::ClientHello(ch) => {
                     s.saw_tls();
-                    let first = s.facts.client_hello.is_none();
-                    let sslv2 = ch.sslv2;
-                    s.facts.client_hello = Some(ch);
-                    if sslv2 {
-                        return Some(self.undecryptable(s, Undecryptable::Sslv2, None, None));
-                    }
-                    if first {
+                    // The first ClientHello is the one decided on; a second
+                    // (after a HelloRetryRequest) repeats it with new key shares.
+                    if s.facts.client_hello.is_none() {
+                        s.facts.client_hello = Some(*ch);
                         self.recall_server(s, now);
                         if let Some(r) = self.evaluate(s, false) {
                             return Some(r);
@@ -615,30 +645,50 @@ impl Judge {
                 ObserverEvent::HelloRetryRequest => {}
                 ObserverEvent::ServerHello(sh) => {
                     s.saw_tls();
-                    let no_certificate_in_clear = sh.version == Some(TlsVersion::Tls13) || sh.resumed;
+                    let version = sh.version;
+                    let no_certificate_in_clear = version == Some(TlsVersion::Tls13) || sh.resumed;
                     s.facts.server_hello = Some(sh);
+                    s.flight_read |= no_certificate_in_clear;
+                    if version == Some(TlsVersion::Ssl2) {
+                        // Only the server's answer makes a session SSL 2.0.
+                        let asked = match &s.phase {
+                            Phase::DecryptPending { decision, .. } => Some((decision.action, decision.rule)),
+                            _ => None,
+                        };
+                        s.phase = Phase::Undecided;
+                        let (asked, rule) = asked.map_or((None, None), |(a, r)| (Some(a), r));
+                        return Some(self.undecryptable(s, Undecryptable::Sslv2, asked, rule));
+                    }
                     if no_certificate_in_clear {
                         return Some(self.server_phase_done(s));
                     }
                 }
                 ObserverEvent::Certificate { chain } => {
-                    if let Some(leaf) = chain.first() {
-                        s.facts.certificate = self.certificates.facts(leaf);
-                        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
-                        s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+                    if !chain.is_empty() {
                         // A decision already taken on cached facts keeps saying so.
                         if s.server_identity == ServerIdentitySource::Unknown {
                             s.server_identity = ServerIdentitySource::Handshake;
                         }
-                        self.learn_server(s, chain, now);
+                        self.saw_certificate(s, chain, now);
                     }
                     server_ready |= s.facts.server_hello.is_some();
                 }
                 ObserverEvent::CertificateRequest => s.facts.client_cert_requested = true,
+                ObserverEvent::CertificateStatus => s.facts.ocsp_stapled = true,
+                ObserverEvent::ServerHelloDone => {
+                    s.flight_read = true;
+                    server_ready |= s.facts.server_hello.is_some();
+                }
+                ObserverEvent::Resumed => {
+                    if let Some(sh) = &mut s.facts.server_hello {
+                        sh.resumed = true;
+                    }
+                }
                 ObserverEvent::Alert { from, level, description } => {
                     s.alerts.push((side_of(from).name(), level, description));
                 }
                 ObserverEvent::HandshakeDone(Direction::ToClient) => {
+                    s.flight_read = true;
                     if s.facts.client_hello.is_some() {
                         return Some(self.server_phase_done(s));
                     }
@@ -756,6 +806,90 @@ impl Judge {
         s.facts.certificate = certificate;
         s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
         s.server_identity = ServerIdentitySource::Cache;
+        s.certificate_from = ServerIdentitySource::Cache;
+    }
+
+    /// The session's own certificate chain: its facts (this session's, no
+    /// longer the cache's), its status at this packet's time, and what the
+    /// cache learns from it.
+    fn saw_certificate(&mut self, s: &mut Session, chain: Vec<Vec<u8>>, now: u64) {
+        let Some(leaf) = chain.first() else { return };
+        s.facts.certificate = self.certificates.facts(leaf);
+        let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
+        s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
+        s.certificate_from = ServerIdentitySource::Handshake;
+        self.learn_server(s, chain, now);
+    }
+
+    /// Whether a session just decided is read on to the server's first
+    /// flight for its event: forwarded (do-not-decrypt), TLS, still open,
+    /// and the flight not read yet.
+    fn reads_on(&mut self, s: &mut Session, r: &Resolution, seg: &Segment, now: u64) -> bool {
+        if !self.full_handshake
+            || r.action != FinalAction::DoNotDecrypt
+            || !r.tls
+            || r.cut_short.is_some()
+            || seg.closed
+            || matches!(s.phase, Phase::Observing { .. })
+        {
+            return false;
+        }
+        // What this segment carried beyond the deciding message.
+        self.read_facts(s, now);
+        !s.flight_read && s.observer.wants(Direction::ToClient)
+    }
+
+    /// A decided session read on (the decision stands): the facts the
+    /// server's first flight shows; the flow is settled once it is read, or
+    /// the flow ends.
+    fn observe(&mut self, s: &mut Session, seg: &Segment, now: u64) -> Step {
+        self.read_facts(s, now);
+        let done = s.flight_read || !s.observer.wants(Direction::ToClient);
+        if !done && !seg.closed {
+            return Step::Undecided(Verdict::Forward);
+        }
+        let Phase::Observing { resolution, .. } = &mut s.phase else { return Step::Undecided(Verdict::Forward) };
+        let mut r = (**resolution).clone();
+        if !done {
+            r.cut_short = Some(FlowEnd::Closed);
+        }
+        Step::Decided(r, false)
+    }
+
+    /// Drains the observer's events into facts only (the decision is taken).
+    fn read_facts(&mut self, s: &mut Session, now: u64) {
+        while let Some(ev) = s.observer.poll_event() {
+            match ev {
+                ObserverEvent::ClientHello(_) | ObserverEvent::HelloRetryRequest => {}
+                ObserverEvent::ServerHello(sh) => {
+                    s.flight_read |= sh.version == Some(TlsVersion::Tls13) || sh.resumed;
+                    s.facts.server_hello = Some(sh);
+                }
+                ObserverEvent::Certificate { chain } => self.saw_certificate(s, chain, now),
+                ObserverEvent::CertificateRequest => s.facts.client_cert_requested = true,
+                ObserverEvent::CertificateStatus => s.facts.ocsp_stapled = true,
+                ObserverEvent::Resumed => {
+                    if let Some(sh) = &mut s.facts.server_hello {
+                        sh.resumed = true;
+                    }
+                }
+                ObserverEvent::Alert { from, level, description } => {
+                    s.alerts.push((side_of(from).name(), level, description));
+                }
+                ObserverEvent::ServerHelloDone | ObserverEvent::HandshakeDone(Direction::ToClient) => {
+                    s.flight_read = true;
+                }
+                ObserverEvent::HandshakeDone(Direction::ToServer) | ObserverEvent::NotTls(_) => {}
+                ObserverEvent::Malformed { from, reason } => {
+                    self.counters.malformed += 1;
+                    s.unread = Some(HandshakeFailure::Malformed(side_of(from), reason.to_string()));
+                }
+                ObserverEvent::Overflow(from) => {
+                    self.counters.overflow += 1;
+                    s.unread = Some(HandshakeFailure::TooLarge(side_of(from), self.settings.handshake_buffer));
+                }
+            }
+        }
     }
 
     /// After a certificate was seen: what the cache remembers of this server.
@@ -875,6 +1009,9 @@ impl Judge {
                 tls: true,
             });
         }
+        if s.facts.client_hello.as_ref().is_some_and(|c| c.sslv2) {
+            return TakeOver::Refused(NotTakenOver::Sslv2Hello);
+        }
         if !seg.from_client {
             return TakeOver::Refused(NotTakenOver::ServerPacket);
         }
@@ -898,7 +1035,7 @@ impl Judge {
         // Only a pending decrypt decision is taken over.
         let decision = match phase {
             Phase::DecryptPending { decision, .. } => decision,
-            Phase::Undecided => Decision {
+            Phase::Undecided | Phase::Observing { .. } => Decision {
                 rule: None,
                 action: Action::DoNotDecrypt,
                 monitor_rules: Vec::new(),
@@ -959,7 +1096,7 @@ impl Judge {
         let tls = !matches!(cause, Cause::NotTls(_));
         let decision = match std::mem::replace(&mut s.phase, Phase::Undecided) {
             Phase::DecryptPending { decision, .. } => decision,
-            Phase::Undecided => match s.policy.evaluate(&s.facts, true) {
+            Phase::Undecided | Phase::Observing { .. } => match s.policy.evaluate(&s.facts, true) {
                 Evaluation::Decided(d) => d,
                 Evaluation::Pending { .. } => return Resolution { tls, ..self.default_resolution(s, cause) },
             },
@@ -998,6 +1135,8 @@ impl Judge {
                 Some(r) => r,
                 None => self.default_resolution(s, Cause::FlowEnded(end)),
             },
+            // Decided already: the decision stands.
+            Phase::Observing { resolution, .. } => return Resolution { cut_short: Some(end), ..*resolution },
         };
         let cause = match r.cause {
             Cause::RuleMatched | Cause::DefaultAction => Cause::FlowEnded(end),
@@ -1009,15 +1148,22 @@ impl Judge {
     /// A flow leaves the table: an undecided session that saw payload gets its event.
     fn end_session(&mut self, state: FlowState, now: u64, end: FlowEnd, out: &mut Output) {
         if let FlowState::Inspecting(mut s) = state {
-            if s.seen != Seen::Nothing {
+            if let Phase::Observing { resolution, decided_ns } = &s.phase {
+                let (mut r, at) = ((**resolution).clone(), *decided_ns);
+                self.read_facts(&mut s, now);
+                if !s.flight_read {
+                    r.cut_short = Some(end);
+                }
+                self.emit(s, r, at, now, out);
+            } else if s.seen != Seen::Nothing {
                 let r = self.final_resolution(&mut s, end);
-                self.emit(s, r, now, out);
+                self.emit(s, r, now, now, out);
             }
         }
     }
 
-    /// Ends a session with its event; its facts move into the event.
-    fn emit(&mut self, s: Box<Session>, r: Resolution, now: u64, out: &mut Output) {
+    /// Ends a session with its event (dated `decided_at`); its facts move into the event.
+    fn emit(&mut self, s: Box<Session>, r: Resolution, decided_at: u64, now: u64, out: &mut Output) {
         self.counters.sessions += 1;
         match r.action {
             FinalAction::DoNotDecrypt => self.counters.verdict_do_not_decrypt += 1,
@@ -1031,18 +1177,21 @@ impl Judge {
             // No handshake shows this server's certificate (TLS 1.3 hides it).
             self.want_probe(&s, now, out);
         }
-        let Session { flow_id, facts, alerts, policy, server_identity, .. } = *s;
+        let Session { flow_id, facts, alerts, policy, server_identity, certificate_from, unread, .. } = *s;
         let name = |i: usize| policy.rules()[i].name.clone();
         out.events.push(SessionEvent {
-            timestamp_ns: now,
+            timestamp_ns: decided_at,
             flow_id,
             tls: r.tls,
             flow: facts.flow,
             client_hello: facts.client_hello,
             server_hello: facts.server_hello,
             certificate: facts.certificate,
+            certificate_source: certificate_from,
             cert_status: facts.cert_status,
+            ocsp_stapled: facts.ocsp_stapled,
             client_cert_requested: facts.client_cert_requested,
+            unread,
             alerts,
             outcome: Outcome {
                 carried_out: r.action.into(),

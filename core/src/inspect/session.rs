@@ -10,7 +10,7 @@ use tlsgate_config::facts::SessionFacts;
 use tlsgate_config::policy::{Action, Decision, FinalAction, Policy};
 
 use crate::escalate::TcpSideSeen;
-use crate::outcome::{Cause, FlowEnd, NotTakenOver, ServerIdentitySource};
+use crate::outcome::{Cause, FlowEnd, HandshakeFailure, NotTakenOver, ServerIdentitySource};
 use crate::tls::HandshakeObserver;
 
 /// What the inspector keeps per flow, in the flow table's slot. A decided
@@ -53,6 +53,11 @@ impl FlowState {
             FlowState::Inspecting(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// Decided and forwarded, read on for its event only.
+    pub(super) fn is_observing(&self) -> bool {
+        matches!(self, FlowState::Inspecting(s) if matches!(s.phase, Phase::Observing { .. }))
     }
 
     /// FIN seen from lo (bit 0) and hi (bit 1).
@@ -98,6 +103,14 @@ pub(super) struct Session {
     pub seen: Seen,
     /// Where the server facts of the decision came from.
     pub server_identity: ServerIdentitySource,
+    /// Where the certificate facts the event carries came from.
+    pub certificate_from: ServerIdentitySource,
+    /// The server's first flight has been read (ServerHelloDone, its
+    /// ChangeCipherSpec, or a TLS 1.3 ServerHello).
+    pub flight_read: bool,
+    /// Reading on after the decision stopped early: why (the facts that
+    /// would have followed are missing).
+    pub unread: Option<HandshakeFailure>,
     /// Monitor rules that held so far.
     pub monitors: Vec<usize>,
     /// Where the decision stands.
@@ -132,6 +145,16 @@ pub(super) enum Phase {
         decision: Decision,
         /// Why it could not be handed over, once tried.
         refused: Option<NotTakenOver>,
+    },
+    /// Decided and forwarded before the server's first flight was read
+    /// (`[events] handshake = "full"`): the handshake is read on, for the
+    /// event only, until that flight is; then the flow is bypassed and the
+    /// event goes out.
+    Observing {
+        /// The decision, carried out already.
+        resolution: Box<Resolution>,
+        /// When it was taken (the event's time).
+        decided_ns: u64,
     },
 }
 
@@ -178,6 +201,9 @@ impl Session {
             fins: 0,
             seen: Seen::Nothing,
             server_identity: ServerIdentitySource::Unknown,
+            certificate_from: ServerIdentitySource::Unknown,
+            flight_read: false,
+            unread: None,
             monitors: Vec::new(),
             phase: Phase::Undecided,
             takeover: TakeoverContext::default(),

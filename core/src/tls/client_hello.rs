@@ -99,6 +99,7 @@ pub(crate) fn parse_client_hello(body: &[u8], fingerprints: bool) -> Result<Clie
         sni: hello.sni.clone(),
         alpn: hello.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
         versions: hello.offered_versions(),
+        wire_versions: hello.wire_versions(),
         cipher_suites: hello.ciphers.clone(),
         compression: extras.compression,
         ech: extras.ech,
@@ -210,6 +211,7 @@ pub(crate) fn parse_sslv2_client_hello(
     let facts = ClientHelloFacts {
         sni: None,
         alpn: Vec::new(),
+        wire_versions: versions.iter().map(|v| v.wire()).collect(),
         versions,
         cipher_suites: ciphers,
         compression: Vec::new(),
@@ -287,10 +289,18 @@ impl Hello {
         }
     }
 
+    /// The versions offered as sent, GREASE left out.
+    fn wire_versions(&self) -> Vec<u16> {
+        match &self.supported_versions {
+            Some(list) => list.iter().copied().filter(|v| !is_grease(*v)).collect(),
+            None => self.offered_versions().into_iter().map(TlsVersion::wire).collect(),
+        }
+    }
+
     fn offered_versions(&self) -> Vec<TlsVersion> {
         match &self.supported_versions {
             Some(list) => {
-                let mut versions: Vec<TlsVersion> = list.iter().filter_map(|v| TlsVersion::from_wire(*v)).collect();
+                let mut versions: Vec<TlsVersion> = list.iter().filter_map(|v| TlsVersion::family(*v)).collect();
                 versions.sort();
                 versions.dedup();
                 versions
@@ -382,22 +392,18 @@ fn version_code(v: u16) -> &'static str {
     }
 }
 
-/// First and last character of the first ALPN value; if either is not
-/// alphanumeric, the first and last character of its hex form.
+/// First and last character of the first ALPN value, as FoxIO's reference
+/// implementation computes them (and its captures' expected values hold):
+/// the value read as UTF-8 (invalid bytes each one replacement character),
+/// a character outside ASCII written `9`, a missing one `0` (a one-character
+/// value has no last character).
 fn alpn_code(value: &[u8]) -> String {
-    match (value.first(), value.last()) {
-        (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() => {
-            format!("{}{}", char::from(*f), char::from(*l))
-        }
-        (Some(_), Some(_)) => {
-            let h = hex(value);
-            let mut chars = h.chars();
-            let first = chars.next().unwrap_or('0');
-            let last = chars.next_back().unwrap_or('0');
-            format!("{first}{last}")
-        }
-        _ => "00".to_string(),
-    }
+    let text = String::from_utf8_lossy(value);
+    let shown = |c: char| if c.is_ascii() { c } else { '9' };
+    let mut chars = text.chars();
+    let first = chars.next().map_or('0', shown);
+    let last = chars.next_back().map_or('0', shown);
+    format!("{first}{last}")
 }
 
 fn hex_list(values: &[u16]) -> String {
@@ -497,8 +503,12 @@ mod tests {
     fn alpn_code_of_odd_values() {
         assert_eq!(alpn_code(b"h2"), "h2");
         assert_eq!(alpn_code(b"http/1.1"), "h1");
-        assert_eq!(alpn_code(b"h"), "hh");
-        assert_eq!(alpn_code(&[0xab, 0x01]), "a1");
+        // As FoxIO's reference implementation has them.
+        assert_eq!(alpn_code(b"h"), "h0");
+        assert_eq!(alpn_code(&[0xab, 0xcd]), "99");
+        assert_eq!(alpn_code(&[b'x', 0xff]), "x9");
+        assert_eq!(alpn_code("é-x".as_bytes()), "9x");
+        assert_eq!(alpn_code(b"-h2-"), "--");
         assert_eq!(alpn_code(b""), "00");
     }
 

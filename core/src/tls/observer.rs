@@ -51,7 +51,7 @@ impl Default for ObserverLimits {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ObserverEvent {
     /// A ClientHello (there are two when a HelloRetryRequest comes between).
-    ClientHello(ClientHelloFacts),
+    ClientHello(Box<ClientHelloFacts>),
     /// The server asked the client to try again (TLS 1.3).
     HelloRetryRequest,
     /// The ServerHello (`hello_retry` set if a HelloRetryRequest came before).
@@ -64,6 +64,14 @@ pub enum ObserverEvent {
     },
     /// The server asked for a client certificate (visible in TLS <= 1.2).
     CertificateRequest,
+    /// The server stapled an OCSP response (CertificateStatus, TLS <= 1.2).
+    CertificateStatus,
+    /// The server's first flight is complete (ServerHelloDone, TLS <= 1.2).
+    ServerHelloDone,
+    /// The server resumed a session without saying so in its ServerHello (a
+    /// TLS <= 1.2 session ticket accepted: its ChangeCipherSpec follows the
+    /// ServerHello with no Certificate between).
+    Resumed,
     /// A plaintext alert.
     Alert {
         /// Who sent it.
@@ -111,6 +119,9 @@ struct Session {
     server_version: Option<TlsVersion>,
     certificate_seen: bool,
     certificate_request_seen: bool,
+    certificate_status_seen: bool,
+    server_hello_done: bool,
+    server_resumed: bool,
 }
 
 /// One direction's reading state.
@@ -164,6 +175,8 @@ mod handshake {
     pub const HELLO_RETRY_REQUEST_DRAFT: u8 = 6;
     pub const CERTIFICATE: u8 = 11;
     pub const CERTIFICATE_REQUEST: u8 = 13;
+    pub const SERVER_HELLO_DONE: u8 = 14;
+    pub const CERTIFICATE_STATUS: u8 = 22;
 }
 
 impl HandshakeObserver {
@@ -304,7 +317,7 @@ impl HandshakeObserver {
                     self.session.client_session_id = details.session_id;
                     self.side_mut(dir).reassembly.consume(2 + len);
                     self.side_mut(dir).phase = Phase::AfterSslv2;
-                    self.push(ObserverEvent::ClientHello(details.facts));
+                    self.push(ObserverEvent::ClientHello(Box::new(details.facts)));
                     Step::Continue
                 }
                 Err(e) => {
@@ -319,6 +332,7 @@ impl HandshakeObserver {
                 self.session.server_version = Some(TlsVersion::Ssl2);
                 let facts = ServerHelloFacts {
                     version: Some(TlsVersion::Ssl2),
+                    wire_version: 0x0002,
                     hello_retry: self.session.hello_retry,
                     ..ServerHelloFacts::default()
                 };
@@ -370,6 +384,17 @@ impl HandshakeObserver {
             content::CHANGE_CIPHER_SPEC => {
                 self.side_mut(dir).reassembly.consume(RECORD_HEADER + len);
                 if self.change_cipher_spec_is_real(dir) {
+                    let s = &self.session;
+                    let abbreviated = dir == Direction::ToClient
+                        && s.server_hello
+                        && !s.server_resumed
+                        && !s.certificate_seen
+                        && !s.server_hello_done
+                        && s.server_version.is_some_and(|v| v < TlsVersion::Tls13);
+                    if abbreviated {
+                        self.session.server_resumed = true;
+                        self.push(ObserverEvent::Resumed);
+                    }
                     self.finish(dir);
                     return Step::Wait;
                 }
@@ -444,6 +469,14 @@ impl HandshakeObserver {
                 self.session.certificate_request_seen = true;
                 self.push(ObserverEvent::CertificateRequest);
             }
+            (Direction::ToClient, handshake::CERTIFICATE_STATUS) if !self.session.certificate_status_seen => {
+                self.session.certificate_status_seen = true;
+                self.push(ObserverEvent::CertificateStatus);
+            }
+            (Direction::ToClient, handshake::SERVER_HELLO_DONE) if !self.session.server_hello_done => {
+                self.session.server_hello_done = true;
+                self.push(ObserverEvent::ServerHelloDone);
+            }
             // ServerKeyExchange, ServerHelloDone, NewSessionTicket, client
             // Certificate, ClientKeyExchange, ...: nothing the policy needs.
             _ => {}
@@ -462,7 +495,7 @@ impl HandshakeObserver {
                 self.session.client_session_id = details.session_id;
                 self.session.early_data_offered = details.early_data;
                 self.session.client_offered_tls13 = details.facts.versions.contains(&TlsVersion::Tls13);
-                self.push(ObserverEvent::ClientHello(details.facts));
+                self.push(ObserverEvent::ClientHello(Box::new(details.facts)));
             }
             Err(e) => {
                 self.malformed(dir, e.reason());
@@ -507,7 +540,8 @@ impl HandshakeObserver {
                 _ => {}
             }
         }
-        let version = TlsVersion::from_wire(selected_version.unwrap_or(sh.version.0));
+        let wire_version = selected_version.unwrap_or(sh.version.0);
+        let version = TlsVersion::family(wire_version);
         let session_id = sh.session_id.unwrap_or_default();
         let resumed = if version == Some(TlsVersion::Tls13) {
             psk
@@ -516,8 +550,10 @@ impl HandshakeObserver {
         };
         self.session.server_hello = true;
         self.session.server_version = version;
+        self.session.server_resumed = resumed;
         self.push(ObserverEvent::ServerHello(ServerHelloFacts {
             version,
+            wire_version,
             cipher_suite: sh.cipher.0,
             compression: sh.compression.0,
             alpn,
@@ -681,7 +717,8 @@ mod tests {
             o.on_segment(Direction::ToClient, 9000 + (*i as u32) * 7, chunk);
         }
         let ev = events(&mut o);
-        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert_eq!(ev[2], ObserverEvent::ServerHelloDone);
         let ObserverEvent::ServerHello(sh) = &ev[0] else { panic!("{ev:?}") };
         assert_eq!(sh.version, Some(TlsVersion::Tls12));
         assert_eq!(sh.cipher_suite, 0xc02f);
