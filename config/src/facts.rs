@@ -383,6 +383,10 @@ pub struct SessionFacts {
     pub client_cert_requested: bool,
     /// The server stapled an OCSP response to its certificate.
     pub ocsp_stapled: bool,
+    /// The cleartext prelude the TLS session followed: `smtp`, `http-connect` ...
+    pub starttls: Option<&'static str>,
+    /// An HTTP CONNECT's target (`host:port`).
+    pub connect_target: Option<String>,
 }
 
 impl SessionFacts {
@@ -396,6 +400,8 @@ impl SessionFacts {
             cert_status: None,
             client_cert_requested: false,
             ocsp_stapled: false,
+            starttls: None,
+            connect_target: None,
         }
     }
 }

@@ -19,5 +19,6 @@ pub use hex::{colon_hex, hex};
 pub use policy::Policy;
 pub use settings::{
     EalSettings, EventSettings, FlowSettings, HandshakeEvents, MempoolSettings, Midstream, PinnedAction, PortPair,
-    QueueSettings, Settings, SlowPathSettings, SlowWhenFull, WhenFull, WorkerSettings,
+    PreludeProtocol, PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull, WhenFull,
+    WorkerSettings,
 };

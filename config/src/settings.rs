@@ -197,6 +197,170 @@ pub struct FlowSettings {
     /// How long the server identity cache trusts what it learned, seconds.
     #[serde(default = "default_server_cache_ttl")]
     pub server_cache_ttl: u32,
+    /// TLS that starts after a cleartext prelude (`[flows.prelude]`).
+    #[serde(default)]
+    pub prelude: PreludeSettings,
+}
+
+/// `[flows.prelude]`: the protocols whose TLS starts after a cleartext
+/// exchange (STARTTLS and its kin), by server port, and HTTP CONNECT tunnels
+/// (on any port); and how long a prelude may go on before the flow is judged
+/// as not TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreludeSettings {
+    /// SMTP STARTTLS (RFC 3207).
+    #[serde(default = "ports_smtp")]
+    pub smtp: Vec<u16>,
+    /// IMAP STARTTLS (RFC 3501).
+    #[serde(default = "ports_imap")]
+    pub imap: Vec<u16>,
+    /// POP3 STLS (RFC 2595).
+    #[serde(default = "ports_pop3")]
+    pub pop3: Vec<u16>,
+    /// FTP AUTH TLS (RFC 4217).
+    #[serde(default = "ports_ftp")]
+    pub ftp: Vec<u16>,
+    /// XMPP starttls (RFC 6120), client and server ports.
+    #[serde(default = "ports_xmpp")]
+    pub xmpp: Vec<u16>,
+    /// LDAP StartTLS extended operation (RFC 4511).
+    #[serde(default = "ports_ldap")]
+    pub ldap: Vec<u16>,
+    /// PostgreSQL SSLRequest.
+    #[serde(default = "ports_postgres")]
+    pub postgres: Vec<u16>,
+    /// IRC STARTTLS (IRCv3).
+    #[serde(default = "ports_irc")]
+    pub irc: Vec<u16>,
+    /// HTTP CONNECT tunnels (explicit-proxy traffic), recognised on any port.
+    #[serde(default = "yes")]
+    pub connect: bool,
+    /// Cleartext bytes a prelude may take per direction.
+    #[serde(default = "default_prelude_bytes")]
+    pub max_bytes: u32,
+    /// Client commands (or requests) a prelude may take.
+    #[serde(default = "default_prelude_exchanges")]
+    pub max_exchanges: u32,
+    /// Seconds a prelude may take from the flow's first payload.
+    #[serde(default = "default_prelude_timeout")]
+    pub timeout: u32,
+}
+
+/// A protocol whose TLS session follows a cleartext prelude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreludeProtocol {
+    /// SMTP STARTTLS.
+    Smtp,
+    /// IMAP STARTTLS.
+    Imap,
+    /// POP3 STLS.
+    Pop3,
+    /// FTP AUTH TLS.
+    Ftp,
+    /// XMPP starttls.
+    Xmpp,
+    /// LDAP StartTLS.
+    Ldap,
+    /// PostgreSQL SSLRequest.
+    Postgres,
+    /// IRC STARTTLS.
+    Irc,
+    /// An HTTP CONNECT tunnel.
+    HttpConnect,
+}
+
+impl PreludeProtocol {
+    /// The name in events (`tls.starttls`) and in `[flows.prelude]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreludeProtocol::Smtp => "smtp",
+            PreludeProtocol::Imap => "imap",
+            PreludeProtocol::Pop3 => "pop3",
+            PreludeProtocol::Ftp => "ftp",
+            PreludeProtocol::Xmpp => "xmpp",
+            PreludeProtocol::Ldap => "ldap",
+            PreludeProtocol::Postgres => "postgres",
+            PreludeProtocol::Irc => "irc",
+            PreludeProtocol::HttpConnect => "http-connect",
+        }
+    }
+}
+
+impl PreludeSettings {
+    /// The prelude a flow to server port `port` begins with, if any
+    /// (HTTP CONNECT is recognised by its first bytes, on any port).
+    pub fn for_port(&self, port: u16) -> Option<PreludeProtocol> {
+        use PreludeProtocol as P;
+        [
+            (&self.smtp, P::Smtp),
+            (&self.imap, P::Imap),
+            (&self.pop3, P::Pop3),
+            (&self.ftp, P::Ftp),
+            (&self.xmpp, P::Xmpp),
+            (&self.ldap, P::Ldap),
+            (&self.postgres, P::Postgres),
+            (&self.irc, P::Irc),
+        ]
+        .into_iter()
+        .find_map(|(ports, p)| ports.contains(&port).then_some(p))
+    }
+}
+
+impl Default for PreludeSettings {
+    fn default() -> Self {
+        PreludeSettings {
+            smtp: ports_smtp(),
+            imap: ports_imap(),
+            pop3: ports_pop3(),
+            ftp: ports_ftp(),
+            xmpp: ports_xmpp(),
+            ldap: ports_ldap(),
+            postgres: ports_postgres(),
+            irc: ports_irc(),
+            connect: true,
+            max_bytes: default_prelude_bytes(),
+            max_exchanges: default_prelude_exchanges(),
+            timeout: default_prelude_timeout(),
+        }
+    }
+}
+
+fn ports_smtp() -> Vec<u16> {
+    vec![25, 587]
+}
+fn ports_imap() -> Vec<u16> {
+    vec![143]
+}
+fn ports_pop3() -> Vec<u16> {
+    vec![110]
+}
+fn ports_ftp() -> Vec<u16> {
+    vec![21]
+}
+fn ports_xmpp() -> Vec<u16> {
+    vec![5222, 5269]
+}
+fn ports_ldap() -> Vec<u16> {
+    vec![389]
+}
+fn ports_postgres() -> Vec<u16> {
+    vec![5432]
+}
+fn ports_irc() -> Vec<u16> {
+    vec![6667]
+}
+fn yes() -> bool {
+    true
+}
+fn default_prelude_bytes() -> u32 {
+    16 * 1024
+}
+fn default_prelude_exchanges() -> u32 {
+    32
+}
+fn default_prelude_timeout() -> u32 {
+    30
 }
 
 /// `[slowpath]`: the lcores that decrypt (take over both TCP connections of a
@@ -367,6 +531,7 @@ impl Default for FlowSettings {
             closed_timeout: default_closed_timeout(),
             server_cache: default_server_cache(),
             server_cache_ttl: default_server_cache_ttl(),
+            prelude: PreludeSettings::default(),
         }
     }
 }
@@ -550,6 +715,20 @@ impl Settings {
         if !(1024..=16 << 20).contains(&f.handshake_buffer) {
             return Err(self.err(text, None, "flows.handshake_buffer", "between 1024 bytes and 16 MiB"));
         }
+        let p = &f.prelude;
+        if !(256..=f.handshake_buffer).contains(&p.max_bytes) {
+            let msg = format!("between 256 bytes and flows.handshake_buffer ({})", f.handshake_buffer);
+            return Err(self.err(text, None, "flows.prelude.max_bytes", msg));
+        }
+        if p.max_exchanges == 0 || p.timeout == 0 {
+            return Err(self.err(text, None, "flows.prelude", "max_exchanges and timeout must be at least 1"));
+        }
+        let lists = [&p.smtp, &p.imap, &p.pop3, &p.ftp, &p.xmpp, &p.ldap, &p.postgres, &p.irc];
+        let mut seen = std::collections::HashSet::new();
+        if let Some(port) = lists.iter().flat_map(|l| l.iter()).find(|port| !seen.insert(**port)) {
+            let msg = format!("port {port} is listed for two protocols (or twice)");
+            return Err(self.err(text, None, "flows.prelude", msg));
+        }
         if f.inspecting_timeout == 0 || f.decided_timeout == 0 || f.closed_timeout == 0 {
             return Err(self.err(text, None, "flows", "timeouts must be at least 1 second"));
         }
@@ -701,5 +880,21 @@ lcores = [1, 2]
         assert!(e.message.contains("unknown variant"), "{e}");
         let e = Settings::parse(&format!("{GOOD}\n[events]\nfile = \"x\"\n"), None).unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn prelude_ports_are_configurable_and_checked() {
+        let s = Settings::parse(GOOD, None).unwrap();
+        assert_eq!(s.flows.prelude.for_port(587), Some(PreludeProtocol::Smtp));
+        assert_eq!(s.flows.prelude.for_port(443), None);
+        let text = format!("{GOOD}\n[flows.prelude]\nsmtp = [2525]\nimap = []\n");
+        let s = Settings::parse(&text, None).unwrap();
+        assert_eq!(s.flows.prelude.for_port(2525), Some(PreludeProtocol::Smtp));
+        assert_eq!(s.flows.prelude.for_port(25), None);
+        assert_eq!(s.flows.prelude.for_port(143), None);
+        let e = Settings::parse(&format!("{GOOD}\n[flows.prelude]\nsmtp = [143]\n"), None).unwrap_err();
+        assert!(e.message.contains("port 143 is listed for two protocols"), "{e}");
+        let e = Settings::parse(&format!("{GOOD}\n[flows.prelude]\nmax_bytes = 100000000\n"), None).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("flows.prelude.max_bytes"), "{e}");
     }
 }

@@ -48,6 +48,10 @@ pub struct SessionEvent {
     /// The handshake was read on after the decision (for the event), but
     /// reading stopped early: why. The facts that would have followed are missing.
     pub unread: Option<HandshakeFailure>,
+    /// The cleartext prelude TLS followed (or did not): `smtp`, `http-connect` ...
+    pub starttls: Option<&'static str>,
+    /// An HTTP CONNECT's target (`host:port`).
+    pub connect_target: Option<String>,
     /// Alerts seen in clear: (sender, level, description).
     pub alerts: Vec<(&'static str, u8, u8)>,
     /// What the policy asked, what was done, and why.
@@ -158,6 +162,12 @@ impl SessionEvent {
         }
         if self.ocsp_stapled {
             tls.insert("ocsp_stapled".into(), json!(true));
+        }
+        if let Some(protocol) = self.starttls {
+            tls.insert("starttls".into(), json!(protocol));
+        }
+        if let Some(target) = &self.connect_target {
+            tls.insert("connect_target".into(), json!(target));
         }
         if let Some(why) = &self.unread {
             // As a reason code: `handshake_too_large`, `handshake_malformed`.
@@ -296,6 +306,10 @@ impl Outcome {
                     NotTakenOver::Sslv2Hello => {
                         "the ClientHello came in SSLv2 format, which the decrypting path cannot answer"
                     }
+                    NotTakenOver::Prelude => {
+                        "the TLS session follows a cleartext prelude (STARTTLS, HTTP CONNECT), which the decrypting path \
+                         does not take over"
+                    }
                 };
                 format!("{rule} asks for {asked}; carried out as {done}: {why}")
             }
@@ -309,6 +323,9 @@ impl Outcome {
             }
             Cause::NotTls(NotTls::Malformed(side, why)) => {
                 judged(format!("not TLS: malformed TLS from the {}: {why}", side.name()))
+            }
+            Cause::NotTls(NotTls::Prelude(protocol, why)) => {
+                judged(format!("the {} prelude did not lead to TLS: {}", protocol.name(), why.describe()))
             }
             Cause::HandshakeFailed(HandshakeFailure::Malformed(side, why)) => {
                 judged(format!("malformed TLS from the {}: {why}", side.name()))

@@ -5,8 +5,10 @@
 //! sentence is made from them in one place only, the event writer.
 
 use tlsgate_config::policy::{Action, Undecryptable};
+use tlsgate_config::PreludeProtocol;
 
 use crate::identity::ExclusionReason;
+use crate::tls::NoTls;
 
 /// One end of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +144,8 @@ pub enum NotTakenOver {
     /// The ClientHello came in SSLv2 format (which offers TLS too), which the
     /// slow path's TLS stack cannot answer.
     Sslv2Hello,
+    /// The TLS session follows a cleartext prelude (STARTTLS, HTTP CONNECT).
+    Prelude,
 }
 
 /// Why a flow is not TLS.
@@ -151,6 +155,8 @@ pub enum NotTls {
     OtherProtocol(Side),
     /// This side's first bytes looked like TLS but are not well formed.
     Malformed(Side, String),
+    /// A cleartext prelude (STARTTLS, HTTP CONNECT) that did not lead to TLS.
+    Prelude(PreludeProtocol, NoTls),
 }
 
 /// Why a TLS handshake could not be followed.
@@ -333,7 +339,9 @@ impl Cause {
             Cause::NotTakenOver(NotTakenOver::Midstream) => "not_taken_over_midstream",
             Cause::NotTakenOver(NotTakenOver::OutOfOrder) => "not_taken_over_out_of_order",
             Cause::NotTakenOver(NotTakenOver::Sslv2Hello) => "not_taken_over_sslv2_hello",
+            Cause::NotTakenOver(NotTakenOver::Prelude) => "not_taken_over_starttls",
             Cause::ServerIdentityUnknown => "server_identity_unknown",
+            Cause::NotTls(NotTls::Prelude(..)) => "prelude_without_tls",
             Cause::NotTls(_) => "not_tls",
             Cause::HandshakeFailed(HandshakeFailure::Malformed(..)) => "handshake_malformed",
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(..)) => "handshake_too_large",
@@ -372,8 +380,10 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("not_taken_over_midstream", "a decrypt rule matched, but the TCP handshake was not seen"),
     ("not_taken_over_out_of_order", "a decrypt rule matched, but the ClientHello's first segment passed before tlsgate saw it"),
     ("not_taken_over_sslv2_hello", "a decrypt rule matched, but the ClientHello came in SSLv2 format, which the decrypting path cannot answer"),
+    ("not_taken_over_starttls", "a decrypt rule matched, but the TLS session follows a cleartext prelude (STARTTLS, HTTP CONNECT), which the decrypting path does not take over"),
     ("server_identity_unknown", "a decrypt rule needed the server's certificate, unknown at the ClientHello; the server identity cache (or a probe) learns it for later sessions"),
     ("not_tls", "the flow is not TLS; judged on its flow conditions (`event_type` is `flow`)"),
+    ("prelude_without_tls", "a cleartext prelude (STARTTLS, HTTP CONNECT) did not lead to TLS: refused, abandoned, or past `flows.prelude`'s limits; judged on flow conditions (`event_type` is `flow`)"),
     ("handshake_malformed", "a side sent malformed TLS; judged on what was known"),
     ("handshake_too_large", "a handshake exceeds `flows.handshake_buffer`; judged on what was known"),
     ("flow_ended_before_handshake", "the flow closed, went idle, was reused, or the appliance stopped before the handshake completed"),
@@ -414,6 +424,8 @@ mod tests {
             Cause::NotTakenOver(NotTakenOver::Midstream),
             Cause::NotTakenOver(NotTakenOver::OutOfOrder),
             Cause::NotTakenOver(NotTakenOver::Sslv2Hello),
+            Cause::NotTakenOver(NotTakenOver::Prelude),
+            Cause::NotTls(NotTls::Prelude(PreludeProtocol::Smtp, NoTls::Refused)),
             Cause::ServerIdentityUnknown,
             Cause::NotTls(NotTls::OtherProtocol(Side::Client)),
             Cause::HandshakeFailed(HandshakeFailure::Malformed(Side::Server, String::new())),

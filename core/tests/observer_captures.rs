@@ -67,7 +67,9 @@ impl Flow {
 
 /// The fragmented-handshake trace carries a 340 KB Certificate message: it
 /// needs a larger limit than the default 64 KiB (which reports an overflow).
-const LARGE: ObserverLimits = ObserverLimits { max_buffer: 512 * 1024, defer_fingerprints: false };
+fn large() -> ObserverLimits {
+    ObserverLimits { max_buffer: 512 * 1024, ..ObserverLimits::default() }
+}
 
 /// Reads a capture with the default limits.
 fn run_capture(rel: &str) -> Vec<Flow> {
@@ -200,7 +202,8 @@ fn ssl_log_ground_truth() {
     let mut captures: HashMap<String, Vec<Flow>> = HashMap::new();
     for row in tsv("zeek/ssl-ground-truth.tsv") {
         let trace = &row["traces_used_by_test"];
-        let flows = captures.entry(trace.clone()).or_insert_with(|| run_capture_with(&format!("zeek/{trace}"), LARGE));
+        let flows =
+            captures.entry(trace.clone()).or_insert_with(|| run_capture_with(&format!("zeek/{trace}"), large()));
         let client = (row["id.orig_h"].parse::<IpAddr>().unwrap(), row["id.orig_p"].parse::<u16>().unwrap());
         let server = (row["id.resp_h"].parse::<IpAddr>().unwrap(), row["id.resp_p"].parse::<u16>().unwrap());
         let flow = flows.iter().find(|f| f.client == client && f.server == server).unwrap_or_else(|| {
@@ -234,7 +237,7 @@ fn x509_log_ground_truth() {
     for row in tsv("zeek/x509-ground-truth.tsv") {
         let trace = &row["traces_used_by_test"];
         if !certs.contains_key(&row["fingerprint"]) {
-            for flow in run_capture_with(&format!("zeek/{trace}"), LARGE) {
+            for flow in run_capture_with(&format!("zeek/{trace}"), large()) {
                 for der in flow.chain().into_iter().flatten() {
                     certs.insert(sha256_hex(der), der.clone());
                 }
@@ -404,12 +407,12 @@ fn fragmented_handshake_and_reordering() {
     let flows = run_capture("zeek/tls-fragmented-handshake.pcap.gz");
     assert!(flows.iter().any(|f| f.has(&ObserverEvent::Overflow(Direction::ToClient))), "{flows:?}");
     // ... read whole with a larger one.
-    let flows = run_capture_with("zeek/tls-fragmented-handshake.pcap.gz", LARGE);
+    let flows = run_capture_with("zeek/tls-fragmented-handshake.pcap.gz", large());
     let flow = flows.iter().find(|f| f.chain().is_some()).expect("a chain");
     let chain = flow.chain().unwrap().clone();
     assert_eq!(chain.len(), 1);
     // The same events when segments come out of order.
-    let replayed = replay_reversed(flow, 16, LARGE);
+    let replayed = replay_reversed(flow, 16, large());
     let replayed_chain = replayed.iter().find_map(|e| match e {
         ObserverEvent::Certificate { chain } => Some(chain.clone()),
         _ => None,
@@ -477,7 +480,7 @@ fn every_capture_is_read_without_errors() {
     ];
     let mut verifier = CertVerifier::new(&[], &[]).unwrap();
     for trace in traces {
-        for flow in run_capture_with(trace, LARGE) {
+        for flow in run_capture_with(trace, large()) {
             for e in &flow.events {
                 assert!(
                     !matches!(
@@ -522,7 +525,7 @@ fn oversized_self_issued_leaf() {
     // The fragmented-handshake server presents one 340 KB certificate, CN=Bro
     // issued by CN=Bro. webpki cannot read DER that large: invalid-certificate,
     // with its dates still judged from x509-parser's reading.
-    let flows = run_capture_with("zeek/tls-fragmented-handshake.pcap.gz", LARGE);
+    let flows = run_capture_with("zeek/tls-fragmented-handshake.pcap.gz", large());
     let chain = flows.iter().find_map(Flow::chain).unwrap().clone();
     let leaf = certificate_facts(&chain[0]).unwrap();
     assert_eq!(leaf.subject, leaf.issuer);

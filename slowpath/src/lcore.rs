@@ -847,6 +847,8 @@ fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> 
         ocsp_stapled: esc.facts.ocsp_stapled,
         client_cert_requested: false,
         unread: None,
+        starttls: esc.facts.starttls,
+        connect_target: esc.facts.connect_target.clone(),
         alerts: Vec::new(),
         outcome: Outcome {
             carried_out,

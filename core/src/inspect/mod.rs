@@ -30,7 +30,7 @@ use crate::outcome::{
 use crate::packet::{build_reset, tcp_flags, to_ip, Addr, TcpFrame};
 use crate::tls::certificate::certificate_facts;
 use crate::tls::status::CertVerifier;
-use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits, PreludeLimits};
 use session::{FlowState, Phase, Resolution, Seen, Session};
 
 /// What happens to the packet just inspected.
@@ -133,6 +133,10 @@ crate::counters! {
         escalation_refused,
         /// Sessions handled at the ClientHello by the exclusion cache.
         excluded,
+        /// TLS sessions that followed a cleartext prelude (STARTTLS, HTTP CONNECT).
+        preludes,
+        /// Cleartext preludes that did not lead to TLS (refused, abandoned, past the limits).
+        prelude_without_tls,
     }
 }
 
@@ -587,9 +591,16 @@ impl Judge {
             ingress: String::new(),
         };
         self.next_flow += 1;
+        let prelude = &self.settings.prelude;
         let mut observer = HandshakeObserver::new(ObserverLimits {
             max_buffer: self.settings.handshake_buffer as usize,
             defer_fingerprints: true,
+            prelude: prelude.for_port(s_port),
+            connect: prelude.connect,
+            prelude_limits: PreludeLimits {
+                max_bytes: prelude.max_bytes as usize,
+                max_exchanges: prelude.max_exchanges,
+            },
         });
         if t.has(tcp_flags::SYN) {
             observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
@@ -617,6 +628,10 @@ impl Judge {
         }
         if t.payload_len() > 0 {
             s.saw_bytes();
+            let since = *s.first_payload_ns.get_or_insert(now);
+            if s.observer.in_prelude() && now.saturating_sub(since) > self.settings.prelude.timeout as u64 * NS {
+                s.observer.prelude_timed_out();
+            }
             let dir = if seg.from_client { Direction::ToServer } else { Direction::ToClient };
             s.observer.on_segment(dir, t.seq, t.payload());
         }
@@ -694,6 +709,16 @@ impl Judge {
                     }
                 }
                 ObserverEvent::HandshakeDone(Direction::ToServer) => {}
+                ObserverEvent::Prelude { protocol, target } => {
+                    self.counters.preludes += 1;
+                    s.facts.starttls = Some(protocol.name());
+                    s.facts.connect_target = target;
+                }
+                ObserverEvent::PreludeEnded { protocol, why } => {
+                    self.counters.prelude_without_tls += 1;
+                    s.facts.starttls = Some(protocol.name());
+                    return Some(self.judged_on_known(s, Cause::NotTls(NotTls::Prelude(protocol, why))));
+                }
                 ObserverEvent::NotTls(from) => {
                     if s.seen != Seen::Tls {
                         self.counters.not_tls += 1;
@@ -879,7 +904,10 @@ impl Judge {
                 ObserverEvent::ServerHelloDone | ObserverEvent::HandshakeDone(Direction::ToClient) => {
                     s.flight_read = true;
                 }
-                ObserverEvent::HandshakeDone(Direction::ToServer) | ObserverEvent::NotTls(_) => {}
+                ObserverEvent::HandshakeDone(Direction::ToServer)
+                | ObserverEvent::NotTls(_)
+                | ObserverEvent::Prelude { .. }
+                | ObserverEvent::PreludeEnded { .. } => {}
                 ObserverEvent::Malformed { from, reason } => {
                     self.counters.malformed += 1;
                     s.unread = Some(HandshakeFailure::Malformed(side_of(from), reason.to_string()));
@@ -1011,6 +1039,9 @@ impl Judge {
         }
         if s.facts.client_hello.as_ref().is_some_and(|c| c.sslv2) {
             return TakeOver::Refused(NotTakenOver::Sslv2Hello);
+        }
+        if s.facts.starttls.is_some() {
+            return TakeOver::Refused(NotTakenOver::Prelude);
         }
         if !seg.from_client {
             return TakeOver::Refused(NotTakenOver::ServerPacket);
@@ -1192,6 +1223,8 @@ impl Judge {
             ocsp_stapled: facts.ocsp_stapled,
             client_cert_requested: facts.client_cert_requested,
             unread,
+            starttls: facts.starttls,
+            connect_target: facts.connect_target,
             alerts,
             outcome: Outcome {
                 carried_out: r.action.into(),

@@ -111,6 +111,8 @@ pub(super) struct Session {
     /// Reading on after the decision stopped early: why (the facts that
     /// would have followed are missing).
     pub unread: Option<HandshakeFailure>,
+    /// When the flow's first payload came (a prelude's time runs from it).
+    pub first_payload_ns: Option<u64>,
     /// Monitor rules that held so far.
     pub monitors: Vec<usize>,
     /// Where the decision stands.
@@ -204,6 +206,7 @@ impl Session {
             certificate_from: ServerIdentitySource::Unknown,
             flight_read: false,
             unread: None,
+            first_payload_ns: None,
             monitors: Vec::new(),
             phase: Phase::Undecided,
             takeover: TakeoverContext::default(),

@@ -18,7 +18,10 @@ use tls_parser::{
 };
 use tlsgate_config::facts::{ClientHelloFacts, ServerHelloFacts, TlsVersion};
 
+use tlsgate_config::PreludeProtocol;
+
 use super::client_hello::{ext, parse_client_hello, parse_sslv2_client_hello, split_extensions};
+use super::prelude::{Found, NoTls, Prelude, PreludeLimits};
 use super::reassembly::{StreamReassembler, DEFAULT_REASSEMBLY_CAP};
 
 /// Which way bytes travel.
@@ -30,7 +33,7 @@ pub enum Direction {
     ToClient,
 }
 
-/// Memory limits of one observer.
+/// Memory limits of one observer, and the prelude it expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObserverLimits {
     /// Bytes buffered per direction for reassembly, and the largest handshake
@@ -39,11 +42,23 @@ pub struct ObserverLimits {
     /// Leave JA3/JA4 empty and keep the ClientHello's bytes in
     /// `ClientHelloFacts::raw` instead (see [`fill_fingerprints`](super::client_hello::fill_fingerprints)).
     pub defer_fingerprints: bool,
+    /// The cleartext prelude the connection begins with (by its server port).
+    pub prelude: Option<PreludeProtocol>,
+    /// Recognise an HTTP CONNECT tunnel by the client's first bytes.
+    pub connect: bool,
+    /// Bounds of a prelude.
+    pub prelude_limits: PreludeLimits,
 }
 
 impl Default for ObserverLimits {
     fn default() -> Self {
-        ObserverLimits { max_buffer: DEFAULT_REASSEMBLY_CAP, defer_fingerprints: false }
+        ObserverLimits {
+            max_buffer: DEFAULT_REASSEMBLY_CAP,
+            defer_fingerprints: false,
+            prelude: None,
+            connect: false,
+            prelude_limits: PreludeLimits::default(),
+        }
     }
 }
 
@@ -95,6 +110,20 @@ pub enum ObserverEvent {
     },
     /// That side needed more buffer than the limit allows.
     Overflow(Direction),
+    /// A cleartext prelude ended, and TLS follows on both sides.
+    Prelude {
+        /// Its protocol.
+        protocol: PreludeProtocol,
+        /// An HTTP CONNECT's target (`host:port`).
+        target: Option<String>,
+    },
+    /// A cleartext prelude ended without TLS; the observer stopped.
+    PreludeEnded {
+        /// Its protocol.
+        protocol: PreludeProtocol,
+        /// Why no TLS follows.
+        why: NoTls,
+    },
 }
 
 /// Observes one connection's TLS handshake.
@@ -105,6 +134,10 @@ pub struct HandshakeObserver {
     to_client: Side,
     events: VecDeque<ObserverEvent>,
     session: Session,
+    /// The cleartext prelude, while it lasts.
+    prelude: Option<Prelude>,
+    /// A prelude consumed bytes or ended: the other side may be able to go on.
+    prelude_moved: bool,
 }
 
 /// What one side's handshake told about the session so far.
@@ -136,6 +169,8 @@ struct Side {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// In a cleartext prelude (STARTTLS, HTTP CONNECT).
+    Prelude,
     /// Nothing read yet: is it TLS, SSLv2, or something else?
     First,
     /// After an SSLv2 ClientHello: the client goes on in SSLv2 or TLS format.
@@ -182,13 +217,30 @@ mod handshake {
 impl HandshakeObserver {
     /// An observer with the given limits.
     pub fn new(limits: ObserverLimits) -> Self {
-        HandshakeObserver {
+        let mut o = HandshakeObserver {
             limits,
             to_server: Side::new(limits.max_buffer),
             to_client: Side::new(limits.max_buffer),
             events: VecDeque::new(),
             session: Session::default(),
+            prelude: None,
+            prelude_moved: false,
+        };
+        if let Some(protocol) = limits.prelude {
+            o.start_prelude(protocol);
         }
+        o
+    }
+
+    /// Whether a cleartext prelude is being read.
+    pub fn in_prelude(&self) -> bool {
+        self.prelude.is_some()
+    }
+
+    fn start_prelude(&mut self, protocol: PreludeProtocol) {
+        self.prelude = Some(Prelude::new(protocol, self.limits.prelude_limits));
+        self.to_server.phase = Phase::Prelude;
+        self.to_client.phase = Phase::Prelude;
     }
 
     /// The first sequence number of `dir`'s data (ISN + 1 from the SYN or
@@ -215,6 +267,17 @@ impl HandshakeObserver {
             return;
         }
         self.read(dir);
+        // A prelude's progress on one side can let the other go on (the
+        // client's pipelined ClientHello once the server said yes).
+        let other = match dir {
+            Direction::ToServer => Direction::ToClient,
+            Direction::ToClient => Direction::ToServer,
+        };
+        let mut turn = other;
+        while std::mem::take(&mut self.prelude_moved) {
+            self.read(turn);
+            turn = if turn == dir { other } else { dir };
+        }
     }
 
     /// The next event, oldest first.
@@ -224,7 +287,7 @@ impl HandshakeObserver {
 
     /// Whether the observer still wants bytes in that direction (false once that side is encrypted or failed).
     pub fn wants(&self, dir: Direction) -> bool {
-        matches!(self.side(dir).phase, Phase::First | Phase::AfterSslv2 | Phase::Records)
+        matches!(self.side(dir).phase, Phase::Prelude | Phase::First | Phase::AfterSslv2 | Phase::Records)
     }
 
     /// Bytes currently buffered (both directions), for accounting.
@@ -255,6 +318,7 @@ impl HandshakeObserver {
     fn read(&mut self, dir: Direction) {
         loop {
             let step = match self.side(dir).phase {
+                Phase::Prelude => self.read_prelude(dir),
                 Phase::First => self.read_first(dir),
                 Phase::AfterSslv2 => self.read_after_sslv2(dir),
                 Phase::Records => self.read_record(dir),
@@ -266,9 +330,61 @@ impl HandshakeObserver {
         }
     }
 
+    /// Reads a prelude's bytes from `dir`: TLS follows, or not, or more is needed.
+    fn read_prelude(&mut self, dir: Direction) -> Step {
+        let HandshakeObserver { prelude, to_server, to_client, .. } = self;
+        let Some(p) = prelude else { return Step::Wait };
+        let side = if dir == Direction::ToServer { to_server } else { to_client };
+        let (n, found) = p.read(dir, side.reassembly.contiguous());
+        side.reassembly.consume(n);
+        self.prelude_moved |= n > 0;
+        match found {
+            Found::Wait => Step::Wait,
+            Found::Tls | Found::Direct => {
+                let Some(p) = self.prelude.take() else { return Step::Wait };
+                if found == Found::Tls {
+                    self.push(ObserverEvent::Prelude { protocol: p.protocol(), target: p.target().map(str::to_owned) });
+                }
+                for d in [Direction::ToServer, Direction::ToClient] {
+                    if self.side(d).phase == Phase::Prelude {
+                        self.side_mut(d).phase = Phase::First;
+                    }
+                }
+                self.prelude_moved = true;
+                Step::Continue
+            }
+            Found::NoTls(why) => {
+                let Some(p) = self.prelude.take() else { return Step::Wait };
+                self.push(ObserverEvent::PreludeEnded { protocol: p.protocol(), why });
+                self.to_server.stop(Phase::Failed);
+                self.to_client.stop(Phase::Failed);
+                Step::Wait
+            }
+        }
+    }
+
+    /// The prelude ran out of time (the observer has no clock: the caller says so).
+    pub fn prelude_timed_out(&mut self) {
+        if let Some(p) = self.prelude.take() {
+            self.push(ObserverEvent::PreludeEnded { protocol: p.protocol(), why: NoTls::TimedOut });
+            self.to_server.stop(Phase::Failed);
+            self.to_client.stop(Phase::Failed);
+        }
+    }
+
     /// Decides from the first bytes what the stream is.
     fn read_first(&mut self, dir: Direction) -> Step {
         let data = self.side(dir).reassembly.contiguous();
+        // An HTTP CONNECT tunnel: TLS follows the proxy's yes.
+        const CONNECT: &[u8] = b"CONNECT ";
+        let connect = dir == Direction::ToServer && self.limits.connect && self.session.client_hellos == 0;
+        if connect && data.len() < CONNECT.len() && !data.is_empty() && CONNECT.starts_with(data) {
+            return Step::Wait;
+        }
+        if connect && data.starts_with(CONNECT) && self.side(Direction::ToClient).phase == Phase::First {
+            self.start_prelude(PreludeProtocol::HttpConnect);
+            return Step::Continue;
+        }
         let Some(&[b0, b1, b2]) = data.get(..3) else { return Step::Wait };
         if looks_like_record_start(b0, b1) && b2 <= 4 {
             self.side_mut(dir).phase = Phase::Records;
@@ -881,7 +997,7 @@ mod tests {
 
     #[test]
     fn reassembly_overflow_is_reported() {
-        let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 1024, defer_fingerprints: false });
+        let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 1024, ..ObserverLimits::default() });
         // A record header announcing 2000 bytes that never complete within 1 KiB.
         let mut data = vec![22, 3, 3, 0x07, 0xd0];
         data.extend(vec![0u8; 1100]);
@@ -921,7 +1037,7 @@ mod tests {
         };
         let templates = [client_hello_record("x.example"), tls12_server_flight(b"cert"), chrome_client_hello()];
         for round in 0..3000 {
-            let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 4096, defer_fingerprints: false });
+            let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 4096, ..ObserverLimits::default() });
             let mut data = templates[round % templates.len()].clone();
             if round % templates.len() == 2 {
                 data = record(22, &handshake(1, &data));
