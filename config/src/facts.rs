@@ -265,23 +265,31 @@ pub enum CertStatus {
     NotYetValid,
     /// Issued by itself.
     SelfSigned,
-    /// The chain does not lead to a trusted issuer.
+    /// The chain does not validly lead to a trusted issuer for a TLS server:
+    /// no path, an issuer or root out of its dates, a constraint the path
+    /// breaks (basic constraints, path length, name constraints, the
+    /// serverAuth EKU).
     InvalidIssuer,
     /// A signature in the chain does not verify.
     InvalidSignature,
     /// Revoked by a configured CRL.
     Revoked,
-    /// The certificate cannot be parsed or is malformed.
+    /// The certificate's DER does not parse.
     InvalidCertificate,
     /// A CRL that applies cannot be used (bad signature, expired).
     InvalidCrl,
     /// SNI present and not matched by the certificate.
     ServerMismatch,
+    /// The chain parses, but tlsgate's verifier cannot judge it: a key or
+    /// signature algorithm it does not support (ML-DSA, Ed448, DSA), a
+    /// critical extension it does not know, an encoding it refuses (a
+    /// negative serial number). Never `valid`; not `invalid-signature` either.
+    Unverified,
 }
 
 impl CertStatus {
     /// Every status.
-    pub const ALL: [CertStatus; 10] = [
+    pub const ALL: [CertStatus; 11] = [
         CertStatus::Valid,
         CertStatus::Expired,
         CertStatus::NotYetValid,
@@ -292,6 +300,7 @@ impl CertStatus {
         CertStatus::InvalidCertificate,
         CertStatus::InvalidCrl,
         CertStatus::ServerMismatch,
+        CertStatus::Unverified,
     ];
 
     /// The name in the policy file and in events.
@@ -307,6 +316,7 @@ impl CertStatus {
             CertStatus::InvalidCertificate => "invalid-certificate",
             CertStatus::InvalidCrl => "invalid-crl",
             CertStatus::ServerMismatch => "server-mismatch",
+            CertStatus::Unverified => "unverified",
         }
     }
 

@@ -16,7 +16,7 @@ mod settings;
 
 pub use error::ConfigError;
 pub use hex::{colon_hex, hex};
-pub use policy::Policy;
+pub use policy::{check_crl, Policy};
 pub use settings::{
     EalSettings, EventSettings, FlowSettings, HandshakeEvents, MempoolSettings, Midstream, PinnedAction, PortPair,
     PreludeProtocol, PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull, WhenFull,

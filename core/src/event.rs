@@ -87,13 +87,21 @@ pub fn eve_timestamp(ns: u64) -> String {
     s.trim_end_matches('Z').to_string() + "+0000"
 }
 
-/// `2014-04-09T12:05:08`, EVE's form for certificate dates.
+/// `2014-04-09T12:05:08`, EVE's form for certificate dates (any year from
+/// 0000 to 9999: certificates carry dates before 1970 and after 2049).
 fn eve_date(unix: i64) -> String {
-    if unix < 0 {
-        return unix.to_string();
-    }
-    let t = UNIX_EPOCH + Duration::from_secs(unix as u64);
-    humantime::format_rfc3339_seconds(t).to_string().trim_end_matches('Z').to_string()
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 impl SessionEvent {
@@ -433,5 +441,11 @@ mod tests {
     fn timestamps_look_like_eve() {
         assert_eq!(eve_timestamp(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456+0000");
         assert_eq!(eve_date(1397045108), "2014-04-09T12:05:08");
+        assert_eq!(eve_date(0), "1970-01-01T00:00:00");
+        assert_eq!(eve_date(-1), "1969-12-31T23:59:59");
+        assert_eq!(eve_date(-152_668_800), "1965-03-01T00:00:00");
+        assert_eq!(eve_date(2_871_763_200), "2061-01-01T00:00:00");
+        assert_eq!(eve_date(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(eve_date(253_402_300_799), "9999-12-31T23:59:59");
     }
 }

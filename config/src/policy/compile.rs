@@ -365,7 +365,7 @@ impl PortIndex {
     }
 }
 
-/// `cert_status`: for each of the 1024 status sets, the rules it satisfies.
+/// `cert_status`: for each of the 2^11 status sets, the rules it satisfies.
 #[derive(Debug)]
 pub(super) struct StatusIndex {
     pub free: Free,

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use action::{Action, FinalAction, RuleInfo, Undecryptable};
 pub use eval::{Decision, Evaluation};
-pub use objects::{CaObject, KeyFormat, KnownKey, Trust};
+pub use objects::{check_crl, CaObject, KeyFormat, KnownKey, Trust};
 
 use crate::ConfigError;
 use compile::RuleIndex;

@@ -148,7 +148,46 @@ pub(super) fn load_crls(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     if out.is_empty() {
         return Err(format!("{} holds no CRL (a PEM `BEGIN X509 CRL` section)", path.display()));
     }
+    for (i, der) in out.iter().enumerate() {
+        check_crl(der).map_err(|why| format!("{}: CRL #{} cannot be used: {why}", path.display(), i + 1))?;
+    }
     Ok(out)
+}
+
+/// Whether the certificate verifier can use a DER CRL; if not, why, in words.
+pub fn check_crl(der: &[u8]) -> Result<(), String> {
+    use webpki::Error as E;
+    let Err(e) = webpki::OwnedCertRevocationList::from_der(der) else { return Ok(()) };
+    // CertificateList ::= SEQUENCE { tbsCertList SEQUENCE { version INTEGER OPTIONAL, ... } ... }:
+    // without the version, a version 1 CRL (which carries no extensions).
+    let inner = |d: &[u8]| -> Option<usize> {
+        let len = *d.get(1)?;
+        Some(if len & 0x80 == 0 { 2 } else { 2 + usize::from(len & 0x7f) })
+    };
+    let tbs_first = inner(der).and_then(|h| der.get(h..)).and_then(|tbs| tbs.get(inner(tbs)?).copied());
+    if tbs_first == Some(0x30) {
+        return Err("it is a version 1 CRL: only version 2 CRLs, with their CRL number and authority key \
+                    identifier extensions (RFC 5280, 5.2), can be used"
+            .into());
+    }
+    Err(match e {
+        E::UnsupportedCrlVersion => "it is a version 1 CRL; only version 2 CRLs (with extensions) can be used".into(),
+        E::MalformedExtensions => "it has no extensions, or unreadable ones: a CRL must carry its CRL number \
+                                   and authority key identifier (RFC 5280, 5.2)"
+            .into(),
+        E::InvalidCrlNumber => "its CRL number is not a non-negative integer of at most 20 bytes".into(),
+        E::UnsupportedDeltaCrl => "it is a delta CRL, which cannot be used".into(),
+        E::UnsupportedIndirectCrl => "it is an indirect CRL, which cannot be used".into(),
+        E::UnsupportedCriticalExtension => "it has a critical extension the verifier does not know".into(),
+        E::UnsupportedRevocationReason => "an entry gives a revocation reason the verifier does not know".into(),
+        E::UnsupportedCrlIssuingDistributionPoint => {
+            "its issuing distribution point is of a kind the verifier does not support".into()
+        }
+        E::BadDer | E::BadDerTime | E::TrailingData(_) => {
+            "its DER does not parse (a CRL also needs a nextUpdate time, RFC 5280, 5.1.2.5)".into()
+        }
+        other => format!("{other:?}"),
+    })
 }
 
 /// The first private key of a PEM file, refused if others than the owner may read the file.
@@ -289,5 +328,44 @@ mod tests {
         }
         assert!(matches!(ca.private_key(), PrivateKeyDer::Pkcs8(_)));
         assert!(matches!(kk.private_key(), PrivateKeyDer::Sec1(_)));
+    }
+
+    /// A CRL the verifier cannot use is refused at load, in words, naming its
+    /// file: here a version 1 CRL (no extensions, so no CRL number), as
+    /// `openssl ca -gencrl` makes without `crlnumber`.
+    #[test]
+    fn an_unusable_crl_is_refused_naming_the_file_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "CRL Test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap();
+        write(d, "ca.pem", &ca.pem(), 0o644);
+        write(d, "ca.key", &key.serialize_pem(), 0o600);
+        write(d, "index.txt", "", 0o644);
+        let conf = format!(
+            "[ca]\ndefault_ca = own\n[own]\ndatabase = {}\ndefault_md = sha256\ndefault_crl_days = 30\n",
+            d.join("index.txt").display()
+        );
+        write(d, "ca.cnf", &conf, 0o644);
+        let out = d.join("v1.crl.pem");
+        let ok = std::process::Command::new("openssl")
+            .args(["ca", "-gencrl", "-batch", "-config"])
+            .arg(d.join("ca.cnf"))
+            .arg("-keyfile")
+            .arg(d.join("ca.key"))
+            .arg("-cert")
+            .arg(d.join("ca.pem"))
+            .arg("-out")
+            .arg(&out)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl ca -gencrl");
+        let e = load_crls(&out).unwrap_err();
+        assert!(e.starts_with(&format!("{}: CRL #1 cannot be used: it is a version 1 CRL", out.display())), "{e}");
     }
 }

@@ -1,16 +1,22 @@
 //! The status of a server's certificate chain (valid, expired, self-signed,
 //! untrusted issuer, bad signature, revoked, name mismatch ...), judged with
-//! rustls-webpki against the configured trust anchors and CRLs.
+//! rustls-webpki (RFC 5280 path building: basic constraints, path length,
+//! name constraints, the serverAuth EKU) against the configured trust
+//! anchors and CRLs.
 //!
-//! Chain verification is the costly part, and its verdict does not depend on
-//! the time a session is seen: [`CertVerifier`] judges each chain once, at a
-//! fixed time inside the leaf's validity window (notBefore + 1 s), and caches
-//! that verdict by the chain's fingerprints. The leaf's own dates are compared
-//! with `now` on every call, and the name with the SNI. A consequence, chosen
-//! on purpose: an intermediate's expiry is judged at the leaf's time, not at
-//! `now` (an intermediate already expired when the leaf was issued makes the
-//! chain `invalid-issuer`; one that expired later goes unnoticed until the
-//! leaf expires too, which for public CAs cannot happen before).
+//! The whole path is judged at the packet's time: an intermediate or a root
+//! past its validity makes the chain `invalid-issuer`, a CRL past its
+//! nextUpdate makes it `invalid-crl`. The leaf's own dates give `expired` and
+//! `not-yet-valid`; so that a leaf out of its dates still has the rest of its
+//! chain judged, the chain is judged at the packet's time brought into the
+//! leaf's validity.
+//!
+//! Verification is the costly part, so [`CertVerifier`] caches each chain's
+//! verdict by the chain's fingerprints, with the span of time over which it
+//! holds: between the nearest of the dates that can change it (any
+//! certificate's notBefore and notAfter, a trust anchor's, a CRL's
+//! nextUpdate) before and after the time judged. A packet outside that span
+//! has the chain judged again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use tlsgate_config::facts::{CertStatus, CertStatusSet};
 use webpki::{
     CertRevocationList, EndEntityCert, Error as WebpkiError, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
-    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy, VerifiedPath,
 };
 
 use super::certificate::names_and_validity;
@@ -31,46 +37,64 @@ const CACHE_ENTRIES: usize = 4096;
 /// Judges certificate chains against trust anchors and CRLs.
 pub struct CertVerifier {
     anchors: Vec<TrustAnchor<'static>>,
+    /// Each anchor's validity (notBefore, notAfter), by index.
+    anchor_dates: Vec<(i64, i64)>,
     crls: Vec<CertRevocationList<'static>>,
+    /// Dates at which a CRL's verdicts change (thisUpdate, nextUpdate).
+    crl_dates: Vec<i64>,
     cache: HashMap<ChainKey, ChainVerdict>,
 }
 
 /// SHA-256 of the leaf, and of the rest of the chain.
 type ChainKey = ([u8; 32], [u8; 32]);
 
-/// What does not depend on `now` or the SNI.
+/// What verification said of a chain, and over which span of time it holds.
 #[derive(Debug, Clone, Copy)]
 struct ChainVerdict {
     /// Statuses from verification (empty: the chain verified).
     statuses: CertStatusSet,
+    /// The leaf's dates.
     not_before: i64,
     not_after: i64,
+    /// The span (from, until: exclusive) over which `statuses` hold.
+    from: i64,
+    until: i64,
 }
 
 impl CertVerifier {
     /// A verifier trusting the DER certificates `anchors` and checking
     /// revocation with the DER CRLs `crls`.
     pub fn new(anchors: &[Vec<u8>], crls: &[Vec<u8>]) -> Result<CertVerifier, String> {
+        let mut anchor_dates = Vec::new();
         let anchors = anchors
             .iter()
             .enumerate()
             .map(|(i, der)| {
+                // A root without readable dates is taken as always valid.
+                anchor_dates.push(names_and_validity(der).map_or((i64::MIN, i64::MAX), |(_, _, nb, na)| (nb, na)));
                 let der = CertificateDer::from(der.as_slice());
                 webpki::anchor_from_trusted_cert(&der)
                     .map(|a| a.to_owned())
                     .map_err(|e| format!("trust anchor #{} cannot be used: {e}", i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut crl_dates = Vec::new();
         let crls = crls
             .iter()
             .enumerate()
             .map(|(i, der)| {
-                OwnedCertRevocationList::from_der(der)
-                    .map(CertRevocationList::from)
-                    .map_err(|e| format!("CRL #{} cannot be used: {e}", i + 1))
+                use x509_parser::prelude::FromDer as _;
+                if let Ok((_, crl)) = x509_parser::revocation_list::CertificateRevocationList::from_der(der) {
+                    crl_dates.push(crl.last_update().timestamp());
+                    crl_dates.extend(crl.next_update().map(|t| t.timestamp()));
+                }
+                OwnedCertRevocationList::from_der(der).map(CertRevocationList::from).map_err(|e| {
+                    let why = tlsgate_config::check_crl(der).err().unwrap_or_else(|| e.to_string());
+                    format!("CRL #{} cannot be used: {why}", i + 1)
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CertVerifier { anchors, crls, cache: HashMap::new() })
+        Ok(CertVerifier { anchors, anchor_dates, crls, crl_dates, cache: HashMap::new() })
     }
 
     /// Statuses of `chain` (DER, leaf first) for a session to `sni` at
@@ -83,9 +107,9 @@ impl CertVerifier {
         };
         let key = chain_key(chain);
         let verdict = match self.cache.get(&key) {
-            Some(v) => *v,
-            None => {
-                let v = self.verify(chain);
+            Some(v) if v.from <= now_unix && now_unix < v.until => *v,
+            _ => {
+                let v = self.verify(chain, now_unix);
                 if self.cache.len() >= CACHE_ENTRIES {
                     self.cache.clear();
                 }
@@ -99,7 +123,11 @@ impl CertVerifier {
         } else if now_unix < verdict.not_before {
             set.insert(CertStatus::NotYetValid);
         }
-        if !verdict.statuses.contains(CertStatus::InvalidCertificate) {
+        // A chain that cannot be read, or judged, cannot be matched to a name either.
+        let unjudged = verdict.statuses.contains(CertStatus::InvalidCertificate)
+            || (verdict.statuses.contains(CertStatus::Unverified)
+                && EndEntityCert::try_from(&CertificateDer::from(leaf.as_slice())).is_err());
+        if !unjudged {
             if let Some(name) = sni {
                 if !matches_name(leaf, name) {
                     set.insert(CertStatus::ServerMismatch);
@@ -120,31 +148,56 @@ impl CertVerifier {
         self.cache.len()
     }
 
-    /// The time-independent verdict for a chain.
-    fn verify(&self, chain: &[Vec<u8>]) -> ChainVerdict {
+    /// The verdict for a chain at `now`, and the span over which it holds.
+    fn verify(&self, chain: &[Vec<u8>], now: i64) -> ChainVerdict {
         let mut statuses = CertStatusSet::default();
         statuses.insert(CertStatus::InvalidCertificate);
         // Unknown dates never make a certificate expired or not yet valid.
-        let unreadable = ChainVerdict { statuses, not_before: i64::MIN, not_after: i64::MAX };
-        let Some(leaf_der) = chain.first() else { return unreadable };
-        let Some((subject, issuer, not_before, not_after)) = names_and_validity(leaf_der) else { return unreadable };
+        let always = |statuses| ChainVerdict {
+            statuses,
+            not_before: i64::MIN,
+            not_after: i64::MAX,
+            from: i64::MIN,
+            until: i64::MAX,
+        };
+        let Some(leaf_der) = chain.first() else { return always(statuses) };
+        let Some((subject, issuer, not_before, not_after)) = names_and_validity(leaf_der) else {
+            return always(statuses);
+        };
+        let (from, until) = self.span(chain, now);
         let leaf = CertificateDer::from(leaf_der.as_slice());
         // webpki refuses some certificates x509-parser reads (DER lengths
-        // over 64 KiB, for one): invalid, but their dates still count.
+        // over 64 KiB, an unknown critical extension, a negative serial):
+        // they cannot be judged, but their dates still count.
         let Ok(end_entity) = EndEntityCert::try_from(&leaf) else {
-            return ChainVerdict { statuses, not_before, not_after };
+            let mut statuses = CertStatusSet::default();
+            statuses.insert(CertStatus::Unverified);
+            return ChainVerdict { statuses, not_before, not_after, from, until };
         };
         let mut statuses = CertStatusSet::default();
         let intermediates: Vec<CertificateDer<'_>> =
             chain.iter().skip(1).map(|c| CertificateDer::from(c.as_slice())).collect();
-        let at = judging_time(not_before, not_after);
+        let at = judging_time(now, not_before, not_after);
+        let at_secs = at.as_secs() as i64;
         let crl_refs: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
         let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
             b.with_depth(RevocationCheckDepth::Chain)
                 .with_status_policy(UnknownStatusPolicy::Allow)
-                .with_expiration_policy(ExpirationPolicy::Ignore)
+                .with_expiration_policy(ExpirationPolicy::Enforce)
                 .build()
         });
+        // A path through a root past its dates is no path: webpki tries another.
+        let root_in_date = |path: &VerifiedPath<'_>| -> Result<(), WebpkiError> {
+            let anchor = path.anchor();
+            let i = self.anchors.iter().position(|a| {
+                a.subject.as_ref() == anchor.subject.as_ref()
+                    && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+            });
+            match i.map(|i| self.anchor_dates[i]) {
+                Some((nb, na)) if at_secs < nb || at_secs > na => Err(WebpkiError::UnknownIssuer),
+                _ => Ok(()),
+            }
+        };
         let self_issued = subject == issuer;
         let result = end_entity.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -153,7 +206,7 @@ impl CertVerifier {
             at,
             KeyUsage::server_auth(),
             revocation,
-            None,
+            Some(&root_in_date),
         );
         match result {
             Ok(_) => {
@@ -171,14 +224,43 @@ impl CertVerifier {
                 }
             }
         }
-        ChainVerdict { statuses, not_before, not_after }
+        ChainVerdict { statuses, not_before, not_after, from, until }
+    }
+
+    /// The span around `now` over which no date that can change a chain's
+    /// verdict falls: its certificates', the roots', the CRLs'.
+    fn span(&self, chain: &[Vec<u8>], now: i64) -> (i64, i64) {
+        let mut from = i64::MIN;
+        let mut until = i64::MAX;
+        let mut note = |t: i64| {
+            if t <= now {
+                from = from.max(t);
+            } else {
+                until = until.min(t);
+            }
+        };
+        for der in chain {
+            if let Some((_, _, nb, na)) = names_and_validity(der) {
+                note(nb);
+                note(na.saturating_add(1));
+            }
+        }
+        for &(nb, na) in &self.anchor_dates {
+            note(nb);
+            note(na.saturating_add(1));
+        }
+        for &t in &self.crl_dates {
+            note(t);
+        }
+        (from, until)
     }
 }
 
-/// The moment at which the chain is judged: one second into the leaf's
-/// validity (clamped into the window, and to the epoch).
-fn judging_time(not_before: i64, not_after: i64) -> UnixTime {
-    let t = not_before.saturating_add(1).min(not_after).max(not_before).max(0);
+/// The moment at which the chain is judged: the packet's time, brought into
+/// the leaf's validity (whose own dates are judged apart), and not before
+/// the epoch.
+fn judging_time(now: i64, not_before: i64, not_after: i64) -> UnixTime {
+    let t = now.min(not_after).max(not_before).max(0);
     UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(t).unwrap_or(0)))
 }
 
@@ -198,7 +280,14 @@ fn self_signature_verifies(end_entity: &EndEntityCert<'_>, leaf: &CertificateDer
         Ok(_) => true,
         // The signature checked out; the certificate's profile (a CA
         // certificate used as a server's, a missing EKU) is another matter.
-        Err(e) => !matches!(status_of(&e), CertStatus::InvalidSignature | CertStatus::InvalidIssuer),
+        Err(e) => !matches!(
+            e,
+            WebpkiError::InvalidSignatureForPublicKey
+                | WebpkiError::SignatureAlgorithmMismatch
+                | WebpkiError::UnknownIssuer
+                | WebpkiError::UnsupportedSignatureAlgorithmContext(_)
+                | WebpkiError::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        ),
     }
 }
 
@@ -219,24 +308,26 @@ fn chain_key(chain: &[Vec<u8>]) -> ChainKey {
     (leaf, rest.finalize().into())
 }
 
-/// The status a webpki error stands for.
+/// The status a webpki error stands for (the leaf's DER parsed: x509-parser read it).
 fn status_of(e: &WebpkiError) -> CertStatus {
     use WebpkiError as E;
     match e {
-        E::UnknownIssuer
-        | E::CertDistrusted
-        // An intermediate outside its validity at the leaf's time.
-        | E::CertExpired { .. }
-        | E::CertNotValidYet { .. }
-        | E::MaximumPathBuildCallsExceeded
-        | E::MaximumPathDepthExceeded
-        | E::MaximumSignatureChecksExceeded
-        | E::MaximumNameConstraintComparisonsExceeded => CertStatus::InvalidIssuer,
-        // Signatures webpki cannot check (SHA-1, MD5, odd key sizes) do not verify either.
-        E::InvalidSignatureForPublicKey
-        | E::SignatureAlgorithmMismatch
-        | E::UnsupportedSignatureAlgorithmContext(_)
-        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => CertStatus::InvalidSignature,
+        // Signatures made with algorithms known to be broken (MD5, SHA-1) do
+        // not verify; others webpki does not support cannot be judged.
+        E::UnsupportedSignatureAlgorithmContext(c) if broken_signature(&c.signature_algorithm_id) => {
+            CertStatus::InvalidSignature
+        }
+        E::UnsupportedSignatureAlgorithmForPublicKeyContext(c) if broken_signature(&c.signature_algorithm_id) => {
+            CertStatus::InvalidSignature
+        }
+        E::InvalidSignatureForPublicKey | E::SignatureAlgorithmMismatch => CertStatus::InvalidSignature,
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | E::UnsupportedCriticalExtension
+        | E::InvalidSerialNumber
+        // A time webpki cannot represent (before 1970).
+        | E::BadDerTime
+        | E::UnsupportedNameType => CertStatus::Unverified,
         E::CertRevoked => CertStatus::Revoked,
         E::CrlExpired { .. }
         | E::InvalidCrlNumber
@@ -251,8 +342,22 @@ fn status_of(e: &WebpkiError) -> CertStatus {
         | E::UnsupportedRevocationReasonsPartitioning
         | E::UnsupportedCrlSignatureAlgorithmContext(_)
         | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => CertStatus::InvalidCrl,
-        // Encoding and profile faults (bad DER, CA used as end entity, wrong
-        // EKU, name constraints, unsupported critical extension ...).
-        _ => CertStatus::InvalidCertificate,
+        // No valid path to a trusted issuer for a TLS server: none at all, an
+        // issuer or root out of its dates (the leaf's own are judged apart),
+        // an intermediate that does not parse, a constraint the path breaks
+        // (basic constraints, path length, name constraints, serverAuth EKU).
+        _ => CertStatus::InvalidIssuer,
     }
+}
+
+/// Whether a signature AlgorithmIdentifier (its DER content) names MD2, MD5
+/// or SHA-1 with RSA, or SHA-1 with ECDSA.
+fn broken_signature(id: &[u8]) -> bool {
+    const RSA_PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+    let oid = match id {
+        [0x06, len, rest @ ..] => rest.get(..usize::from(*len)).unwrap_or_default(),
+        _ => return false,
+    };
+    matches!(oid.strip_prefix(RSA_PKCS1), Some([2] | [4] | [5])) || oid == ECDSA_SHA1
 }
