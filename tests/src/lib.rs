@@ -219,4 +219,5 @@ pub fn replay_with(pcap: &Path, policy: Option<&Path>, dir: &Scratch, args: &[&s
     Replayed { output, events, frames: pcap_frames(&out) }
 }
 
+pub mod capture;
 pub mod netns;

@@ -6,9 +6,10 @@
 //! that is not TLS, with its own reason code.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use tlsgate_tests::capture::{wait_for, Capture, Reaped};
 use tlsgate_tests::{dpdk_lock, replay, repo, run_with_limit, text, Scratch};
 
 /// Loopback addresses of the tests' own (one per test: they run at once).
@@ -26,16 +27,6 @@ const PROTOCOLS: [(&str, u16); 8] = [
     ("ldap", 389),
 ];
 
-/// Kills a child process when dropped (a failed test leaves nothing behind).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn self_signed(dir: &Scratch) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
     let o = run_with_limit(
@@ -52,34 +43,11 @@ fn self_signed(dir: &Scratch) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// Waits until `path` holds `what` (at most 10 s).
-fn wait_for(path: &Path, what: &str) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(what)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{}: no {what:?} within 10 s", path.display());
-}
-
 /// One `openssl s_client -starttls PROTOCOL` session, captured; returns the capture.
 fn capture(dir: &Scratch, protocol: &str, port: u16, refuse: bool) -> PathBuf {
     let addr = if refuse { ADDR_REFUSED } else { ADDR_ACCEPTED };
     let (cert, key) = self_signed(dir);
-    let pcap = dir.path(&format!("{protocol}.pcap"));
-    let dump_log = dir.path("tcpdump.log");
-    let dump = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "--immediate-mode", "-Z", "root", "-w"])
-        .arg(&pcap)
-        .args(["host", addr, "and", "port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&dump_log).unwrap())
-        .spawn()
-        .expect("tcpdump (scripts/setup installs it)");
-    let mut dump = Reaped(dump);
-    wait_for(&dump_log, "listening on");
+    let capture = Capture::start(&dir.path(&format!("{protocol}.pcap")), addr, port);
     let server_log = dir.path("server.log");
     let mut server = Command::new("python3");
     server
@@ -105,13 +73,7 @@ fn capture(dir: &Scratch, protocol: &str, port: u16, refuse: bool) -> PathBuf {
     let shown = String::from_utf8_lossy(&o.stdout);
     assert_eq!(shown.contains("BEGIN CERTIFICATE"), !refuse, "{protocol}: {}", text(&o));
     drop(server);
-    std::thread::sleep(Duration::from_millis(300));
-    // SIGINT: tcpdump writes out what it holds and exits.
-    let _ = Command::new("kill").args(["-INT", &dump.0.id().to_string()]).status();
-    let _ = dump.0.wait();
-    let size = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 24, "{protocol}: nothing captured: {}", std::fs::read_to_string(&dump_log).unwrap_or_default());
-    pcap
+    capture.finish()
 }
 
 fn events(pcap: &Path, policy: &str, dir: &Scratch) -> (Vec<serde_json::Value>, usize) {
