@@ -44,8 +44,9 @@ impl ServerKey {
 pub struct ServerIdentity {
     /// Facts about the server's leaf certificate (`None`: not seen, e.g. TLS 1.3 observed passively).
     pub certificate: Option<Arc<CertificateFacts>>,
-    /// The chain as sent, DER, leaf first; empty if unknown.
-    pub chain: Vec<Vec<u8>>,
+    /// The chain as sent, DER, leaf first; empty if unknown. Shared: each
+    /// session to the server is judged on it.
+    pub chain: Arc<[Vec<u8>]>,
     /// The leaf's status against the trust store, if it was checked.
     pub cert_status: Option<CertStatusSet>,
     /// The negotiated version.
@@ -429,7 +430,7 @@ mod tests {
     fn identity(leaf: &[u8], at: u64) -> ServerIdentity {
         ServerIdentity {
             certificate: None,
-            chain: vec![leaf.to_vec()],
+            chain: vec![leaf.to_vec()].into(),
             cert_status: None,
             version: Some(TlsVersion::Tls12),
             cipher_suite: Some(0xc02f),
@@ -522,13 +523,13 @@ mod tests {
         assert_eq!(cache.get(&key(1, None), 3).unwrap().chain[0], b"two");
         // Unknown leaf (e.g. TLS 1.3 seen passively) is not a change.
         let mut unknown = identity(b"", 4);
-        unknown.chain.clear();
+        unknown.chain = Vec::new().into();
         cache.learn(key(1, None), unknown);
         assert_eq!(cache.stats().certificate_changes, 1);
         // By certificate facts when no chain is known.
         let facts = |b: u8| Arc::new(CertificateFacts { sha256: [b; 32], ..CertificateFacts::default() });
         let mut a = identity(b"", 5);
-        a.chain.clear();
+        a.chain = Vec::new().into();
         a.certificate = Some(facts(1));
         let mut b = a.clone();
         b.certificate = Some(facts(2));

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use tlsgate_core::tls::{Direction, HandshakeObserver, ObserverLimits};
 
 fuzz_target!(|data: &[u8]| {
-    let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 16 * 1024, defer_fingerprints: false });
+    let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 16 * 1024, ..ObserverLimits::default() });
     o.set_initial_seq(Direction::ToServer, 1000);
     o.set_initial_seq(Direction::ToClient, 5000);
     let (mut seq_c, mut seq_s) = (1000u32, 5000u32);

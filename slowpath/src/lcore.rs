@@ -524,7 +524,7 @@ impl SlowLcore {
         let certificate = certificate_facts(leaf).ok().map(Arc::new);
         let identity = ServerIdentity {
             certificate,
-            chain,
+            chain: chain.into(),
             cert_status: status,
             version: None,
             cipher_suite: None,

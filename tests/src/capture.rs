@@ -59,6 +59,13 @@ impl Capture {
         let _ = self.dump.0.wait();
         let size = std::fs::metadata(&self.pcap).map(|m| m.len()).unwrap_or(0);
         assert!(size > 24, "nothing captured: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        // Kept for fuzzing seeds (fuzz/seed.py) when asked.
+        if let Some(dir) = std::env::var_os("TLSGATE_KEEP_CAPTURES") {
+            let dir = Path::new(&dir);
+            let _ = std::fs::create_dir_all(dir);
+            let name = self.pcap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let _ = std::fs::copy(&self.pcap, dir.join(format!("{}-{name}", std::process::id())));
+        }
         self.pcap.clone()
     }
 }

@@ -832,6 +832,7 @@ impl Judge {
         s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
         s.server_identity = ServerIdentitySource::Cache;
         s.certificate_from = ServerIdentitySource::Cache;
+        s.recalled_chain = Some(chain);
     }
 
     /// The session's own certificate chain: its facts (this session's, no
@@ -839,6 +840,13 @@ impl Judge {
     /// cache learns from it.
     fn saw_certificate(&mut self, s: &mut Session, chain: Vec<Vec<u8>>, now: u64) {
         let Some(leaf) = chain.first() else { return };
+        // The chain the cache recalled for this session, judged at this
+        // session's ClientHello: its facts and status stand, now as this
+        // session's own (servers show the same chain session after session).
+        if s.recalled_chain.as_deref().is_some_and(|recalled| *recalled == chain[..]) {
+            s.certificate_from = ServerIdentitySource::Handshake;
+            return;
+        }
         s.facts.certificate = self.certificates.facts(leaf);
         let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.clone());
         s.facts.cert_status = Some(self.verifier.status(&chain, sni.as_deref(), (now / NS) as i64));
@@ -933,7 +941,7 @@ impl Judge {
             key,
             ServerIdentity {
                 certificate: s.facts.certificate.clone(),
-                chain,
+                chain: chain.into(),
                 cert_status: s.facts.cert_status,
                 version: s.facts.server_hello.as_ref().and_then(|h| h.version),
                 cipher_suite: s.facts.server_hello.as_ref().map(|h| h.cipher_suite),

@@ -105,6 +105,8 @@ pub(super) struct Session {
     pub server_identity: ServerIdentitySource,
     /// Where the certificate facts the event carries came from.
     pub certificate_from: ServerIdentitySource,
+    /// The chain the server identity cache recalled at the ClientHello.
+    pub recalled_chain: Option<Arc<[Vec<u8>]>>,
     /// The server's first flight has been read (ServerHelloDone, its
     /// ChangeCipherSpec, or a TLS 1.3 ServerHello).
     pub flight_read: bool,
@@ -204,6 +206,7 @@ impl Session {
             seen: Seen::Nothing,
             server_identity: ServerIdentitySource::Unknown,
             certificate_from: ServerIdentitySource::Unknown,
+            recalled_chain: None,
             flight_read: false,
             unread: None,
             first_payload_ns: None,

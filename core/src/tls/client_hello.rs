@@ -16,6 +16,9 @@ use tlsgate_config::hex::hex;
 /// Extension types the facts look at.
 pub(crate) mod ext {
     pub const SERVER_NAME: u16 = 0x0000;
+    pub const SUPPORTED_GROUPS: u16 = 0x000a;
+    pub const EC_POINT_FORMATS: u16 = 0x000b;
+    pub const SIGNATURE_ALGORITHMS: u16 = 0x000d;
     pub const ALPN: u16 = 0x0010;
     pub const SESSION_TICKET: u16 = 0x0023;
     pub const PRE_SHARED_KEY: u16 = 0x0029;
@@ -94,7 +97,7 @@ pub fn is_grease(v: u16) -> bool {
 
 /// Parses a ClientHello body into its details.
 pub(crate) fn parse_client_hello(body: &[u8], fingerprints: bool) -> Result<ClientHelloDetails, ClientHelloError> {
-    let (hello, extras) = read_hello(body)?;
+    let (hello, extras) = read_hello(body, fingerprints)?;
     let facts = ClientHelloFacts {
         sni: hello.sni.clone(),
         alpn: hello.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
@@ -116,7 +119,7 @@ pub(crate) fn parse_client_hello(body: &[u8], fingerprints: bool) -> Result<Clie
 
 /// JA4 and its raw, unhashed form (`ja4_r`) for a ClientHello body.
 pub fn ja4_with_raw(body: &[u8]) -> Result<(String, String), ClientHelloError> {
-    read_hello(body).map(|(hello, _)| hello.ja4())
+    read_hello(body, true).map(|(hello, _)| hello.ja4())
 }
 
 /// What a ClientHello says beyond the fingerprint inputs.
@@ -129,7 +132,10 @@ struct Extras {
     early_data: bool,
 }
 
-fn read_hello(body: &[u8]) -> Result<(Hello, Extras), ClientHelloError> {
+/// Reads a ClientHello body; `fingerprints`: also the extensions only JA3
+/// and JA4 need (groups, point formats, signature algorithms), which the
+/// packet path leaves to the event writer.
+fn read_hello(body: &[u8], fingerprints: bool) -> Result<(Hello, Extras), ClientHelloError> {
     let (_, ch) = parse_tls_handshake_client_hello(body).map_err(|_| ClientHelloError::Malformed)?;
     let raw_extensions = split_extensions(ch.ext.unwrap_or_default())?;
     let mut hello = Hello::new(ch.version.0, ch.ciphers.iter().map(|c| c.0).collect());
@@ -150,6 +156,14 @@ fn read_hello(body: &[u8]) -> Result<(Hello, Extras), ClientHelloError> {
             ext::SESSION_TICKET => extras.ticket = !raw.data.is_empty(),
             ext::EARLY_DATA => extras.early_data = true,
             _ => {}
+        }
+        let needed = match raw.kind {
+            ext::SERVER_NAME | ext::ALPN | ext::SUPPORTED_VERSIONS => true,
+            ext::SUPPORTED_GROUPS | ext::EC_POINT_FORMATS | ext::SIGNATURE_ALGORITHMS => fingerprints,
+            _ => false,
+        };
+        if !needed {
+            continue;
         }
         // A content that tls-parser refuses is left out of the facts; the
         // type still counts for the fingerprints.

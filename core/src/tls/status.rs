@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
-use sha2::{Digest as _, Sha256};
 use tlsgate_config::facts::{CertStatus, CertStatusSet};
 use webpki::{
     CertRevocationList, EndEntityCert, Error as WebpkiError, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
@@ -31,8 +30,9 @@ use webpki::{
 
 use super::certificate::names_and_validity;
 
-/// Chains whose verdict is kept; when full, the cache is emptied.
-const CACHE_ENTRIES: usize = 4096;
+/// Chains whose verdict is kept (with the chain: a few KiB each); when full,
+/// the cache is emptied.
+const CACHE_ENTRIES: usize = 2048;
 
 /// Judges certificate chains against trust anchors and CRLs.
 pub struct CertVerifier {
@@ -42,11 +42,21 @@ pub struct CertVerifier {
     crls: Vec<CertRevocationList<'static>>,
     /// Dates at which a CRL's verdicts change (thisUpdate, nextUpdate).
     crl_dates: Vec<i64>,
-    cache: HashMap<ChainKey, ChainVerdict>,
+    /// Verdicts by a keyed hash of the chain; each entry holds its chain, so
+    /// a colliding chain never inherits another's verdict.
+    cache: HashMap<u64, Cached, ahash::RandomState>,
 }
 
-/// SHA-256 of the leaf, and of the rest of the chain.
-type ChainKey = ([u8; 32], [u8; 32]);
+/// A cached verdict, with the chain it is for and the last name matched.
+#[derive(Debug)]
+struct Cached {
+    /// The chain's certificates, each behind its 4-byte length.
+    chain: Vec<u8>,
+    verdict: ChainVerdict,
+    /// The last SNI checked against the leaf, and whether it matched
+    /// (sessions to a server ask for the same name).
+    last_name: Option<(String, bool)>,
+}
 
 /// What verification said of a chain, and over which span of time it holds.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +104,7 @@ impl CertVerifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CertVerifier { anchors, anchor_dates, crls, crl_dates, cache: HashMap::new() })
+        Ok(CertVerifier { anchors, anchor_dates, crls, crl_dates, cache: HashMap::default() })
     }
 
     /// Statuses of `chain` (DER, leaf first) for a session to `sni` at
@@ -105,18 +115,28 @@ impl CertVerifier {
             set.insert(CertStatus::InvalidCertificate);
             return set;
         };
-        let key = chain_key(chain);
-        let verdict = match self.cache.get(&key) {
-            Some(v) if v.from <= now_unix && now_unix < v.until => *v,
-            _ => {
-                let v = self.verify(chain, now_unix);
-                if self.cache.len() >= CACHE_ENTRIES {
-                    self.cache.clear();
-                }
-                self.cache.insert(key, v);
-                v
+        let key = {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            let mut h = self.cache.hasher().build_hasher();
+            for cert in chain {
+                h.write_u32(cert.len() as u32);
+                h.write(cert);
             }
+            h.finish()
         };
+        let fresh = match self.cache.get(&key) {
+            Some(c) => !is_flat(&c.chain, chain) || now_unix < c.verdict.from || now_unix >= c.verdict.until,
+            None => true,
+        };
+        if fresh {
+            let verdict = self.verify(chain, now_unix);
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
+            }
+            self.cache.insert(key, Cached { chain: flatten(chain), verdict, last_name: None });
+        }
+        let Some(cached) = self.cache.get_mut(&key) else { return set };
+        let verdict = cached.verdict;
         set.0 |= verdict.statuses.0;
         if now_unix > verdict.not_after {
             set.insert(CertStatus::Expired);
@@ -129,7 +149,15 @@ impl CertVerifier {
                 && EndEntityCert::try_from(&CertificateDer::from(leaf.as_slice())).is_err());
         if !unjudged {
             if let Some(name) = sni {
-                if !matches_name(leaf, name) {
+                let matched = match &cached.last_name {
+                    Some((last, matched)) if last == name => *matched,
+                    _ => {
+                        let matched = matches_name(leaf, name);
+                        cached.last_name = Some((name.to_string(), matched));
+                        matched
+                    }
+                };
+                if !matched {
                     set.insert(CertStatus::ServerMismatch);
                 }
             }
@@ -298,14 +326,27 @@ fn matches_name(leaf_der: &[u8], name: &str) -> bool {
     end_entity.verify_is_valid_for_subject_name(&server_name).is_ok()
 }
 
-fn chain_key(chain: &[Vec<u8>]) -> ChainKey {
-    let leaf: [u8; 32] = Sha256::digest(chain.first().map(Vec::as_slice).unwrap_or_default()).into();
-    let mut rest = Sha256::new();
-    for cert in chain.iter().skip(1) {
-        rest.update((cert.len() as u64).to_be_bytes());
-        rest.update(cert);
+/// Whether `flat` is [`flatten`]`(chain)` (compared without making it).
+fn is_flat(flat: &[u8], chain: &[Vec<u8>]) -> bool {
+    let mut rest = flat;
+    for cert in chain {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else { return false };
+        if u32::from_be_bytes(*len) as usize != cert.len() || !tail.starts_with(cert) {
+            return false;
+        }
+        rest = &tail[cert.len()..];
     }
-    (leaf, rest.finalize().into())
+    rest.is_empty()
+}
+
+/// The chain as one byte string: each certificate behind its 4-byte length.
+fn flatten(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut flat = Vec::with_capacity(chain.iter().map(|c| c.len() + 4).sum());
+    for cert in chain {
+        flat.extend_from_slice(&(cert.len() as u32).to_be_bytes());
+        flat.extend_from_slice(cert);
+    }
+    flat
 }
 
 /// The status a webpki error stands for (the leaf's DER parsed: x509-parser read it).

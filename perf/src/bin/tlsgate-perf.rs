@@ -94,6 +94,9 @@ enum Cmd {
         policy: Option<std::path::PathBuf>,
         #[arg(long)]
         seconds: f64,
+        /// `[events] handshake`: full or decision.
+        #[arg(long, default_value = "full")]
+        handshake: String,
     },
     /// One measurement in this process (used by `forward`).
     ForwardChild {
@@ -156,13 +159,15 @@ fn main() {
         Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
             handshakes(&pcap, rules, seconds, rounds.max(1), json)
         }
-        Cmd::HandshakesChild { mode, pcap, policy, seconds } => match handshakes_child(mode, &pcap, policy, seconds) {
-            Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
-            Err(e) => {
-                eprintln!("tlsgate-perf: {e}");
-                std::process::exit(1);
+        Cmd::HandshakesChild { mode, pcap, policy, seconds, handshake } => {
+            match handshakes_child(mode, &pcap, policy, seconds, &handshake) {
+                Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
+                Err(e) => {
+                    eprintln!("tlsgate-perf: {e}");
+                    std::process::exit(1);
+                }
             }
-        },
+        }
         Cmd::ForwardChild { mode, workers, seconds, pmd } => match child(pmd, mode, workers, seconds) {
             Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
             Err(e) => {
@@ -327,11 +332,14 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, big_policy(rules)).expect("write the policy");
-    let run = |mode: &str, with_policy: bool| -> HsSample {
+    let early = dir.join("early.toml");
+    std::fs::write(&early, early_policy(rules)).expect("write the policy");
+    let run = |mode: &str, policy: Option<&std::path::Path>, handshake: &str| -> HsSample {
         let mut c = Command::new(&exe);
         c.args(["handshakes-child", "--mode", mode, "--pcap"]).arg(pcap).args(["--seconds", &seconds.to_string()]);
-        if with_policy {
-            c.arg("--policy").arg(&policy);
+        c.args(["--handshake", handshake]);
+        if let Some(policy) = policy {
+            c.arg("--policy").arg(policy);
         }
         let o = c.output().expect("spawn own binary");
         if !o.status.success() {
@@ -341,9 +349,12 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
     };
     let (mut bare, mut tg, mut ndpi) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut early_full, mut early_decision) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        bare.push(run("bare", false));
-        tg.push(run("tlsgate", true));
+        bare.push(run("bare", None, "full"));
+        tg.push(run("tlsgate", Some(&policy), "full"));
+        early_full.push(run("tlsgate", Some(&early), "full"));
+        early_decision.push(run("tlsgate", Some(&early), "decision"));
         if let Some(pps) = ndpi_reader_pps(pcap) {
             ndpi.push(pps);
         }
@@ -353,6 +364,7 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
         v[v.len() / 2]
     };
     let (b, t) = (by_mpps(&mut bare), by_mpps(&mut tg));
+    let (ef, ed) = (by_mpps(&mut early_full), by_mpps(&mut early_decision));
     ndpi.sort_by(f64::total_cmp);
     let n = ndpi.get(ndpi.len() / 2).copied();
     println!(
@@ -367,6 +379,20 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
         t.sessions_per_second,
         t.mpps / b.mpps * 100.0
     );
+    println!(
+        "  decided at the ClientHello ({rules} rules on SNI and networks), events with the session's own handshake:"
+    );
+    println!(
+        "    [events] handshake = \"full\":              {:.3} Mpps, {:.0} c/p, {:.0} handshakes/s ({:.1}% of decision)",
+        ef.mpps,
+        ef.cycles_per_packet,
+        ef.sessions_per_second,
+        ef.mpps / ed.mpps * 100.0
+    );
+    println!(
+        "    [events] handshake = \"decision\":          {:.3} Mpps, {:.0} c/p, {:.0} handshakes/s",
+        ed.mpps, ed.cycles_per_packet, ed.sessions_per_second
+    );
     match n {
         Some(n) => println!(
             "  ndpiReader (nDPI throughput, same capture):  {:.3} Mpps -> tlsgate / ndpiReader = {:.1}x",
@@ -376,7 +402,10 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
         None => println!("  ndpiReader: not installed (apt-get install libndpi-bin)"),
     }
     if let Some(p) = json {
-        let v = serde_json::json!({"bare": b, "tlsgate": t, "ndpi_pps": n, "rules": rules});
+        let v = serde_json::json!({
+            "bare": b, "tlsgate": t, "ndpi_pps": n, "rules": rules,
+            "early_full": ef, "early_decision": ed,
+        });
         std::fs::write(&p, serde_json::to_string_pretty(&v).expect("json")).expect("write --json file");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -423,11 +452,30 @@ fn big_policy(n: usize) -> String {
     p
 }
 
+/// A policy of `n` rules on SNI names, wildcards and networks only: it never
+/// needs server facts, so every session is decided at its ClientHello (none
+/// matches: the default action, do-not-decrypt).
+fn early_policy(n: usize) -> String {
+    let mut p = String::from(
+        "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"log-all\"\naction = \"monitor\"\n",
+    );
+    for i in 0..n.saturating_sub(1) {
+        let cond = match i % 3 {
+            0 => format!("sni = [\"blocked-{i}.example\"]"),
+            1 => format!("sni = [\"*.zone{i}.example\"]"),
+            _ => format!("dest_networks = [\"198.18.{}.{}/32\"]", (i / 256) % 256, i % 256),
+        };
+        p.push_str(&format!("\n[[rule]]\nname = \"r{i}\"\naction = \"block\"\n{cond}\n"));
+    }
+    p
+}
+
 fn handshakes_child(
     mode: Mode,
     pcap: &std::path::Path,
     policy: Option<std::path::PathBuf>,
     seconds: f64,
+    handshake: &str,
 ) -> Result<HsSample, String> {
     let policy = match policy {
         Some(p) => Some(Arc::new(tlsgate_config::policy::Policy::load(&p).map_err(|e| e.to_string())?)),
@@ -446,6 +494,10 @@ fn handshakes_child(
     .map_err(|e| e.to_string())?;
     // net_pcap's infinite_rx keeps the whole capture in mbufs.
     settings.mempool.mbufs = 262_143;
+    settings.events.handshake = match handshake {
+        "decision" => tlsgate_config::HandshakeEvents::Decision,
+        _ => tlsgate_config::HandshakeEvents::Full,
+    };
     let eal = Eal::init(&settings.eal_args()).map_err(|e| e.to_string())?;
     let opts = StartOptions { policy, replay_times: None, slow_path: None };
     let prep = Dataplane::prepare(&eal, &settings, opts).map_err(|e| e.to_string())?;
