@@ -81,11 +81,15 @@ fn certificate(der: &[u8]) -> Vec<u8> {
 /// Replays a connection carrying `flights` (client first) to port 443 with a
 /// policy that holds every decision for the server's facts.
 fn events(flights: Vec<(bool, Vec<u8>)>, port: u16) -> Vec<serde_json::Value> {
+    events_to(flights, port, 443)
+}
+
+fn events_to(flights: Vec<(bool, Vec<u8>)>, port: u16, server_port: u16) -> Vec<serde_json::Value> {
     let dir = Scratch::new("variants");
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let shape = TcpShape {
         client: (ip("192.0.2.7"), port),
-        server: (ip("198.51.100.7"), 443),
+        server: (ip("198.51.100.7"), server_port),
         vlan: None,
         mss: 1460,
         reorder: false,
@@ -219,4 +223,23 @@ fn a_client_hello_sent_twice_and_a_hello_retry_make_one_event_with_the_first_fac
     assert_eq!(evs.len(), 1, "{evs:?}");
     assert_eq!(evs[0]["tls"]["hello_retry"], true, "{}", evs[0]);
     assert_eq!(evs[0]["tls"]["version"], "TLS 1.3", "{}", evs[0]);
+}
+
+#[test]
+fn endless_preludes_and_hellos_are_bounded_and_logged() {
+    // An SMTP client that never asks for TLS: judged as not TLS once past the limits.
+    let noops = b"NOOP\r\n".repeat(5000);
+    let evs = events_to(vec![(false, b"220 mail ESMTP\r\n".to_vec()), (true, noops)], 41041, 25);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0]["event_type"], "flow", "{}", evs[0]);
+    assert_eq!(evs[0]["tls"]["starttls"], "smtp", "{}", evs[0]);
+    assert_eq!(evs[0]["policy"]["reason_code"], "prelude_without_tls", "{}", evs[0]);
+    assert!(evs[0]["policy"]["reason"].as_str().unwrap().contains("limits"), "{}", evs[0]);
+
+    // A ClientHello sent a thousand times: one event, on the first.
+    let hello = record(22, &client_hello(0x0303, &[], &[0xc02f], &[extension(0, &sni("again.test"))]));
+    let evs =
+        events(vec![(true, hello.repeat(1000)), (false, record(22, &server_hello(0x0303, &[], 0xc02f, &[])))], 41042);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0]["tls"]["sni"], "again.test", "{}", evs[0]);
 }
