@@ -27,6 +27,25 @@ pub fn wait_for(path: &Path, what: &str) {
     panic!("{}: no {what:?} within 10 s", path.display());
 }
 
+/// A self-signed P-256 server certificate for `name` (subject CN and SAN),
+/// made by openssl in `dir`: (certificate, key) PEM files.
+pub fn server_certificate(dir: &crate::Scratch, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let o = crate::run_with_limit(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}")])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-days", "30"]),
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", crate::text(&o));
+    (cert, key)
+}
+
 /// tcpdump writing what crosses `addr:port` on loopback into a pcap.
 pub struct Capture {
     dump: Reaped,

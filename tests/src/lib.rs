@@ -52,6 +52,25 @@ pub fn testdata() -> PathBuf {
     panic!("shared test captures not found beside the checkout (../shared/testdata/public)");
 }
 
+/// Zeek's ssl.log rows for the shared captures (`zeek/ssl-ground-truth.tsv`), column name to value.
+pub fn zeek_ssl_log() -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(testdata().join("zeek/ssl-ground-truth.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split('\t').map(str::to_string)).collect()).collect()
+}
+
+/// A version as tlsgate's events name it, from Zeek's name (`TLSv12`).
+pub fn zeek_version(v: &str) -> &str {
+    match v {
+        "TLSv10" => "TLS 1.0",
+        "TLSv11" => "TLS 1.1",
+        "TLSv12" => "TLS 1.2",
+        "TLSv13" => "TLS 1.3",
+        other => other,
+    }
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tlsgate_tests::{dpdk_lock, pcap_frames, replay_with, testdata, Scratch};
+use tlsgate_tests::{
+    dpdk_lock, pcap_frames, replay_with, testdata, zeek_ssl_log as ground_truth, zeek_version, Scratch,
+};
 
 const PLAIN: &str = "[policy]\ndefault_action = \"do-not-decrypt\"\n";
 
@@ -19,24 +21,6 @@ fn replay(pcap: &Path, args: &[&str]) -> (Vec<serde_json::Value>, Vec<Vec<u8>>) 
     std::fs::write(&pol, PLAIN).unwrap();
     let r = replay_with(pcap, Some(&pol), &dir, args);
     (r.events, r.frames)
-}
-
-/// Zeek's ssl.log rows.
-fn ground_truth() -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(testdata().join("zeek/ssl-ground-truth.tsv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split('\t').map(str::to_string)).collect()).collect()
-}
-
-fn zeek_version(v: &str) -> &str {
-    match v {
-        "TLSv10" => "TLS 1.0",
-        "TLSv11" => "TLS 1.1",
-        "TLSv12" => "TLS 1.2",
-        "TLSv13" => "TLS 1.3",
-        other => other,
-    }
 }
 
 fn event_of<'a>(evs: &'a [serde_json::Value], row: &HashMap<String, String>) -> &'a serde_json::Value {

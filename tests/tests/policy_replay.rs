@@ -3,9 +3,8 @@
 //! x509.log rows), and its output capture checked for what each verdict lets
 //! through.
 
-use std::collections::HashMap;
 use std::path::Path;
-use tlsgate_tests::{dpdk_lock, pcap_frames, testdata, Scratch};
+use tlsgate_tests::{dpdk_lock, pcap_frames, testdata, zeek_ssl_log as ground_truth, zeek_version, Scratch};
 
 /// Replays `pcap` with `policy` (TOML text); returns (events, output frames, stdout).
 fn replay(pcap: &Path, policy: &str) -> (Vec<serde_json::Value>, Vec<Vec<u8>>, String) {
@@ -34,24 +33,6 @@ name = "no-ssl3"
 action = "block"
 versions = ["ssl3.0"]
 "#;
-
-/// Zeek's ssl.log rows, by capture file name.
-fn ground_truth() -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(testdata().join("zeek/ssl-ground-truth.tsv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split('\t').map(str::to_string)).collect()).collect()
-}
-
-fn zeek_version(v: &str) -> &str {
-    match v {
-        "TLSv10" => "TLS 1.0",
-        "TLSv11" => "TLS 1.1",
-        "TLSv12" => "TLS 1.2",
-        "TLSv13" => "TLS 1.3",
-        other => other,
-    }
-}
 
 #[test]
 fn events_match_the_ground_truth_of_the_shared_captures() {

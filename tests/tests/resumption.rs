@@ -7,32 +7,15 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tlsgate_tests::capture::{Capture, Reaped};
+use tlsgate_tests::capture::{server_certificate, Capture, Reaped};
 use tlsgate_tests::{dpdk_lock, replay, run_with_limit, text, Scratch};
 
 const ADDR: &str = "127.0.0.79";
 const PORT: u16 = 4433;
 
-fn certificate(dir: &Scratch) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
-    let o = run_with_limit(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .args(["-subj", "/CN=resume.test", "-addext", "subjectAltName=DNS:resume.test"])
-            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-days", "30"]),
-        Duration::from_secs(20),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    (cert, key)
-}
-
 /// Two OpenSSL sessions, the second resuming the first (`server_args`: `-no_ticket` for session IDs).
 fn openssl_pair(dir: &Scratch, server_args: &[&str]) -> PathBuf {
-    let (cert, key) = certificate(dir);
+    let (cert, key) = server_certificate(dir, "resume.test");
     let capture = Capture::start(&dir.path("openssl.pcap"), ADDR, PORT);
     let server = Command::new("openssl")
         .args(["s_server", "-accept", &format!("{ADDR}:{PORT}"), "-naccept", "2", "-quiet", "-tls1_2"])
@@ -65,7 +48,7 @@ fn openssl_pair(dir: &Scratch, server_args: &[&str]) -> PathBuf {
 
 /// `gnutls-cli --resume`: a session, then another resuming it.
 fn gnutls_pair(dir: &Scratch, priority: &str) -> PathBuf {
-    let (cert, key) = certificate(dir);
+    let (cert, key) = server_certificate(dir, "resume.test");
     let capture = Capture::start(&dir.path("gnutls.pcap"), ADDR, PORT);
     let server = Command::new("gnutls-serv")
         .arg("--x509certfile")

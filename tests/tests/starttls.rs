@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tlsgate_tests::capture::{wait_for, Capture, Reaped};
+use tlsgate_tests::capture::{server_certificate, wait_for, Capture, Reaped};
 use tlsgate_tests::{dpdk_lock, replay, repo, run_with_limit, text, Scratch};
 
 /// Loopback addresses of the tests' own (one per test: they run at once).
@@ -27,26 +27,10 @@ const PROTOCOLS: [(&str, u16); 8] = [
     ("ldap", 389),
 ];
 
-fn self_signed(dir: &Scratch) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
-    let o = run_with_limit(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .args(["-subj", "/CN=starttls.test", "-days", "30"]),
-        Duration::from_secs(20),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    (cert, key)
-}
-
 /// One `openssl s_client -starttls PROTOCOL` session, captured; returns the capture.
 fn capture(dir: &Scratch, protocol: &str, port: u16, refuse: bool) -> PathBuf {
     let addr = if refuse { ADDR_REFUSED } else { ADDR_ACCEPTED };
-    let (cert, key) = self_signed(dir);
+    let (cert, key) = server_certificate(dir, "starttls.test");
     let capture = Capture::start(&dir.path(&format!("{protocol}.pcap")), addr, port);
     let server_log = dir.path("server.log");
     let mut server = Command::new("python3");
