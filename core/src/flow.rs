@@ -60,7 +60,14 @@ pub struct FlowTable<T> {
     free: Vec<FlowId>,
     capacity: usize,
     hand: usize,
+    /// Slots in the order their flows came (oldest first), with a 32-bit
+    /// tag of the key each held then (8 bytes an entry): where a full table
+    /// looks for a flow to forget.
+    arrivals: std::collections::VecDeque<(FlowId, u32)>,
 }
+
+/// Flows a full table looks at, at most, for one it may forget.
+const EVICTION_SCAN: usize = 64;
 
 /// Why an insert failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +87,7 @@ impl<T> FlowTable<T> {
             free: Vec::new(),
             capacity,
             hand: 0,
+            arrivals: std::collections::VecDeque::new(),
         }
     }
 
@@ -116,7 +124,52 @@ impl<T> FlowTable<T> {
             }
         };
         self.index.insert(key, id);
+        let tag = self.tag(&key);
+        self.arrivals.push_back((id, tag));
+        if self.arrivals.len() > 2 * self.capacity.max(16) {
+            // Forget the arrivals of flows gone since.
+            let (slots, index) = (&self.slots, &self.index);
+            let tag_of = |k: &FlowKey| index.hasher().hash_one(k) as u32;
+            self.arrivals.retain(|(id, tag)| matches!(&slots[*id as usize], Some(s) if tag_of(&s.key) == *tag));
+        }
         Ok(id)
+    }
+
+    /// As [`insert`](Self::insert), but a full table first forgets the
+    /// oldest flow that `evictable` says costs nothing to forget (embryonic,
+    /// closed), looking at [`EVICTION_SCAN`] flows at most; that flow comes
+    /// back with the new one's id.
+    pub fn insert_evicting(
+        &mut self,
+        key: FlowKey,
+        value: T,
+        now: u64,
+        timeout: u64,
+        evictable: impl Fn(&T) -> bool,
+    ) -> Result<(FlowId, Option<(FlowKey, T)>), InsertError> {
+        let mut evicted = None;
+        if self.index.len() >= self.capacity {
+            for _ in 0..EVICTION_SCAN {
+                let Some((id, tag)) = self.arrivals.pop_front() else { break };
+                let Some(Some(slot)) = self.slots.get(id as usize) else { continue };
+                if self.tag(&slot.key) != tag {
+                    continue; // that flow is gone; the slot holds another
+                }
+                if evictable(&slot.value) {
+                    evicted = self.remove(id);
+                    break;
+                }
+                // Worth keeping: it goes to the back of the line.
+                self.arrivals.push_back((id, tag));
+            }
+        }
+        let id = self.insert(key, value, now, timeout)?;
+        Ok((id, evicted))
+    }
+
+    /// The tag of a key in [`arrivals`](Self::arrivals).
+    fn tag(&self, key: &FlowKey) -> u32 {
+        self.index.hasher().hash_one(key) as u32
     }
 
     /// The value of a slot.
@@ -206,6 +259,32 @@ mod tests {
         assert_eq!(c, a, "freed slot reused");
         assert_eq!(t.find(&key(3)), Some(c));
         assert_eq!(t.find(&key(1)), None);
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_oldest_flow_that_costs_nothing() {
+        // Values: (port, worth keeping).
+        let mut t = FlowTable::new(3);
+        t.insert(key(1), (1, true), 0, 10).unwrap();
+        t.insert(key(2), (2, false), 0, 10).unwrap();
+        t.insert(key(3), (3, false), 0, 10).unwrap();
+        let keep = |v: &(u16, bool)| !v.1;
+        let (_, gone) = t.insert_evicting(key(4), (4, true), 1, 10, keep).unwrap();
+        assert_eq!(gone, Some((key(2), (2, false))), "the oldest embryonic one, not the kept one");
+        let (_, gone) = t.insert_evicting(key(5), (5, true), 1, 10, keep).unwrap();
+        assert_eq!(gone, Some((key(3), (3, false))));
+        // Nothing left to forget: the table is full.
+        assert_eq!(t.insert_evicting(key(6), (6, false), 1, 10, keep).map(|_| ()), Err(InsertError::Full));
+        assert!(t.find(&key(1)).is_some() && t.find(&key(4)).is_some() && t.find(&key(5)).is_some());
+        // The arrival queue stays bounded however many flows come and go.
+        let mut t = FlowTable::new(16);
+        for p in 0..10_000u16 {
+            let (id, _) = t.insert_evicting(key(p), (p, false), 0, 10, keep).unwrap();
+            if p % 2 == 0 {
+                t.remove(id);
+            }
+        }
+        assert!(t.arrivals.len() <= 33, "{}", t.arrivals.len());
     }
 
     #[test]

@@ -101,8 +101,12 @@ crate::counters! {
         not_tcp,
         /// Flows tracked from their SYN.
         flows,
-        /// New flows that found the table full.
+        /// New flows that found the table full, with nothing in it to forget
+        /// (`flows.when_full` applied).
         table_full,
+        /// Flows forgotten to make room for a new one: embryonic (no payload
+        /// yet, as a SYN flood's) or closed, oldest first.
+        evicted,
         /// Flows first seen mid-stream.
         midstream,
         /// Sessions decided (one event each).
@@ -165,6 +169,9 @@ struct Judge {
     worker: u64,
     next_flow: u64,
     slow: Option<SlowPlan>,
+    /// When the table last forgot a flow to make room: while it does, a flow
+    /// first seen mid-stream may be one it forgot, and is inspected.
+    last_eviction_ns: Option<u64>,
     counters: InspectCounters,
 }
 
@@ -248,6 +255,7 @@ impl Inspector {
                 worker: worker as u64,
                 next_flow: 0,
                 slow: None,
+                last_eviction_ns: None,
                 counters: InspectCounters::default(),
             },
         })
@@ -433,7 +441,13 @@ impl Inspector {
     fn new_flow(&mut self, t: &TcpFrame, key: FlowKey, from_lo: bool, now: u64) -> Result<FlowId, Verdict> {
         let judge = &mut self.judge;
         let syn = t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK);
-        if !syn {
+        // While the table forgets flows to make room, a flow without its SYN
+        // may be one it forgot: it is inspected as if new, never bypassed
+        // (or blocked) for having been forgotten.
+        let pressed = judge
+            .last_eviction_ns
+            .is_some_and(|at| now.saturating_sub(at) <= judge.settings.inspecting_timeout as u64 * NS);
+        if !syn && !pressed {
             judge.counters.midstream += 1;
             match judge.settings.midstream {
                 Midstream::Bypass => return Err(Verdict::Forward),
@@ -445,9 +459,20 @@ impl Inspector {
         let client_is_lo = if syn { from_lo } else { key.lo_port > key.hi_port };
         let session = judge.new_session(t, key, client_is_lo);
         let state = FlowState::Inspecting(Box::new(session));
-        match self.table.insert(key, state, now, judge.settings.inspecting_timeout as u64 * NS) {
-            Ok(id) => {
+        // A full table first forgets what costs nothing to forget: a flow that
+        // sent no payload yet (a SYN flood's), or one closed and decided.
+        let evictable = |state: &FlowState| match state {
+            FlowState::Inspecting(s) => s.seen == Seen::Nothing,
+            FlowState::Bypass { fins } | FlowState::Blocked { fins } => *fins == 3,
+            FlowState::Intercepted(_) => false,
+        };
+        match self.table.insert_evicting(key, state, now, judge.settings.inspecting_timeout as u64 * NS, evictable) {
+            Ok((id, evicted)) => {
                 judge.counters.flows += 1;
+                if evicted.is_some() {
+                    judge.counters.evicted += 1;
+                    judge.last_eviction_ns = Some(now);
+                }
                 Ok(id)
             }
             Err(_) => {
@@ -602,7 +627,10 @@ impl Judge {
                 max_exchanges: prelude.max_exchanges,
             },
         });
-        if t.has(tcp_flags::SYN) {
+        // A flow's first packet is the client's SYN, or (a flow picked up
+        // late) anything; a SYN-ACK's sequence number is the server's, which
+        // `feed` notes for its own direction.
+        if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) {
             observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
         }
         let id = (self.worker << 56) | self.next_flow;

@@ -1,0 +1,102 @@
+//! A SYN flood cannot switch the policy off: with the flow table filled
+//! many times over by flows that sent a SYN and nothing else, real sessions
+//! are still decided as the policy says (the table forgets the oldest
+//! embryonic flows to make room), and a session the table forgot while it
+//! was young is inspected when it comes back (while the table is forgetting
+//! flows, one first seen mid-stream is inspected), not bypassed.
+//! Sans-IO: generated frames through one worker's inspector.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tlsgate_config::policy::Policy;
+use tlsgate_config::FlowSettings;
+use tlsgate_core::inspect::{Inspector, Output, Verdict};
+use tlsgate_core::packet::TcpFrame;
+use tlsgate_perf::handshake::{tls_session, Pki, SessionSpec};
+use tlsgate_tests::Scratch;
+
+const START_NS: u64 = 1_767_225_600 * 1_000_000_000;
+
+fn policy(dir: &Scratch) -> Arc<Policy> {
+    let text = "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"no-casino\"\naction = \"block\"\nsni = [\"casino.test\"]\n";
+    std::fs::write(dir.path("policy.toml"), text).unwrap();
+    Arc::new(Policy::load(&dir.path("policy.toml")).unwrap())
+}
+
+/// A bare SYN from `port` to the server.
+fn syn(port: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([203, 0, 113, 66], [198, 51, 100, 20], 64)
+        .tcp(port, 443, 7, 64240)
+        .syn()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+fn session(pki: &Pki, port: u16, sni: &str, start_ns: u64) -> Vec<tlsgate_perf::pcap_out::Frame> {
+    let leaf = pki.issue(&[sni], "Flood", 1_700_000_000, 1_900_000_000);
+    let client: IpAddr = "192.0.2.10".parse().unwrap();
+    let server: IpAddr = "198.51.100.20".parse().unwrap();
+    let mut spec = SessionSpec::new((client, port), (server, 443), Some(sni), vec![leaf.cert_der], leaf.key_der);
+    spec.start_unix_ns = start_ns;
+    tls_session(&spec).unwrap()
+}
+
+fn ingress(frame: &[u8]) -> usize {
+    usize::from(TcpFrame::parse(frame).unwrap().dst_port != 443)
+}
+
+#[test]
+fn a_table_full_of_syns_still_decides_every_real_session() {
+    let dir = Scratch::new("syn-flood");
+    let pki = Pki::new("Flood CA");
+    let flows = FlowSettings { capacity: 64, ..FlowSettings::default() };
+    let ports: Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
+    let mut ins = Inspector::new(0, policy(&dir), &flows, ports).unwrap();
+    let mut out = Output::default();
+    let mut t = START_NS;
+
+    // A session's SYN, then a flood of ten tables' worth, then the rest of it.
+    let young = session(&pki, 40100, "casino.test", t);
+    for f in &young[..1] {
+        ins.on_packet(&f.data, ingress(&f.data), t, &mut out);
+    }
+    for port in 0..640u16 {
+        t += 1_000;
+        assert_eq!(ins.on_packet(&syn(10_000 + port), 0, t, &mut out), Verdict::Forward);
+    }
+    assert_eq!(ins.flows(), 64, "the table stays full of the flood");
+    let mut verdicts = Vec::new();
+    for f in &young[1..] {
+        t += 1_000;
+        verdicts.push(ins.on_packet(&f.data, ingress(&f.data), t, &mut out));
+    }
+    assert!(
+        verdicts.iter().any(|v| matches!(v, Verdict::Drop(_))),
+        "forgotten while young, still blocked: {verdicts:?}"
+    );
+
+    // Real sessions after the flood: each decided by the policy.
+    for (i, sni) in ["casino.test", "news.test", "casino.test"].into_iter().enumerate() {
+        let frames = session(&pki, 40200 + i as u16, sni, t);
+        for f in &frames {
+            t += 1_000;
+            ins.on_packet(&f.data, ingress(&f.data), t, &mut out);
+        }
+    }
+    let decided: Vec<(u64, &str)> =
+        out.events.iter().map(|e| (e.flow.src_port as u64, e.outcome.carried_out.name())).collect();
+    assert_eq!(
+        decided,
+        vec![(40100, "block"), (40200, "block"), (40201, "do-not-decrypt"), (40202, "block")],
+        "{:?}",
+        out.events.iter().map(|e| e.outcome.reason()).collect::<Vec<_>>()
+    );
+    let c = ins.counters();
+    assert!(c.evicted >= 640 - 63, "{c:?}");
+    assert_eq!(c.table_full, 0, "when_full never applied: there was always a SYN to forget");
+    assert_eq!(c.midstream, 0, "the forgotten session was not taken for mid-stream");
+}
