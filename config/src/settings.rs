@@ -200,6 +200,11 @@ pub struct FlowSettings {
     /// TLS that starts after a cleartext prelude (`[flows.prelude]`).
     #[serde(default)]
     pub prelude: PreludeSettings,
+    /// What a flow gets whose ClientHello exceeds `handshake_buffer` (so that
+    /// no rule could read it): `block` (the default), `block-with-reset` or
+    /// `do-not-decrypt`. Never the default action by accident; counted as `overflow`.
+    #[serde(default = "default_oversized_client_hello")]
+    pub oversized_client_hello: PinnedAction,
 }
 
 /// `[flows.prelude]`: the protocols whose TLS starts after a cleartext
@@ -415,7 +420,9 @@ pub enum SlowWhenFull {
     Block,
 }
 
-/// What sessions to a pinned SNI get.
+/// A final action in the settings: what sessions to a pinned SNI get
+/// (`slowpath.pinned_action`), what an oversized ClientHello gets
+/// (`flows.oversized_client_hello`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PinnedAction {
@@ -444,6 +451,9 @@ fn default_exclusion_cache() -> u32 {
 }
 fn default_exclusion_ttl() -> u32 {
     600
+}
+fn default_oversized_client_hello() -> PinnedAction {
+    PinnedAction::Block
 }
 fn default_pinned_action() -> PinnedAction {
     PinnedAction::DoNotDecrypt
@@ -532,6 +542,7 @@ impl Default for FlowSettings {
             server_cache: default_server_cache(),
             server_cache_ttl: default_server_cache_ttl(),
             prelude: PreludeSettings::default(),
+            oversized_client_hello: default_oversized_client_hello(),
         }
     }
 }

@@ -243,3 +243,15 @@ fn endless_preludes_and_hellos_are_bounded_and_logged() {
     assert_eq!(evs.len(), 1, "{evs:?}");
     assert_eq!(evs[0]["tls"]["sni"], "again.test", "{}", evs[0]);
 }
+
+#[test]
+fn a_client_hello_larger_than_the_buffer_is_blocked_not_defaulted() {
+    // A ClientHello of 70 KB (a padding extension): no rule can read it.
+    let big =
+        client_hello(0x0303, &[], &[0xc02f], &[extension(0, &sni("big.test")), extension(0x0015, &vec![0; 70_000])]);
+    let records: Vec<u8> = big.chunks(16_000).flat_map(|c| record(22, c)).collect();
+    let evs = events(vec![(true, records)], 41051);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0]["policy"]["actual_action"], "block", "{}", evs[0]);
+    assert_eq!(evs[0]["policy"]["reason_code"], "handshake_too_large", "{}", evs[0]);
+}

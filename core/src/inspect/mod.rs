@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
 use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
-use tlsgate_config::{FlowSettings, HandshakeEvents, Midstream, SlowPathSettings, SlowWhenFull, WhenFull};
+use tlsgate_config::{
+    FlowSettings, HandshakeEvents, Midstream, PinnedAction, SlowPathSettings, SlowWhenFull, WhenFull,
+};
 
 use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
 use crate::event::SessionEvent;
@@ -765,6 +767,22 @@ impl Judge {
                 ObserverEvent::Overflow(from) => {
                     self.counters.overflow += 1;
                     let limit = self.settings.handshake_buffer;
+                    let cause = Cause::HandshakeFailed(HandshakeFailure::TooLarge(side_of(from), limit));
+                    if from == Direction::ToServer && s.facts.client_hello.is_none() {
+                        // No rule could read it: the setting says, not the default action.
+                        let action = match self.settings.oversized_client_hello {
+                            PinnedAction::DoNotDecrypt => FinalAction::DoNotDecrypt,
+                            PinnedAction::Block => FinalAction::Block,
+                            PinnedAction::BlockWithReset => FinalAction::BlockWithReset,
+                        };
+                        s.phase = Phase::Undecided;
+                        return Some(Resolution {
+                            action,
+                            asked: action.into(),
+                            rule: None,
+                            ..self.default_resolution(s, cause)
+                        });
+                    }
                     return Some(
                         self.judged_on_known(
                             s,

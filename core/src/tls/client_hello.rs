@@ -90,6 +90,16 @@ pub fn sslv2_client_hello_facts(body: &[u8]) -> Result<ClientHelloFacts, ClientH
     parse_sslv2_client_hello(body, true).map(|d| d.facts)
 }
 
+/// An SNI as rules match it and events show it: lower case, without one
+/// trailing dot (`Example.COM.` is `example.com`, as the server takes it).
+pub fn normalised_sni(name: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(name).to_ascii_lowercase();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
 /// Whether a 16-bit value is a GREASE value (RFC 8701: 0x0a0a, 0x1a1a, ...).
 pub fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
@@ -170,10 +180,7 @@ fn read_hello(body: &[u8], fingerprints: bool) -> Result<(Hello, Extras), Client
         let Ok((_, parsed)) = parse_tls_client_hello_extension(raw.whole) else { continue };
         match parsed {
             TlsExtension::SNI(names) if hello.sni.is_none() => {
-                hello.sni = names
-                    .iter()
-                    .find(|(kind, _)| kind.0 == 0)
-                    .map(|(_, name)| String::from_utf8_lossy(name).to_ascii_lowercase());
+                hello.sni = names.iter().find(|(kind, _)| kind.0 == 0).map(|(_, name)| normalised_sni(name));
             }
             TlsExtension::ALPN(protocols) => hello.alpn = protocols.iter().map(|p| p.to_vec()).collect(),
             TlsExtension::SupportedVersions(versions) => {
@@ -511,6 +518,14 @@ mod tests {
         assert!(!client_hello_facts(&empty_ticket).unwrap().resumption_offered);
         let psk = client_hello(0x0303, &[], &[0x1301], &[extension(0x0029, &[0, 0])]);
         assert!(client_hello_facts(&psk).unwrap().resumption_offered);
+    }
+
+    #[test]
+    fn sni_is_normalised_before_matching() {
+        assert_eq!(normalised_sni(b"Example.COM."), "example.com");
+        assert_eq!(normalised_sni(b"example.com"), "example.com");
+        // One trailing dot only: two are not a name the server resolves the same way.
+        assert_eq!(normalised_sni(b"a.test.."), "a.test.");
     }
 
     #[test]
