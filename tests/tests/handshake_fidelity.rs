@@ -72,6 +72,13 @@ fn a_session_decided_at_its_client_hello_still_logs_its_own_handshake() {
     assert_eq!(ev["tls"]["fingerprint_sha256"].as_str().unwrap().replace(':', ""), leaf, "{ev}");
     assert_eq!(ev["tls"]["subject"], "CN=Bro", "{ev}");
     assert!(ev["tls"]["facts_incomplete"].is_null(), "{ev}");
+
+    // An SSLv2 server's certificate travels in its SERVER-HELLO.
+    let (evs, _) = replay(&testdata().join("zeek/ssl-v2.pcap"), &[]);
+    let ev = &evs[0];
+    assert_eq!(ev["tls"]["version"], "SSLv2", "{ev}");
+    assert!(ev["tls"]["subject"].as_str().is_some_and(|s| s.contains("CN=plesk")), "{ev}");
+    assert_eq!(ev["tls"]["certificate_source"], "handshake", "{ev}");
 }
 
 #[test]

@@ -442,8 +442,22 @@ impl HandshakeObserver {
                 }
             },
             Direction::ToClient => {
-                // The server speaks SSLv2: its key exchange follows in SSLv2,
-                // nothing more to learn here.
+                // The server speaks SSLv2. Its SERVER-HELLO carries its
+                // certificate (msg type, session-id hit, certificate type,
+                // version, certificate length, cipher specs length,
+                // connection id length, then the certificate); its key
+                // exchange follows in SSLv2, nothing more to learn.
+                let certificate = match body {
+                    [4, _, 1, _, _, c0, c1, _, _, _, _, rest @ ..] => {
+                        rest.get(..usize::from(u16::from_be_bytes([*c0, *c1]))).filter(|c| !c.is_empty())
+                    }
+                    _ => None,
+                }
+                .map(<[u8]>::to_vec);
+                if let Some(cert) = certificate {
+                    self.session.certificate_seen = true;
+                    self.push(ObserverEvent::Certificate { chain: vec![cert] });
+                }
                 self.session.server_hello = true;
                 self.session.server_version = Some(TlsVersion::Ssl2);
                 let facts = ServerHelloFacts {

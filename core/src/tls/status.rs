@@ -63,6 +63,8 @@ struct Cached {
 struct ChainVerdict {
     /// Statuses from verification (empty: the chain verified).
     statuses: CertStatusSet,
+    /// webpki could read the leaf, so its names can be matched to an SNI.
+    names_readable: bool,
     /// The leaf's dates.
     not_before: i64,
     not_after: i64,
@@ -143,11 +145,8 @@ impl CertVerifier {
         } else if now_unix < verdict.not_before {
             set.insert(CertStatus::NotYetValid);
         }
-        // A chain that cannot be read, or judged, cannot be matched to a name either.
-        let unjudged = verdict.statuses.contains(CertStatus::InvalidCertificate)
-            || (verdict.statuses.contains(CertStatus::Unverified)
-                && EndEntityCert::try_from(&CertificateDer::from(leaf.as_slice())).is_err());
-        if !unjudged {
+        // A leaf webpki cannot read cannot be matched to a name either.
+        if verdict.names_readable {
             if let Some(name) = sni {
                 let matched = match &cached.last_name {
                     Some((last, matched)) if last == name => *matched,
@@ -183,6 +182,7 @@ impl CertVerifier {
         // Unknown dates never make a certificate expired or not yet valid.
         let always = |statuses| ChainVerdict {
             statuses,
+            names_readable: false,
             not_before: i64::MIN,
             not_after: i64::MAX,
             from: i64::MIN,
@@ -200,7 +200,7 @@ impl CertVerifier {
         let Ok(end_entity) = EndEntityCert::try_from(&leaf) else {
             let mut statuses = CertStatusSet::default();
             statuses.insert(CertStatus::Unverified);
-            return ChainVerdict { statuses, not_before, not_after, from, until };
+            return ChainVerdict { statuses, names_readable: false, not_before, not_after, from, until };
         };
         let mut statuses = CertStatusSet::default();
         let intermediates: Vec<CertificateDer<'_>> =
@@ -252,7 +252,7 @@ impl CertVerifier {
                 }
             }
         }
-        ChainVerdict { statuses, not_before, not_after, from, until }
+        ChainVerdict { statuses, names_readable: true, not_before, not_after, from, until }
     }
 
     /// The span around `now` over which no date that can change a chain's
