@@ -11,11 +11,12 @@ Ethernet header; real handshakes take the fuzzer straight into the TLS
 observer, the preludes, the policy, certificate paths and the slow path's
 hand-over.
 
-    python3 fuzz/seed.py            # writes fuzz/corpus/{inspector,interception,prelude,chain_status}/
+    python3 fuzz/seed.py            # writes fuzz/corpus/TARGET/ for every target
 
 STARTTLS captures of real clients and servers: run the starttls test with
 TLSGATE_KEEP_CAPTURES=fuzz/captures, then `python3 fuzz/seed.py fuzz/captures`.
 """
+import gzip
 import pathlib
 import struct
 import sys
@@ -25,6 +26,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 def frames(path):
     data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
     if len(data) < 24:
         return []
     magic = data[:4]
@@ -117,6 +120,90 @@ def chains(segments):
     return out
 
 
+def observer_input(segments):
+    """Segments as the `observer` target reads them: direction bit, no skew, up to 255 bytes each."""
+    out = bytearray()
+    for from_client, payload in segments:
+        for i in range(0, len(payload), 255):
+            chunk = payload[i:i + 255]
+            out += bytes([0 if from_client else 1, len(chunk)]) + chunk
+    return bytes(out)
+
+
+def handshake_bodies(segments, from_client):
+    """The bodies of the plaintext handshake messages one side sent."""
+    stream = b"".join(p for c, p in segments if c == from_client)
+    hs, i = b"", 0
+    while i + 5 <= len(stream):
+        kind, n = stream[i], struct.unpack(">H", stream[i + 3:i + 5])[0]
+        if kind == 22:
+            hs += stream[i + 5:i + 5 + n]
+        elif kind not in (20, 21, 22):
+            break
+        i += 5 + n
+    out, j = [], 0
+    while j + 4 <= len(hs):
+        t, n = hs[j], int.from_bytes(hs[j + 1:j + 4], "big")
+        out.append((t, hs[j + 4:j + 4 + n]))
+        j += 4 + n
+    return out
+
+
+def ip_checksum(header):
+    if len(header) % 2:
+        header += b"\0"
+    total = sum(struct.unpack(">%dH" % (len(header) // 2), header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def fragment_frame(f, step, variant):
+    """An untagged IPv4 TCP frame cut into IP fragments of `step` bytes:
+    in order, reversed, or with an overlapping copy of other bytes."""
+    if f[12:14] != b"\x08\x00" or len(f) < 34 or f[23] != 6:
+        return [f]
+    ihl = (f[14] & 15) * 4
+    total = struct.unpack(">H", f[16:18])[0]
+    head, body = f[:14 + ihl], f[14 + ihl:14 + total]
+    if len(body) <= step:
+        return [f]
+    out = []
+    for off in range(0, len(body), step):
+        chunk = body[off:off + step]
+        more = off + len(chunk) < len(body)
+        h = bytearray(head)
+        h[16:18] = struct.pack(">H", ihl + len(chunk))
+        h[20:22] = struct.pack(">H", (off // 8) | (0x2000 if more else 0))
+        h[24:26] = b"\0\0"
+        h[24:26] = struct.pack(">H", ip_checksum(bytes(h[14:14 + ihl])))
+        out.append(bytes(h) + chunk)
+    if variant == "reversed":
+        out.reverse()
+    elif variant == "overlap":
+        evil = bytearray(out[0])
+        evil[14 + ihl:] = bytes(len(evil) - 14 - ihl)
+        out.insert(1, bytes(evil))
+    return out
+
+
+def generated(stem, fs):
+    """The capture with its TCP frames sent as IP fragments, three ways."""
+    blobs = []
+    for step, variant in ((64, "in-order"), (24, "reversed"), (512, "overlap")):
+        pieces = []
+        for f in fs[:200]:
+            pieces += fragment_frame(f, step, variant)
+        blobs.append(b"".join(struct.pack(">H", len(p)) + p for p in pieces)[:1 << 20])
+    return blobs
+
+
+def write(target, name, blob):
+    d = HERE / "corpus" / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(blob)
+
+
 def chain_input(certs):
     blob = bytes([1]) + struct.pack(">q", 1_500_000_000)
     for c in certs:
@@ -129,15 +216,16 @@ def main():
     roots = [pathlib.Path(a) for a in sys.argv[1:]] or [HERE.parent.parent / "shared" / "testdata"]
     written = 0
     for root in roots:
-        for pcap in sorted(root.rglob("*.pcap")):
+        for pcap in sorted([*root.rglob("*.pcap"), *root.rglob("*.pcap.gz")]):
             fs = [f for f in frames(pcap) if len(f) < 65536]
             if not fs:
                 continue
             blob = b"".join(struct.pack(">H", len(f)) + f for f in fs)
-            for target in ("inspector", "interception"):
-                d = HERE / "corpus" / target
-                d.mkdir(parents=True, exist_ok=True)
-                (d / pcap.stem).write_bytes(blob[:1 << 20])
+            for target in ("inspector", "interception", "normalizer"):
+                write(target, pcap.stem, blob[:1 << 20])
+            for m, blob in enumerate(generated(pcap.stem, fs)):
+                write("defragment", f"{pcap.stem}-{m}", blob)
+                write("normalizer", f"{pcap.stem}-fragmented-{m}", blob)
             for n, ((_, (_, port)), segments) in enumerate(tcp_flows(fs).items()):
                 if not segments:
                     continue
@@ -148,7 +236,20 @@ def main():
                     d = HERE / "corpus" / "chain_status"
                     d.mkdir(parents=True, exist_ok=True)
                     (d / f"{pcap.stem}-{n}-{m}").write_bytes(chain_input(certs))
+                    for k, cert in enumerate(certs):
+                        write("forge", f"{pcap.stem}-{n}-{m}-{k}", cert)
+                        write("handshake_messages", f"cert-{pcap.stem}-{n}-{m}-{k}", cert)
+                write("observer", f"{pcap.stem}-{n}", observer_input(segments)[:1 << 18])
+                for m, (kind, body) in enumerate(handshake_bodies(segments, True)):
+                    if kind == 1:
+                        write("handshake_messages", f"hello-{pcap.stem}-{n}-{m}", body)
+                first = next((p for c, p in segments if c), b"")
+                if first[:1] == b"\x80" or (first[:1] < b"\x14" and len(first) > 2 and first[2:3] == b"\x01"):
+                    write("handshake_messages", f"sslv2-{pcap.stem}-{n}", first[2:])
+
             written += 1
+    for toml in sorted([*HERE.parent.glob("examples/*.toml"), *HERE.parent.glob("demo/*.toml")]):
+        write("policy", toml.name, toml.read_bytes())
     print(f"seeded {written} captures into {HERE / 'corpus'}")
 
 

@@ -74,6 +74,11 @@ enum Command {
         /// Handshake bytes buffered per direction, as `[flows] handshake_buffer`.
         #[arg(long, value_name = "BYTES")]
         handshake_buffer: Option<u32>,
+        /// Checksums of segments being inspected, as `[flows.normalize]
+        /// checksums`: `ignore` (the default here: captures taken on a sending
+        /// host hold the partial sums its NIC completes) or `verify`.
+        #[arg(long, value_name = "MODE", default_value = "ignore", value_parser = ["ignore", "verify"])]
+        checksums: String,
     },
 }
 
@@ -98,10 +103,21 @@ fn main() -> ExitCode {
         Command::Run { config, stats_interval, counters_json, events } => {
             control::run(&config, Output { stats_interval, counters_json, events })
         }
-        Command::Replay { pcap, out, policy, events, stats_interval, counters_json, handshake, handshake_buffer } => {
+        Command::Replay {
+            pcap,
+            out,
+            policy,
+            events,
+            stats_interval,
+            counters_json,
+            handshake,
+            handshake_buffer,
+            checksums,
+        } => {
             let how = replay::How {
                 handshake: if handshake == "decision" { HandshakeEvents::Decision } else { HandshakeEvents::Full },
                 handshake_buffer,
+                verify_checksums: checksums == "verify",
             };
             let output = Output { stats_interval, counters_json, events };
             replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use tlsgate_config::policy::Policy;
-use tlsgate_config::{ConfigError, HandshakeEvents, Midstream, Settings};
+use tlsgate_config::{Checksums, ConfigError, HandshakeEvents, Midstream, Settings};
 use tlsgate_dataplane::runtime::StartOptions;
 
 use crate::control::{run_until, Failure, Output};
@@ -26,6 +26,8 @@ pub struct How {
     pub handshake: HandshakeEvents,
     /// `[flows] handshake_buffer`, if not the default.
     pub handshake_buffer: Option<u32>,
+    /// `[flows.normalize] checksums = "verify"` (else `ignore`).
+    pub verify_checksums: bool,
 }
 
 /// `tlsgate replay --pcap IN [--out OUT]`.
@@ -97,6 +99,7 @@ pub fn replay(
     let mut settings = settings;
     settings.flows.midstream = Midstream::Inspect;
     settings.events.handshake = how.handshake;
+    settings.flows.normalize.checksums = if how.verify_checksums { Checksums::Verify } else { Checksums::Ignore };
     if let Some(bytes) = how.handshake_buffer {
         settings.flows.handshake_buffer = bytes;
         settings.validate(None).map_err(Failure::Config)?;

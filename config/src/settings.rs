@@ -205,6 +205,149 @@ pub struct FlowSettings {
     /// `do-not-decrypt`. Never the default action by accident; counted as `overflow`.
     #[serde(default = "default_oversized_client_hello")]
     pub oversized_client_hello: PinnedAction,
+    /// How segments of flows being inspected are checked against what the
+    /// receiving stack would accept (`[flows.normalize]`).
+    #[serde(default)]
+    pub normalize: NormalizeSettings,
+    /// IP fragment reassembly before inspection (`[flows.fragments]`).
+    #[serde(default)]
+    pub fragments: FragmentSettings,
+}
+
+/// `[flows.normalize]`: the inline normaliser. A segment of a flow being
+/// inspected that its receiver would drop (a bad checksum, data without ACK,
+/// an ACK of data never sent, outside the receive window, a PAWS-old
+/// timestamp, an unkeyed TCP-MD5 option, a RST not exactly in window) is never
+/// judged; a segment that resends judged bytes with other bytes is a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeSettings {
+    /// What a segment the receiver would drop gets: `drop` (the default:
+    /// nothing the observer did not judge reaches the server) or `forward`.
+    #[serde(default = "default_unjudged")]
+    pub unjudged: Unjudged,
+    /// `verify` (the default) or `ignore` checksums (for captures taken where
+    /// the NIC computes them: replay ignores them unless told otherwise).
+    #[serde(default = "default_checksums")]
+    pub checksums: Checksums,
+    /// A segment whose bytes differ from bytes already judged at the same
+    /// place: `drop` it (the default; the server sees the judged bytes) or
+    /// `block` the flow.
+    #[serde(default = "default_conflicts")]
+    pub conflicts: Conflicts,
+}
+
+impl Default for NormalizeSettings {
+    fn default() -> Self {
+        NormalizeSettings {
+            unjudged: default_unjudged(),
+            checksums: default_checksums(),
+            conflicts: default_conflicts(),
+        }
+    }
+}
+
+/// What a segment the receiver would drop gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unjudged {
+    /// Dropped (counted).
+    Drop,
+    /// Forwarded unjudged (counted).
+    Forward,
+}
+
+/// Whether checksums of segments being inspected are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checksums {
+    /// A segment with a bad IPv4 or TCP checksum is not judged.
+    Verify,
+    /// Checksums are not looked at.
+    Ignore,
+}
+
+/// What a conflicting retransmission brings about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conflicts {
+    /// The conflicting segment is dropped, the flow goes on.
+    Drop,
+    /// The flow is blocked.
+    Block,
+}
+
+fn default_unjudged() -> Unjudged {
+    Unjudged::Drop
+}
+fn default_checksums() -> Checksums {
+    Checksums::Verify
+}
+fn default_conflicts() -> Conflicts {
+    Conflicts::Drop
+}
+
+/// `[flows.fragments]`: IP fragments of TCP are held until their datagram is
+/// complete, judged whole, then forwarded as they came (RFC 5722 overlaps
+/// discard the datagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentSettings {
+    /// Datagrams being reassembled at once, per worker (the oldest is
+    /// forgotten first when a new one needs room).
+    #[serde(default = "default_fragment_capacity")]
+    pub capacity: u32,
+    /// Bytes of fragments held at once, per worker.
+    #[serde(default = "default_fragment_bytes")]
+    pub max_bytes: u32,
+    /// Fragments one datagram may take.
+    #[serde(default = "default_fragments_per_datagram")]
+    pub max_fragments: u32,
+    /// Seconds a datagram has to complete (Linux: 30).
+    #[serde(default = "default_fragment_timeout")]
+    pub timeout: u32,
+    /// What fragments get that cannot be held (a datagram larger than
+    /// `max_bytes`): `drop` (the default) or `forward` (uninspected). Counted.
+    #[serde(default = "default_fragment_when_full")]
+    pub when_full: FragmentsWhenFull,
+}
+
+impl Default for FragmentSettings {
+    fn default() -> Self {
+        FragmentSettings {
+            capacity: default_fragment_capacity(),
+            max_bytes: default_fragment_bytes(),
+            max_fragments: default_fragments_per_datagram(),
+            timeout: default_fragment_timeout(),
+            when_full: default_fragment_when_full(),
+        }
+    }
+}
+
+/// What fragments that cannot be held get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FragmentsWhenFull {
+    /// Dropped.
+    Drop,
+    /// Forwarded uninspected.
+    Forward,
+}
+
+fn default_fragment_capacity() -> u32 {
+    1024
+}
+fn default_fragment_bytes() -> u32 {
+    4 << 20
+}
+fn default_fragments_per_datagram() -> u32 {
+    64
+}
+fn default_fragment_timeout() -> u32 {
+    30
+}
+fn default_fragment_when_full() -> FragmentsWhenFull {
+    FragmentsWhenFull::Drop
 }
 
 /// `[flows.prelude]`: the protocols whose TLS starts after a cleartext
@@ -543,6 +686,8 @@ impl Default for FlowSettings {
             server_cache_ttl: default_server_cache_ttl(),
             prelude: PreludeSettings::default(),
             oversized_client_hello: default_oversized_client_hello(),
+            normalize: NormalizeSettings::default(),
+            fragments: FragmentSettings::default(),
         }
     }
 }
@@ -722,6 +867,11 @@ impl Settings {
         let f = &self.flows;
         if f.capacity < 16 {
             return Err(self.err(text, None, "flows.capacity", "at least 16 flows per worker"));
+        }
+        let g = &f.fragments;
+        if g.capacity < 1 || g.max_fragments < 2 || g.timeout < 1 || g.max_bytes < 65_535 {
+            let msg = "capacity >= 1, max_fragments >= 2, timeout >= 1 s, max_bytes >= 65535";
+            return Err(self.err(text, None, "flows.fragments", msg));
         }
         if !(1024..=16 << 20).contains(&f.handshake_buffer) {
             return Err(self.err(text, None, "flows.handshake_buffer", "between 1024 bytes and 16 MiB"));

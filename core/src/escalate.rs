@@ -86,8 +86,14 @@ pub struct Escalation {
     /// The TCP state to take over from.
     pub tcp: TcpSeen,
     /// The client's frames that the worker held back while its ClientHello
-    /// was incomplete (the segment that completed it follows on the packet ring).
+    /// was incomplete (the segment that completed it follows on the packet
+    /// ring), whole (reassembled if it came in IP fragments).
     pub held: Vec<Vec<u8>>,
+    /// The frames the wire carried them in: what goes on toward the server
+    /// if the slow path cannot take the flow.
+    pub held_wire: Vec<Vec<u8>>,
+    /// What the inline normaliser met on the flow before it was handed over.
+    pub evasions: crate::inspect::Evasions,
     /// When it was escalated (ns).
     pub at_ns: u64,
 }
@@ -99,6 +105,9 @@ pub enum ToSlowPath {
     Flow(Box<Escalation>),
     /// Learn what this server presents, with a handshake of the slow path's own.
     Probe(ProbeRequest),
+    /// A segment of a flow it decrypts that came in IP fragments, reassembled
+    /// by the worker (too large for an mbuf of the packet ring).
+    Frame(Vec<u8>),
 }
 
 /// A server whose certificate a decrypt decision needed at the ClientHello

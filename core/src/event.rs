@@ -54,6 +54,9 @@ pub struct SessionEvent {
     pub connect_target: Option<String>,
     /// Alerts seen in clear: (sender, level, description).
     pub alerts: Vec<(&'static str, u8, u8)>,
+    /// What the inline normaliser met on the flow while it was inspected
+    /// (segments not judged, conflicting retransmissions), counted.
+    pub evasions: crate::inspect::Evasions,
     /// What the policy asked, what was done, and why.
     pub outcome: Outcome,
     /// For a session the slow path decrypted (or tried to): what happened on
@@ -222,6 +225,11 @@ impl SessionEvent {
             policy["flow_ended"] = json!(end.name());
         }
         o.insert("policy".into(), policy);
+        if !self.evasions.is_empty() {
+            // What the normaliser met, by name, counted: `{"bad_checksum": 1}`.
+            let met: Map<String, Value> = self.evasions.iter().map(|(name, n)| (name.to_string(), json!(n))).collect();
+            o.insert("evasion".into(), Value::Object(met));
+        }
         if let Some(d) = &self.decrypt {
             o.insert(
                 "decrypt".into(),
@@ -326,6 +334,9 @@ impl Outcome {
                  where a decryption has to begin (the server identity cache has learned it for later sessions where \
                  the certificate was visible)"
             ),
+            Cause::ConflictingRetransmission => {
+                "a segment resent bytes already judged with other bytes (flows.normalize.conflicts = block)".into()
+            }
             Cause::NotTls(NotTls::OtherProtocol(side)) => {
                 judged(format!("not TLS: the {} spoke first in another protocol", side.name()))
             }

@@ -1,5 +1,6 @@
 //! tlsgate's protocol core: everything that touches no mbuf, queue or lcore,
 //! so that it builds and is tested without DPDK. Packet views ([`packet`]),
+//! IP [`fragment`] reassembly,
 //! the per-worker [`flow`] table, TLS handshake observation ([`tls`]), the
 //! [`inspect`]or that turns segments into verdicts and sessions into
 //! [`outcome`]s, the server identity and exclusion caches ([`identity`]), the
@@ -12,6 +13,7 @@ pub mod counters;
 pub mod escalate;
 pub mod event;
 pub mod flow;
+pub mod fragment;
 pub mod identity;
 pub mod inspect;
 pub mod outcome;

@@ -94,6 +94,9 @@ pub enum Cause {
     ServerIdentityUnknown,
     /// The flow is not TLS.
     NotTls(NotTls),
+    /// A segment resent judged bytes with other bytes, and
+    /// `flows.normalize.conflicts = "block"`.
+    ConflictingRetransmission,
     /// The TLS handshake could not be followed to its end.
     HandshakeFailed(HandshakeFailure),
     /// The flow ended (or stopped being watched) before the handshake was
@@ -343,6 +346,7 @@ impl Cause {
             Cause::ServerIdentityUnknown => "server_identity_unknown",
             Cause::NotTls(NotTls::Prelude(..)) => "prelude_without_tls",
             Cause::NotTls(_) => "not_tls",
+            Cause::ConflictingRetransmission => "conflicting_retransmission",
             Cause::HandshakeFailed(HandshakeFailure::Malformed(..)) => "handshake_malformed",
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(..)) => "handshake_too_large",
             Cause::FlowEnded(_) => "flow_ended_before_handshake",

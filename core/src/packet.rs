@@ -41,8 +41,16 @@ pub fn flow_hash(frame: &[u8]) -> Option<u32> {
             for w in ip[8..40].chunks_exact(4) {
                 x ^= u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
             }
-            // Extension headers are not walked: their flows hash by address only.
-            let ports = if ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP { port_pair(frame, l3 + 40) } else { 0 };
+            let ports = match ip[6] {
+                IPPROTO_TCP | IPPROTO_UDP => port_pair(frame, l3 + 40),
+                // Extension headers before TCP (rare): walked, so that the
+                // segment hashes as its flow's other segments do.
+                IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => match classify(frame) {
+                    Layer::Tcp(t) => (t.src_port ^ t.dst_port) as u32,
+                    _ => 0,
+                },
+                _ => 0,
+            };
             Some(mix(x, ports))
         }
         _ => None,
@@ -202,72 +210,285 @@ pub struct TcpFrame<'a> {
     end: usize,
 }
 
-impl<'a> TcpFrame<'a> {
-    /// Parses a frame; `None` unless it is an unfragmented TCP segment over
-    /// IPv4 or IPv6 (no IPv6 extension headers) with consistent lengths.
-    pub fn parse(frame: &'a [u8]) -> Option<TcpFrame<'a>> {
-        let (ethertype, l3) = skip_vlans(frame)?;
-        let vlan = if l3 > ETH_HLEN {
-            let tci = u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]);
-            Some(tci & 0x0fff)
-        } else {
-            None
-        };
-        let mut src = [0u8; 16];
-        let mut dst = [0u8; 16];
-        let (ipv6, l4, end) = match ethertype {
-            ETHERTYPE_IPV4 => {
-                let ip = frame.get(l3..l3 + 20)?;
-                if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
-                    return None;
-                }
-                let ihl = ((ip[0] & 0x0f) as usize) * 4;
-                let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-                let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-                if ihl < 20 || frag || total < ihl || l3 + total > frame.len() {
-                    return None;
-                }
-                src[12..].copy_from_slice(&ip[12..16]);
-                dst[12..].copy_from_slice(&ip[16..20]);
-                (false, l3 + ihl, l3 + total)
+/// What a frame carries, as the inspector sorts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer<'a> {
+    /// A whole TCP segment.
+    Tcp(TcpFrame<'a>),
+    /// A fragment of an IP datagram that may carry TCP.
+    Fragment(IpFragment<'a>),
+    /// Anything else (not IP, not TCP, malformed), forwarded untouched.
+    Other,
+}
+
+/// IPv6 extension headers walked on the way to the upper-layer header.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+
+/// Sorts a frame: a TCP segment (VLAN/QinQ tags skipped, IPv4 options and
+/// IPv6 extension headers walked, Ethernet padding excluded), a fragment,
+/// or anything else. Every offset is checked against the frame.
+pub fn classify(frame: &[u8]) -> Layer<'_> {
+    classify_inner(frame).unwrap_or(Layer::Other)
+}
+
+fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
+    let (ethertype, l3) = skip_vlans(frame)?;
+    let vlan = if l3 > ETH_HLEN {
+        let tci = u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]);
+        Some(tci & 0x0fff)
+    } else {
+        None
+    };
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let (ipv6, l4, end) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ip = frame.get(l3..l3 + 20)?;
+            if ip[0] >> 4 != 4 {
+                return None;
             }
-            ETHERTYPE_IPV6 => {
-                let ip = frame.get(l3..l3 + 40)?;
-                if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {
-                    return None;
-                }
-                let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-                if l3 + 40 + plen > frame.len() {
-                    return None;
-                }
-                src.copy_from_slice(&ip[8..24]);
-                dst.copy_from_slice(&ip[24..40]);
-                (true, l3 + 40, l3 + 40 + plen)
+            let ihl = ((ip[0] & 0x0f) as usize) * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            if ihl < 20 || total < ihl || l3 + total > frame.len() {
+                return None;
             }
-            _ => return None,
-        };
-        let tcp = frame.get(l4..l4 + 20)?;
-        let doff = ((tcp[12] >> 4) as usize) * 4;
-        if doff < 20 || l4 + doff > end {
-            return None;
+            src[12..].copy_from_slice(&ip[12..16]);
+            dst[12..].copy_from_slice(&ip[16..20]);
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if frag & 0x3fff != 0 {
+                if ip[9] != IPPROTO_TCP {
+                    return None;
+                }
+                let key = FragmentKey { src, dst, id: u16::from_be_bytes([ip[4], ip[5]]) as u32, ipv6: false };
+                return Some(Layer::Fragment(IpFragment {
+                    bytes: frame,
+                    key,
+                    offset: u32::from(frag & 0x1fff) * 8,
+                    more: frag & 0x2000 != 0,
+                    l3,
+                    unfragmentable: l3 + ihl,
+                    next_header_at: 9,
+                    next_header: IPPROTO_TCP,
+                    data: l3 + ihl,
+                    end: l3 + total,
+                }));
+            }
+            if ip[9] != IPPROTO_TCP {
+                return None;
+            }
+            (false, l3 + ihl, l3 + total)
         }
-        Some(TcpFrame {
-            bytes: frame,
-            vlan,
-            ipv6,
-            src,
-            dst,
-            src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-            dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
-            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-            ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
-            flags: tcp[13],
-            window: u16::from_be_bytes([tcp[14], tcp[15]]),
-            l3,
-            l4,
-            payload: l4 + doff,
-            end,
-        })
+        ETHERTYPE_IPV6 => {
+            let ip = frame.get(l3..l3 + 40)?;
+            if ip[0] >> 4 != 6 {
+                return None;
+            }
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            let end = l3 + 40 + plen;
+            if end > frame.len() {
+                return None;
+            }
+            src.copy_from_slice(&ip[8..24]);
+            dst.copy_from_slice(&ip[24..40]);
+            // Walk the extension headers: each names the next; the walk is
+            // bounded by the payload, which every header takes 8 bytes of at least.
+            let mut next = ip[6];
+            let mut next_at = l3 + 6;
+            let mut at = l3 + 40;
+            loop {
+                match next {
+                    IPPROTO_TCP => break,
+                    IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
+                        let h = frame.get(at..at + 2).filter(|_| at + 8 <= end)?;
+                        let len = if next == IPV6_AUTH { (h[1] as usize + 2) * 4 } else { (h[1] as usize + 1) * 8 };
+                        next = h[0];
+                        next_at = at;
+                        at += len;
+                    }
+                    IPV6_FRAGMENT => {
+                        let h = frame.get(at..at + 8).filter(|_| at + 8 <= end)?;
+                        let off_m = u16::from_be_bytes([h[2], h[3]]);
+                        let (offset, more) = (u32::from(off_m >> 3) * 8, off_m & 1 != 0);
+                        if offset == 0 && !more {
+                            // An atomic fragment (RFC 6946): a whole datagram.
+                            next = h[0];
+                            next_at = at;
+                            at += 8;
+                            continue;
+                        }
+                        // The fragmentable part may start with more extension headers.
+                        if !matches!(h[0], IPPROTO_TCP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH) {
+                            return None;
+                        }
+                        let key =
+                            FragmentKey { src, dst, id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]), ipv6: true };
+                        return Some(Layer::Fragment(IpFragment {
+                            bytes: frame,
+                            key,
+                            offset,
+                            more,
+                            l3,
+                            unfragmentable: at,
+                            next_header_at: next_at - l3,
+                            next_header: h[0],
+                            data: at + 8,
+                            end,
+                        }));
+                    }
+                    _ => return None,
+                }
+            }
+            (true, at, end)
+        }
+        _ => return None,
+    };
+    let tcp = frame.get(l4..l4 + 20)?;
+    let doff = ((tcp[12] >> 4) as usize) * 4;
+    if doff < 20 || l4 + doff > end {
+        return None;
+    }
+    Some(Layer::Tcp(TcpFrame {
+        bytes: frame,
+        vlan,
+        ipv6,
+        src,
+        dst,
+        src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+        dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        flags: tcp[13],
+        window: u16::from_be_bytes([tcp[14], tcp[15]]),
+        l3,
+        l4,
+        payload: l4 + doff,
+        end,
+    }))
+}
+
+/// Which datagram a fragment belongs to (RFC 791 / RFC 8200: addresses and
+/// identification; the protocol is TCP for every fragment kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// Identification (16 bits in IPv4, 32 in IPv6).
+    pub id: u32,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+}
+
+/// One IP fragment, checked once like [`TcpFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpFragment<'a> {
+    bytes: &'a [u8],
+    /// Its datagram.
+    pub key: FragmentKey,
+    /// Where its data goes in the datagram's fragmentable part, in bytes.
+    pub offset: u32,
+    /// More fragments follow (MF / M flag).
+    pub more: bool,
+    /// Offset of the IP header.
+    l3: usize,
+    /// End of the part every fragment repeats: the IPv4 header, or the IPv6
+    /// header and the extension headers before the Fragment header.
+    unfragmentable: usize,
+    /// Offset from `l3` of the Next Header (or Protocol) byte that names
+    /// the Fragment header (IPv6) or the protocol (IPv4).
+    next_header_at: usize,
+    /// What the fragmentable part starts with.
+    next_header: u8,
+    /// Offset of the fragment's data.
+    data: usize,
+    /// End of its data.
+    end: usize,
+}
+
+impl<'a> IpFragment<'a> {
+    /// The whole frame.
+    pub fn frame(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The fragment's data.
+    pub fn data(&self) -> &'a [u8] {
+        self.bytes.get(self.data..self.end).unwrap_or_default()
+    }
+
+    /// Whether its IPv4 header checksum holds (IPv6 has none).
+    pub fn header_checksum_ok(&self) -> bool {
+        self.key.ipv6 || self.bytes.get(self.l3..self.unfragmentable).is_some_and(|h| fold(sum(0, h)) == 0xffff)
+    }
+
+    /// The datagram this fragment (the one at offset 0) heads, rebuilt with
+    /// `data` as its whole fragmentable part: the link layer and the
+    /// unfragmentable headers as this fragment has them, lengths fixed, the
+    /// Fragment header (or MF and offset) gone.
+    pub fn reassemble(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let head = self.bytes.get(..self.unfragmentable)?;
+        let mut out = Vec::with_capacity(head.len() + data.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(data);
+        let ip = out.get_mut(self.l3..)?;
+        if self.key.ipv6 {
+            let plen = u16::try_from(self.unfragmentable - self.l3 - 40 + data.len()).ok()?;
+            ip[4..6].copy_from_slice(&plen.to_be_bytes());
+            *ip.get_mut(self.next_header_at)? = self.next_header;
+        } else {
+            let ihl = self.unfragmentable - self.l3;
+            let total = u16::try_from(ihl + data.len()).ok()?;
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            ip[6] &= 0x40; // DF kept; MF and the offset cleared
+            ip[7] = 0;
+            ip[10] = 0;
+            ip[11] = 0;
+            let c = !fold(sum(0, &ip[..ihl]));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        Some(out)
+    }
+}
+
+/// The ones' complement sum of `bytes` (as 16-bit big-endian words, an odd
+/// last byte padded), added to `acc`, unfolded.
+fn sum(mut acc: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(2);
+    for w in &mut words {
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+/// The Internet checksum (RFC 1071) of the concatenation of `parts`, each
+/// of even length but the last.
+pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
+    !fold(parts.iter().fold(0, |acc, p| sum(acc, p)))
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+impl<'a> TcpFrame<'a> {
+    /// Parses a frame; `None` unless it is a TCP segment over IPv4 or IPv6
+    /// (extension headers walked), not a fragment, with consistent lengths.
+    pub fn parse(frame: &'a [u8]) -> Option<TcpFrame<'a>> {
+        match classify(frame) {
+            Layer::Tcp(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// Payload length.
@@ -305,6 +526,37 @@ impl<'a> TcpFrame<'a> {
     pub fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
+
+    /// Whether the IPv4 header checksum and the TCP checksum hold, as the
+    /// receiving stack checks them.
+    pub fn checksums_ok(&self) -> bool {
+        let Some(segment) = self.bytes.get(self.l4..self.end) else { return false };
+        let mut acc = sum(0, segment);
+        if self.ipv6 {
+            acc = sum(acc, &self.src);
+            acc = sum(acc, &self.dst);
+        } else {
+            let Some(header) = self.bytes.get(self.l3..self.l4) else { return false };
+            if fold(sum(0, header)) != 0xffff {
+                return false;
+            }
+            acc = sum(acc, &self.src[12..]);
+            acc = sum(acc, &self.dst[12..]);
+        }
+        acc += u64::from(IPPROTO_TCP) + segment.len() as u64;
+        fold(acc) == 0xffff
+    }
+
+    /// The sequence number after this segment (payload, SYN and FIN count).
+    pub fn seq_end(&self) -> u32 {
+        let flags = u32::from(self.has(tcp_flags::SYN)) + u32::from(self.has(tcp_flags::FIN));
+        self.seq.wrapping_add(self.payload_len() as u32 + flags)
+    }
+
+    /// The sequence number of the first payload byte (a SYN takes one).
+    pub fn data_seq(&self) -> u32 {
+        self.seq.wrapping_add(u32::from(self.has(tcp_flags::SYN)))
+    }
 }
 
 /// The TCP options the slow path needs to take a connection over.
@@ -318,6 +570,8 @@ pub struct TcpOptions {
     pub sack_permitted: bool,
     /// Timestamps: (TSval, TSecr).
     pub timestamps: Option<(u32, u32)>,
+    /// A TCP-MD5 signature (RFC 2385).
+    pub md5: bool,
 }
 
 impl TcpOptions {
@@ -345,6 +599,7 @@ impl TcpOptions {
                 (2, 2) => o.mss = Some(u16::from_be_bytes([body[0], body[1]])),
                 (3, 1) => o.wscale = Some(body[0].min(14)),
                 (4, 0) => o.sack_permitted = true,
+                (19, 16) => o.md5 = true,
                 (8, 8) => {
                     let v = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                     let e = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);

@@ -298,7 +298,8 @@ impl Dataplane {
                 let inspector = Inspector::new(i, policy.clone(), &settings.flows, port_names.clone())
                     .map_err(StartError::Policy)?
                     .with_slow_path(nslow, &settings.slowpath)
-                    .with_handshake_events(settings.events.handshake);
+                    .with_handshake_events(settings.events.handshake)
+                    .with_dispatch(if steering == FlowSteering::SoftwareDispatch { nworkers } else { 1 });
                 let (tx, rx) = ring_pair::<Box<SessionEvent>>(&format!("tg_events_{i}"), EVENT_RING)?;
                 events.push(rx);
                 worker = worker.with_inspection(Inspection {

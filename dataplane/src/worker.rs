@@ -366,6 +366,9 @@ impl Worker {
                 if !self.out.resets.is_empty() || !self.out.released.is_empty() {
                     self.send_resets(p);
                 }
+                if !self.out.redirected.is_empty() {
+                    self.redirect(p);
+                }
             }
             let egress = &mut self.ports[out];
             egress.pending_bytes += bytes;
@@ -464,6 +467,9 @@ impl Worker {
                 if !self.out.resets.is_empty() || !self.out.released.is_empty() {
                     self.send_resets(p);
                 }
+                if !self.out.redirected.is_empty() {
+                    self.redirect(p);
+                }
                 match fate {
                     Fate::Drop(r) => {
                         self.counters.ports[p].dropped[r as usize] += 1;
@@ -482,6 +488,28 @@ impl Worker {
             }
             let len = m.pkt_len();
             self.forward(p, m, len);
+        }
+    }
+
+    /// Hands the fragments of a datagram whose flow another worker owns to
+    /// that worker (they came in by port index `p`): it reassembles and
+    /// judges them itself. Counted as dispatched.
+    #[cold]
+    fn redirect(&mut self, p: usize) {
+        let frames = std::mem::take(&mut self.out.redirected);
+        let (Some(ins), Some(d)) = (&self.inspection, &mut self.dispatch) else { return };
+        for (owner, frame) in frames {
+            let Some(mut m) = Mbuf::from_bytes(&ins.pool, &frame) else { continue };
+            m.set_port(p as u16);
+            let Some((ring, staged)) = d.to.get_mut(owner).and_then(Option::as_mut) else { continue };
+            if let Err(m) = staged.push(m) {
+                ring.send_burst(staged);
+                if staged.push(m).is_err() {
+                    self.counters.ports[p].dropped[drop_index(DropReason::DispatchFull)] += 1;
+                    continue;
+                }
+            }
+            self.counters.lcore.dispatched_out += 1;
         }
     }
 
@@ -586,7 +614,7 @@ fn inspect(
     } else {
         ins.inspector.on_packet(&m.to_vec(), p, now, out)
     };
-    let verdict = if out.escalations.is_empty() && out.probes.is_empty() {
+    let verdict = if out.escalations.is_empty() && out.probes.is_empty() && out.to_slow_path.is_empty() {
         verdict
     } else {
         hand_over(ins, slow_flows, now, out, verdict)
@@ -617,6 +645,12 @@ fn hand_over(
         };
         if let Some(ToSlowPath::Flow(esc)) = refused.map(|b| *b) {
             verdict = ins.inspector.escalation_refused(esc, now, out);
+        }
+    }
+    // Segments reassembled from fragments, behind their flow's hand-over.
+    for (lcore, frame) in std::mem::take(&mut out.to_slow_path) {
+        if let Some(ring) = slow_flows.get_mut(lcore as usize) {
+            let _ = ring.push(Box::new(ToSlowPath::Frame(frame)));
         }
     }
     for probe in std::mem::take(&mut out.probes) {

@@ -466,8 +466,13 @@ mod tests {
     const S_ISN: u32 = 0xffff_f000;
 
     fn seen() -> TcpSeen {
-        let opts =
-            |ts| TcpOptions { mss: Some(1460), wscale: Some(7), sack_permitted: true, timestamps: Some((ts, 0)) };
+        let opts = |ts| TcpOptions {
+            mss: Some(1460),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some((ts, 0)),
+            md5: false,
+        };
         TcpSeen {
             client: TcpSideSeen { syn: Some(opts(100)), window: 502, window_on_syn: false, tsval: Some((110, 0)) },
             server: TcpSideSeen { syn: Some(opts(9000)), window: 509, window_on_syn: false, tsval: Some((9010, 0)) },

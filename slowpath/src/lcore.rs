@@ -263,6 +263,11 @@ impl SlowLcore {
         match msg {
             ToSlowPath::Flow(esc) => self.adopt(esc, now, link),
             ToSlowPath::Probe(req) => self.start_probe(req, now, link),
+            ToSlowPath::Frame(frame) => {
+                if let FrameOf::Flow(key) = self.on_frame(&frame, now, link, &mut || None) {
+                    self.drive(&key, now, link);
+                }
+            }
         }
     }
 
@@ -847,6 +852,7 @@ fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> 
         ocsp_stapled: esc.facts.ocsp_stapled,
         client_cert_requested: false,
         unread: None,
+        evasions: esc.evasions,
         starttls: esc.facts.starttls,
         connect_target: esc.facts.connect_target.clone(),
         alerts: Vec::new(),

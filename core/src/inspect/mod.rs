@@ -12,24 +12,31 @@
 //! decided), and [`carry it out`](Inspector::carry_out). The flow's
 //! lifecycle is [`session::FlowState`]; outcomes are [`Cause`]s.
 
+mod normalize;
 mod session;
+
+pub use normalize::{Anomaly, Evasions};
 
 use std::sync::Arc;
 
 use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
 use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{
-    FlowSettings, HandshakeEvents, Midstream, PinnedAction, SlowPathSettings, SlowWhenFull, WhenFull,
+    Checksums, Conflicts, FlowSettings, FragmentsWhenFull, HandshakeEvents, Midstream, PinnedAction, SlowPathSettings,
+    SlowWhenFull, Unjudged, WhenFull,
 };
 
 use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
 use crate::event::SessionEvent;
 use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::fragment::{Defrag, Defragmenter, FragmentLimits, Refusal};
 use crate::identity::{ExclusionCache, ServerIdentity, ServerIdentityCache, ServerKey};
 use crate::outcome::{
     Cause, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ServerIdentitySource, Side, SlowPathFull,
 };
-use crate::packet::{build_reset, tcp_flags, to_ip, Addr, TcpFrame};
+use crate::packet::{
+    build_reset, classify, flow_hash, tcp_flags, to_ip, worker_for, Addr, IpFragment, Layer, TcpFrame,
+};
 use crate::tls::certificate::certificate_facts;
 use crate::tls::status::CertVerifier;
 use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits, PreludeLimits};
@@ -66,6 +73,19 @@ crate::labels! {
     /// A segment of an incomplete ClientHello held back (a copy goes on to
     /// the server unless the slow path takes the flow).
     Held => held,
+    /// A segment of a flow being inspected that its receiver would drop
+    /// (`flows.normalize.unjudged = "drop"`).
+    Unjudged => unjudged,
+    /// A segment resending judged bytes with other bytes (`flows.normalize.conflicts`).
+    Conflict => conflict,
+    /// An IP fragment held until its datagram is complete (a copy goes on
+    /// once the datagram is judged, unless it is blocked).
+    FragmentHeld => fragment_held,
+    /// An IP fragment refused: overlapping, a duplicate, malformed, or its
+    /// datagram cannot be held (`flows.fragments.when_full = "drop"`).
+    Fragment => fragment,
+    /// A datagram's fragments handed to the worker that owns its flow.
+    Redirected => redirected,
     }
 }
 
@@ -91,9 +111,15 @@ pub struct Output {
     pub escalations: Vec<(u8, Box<Escalation>)>,
     /// Servers the slow path should probe for their certificate.
     pub probes: Vec<ProbeRequest>,
-    /// Held-back client frames to send on toward the server, in order (the
-    /// ClientHello turned out not to need answering by the slow path).
+    /// Held-back frames to send on toward their receiver, in order (a
+    /// ClientHello that turned out not to need answering by the slow path,
+    /// the fragments of a datagram judged whole).
     pub released: Vec<Vec<u8>>,
+    /// Whole segments (reassembled from IP fragments) for a slow-path lcore.
+    pub to_slow_path: Vec<(u8, Vec<u8>)>,
+    /// Fragments of a datagram whose flow another worker owns (by index), to
+    /// hand to it; they arrived on this packet's port.
+    pub redirected: Vec<(usize, Vec<u8>)>,
 }
 
 crate::counters! {
@@ -143,6 +169,40 @@ crate::counters! {
         preludes,
         /// Cleartext preludes that did not lead to TLS (refused, abandoned, past the limits).
         prelude_without_tls,
+        /// Segments of flows being inspected with a bad IPv4 or TCP checksum (not judged).
+        unjudged_bad_checksum,
+        /// Segments carrying data without the ACK flag (not judged).
+        unjudged_no_ack,
+        /// Segments acknowledging data never sent (not judged).
+        unjudged_ack_of_unsent,
+        /// Segments starting past the receive window (not judged).
+        unjudged_out_of_window,
+        /// Segments with a PAWS-old timestamp (not judged).
+        unjudged_paws_old,
+        /// Segments with an unexpected (or missing) TCP-MD5 option (not judged).
+        unjudged_tcp_md5,
+        /// RSTs not exactly at the next sequence number (ignored).
+        rst_ignored,
+        /// Segments resending judged bytes with other bytes.
+        conflicting_retransmissions,
+        /// IP fragments of datagrams that may carry TCP.
+        fragments,
+        /// Datagrams reassembled from fragments and judged whole.
+        fragments_reassembled,
+        /// Datagrams discarded for overlapping fragments (RFC 5722).
+        fragment_overlaps,
+        /// Fragments dropped as exact duplicates.
+        fragment_duplicates,
+        /// Fragments of malformed datagrams, or of datagrams with too many fragments.
+        fragments_malformed,
+        /// Incomplete datagrams timed out.
+        fragments_timed_out,
+        /// Incomplete datagrams forgotten to make room for new ones (oldest first).
+        fragments_evicted,
+        /// Fragments that could not be held (`flows.fragments.when_full` applied).
+        fragments_full,
+        /// Reassembled datagrams handed to the worker that owns their flow.
+        fragments_redirected,
     }
 }
 
@@ -151,6 +211,10 @@ crate::counters! {
 /// table slot).
 pub struct Inspector {
     table: FlowTable<FlowState>,
+    fragments: Defragmenter,
+    /// With software dispatch, how many workers share the flows (a
+    /// datagram's fragments hash by address only, its flow by ports too).
+    dispatch: Option<usize>,
     judge: Judge,
 }
 
@@ -205,11 +269,23 @@ const EXPIRE_BUDGET: usize = 64;
 /// One segment as the steps see it.
 struct Segment<'a> {
     t: &'a TcpFrame<'a>,
+    /// The IP fragments it came in (else it came as itself).
+    wire: Option<&'a [Vec<u8>]>,
     from_client: bool,
     /// The port the client's packets enter by.
     client_port: usize,
     /// RST, or FIN from both sides.
     closed: bool,
+}
+
+impl Segment<'_> {
+    /// Copies of the frames the segment came in.
+    fn wire_frames(&self) -> Vec<Vec<u8>> {
+        match self.wire {
+            Some(w) => w.to_vec(),
+            None => vec![self.t.frame().to_vec()],
+        }
+    }
 }
 
 /// What a packet of a flow being inspected becomes.
@@ -242,8 +318,17 @@ impl Inspector {
         port_names: Arc<[String]>,
     ) -> Result<Inspector, String> {
         let verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
+        let f = &settings.fragments;
+        let limits = FragmentLimits {
+            capacity: f.capacity as usize,
+            max_bytes: f.max_bytes as usize,
+            max_fragments: f.max_fragments as usize,
+            timeout_ns: f.timeout as u64 * NS,
+        };
         Ok(Inspector {
             table: FlowTable::new(settings.capacity as usize),
+            fragments: Defragmenter::new(limits),
+            dispatch: None,
             judge: Judge {
                 certificates: CertificateCache::default(),
                 identities: (settings.server_cache > 0).then(|| {
@@ -275,6 +360,14 @@ impl Inspector {
         self
     }
 
+    /// Flows are spread over `workers` workers by software dispatch
+    /// ([`flow_hash`]): a datagram reassembled here whose flow another worker
+    /// owns goes there as its fragments ([`Output::redirected`]).
+    pub fn with_dispatch(mut self, workers: usize) -> Inspector {
+        self.dispatch = (workers > 1).then_some(workers);
+        self
+    }
+
     /// How much of each handshake the events carry (default: full).
     pub fn with_handshake_events(mut self, mode: HandshakeEvents) -> Inspector {
         self.judge.full_handshake = mode == HandshakeEvents::Full;
@@ -302,10 +395,88 @@ impl Inspector {
 
     /// Inspects one frame that arrived on port index `ingress` at `now_ns`.
     pub fn on_packet(&mut self, frame: &[u8], ingress: usize, now_ns: u64, out: &mut Output) -> Verdict {
-        let Some(t) = TcpFrame::parse(frame) else {
-            self.judge.counters.not_tcp += 1;
+        match classify(frame) {
+            Layer::Tcp(t) => self.on_segment(&t, None, ingress, now_ns, out),
+            Layer::Fragment(f) => self.on_fragment(&f, ingress, now_ns, out),
+            Layer::Other => {
+                self.judge.counters.not_tcp += 1;
+                Verdict::Forward
+            }
+        }
+    }
+
+    /// An IP fragment: held until its datagram is whole, which is then
+    /// judged as any segment; its fragments go on as they came, or not.
+    fn on_fragment(&mut self, f: &IpFragment, ingress: usize, now: u64, out: &mut Output) -> Verdict {
+        let c = &mut self.judge.counters;
+        c.fragments += 1;
+        if self.judge.settings.normalize.checksums == Checksums::Verify && !f.header_checksum_ok() {
+            c.unjudged_bad_checksum += 1;
+            return Verdict::Drop(DropReason::Fragment);
+        }
+        let done = self.fragments.push(f, now);
+        self.sync_fragment_counters();
+        let whole = match done {
+            Defrag::Held => return Verdict::Drop(DropReason::FragmentHeld),
+            Defrag::Refused(Refusal::Full) => {
+                return match self.judge.settings.fragments.when_full {
+                    FragmentsWhenFull::Forward => Verdict::Forward,
+                    FragmentsWhenFull::Drop => Verdict::Drop(DropReason::Fragment),
+                };
+            }
+            Defrag::Refused(_) => return Verdict::Drop(DropReason::Fragment),
+            Defrag::Complete(whole) => whole,
+        };
+        let mut wire = whole.earlier;
+        wire.push(f.frame().to_vec());
+        let Layer::Tcp(t) = classify(&whole.frame) else {
+            // Whole, it is not TCP after all (extension headers led elsewhere): as it came.
+            out.released.extend(wire.drain(..wire.len() - 1));
             return Verdict::Forward;
         };
+        if let Some(workers) = self.dispatch {
+            let owner = flow_hash(&whole.frame).map_or(self.judge.worker as usize, |h| worker_for(h, workers));
+            if owner != self.judge.worker as usize {
+                self.judge.counters.fragments_redirected += 1;
+                out.redirected.extend(wire.into_iter().map(|w| (owner, w)));
+                return Verdict::Drop(DropReason::Redirected);
+            }
+        }
+        match self.on_segment(&t, Some(&wire), ingress, now, out) {
+            Verdict::Forward => {
+                out.released.extend(wire.drain(..wire.len() - 1));
+                Verdict::Forward
+            }
+            Verdict::Escalate(lcore) => {
+                out.to_slow_path.push((lcore, whole.frame.clone()));
+                Verdict::Drop(DropReason::FragmentHeld)
+            }
+            drop @ Verdict::Drop(_) => drop,
+        }
+    }
+
+    fn sync_fragment_counters(&mut self) {
+        let f = self.fragments.counters();
+        let c = &mut self.judge.counters;
+        c.fragments_reassembled = f.reassembled;
+        c.fragment_overlaps = f.overlaps;
+        c.fragment_duplicates = f.duplicates;
+        c.fragments_malformed = f.malformed + f.too_many_fragments;
+        c.fragments_timed_out = f.timed_out;
+        c.fragments_evicted = f.evicted;
+        c.fragments_full = f.full;
+    }
+
+    /// A whole TCP segment (`wire`: the fragments it came in, if it did).
+    fn on_segment(
+        &mut self,
+        t: &TcpFrame,
+        wire: Option<&[Vec<u8>]>,
+        ingress: usize,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let t = *t;
         let (key, from_lo) = FlowKey::of(&t);
         let mut found = self.table.find(&key);
         if let Some(id) = found {
@@ -319,12 +490,19 @@ impl Inspector {
         }
         let id = match found {
             Some(id) => id,
-            None => match self.new_flow(&t, key, from_lo, now_ns) {
-                Ok(id) => id,
-                Err(v) => return v,
-            },
+            None => {
+                // A segment its receiver drops makes no flow (a decoy SYN
+                // would set the sequence numbers the real one is read by).
+                if self.judge.settings.normalize.checksums == Checksums::Verify && !t.checksums_ok() {
+                    return self.judge.unjudged(None, Anomaly::BadChecksum);
+                }
+                match self.new_flow(&t, key, from_lo, now_ns) {
+                    Ok(id) => id,
+                    Err(v) => return v,
+                }
+            }
         };
-        self.on_flow_packet(id, key, &t, from_lo, ingress, now_ns, out)
+        self.on_flow_packet(id, key, &t, wire, from_lo, ingress, now_ns, out)
     }
 
     /// Applies what the slow path says: a session it ended (later packets of
@@ -370,7 +548,7 @@ impl Inspector {
         let judge = &mut self.judge;
         judge.counters.escalation_refused += 1;
         let action = judge.slow.as_ref().map_or(FinalAction::DoNotDecrypt, |s| when_full_action(s.when_full));
-        let Escalation { key, flow_id, facts, policy, decision, server_identity, held, client_is_lo, .. } = *esc;
+        let Escalation { key, flow_id, facts, policy, decision, server_identity, held_wire, client_is_lo, .. } = *esc;
         if let Some(state) = self.table.find(&key).and_then(|id| self.table.get_mut(id)) {
             state.settle(action);
         }
@@ -390,7 +568,7 @@ impl Inspector {
         s.server_identity = server_identity;
         // The ClientHello reaches the server after all (out of order behind the
         // segment that completed it, which TCP puts right).
-        out.released.extend(held);
+        out.released.extend(held_wire);
         judge.emit(Box::new(s), r, now_ns, now_ns, out);
         match action {
             FinalAction::DoNotDecrypt => Verdict::Forward,
@@ -401,9 +579,14 @@ impl Inspector {
         }
     }
 
-    /// Expires idle flows (a bounded number of slots per call); sessions cut
-    /// short still get their event.
+    /// Expires idle flows (a bounded number of slots per call), and
+    /// datagrams whose fragments did not all come; sessions cut short still
+    /// get their event.
     pub fn expire(&mut self, now_ns: u64, out: &mut Output) {
+        if self.fragments.held().0 > 0 {
+            self.fragments.expire(now_ns);
+            self.sync_fragment_counters();
+        }
         let mut ended = Vec::new();
         self.table.expire(now_ns, EXPIRE_BUDGET, |key, state| ended.push((key, state)));
         for (key, state) in ended {
@@ -494,11 +677,44 @@ impl Inspector {
         id: FlowId,
         key: FlowKey,
         t: &TcpFrame,
+        wire: Option<&[Vec<u8>]>,
         from_lo: bool,
         ingress: usize,
         now: u64,
         out: &mut Output,
     ) -> Verdict {
+        let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
+        if let FlowState::Inspecting(s) = state {
+            // The normaliser: only what the receiver takes is judged.
+            let from_client = from_lo == s.client_is_lo;
+            let checksums = self.judge.settings.normalize.checksums == Checksums::Verify;
+            if let Err(anomaly) = s.track.check(t, from_client, checksums) {
+                return self.judge.unjudged(Some(s), anomaly);
+            }
+            let dir = if from_client { Direction::ToServer } else { Direction::ToClient };
+            if t.payload_len() > 0 && s.observer.conflicts(dir, t.data_seq(), t.payload()) {
+                s.evasions.note(Anomaly::ConflictingRetransmission);
+                self.judge.counters.conflicting_retransmissions += 1;
+                if self.judge.settings.normalize.conflicts == Conflicts::Drop {
+                    return Verdict::Drop(DropReason::Conflict);
+                }
+                let r = Resolution {
+                    action: FinalAction::Block,
+                    asked: Action::Block,
+                    rule: None,
+                    cause: Cause::ConflictingRetransmission,
+                    cut_short: None,
+                    monitors: std::mem::take(&mut s.monitors),
+                    missing: Vec::new(),
+                    tls: s.seen != Seen::Nothing,
+                };
+                let from_client = from_lo == s.client_is_lo;
+                let client_port = if from_client { ingress } else { ingress ^ 1 };
+                let seg = Segment { t, wire, from_client, client_port, closed: false };
+                return self.carry_out(id, key, Step::Decided(r, false), &seg, now, out);
+            }
+            s.track.learn(t, from_client);
+        }
         let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
         let fins = if t.has(tcp_flags::FIN) { state.saw_fin(from_lo) } else { state.fins() };
         let closed = t.has(tcp_flags::RST) || fins == 3;
@@ -524,7 +740,7 @@ impl Inspector {
             FlowState::Inspecting(s) => {
                 let from_client = from_lo == s.client_is_lo;
                 let client_port = if from_client { ingress } else { ingress ^ 1 };
-                let seg = Segment { t, from_client, client_port, closed };
+                let seg = Segment { t, wire, from_client, client_port, closed };
                 self.judge.feed(s, &seg, now);
                 let step = if let Phase::Observing { .. } = s.phase {
                     self.judge.observe(s, &seg, now)
@@ -603,6 +819,29 @@ impl Inspector {
 }
 
 impl Judge {
+    /// A segment its receiver would drop: counted, noted on the session,
+    /// never judged; forwarded or dropped as `flows.normalize.unjudged` says.
+    fn unjudged(&mut self, s: Option<&mut Session>, anomaly: Anomaly) -> Verdict {
+        let c = &mut self.counters;
+        match anomaly {
+            Anomaly::BadChecksum => c.unjudged_bad_checksum += 1,
+            Anomaly::NoAck => c.unjudged_no_ack += 1,
+            Anomaly::AckOfUnsent => c.unjudged_ack_of_unsent += 1,
+            Anomaly::OutOfWindow => c.unjudged_out_of_window += 1,
+            Anomaly::PawsOld => c.unjudged_paws_old += 1,
+            Anomaly::TcpMd5 => c.unjudged_tcp_md5 += 1,
+            Anomaly::RstNotInWindow => c.rst_ignored += 1,
+            Anomaly::ConflictingRetransmission | Anomaly::FragmentOverlap => {}
+        }
+        if let Some(s) = s {
+            s.evasions.note(anomaly);
+        }
+        match self.settings.normalize.unjudged {
+            Unjudged::Drop => Verdict::Drop(DropReason::Unjudged),
+            Unjudged::Forward => Verdict::Forward,
+        }
+    }
+
     fn new_session(&mut self, t: &TcpFrame, key: FlowKey, client_is_lo: bool) -> Session {
         let (c_addr, c_port, s_addr, s_port) = if client_is_lo {
             (key.lo_addr, key.lo_port, key.hi_addr, key.hi_port)
@@ -619,7 +858,7 @@ impl Judge {
         };
         self.next_flow += 1;
         let prelude = &self.settings.prelude;
-        let mut observer = HandshakeObserver::new(ObserverLimits {
+        let observer = HandshakeObserver::new(ObserverLimits {
             max_buffer: self.settings.handshake_buffer as usize,
             defer_fingerprints: true,
             prelude: prelude.for_port(s_port),
@@ -629,12 +868,6 @@ impl Judge {
                 max_exchanges: prelude.max_exchanges,
             },
         });
-        // A flow's first packet is the client's SYN, or (a flow picked up
-        // late) anything; a SYN-ACK's sequence number is the server's, which
-        // `feed` notes for its own direction.
-        if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) {
-            observer.set_initial_seq(Direction::ToServer, t.seq.wrapping_add(1));
-        }
         let id = (self.worker << 56) | self.next_flow;
         Session::new(id, self.policy.clone(), observer, SessionFacts::new(flow), client_is_lo)
     }
@@ -647,8 +880,11 @@ impl Judge {
         if s.facts.flow.ingress.is_empty() {
             s.facts.flow.ingress = self.port_names.get(seg.client_port).cloned().unwrap_or_default();
         }
-        if !seg.from_client && t.has(tcp_flags::SYN) {
-            s.observer.set_initial_seq(Direction::ToClient, t.seq.wrapping_add(1));
+        // Each side's SYN (the client's without ACK, the server's with it)
+        // gives where its stream starts; only SYNs the receiver takes get here.
+        if t.has(tcp_flags::SYN) && seg.from_client != t.has(tcp_flags::ACK) {
+            let dir = if seg.from_client { Direction::ToServer } else { Direction::ToClient };
+            s.observer.set_initial_seq(dir, t.seq.wrapping_add(1));
         }
         if self.slow.is_some() {
             s.takeover.tcp[usize::from(!seg.from_client)].saw(t, now);
@@ -663,7 +899,8 @@ impl Judge {
                 s.observer.prelude_timed_out();
             }
             let dir = if seg.from_client { Direction::ToServer } else { Direction::ToClient };
-            s.observer.on_segment(dir, t.seq, t.payload());
+            // Data in a SYN (TCP Fast Open) starts after the SYN's own number.
+            s.observer.on_segment(dir, t.data_seq(), t.payload());
         }
     }
 
@@ -820,8 +1057,7 @@ impl Judge {
             && s.policy.may_decrypt()
             && s.takeover.held_bytes + len <= self.settings.handshake_buffer as usize
         {
-            s.takeover.held.push(t.frame().to_vec());
-            s.takeover.held_bytes += len;
+            s.takeover.hold(t.frame(), len, seg.wire_frames());
             return Step::Undecided(Verdict::Drop(DropReason::Held));
         }
         let mut resolution = resolution;
@@ -850,7 +1086,7 @@ impl Judge {
             if !resolution.as_ref().is_some_and(|r| r.action != FinalAction::DoNotDecrypt) {
                 out.released.extend(held);
                 if seg.from_client {
-                    out.released.push(seg.t.frame().to_vec());
+                    out.released.extend(seg.wire_frames());
                     sent_after_held = true;
                 }
             }
@@ -1116,7 +1352,7 @@ impl Judge {
         self.counters.decrypt_asked += 1;
         self.counters.escalated += 1;
         let stream_start = s.observer.stream_start(Direction::ToServer).unwrap_or(seg.t.seq);
-        let Session { flow_id, policy, facts, phase, server_identity, mut takeover, client_is_lo, .. } = *s;
+        let Session { flow_id, policy, facts, phase, server_identity, mut takeover, client_is_lo, evasions, .. } = *s;
         // Only a pending decrypt decision is taken over.
         let decision = match phase {
             Phase::DecryptPending { decision, .. } => decision,
@@ -1128,6 +1364,7 @@ impl Judge {
             },
         };
         let [client, server] = takeover.tcp;
+        let (held, held_wire) = takeover.take();
         Box::new(Escalation {
             key,
             worker: self.worker as usize,
@@ -1139,7 +1376,9 @@ impl Judge {
             decision,
             server_identity,
             tcp: TcpSeen { client, server, client_seq: stream_start, server_seq: seg.t.ack },
-            held: takeover.release(),
+            held,
+            held_wire,
+            evasions,
             at_ns: now,
         })
     }
@@ -1262,7 +1501,7 @@ impl Judge {
             // No handshake shows this server's certificate (TLS 1.3 hides it).
             self.want_probe(&s, now, out);
         }
-        let Session { flow_id, facts, alerts, policy, server_identity, certificate_from, unread, .. } = *s;
+        let Session { flow_id, facts, alerts, policy, server_identity, certificate_from, unread, evasions, .. } = *s;
         let name = |i: usize| policy.rules()[i].name.clone();
         out.events.push(SessionEvent {
             timestamp_ns: decided_at,
@@ -1280,6 +1519,7 @@ impl Judge {
             starttls: facts.starttls,
             connect_target: facts.connect_target,
             alerts,
+            evasions,
             outcome: Outcome {
                 carried_out: r.action.into(),
                 asked: r.asked,

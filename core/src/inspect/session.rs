@@ -115,6 +115,10 @@ pub(super) struct Session {
     pub unread: Option<HandshakeFailure>,
     /// When the flow's first payload came (a prelude's time runs from it).
     pub first_payload_ns: Option<u64>,
+    /// What each side's receiver accepts (the normaliser's model).
+    pub track: super::normalize::TcpTrack,
+    /// What the normaliser met on this flow (for the event).
+    pub evasions: super::normalize::Evasions,
     /// Monitor rules that held so far.
     pub monitors: Vec<usize>,
     /// Where the decision stands.
@@ -172,17 +176,33 @@ pub(super) struct TakeoverContext {
     pub tcp: [TcpSideSeen; 2],
     /// The client's link-layer header and the port its packets enter by.
     pub client_l2: Option<(Vec<u8>, usize)>,
-    /// Held client frames, in order.
+    /// Held client segments, in order (whole: a segment that came in IP
+    /// fragments is here reassembled, as the slow path reads it).
     pub held: Vec<Vec<u8>>,
+    /// The frames the wire carried them in, as they came (the segments
+    /// themselves, or their fragments): what goes on if they are released.
+    pub held_wire: Vec<Vec<u8>>,
     /// Their bytes (from the IP header on).
     pub held_bytes: usize,
 }
 
 impl TakeoverContext {
-    /// Takes the held frames out.
-    pub fn release(&mut self) -> Vec<Vec<u8>> {
+    /// Holds a segment back (`wire`: the frames it came in).
+    pub fn hold(&mut self, segment: &[u8], ip_len: usize, wire: Vec<Vec<u8>>) {
+        self.held.push(segment.to_vec());
+        self.held_wire.extend(wire);
+        self.held_bytes += ip_len;
+    }
+
+    /// Takes the held segments out, whole, and the frames they came in.
+    pub fn take(&mut self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         self.held_bytes = 0;
-        std::mem::take(&mut self.held)
+        (std::mem::take(&mut self.held), std::mem::take(&mut self.held_wire))
+    }
+
+    /// Takes out the frames to send on in place of the held segments.
+    pub fn release(&mut self) -> Vec<Vec<u8>> {
+        self.take().1
     }
 }
 
@@ -210,6 +230,8 @@ impl Session {
             flight_read: false,
             unread: None,
             first_payload_ns: None,
+            track: Default::default(),
+            evasions: Default::default(),
             monitors: Vec::new(),
             phase: Phase::Undecided,
             takeover: TakeoverContext::default(),

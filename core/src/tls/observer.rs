@@ -280,6 +280,12 @@ impl HandshakeObserver {
         }
     }
 
+    /// Whether a segment of `dir` carries other bytes than those already
+    /// received at its place (and still kept: while that side is read).
+    pub fn conflicts(&self, dir: Direction, seq: u32, payload: &[u8]) -> bool {
+        self.wants(dir) && self.side(dir).reassembly.conflicts(seq, payload)
+    }
+
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<ObserverEvent> {
         self.events.pop_front()

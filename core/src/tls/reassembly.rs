@@ -6,6 +6,13 @@
 //! stream offsets (bytes since the start of the stream) and maps each
 //! segment's sequence number to an offset by its signed distance from the
 //! end of the contiguous data, so wrap-around needs no special case.
+//!
+//! Bytes already read are kept a while (up to `cap` of them), so that a
+//! retransmission can be compared with what was judged: [`conflicts`]
+//! says whether a segment brings other bytes than those already received at
+//! its place (an inline evasion; the first bytes are the ones that count).
+//!
+//! [`conflicts`]: StreamReassembler::conflicts
 
 use std::collections::BTreeMap;
 
@@ -38,8 +45,9 @@ pub struct StreamReassembler {
     base_seq: Option<u32>,
     /// Stream offset of the first unread byte, `contiguous[read]`.
     head_offset: u64,
-    /// In-order bytes; those before `read` are consumed and dropped lazily
-    /// (so that consuming many small records costs no quadratic copying).
+    /// In-order bytes; those before `read` are consumed, kept (at most
+    /// `cap` of them) to compare retransmissions with, and dropped lazily (so
+    /// that consuming many small records costs no quadratic copying).
     contiguous: Vec<u8>,
     read: usize,
     /// Out-of-order pieces by stream offset; never overlapping each other,
@@ -119,16 +127,54 @@ impl StreamReassembler {
         let n = n.min(self.unread());
         self.read += n;
         self.head_offset += n as u64;
-        if self.read == self.contiguous.len() {
-            self.contiguous.clear();
-            self.read = 0;
-        } else if self.read >= self.contiguous.len() / 2 {
-            self.contiguous.drain(..self.read);
-            self.read = 0;
+        if self.read > self.cap {
+            // Keep the last half cap of what was read.
+            let cut = self.read - self.cap / 2;
+            self.contiguous.drain(..cut);
+            self.read -= cut;
         }
     }
 
-    /// Bytes held: contiguous unread plus out-of-order.
+    /// Whether the segment `(seq, payload)` carries bytes that differ from
+    /// bytes already received at the same stream offsets (read and kept,
+    /// unread, or out of order). Bytes read and no longer kept, and bytes not
+    /// received yet, are not compared.
+    pub fn conflicts(&self, seq: u32, payload: &[u8]) -> bool {
+        let Some(base_seq) = self.base_seq else { return false };
+        if payload.is_empty() {
+            return false;
+        }
+        let end_offset = self.end_offset() as i64;
+        let next_seq = base_seq.wrapping_add(end_offset as u32);
+        let start = end_offset + i64::from(seq.wrapping_sub(next_seq) as i32);
+        let stop = start + payload.len() as i64;
+        let differ = |from: i64, to: i64, held: &[u8], held_start: i64| {
+            let (a, b) = (from.max(start).max(held_start), to.min(stop).min(held_start + held.len() as i64));
+            a < b
+                && payload.get((a - start) as usize..(b - start) as usize)
+                    != held.get((a - held_start) as usize..(b - held_start) as usize)
+        };
+        let kept_start = (self.head_offset - self.read as u64) as i64;
+        if differ(kept_start, end_offset, &self.contiguous, kept_start) {
+            return true;
+        }
+        if stop <= end_offset {
+            return false;
+        }
+        for (&at, piece) in self.out_of_order.range(..stop as u64).rev() {
+            let at = at as i64;
+            if at + (piece.len() as i64) <= start {
+                break;
+            }
+            if differ(at, at + piece.len() as i64, piece, at) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Bytes held: contiguous unread plus out-of-order (read bytes kept
+    /// for comparison not counted; they are at most `cap`).
     pub fn buffered(&self) -> usize {
         self.unread() + self.out_of_order_bytes
     }
@@ -292,6 +338,29 @@ mod tests {
         // An overlap of already in-order bytes changes nothing.
         r.push(104, b"zzzzzzzzzzzzzzzzzzzz").unwrap(); // 104..124
         assert_eq!(r.contiguous(), b"xxxxxBBBBBxxCCxxyyzzzzzz");
+    }
+
+    #[test]
+    fn conflicting_retransmissions_are_seen_where_bytes_are_kept() {
+        let mut r = StreamReassembler::new(64);
+        r.set_next_seq(100);
+        r.push(100, b"hello world").unwrap();
+        r.push(120, b"tail").unwrap(); // out of order: 120..124
+        assert!(!r.conflicts(100, b"hello"));
+        assert!(r.conflicts(100, b"jello"));
+        assert!(!r.conflicts(106, b"world\0\0\0\0\0\0\0\0\0tail")); // a gap is not compared
+        assert!(r.conflicts(110, b"d\0\0\0\0\0\0\0\0\0tale"));
+        assert!(!r.conflicts(90, b"0123456789hello")); // before the stream: not compared
+                                                       // Read bytes stay comparable.
+        r.consume(11);
+        assert!(r.conflicts(104, b"X"));
+        assert!(!r.conflicts(104, b"o"));
+        // Past what is kept: not compared, never wrong.
+        for i in 0..10 {
+            r.push(111 + i * 9, b"ninebytes").unwrap_or(());
+            r.consume(r.contiguous().len());
+        }
+        assert!(!r.conflicts(100, b"jello"));
     }
 
     #[test]

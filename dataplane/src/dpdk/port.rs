@@ -21,8 +21,6 @@ const SYMMETRIC_RSS_KEY: [u8; 52] = {
 // rte_ethdev.h's RTE_ETH_RSS_* are function-like macros bindgen cannot expand;
 // these are their values in DPDK 22.11 (bit numbers of RTE_ETH_FLOW_*).
 const RSS_IP: u64 = (1 << 2) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 13) | (1 << 15);
-const RSS_TCP: u64 = (1 << 4) | (1 << 10) | (1 << 16);
-const RSS_UDP: u64 = (1 << 5) | (1 << 11) | (1 << 17);
 
 /// A port-level failure, naming the port and what to try.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +157,7 @@ impl Port {
 
     /// Whether the device can spread flows over queues by RSS.
     pub fn offers_rss(&self) -> bool {
-        self.info.rss_offloads & (RSS_IP | RSS_TCP) != 0
+        self.info.rss_offloads & RSS_IP != 0
     }
 
     fn fail(&self, op: &'static str, rc: i32) -> PortError {
@@ -189,7 +187,11 @@ impl Port {
             };
             conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
             conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
-            conf.rx_adv_conf.rss_conf.rss_hf = (RSS_IP | RSS_TCP | RSS_UDP) & self.info.rss_offloads;
+            // Addresses only, not ports: a TCP segment sent in IP fragments
+            // (whose later fragments carry no ports) must reach the worker
+            // that owns its flow, to be reassembled and judged there. Flows
+            // between the same two hosts share a worker.
+            conf.rx_adv_conf.rss_conf.rss_hf = RSS_IP & self.info.rss_offloads;
         }
         // SAFETY: conf is fully initialised and outlives the call (DPDK copies it,
         // including the key).
