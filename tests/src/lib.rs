@@ -239,4 +239,5 @@ pub fn replay_with(pcap: &Path, policy: Option<&Path>, dir: &Scratch, args: &[&s
 }
 
 pub mod capture;
+pub mod evasion;
 pub mod netns;
