@@ -139,7 +139,7 @@ impl Seg {
     fn tcp(&self, f: Framing) -> Vec<u8> {
         let (sp, dp) = if self.from_client { (f.port, 443) } else { (443, f.port) };
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(1);
         }
         let mut t = Vec::new();
@@ -376,7 +376,8 @@ pub fn cases(base_port: u16) -> Vec<Case> {
     // Decoys the server drops, at the ClientHello's place, before it: the
     // evil flow's decoy carries the allowed name, its real hello the blocked
     // one; the twin's "decoy" is a proper copy of its (allowed) hello.
-    let decoys: [(&'static str, fn(&mut Seg)); 5] = [
+    type Spoil = fn(&mut Seg);
+    let decoys: [(&'static str, Spoil); 5] = [
         ("decoy_bad_checksum", |s| s.bad_checksum = true),
         ("decoy_without_ack", |s| s.flags = flags::PSH),
         ("decoy_acking_unsent_data", |s| s.ack = SERVER_ISN + 100_000),
