@@ -2,11 +2,16 @@
 """Seeds the fuzz targets from real captures.
 
 Each classic pcap under ../shared/testdata (or the folders given) becomes one
-input of the `inspector` and `interception` targets: its frames in order,
-each behind a 2-byte big-endian length, as those targets read them. Each of
+input of the `inspector`, `interception` and `normalizer` targets: its
+frames in order, each behind a 2-byte big-endian length, as those targets
+read them; the same frames sent as IP fragments (in order, reversed, with an
+overlapping copy) seed `defragment` and `normalizer`. Each of
 its TCP flows becomes a `prelude` input (the protocol picked by the server
 port, the payloads as segments), and each certificate chain a server sent
-becomes a `chain_status` input. An empty corpus barely gets past the
+becomes a `chain_status` input (and its certificates `forge` and
+`handshake_messages` inputs, with each ClientHello body); each flow's
+segments an `observer` input; the policies under examples/ and demo/
+`policy` inputs. An empty corpus barely gets past the
 Ethernet header; real handshakes take the fuzzer straight into the TLS
 observer, the preludes, the policy, certificate paths and the slow path's
 hand-over.
@@ -221,11 +226,13 @@ def main():
             if not fs:
                 continue
             blob = b"".join(struct.pack(">H", len(f)) + f for f in fs)
-            for target in ("inspector", "interception", "normalizer"):
+            for target in ("inspector", "interception"):
                 write(target, pcap.stem, blob[:1 << 20])
+            # The normalizer's first byte picks its settings.
+            write("normalizer", pcap.stem, b"\0" + blob[:1 << 20])
             for m, blob in enumerate(generated(pcap.stem, fs)):
                 write("defragment", f"{pcap.stem}-{m}", blob)
-                write("normalizer", f"{pcap.stem}-fragmented-{m}", blob)
+                write("normalizer", f"{pcap.stem}-fragmented-{m}", b"\0" + blob)
             for n, ((_, (_, port)), segments) in enumerate(tcp_flows(fs).items()):
                 if not segments:
                     continue

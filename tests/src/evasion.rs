@@ -478,6 +478,24 @@ pub fn cases(base_port: u16) -> Vec<Case> {
         evil_readable: true,
     });
 
+    // A decoy the server never gets (its TTL runs out past the appliance),
+    // then the real hello at the same place: judged on the decoy, the flow
+    // is forwarded, and the real hello, with other bytes, is dropped. The
+    // twin: an identical retransmission.
+    let (e, t) = next();
+    let ttl = |f: Framing, evil: bool| {
+        let mut segs = handshake(&[], 64240);
+        segs.push(data(&hello(ALLOWED)));
+        segs.push(data(&hello(if evil { BLOCKED } else { ALLOWED })));
+        frames(&segs, f)
+    };
+    out.push(Case {
+        name: "decoy_the_server_never_gets",
+        evil: ttl(e, true),
+        twin: ttl(t, false),
+        evil_readable: true,
+    });
+
     // QinQ tags, IPv4 options and Ethernet padding: nothing evasive, read right.
     let (e, t) = next();
     let tagged = |f: Framing, name: &str| {

@@ -649,6 +649,7 @@ impl Inspector {
         let evictable = |state: &FlowState| match state {
             FlowState::Inspecting(s) => s.seen == Seen::Nothing,
             FlowState::Bypass { fins } | FlowState::Blocked { fins } => *fins == 3,
+            FlowState::Guarded(g) => g.fins == 3,
             FlowState::Intercepted(_) => false,
         };
         match self.table.insert_evicting(key, state, now, judge.settings.inspecting_timeout as u64 * NS, evictable) {
@@ -725,6 +726,31 @@ impl Inspector {
                 self.table.touch(id, now, decided_ns);
                 Verdict::Forward
             }
+            FlowState::Guarded(g) => {
+                let from_client = from_lo == g.client_is_lo;
+                let (mine, theirs) = if from_client { (0, 1) } else { (1, 0) };
+                let verdict = match &g.sides[mine] {
+                    Some(j) if t.payload_len() > 0 && j.conflicts(t.data_seq(), t.payload()) => {
+                        self.judge.counters.conflicting_retransmissions += 1;
+                        Verdict::Drop(DropReason::Conflict)
+                    }
+                    _ => Verdict::Forward,
+                };
+                // The receiver acknowledging past the other side's judged bytes
+                // has them (its ACKs come in by its own port).
+                let by_its_port = (ingress == g.client_port) == from_client;
+                if t.has(tcp_flags::ACK)
+                    && by_its_port
+                    && g.sides[theirs].as_ref().is_some_and(|j| j.acknowledged_by(t.ack))
+                {
+                    g.sides[theirs] = None;
+                }
+                if g.sides.iter().all(Option::is_none) {
+                    *state = FlowState::Bypass { fins };
+                }
+                self.table.touch(id, now, decided_ns);
+                verdict
+            }
             FlowState::Blocked { .. } => {
                 self.table.touch(id, now, decided_ns);
                 self.judge.counters.blocked_packets += 1;
@@ -794,7 +820,11 @@ impl Inspector {
                         Phase::Observing { decided_ns, .. } => *decided_ns,
                         _ => now,
                     };
+                    let guard = (action == FinalAction::DoNotDecrypt).then(|| guard_of(&s, seg.client_port)).flatten();
                     self.judge.emit(s, r, decided_at, now, out);
+                    if let (Some(g), Some(state)) = (guard, self.table.get_mut(id)) {
+                        *state = FlowState::Guarded(g);
+                    }
                 }
                 self.table.touch(id, now, decided_ns);
                 let c = &mut self.judge.counters;
@@ -1562,6 +1592,17 @@ impl Judge {
 
 /// A decision other than decrypt: the rule's action (or the default), for
 /// `cause` (none: the rule matched, or the default action).
+/// What a flow decided do-not-decrypt keeps of the bytes it was judged on
+/// (none kept: nothing to guard).
+fn guard_of(s: &Session, client_port: usize) -> Option<Box<session::Guard>> {
+    let judged = |dir| s.observer.judged(dir).map(|(start, b)| session::Judged { start, bytes: b.to_vec() });
+    let sides = [judged(Direction::ToServer), judged(Direction::ToClient)];
+    if sides.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(Box::new(session::Guard { fins: s.fins, client_is_lo: s.client_is_lo, client_port, sides }))
+}
+
 fn decided(d: Decision, cause: Option<Cause>) -> Resolution {
     let action = match d.action {
         Action::Block => FinalAction::Block,

@@ -23,6 +23,11 @@ pub(super) enum FlowState {
         /// FIN seen from lo (bit 0) and hi (bit 1).
         fins: u8,
     },
+    /// Forwarded untouched, like `Bypass`, while the handshake bytes judged
+    /// may still be sent again: a copy with other bytes is dropped, until
+    /// the receiver acknowledges past them (it has them then, and discards
+    /// any later copy itself). Then `Bypass`.
+    Guarded(Box<Guard>),
     /// Every packet dropped (block, block-with-reset, or a session the slow path ended).
     Blocked {
         /// FIN seen from lo (bit 0) and hi (bit 1).
@@ -65,6 +70,7 @@ impl FlowState {
         match self {
             FlowState::Inspecting(s) => s.fins,
             FlowState::Bypass { fins } | FlowState::Blocked { fins } => *fins,
+            FlowState::Guarded(g) => g.fins,
             FlowState::Intercepted(_) => 0,
         }
     }
@@ -81,8 +87,49 @@ impl FlowState {
                 *fins |= bit;
                 *fins
             }
+            FlowState::Guarded(g) => {
+                g.fins |= bit;
+                g.fins
+            }
             FlowState::Intercepted(_) => 0,
         }
+    }
+}
+
+/// What a decided, forwarded flow keeps of the bytes it was judged on.
+pub(super) struct Guard {
+    /// FIN seen from lo (bit 0) and hi (bit 1).
+    pub fins: u8,
+    /// Whether the client is the flow key's `lo` endpoint.
+    pub client_is_lo: bool,
+    /// The port the client's packets enter by (the server's ACKs come by the other).
+    pub client_port: usize,
+    /// The client's judged bytes, then the server's; `None` once acknowledged.
+    pub sides: [Option<Judged>; 2],
+}
+
+/// Bytes judged in one direction, from sequence number `start`.
+pub(super) struct Judged {
+    pub start: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl Judged {
+    /// One past the last judged byte.
+    pub fn end(&self) -> u32 {
+        self.start.wrapping_add(self.bytes.len() as u32)
+    }
+
+    /// Whether `(seq, payload)` differs from the judged bytes where they overlap.
+    pub fn conflicts(&self, seq: u32, payload: &[u8]) -> bool {
+        let from = i64::from(seq.wrapping_sub(self.start) as i32);
+        let (a, b) = (from.max(0), (from + payload.len() as i64).min(self.bytes.len() as i64));
+        a < b && payload.get((a - from) as usize..(b - from) as usize) != self.bytes.get(a as usize..b as usize)
+    }
+
+    /// Whether an acknowledgement number covers every judged byte.
+    pub fn acknowledged_by(&self, ack: u32) -> bool {
+        (ack.wrapping_sub(self.end()) as i32) >= 0
     }
 }
 

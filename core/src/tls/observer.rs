@@ -286,6 +286,15 @@ impl HandshakeObserver {
         self.wants(dir) && self.side(dir).reassembly.conflicts(seq, payload)
     }
 
+    /// The bytes of `dir` read so far and still kept (while that side is
+    /// read), from the sequence number of the first.
+    pub fn judged(&self, dir: Direction) -> Option<(u32, &[u8])> {
+        if !self.wants(dir) {
+            return None;
+        }
+        self.side(dir).reassembly.kept().filter(|(_, b)| !b.is_empty())
+    }
+
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<ObserverEvent> {
         self.events.pop_front()

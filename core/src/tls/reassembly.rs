@@ -173,6 +173,14 @@ impl StreamReassembler {
         false
     }
 
+    /// The in-order bytes still kept (read or not), and the sequence
+    /// number of the first; `None` before the stream start is known.
+    pub fn kept(&self) -> Option<(u32, &[u8])> {
+        let base = self.base_seq?;
+        let first = self.head_offset - self.read as u64;
+        Some((base.wrapping_add(first as u32), &self.contiguous))
+    }
+
     /// Bytes held: contiguous unread plus out-of-order (read bytes kept
     /// for comparison not counted; they are at most `cap`).
     pub fn buffered(&self) -> usize {
