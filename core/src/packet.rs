@@ -231,14 +231,21 @@ const IPV6_DEST_OPTS: u8 = 60;
 /// Sorts a frame: a TCP segment (VLAN/QinQ tags skipped, IPv4 options and
 /// IPv6 extension headers walked, Ethernet padding excluded), a fragment,
 /// or anything else. Every offset is checked against the frame.
+#[inline]
 pub fn classify(frame: &[u8]) -> Layer<'_> {
-    classify_inner(frame).unwrap_or(Layer::Other)
-}
-
-fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
-    let (ethertype, l3) = skip_vlans(frame)?;
+    // `?` as an early `Layer::Other`: the result is built in place, not
+    // wrapped in an Option and copied out of it (this runs on every packet).
+    macro_rules! ok {
+        ($e:expr) => {
+            match $e {
+                Some(v) => v,
+                None => return Layer::Other,
+            }
+        };
+    }
+    let (ethertype, l3) = ok!(skip_vlans(frame));
     let vlan = if l3 > ETH_HLEN {
-        let tci = u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]);
+        let tci = u16::from_be_bytes([*ok!(frame.get(14)), *ok!(frame.get(15))]);
         Some(tci & 0x0fff)
     } else {
         None
@@ -247,24 +254,24 @@ fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
     let mut dst = [0u8; 16];
     let (ipv6, l4, end) = match ethertype {
         ETHERTYPE_IPV4 => {
-            let ip = frame.get(l3..l3 + 20)?;
+            let ip = ok!(frame.get(l3..l3 + 20));
             if ip[0] >> 4 != 4 {
-                return None;
+                return Layer::Other;
             }
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
             let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
             if ihl < 20 || total < ihl || l3 + total > frame.len() {
-                return None;
+                return Layer::Other;
             }
             src[12..].copy_from_slice(&ip[12..16]);
             dst[12..].copy_from_slice(&ip[16..20]);
             let frag = u16::from_be_bytes([ip[6], ip[7]]);
             if frag & 0x3fff != 0 {
                 if ip[9] != IPPROTO_TCP {
-                    return None;
+                    return Layer::Other;
                 }
                 let key = FragmentKey { src, dst, id: u16::from_be_bytes([ip[4], ip[5]]) as u32, ipv6: false };
-                return Some(Layer::Fragment(IpFragment {
+                return Layer::Fragment(IpFragment {
                     bytes: frame,
                     key,
                     offset: u32::from(frag & 0x1fff) * 8,
@@ -275,22 +282,22 @@ fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
                     next_header: IPPROTO_TCP,
                     data: l3 + ihl,
                     end: l3 + total,
-                }));
+                });
             }
             if ip[9] != IPPROTO_TCP {
-                return None;
+                return Layer::Other;
             }
             (false, l3 + ihl, l3 + total)
         }
         ETHERTYPE_IPV6 => {
-            let ip = frame.get(l3..l3 + 40)?;
+            let ip = ok!(frame.get(l3..l3 + 40));
             if ip[0] >> 4 != 6 {
-                return None;
+                return Layer::Other;
             }
             let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
             let end = l3 + 40 + plen;
             if end > frame.len() {
-                return None;
+                return Layer::Other;
             }
             src.copy_from_slice(&ip[8..24]);
             dst.copy_from_slice(&ip[24..40]);
@@ -303,14 +310,14 @@ fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
                 match next {
                     IPPROTO_TCP => break,
                     IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
-                        let h = frame.get(at..at + 2).filter(|_| at + 8 <= end)?;
+                        let h = ok!(frame.get(at..at + 2).filter(|_| at + 8 <= end));
                         let len = if next == IPV6_AUTH { (h[1] as usize + 2) * 4 } else { (h[1] as usize + 1) * 8 };
                         next = h[0];
                         next_at = at;
                         at += len;
                     }
                     IPV6_FRAGMENT => {
-                        let h = frame.get(at..at + 8).filter(|_| at + 8 <= end)?;
+                        let h = ok!(frame.get(at..at + 8).filter(|_| at + 8 <= end));
                         let off_m = u16::from_be_bytes([h[2], h[3]]);
                         let (offset, more) = (u32::from(off_m >> 3) * 8, off_m & 1 != 0);
                         if offset == 0 && !more {
@@ -322,11 +329,11 @@ fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
                         }
                         // The fragmentable part may start with more extension headers.
                         if !matches!(h[0], IPPROTO_TCP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH) {
-                            return None;
+                            return Layer::Other;
                         }
                         let key =
                             FragmentKey { src, dst, id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]), ipv6: true };
-                        return Some(Layer::Fragment(IpFragment {
+                        return Layer::Fragment(IpFragment {
                             bytes: frame,
                             key,
                             offset,
@@ -337,21 +344,21 @@ fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
                             next_header: h[0],
                             data: at + 8,
                             end,
-                        }));
+                        });
                     }
-                    _ => return None,
+                    _ => return Layer::Other,
                 }
             }
             (true, at, end)
         }
-        _ => return None,
+        _ => return Layer::Other,
     };
-    let tcp = frame.get(l4..l4 + 20)?;
+    let tcp = ok!(frame.get(l4..l4 + 20));
     let doff = ((tcp[12] >> 4) as usize) * 4;
     if doff < 20 || l4 + doff > end {
-        return None;
+        return Layer::Other;
     }
-    Some(Layer::Tcp(TcpFrame {
+    Layer::Tcp(TcpFrame {
         bytes: frame,
         vlan,
         ipv6,
@@ -367,7 +374,7 @@ fn classify_inner(frame: &[u8]) -> Option<Layer<'_>> {
         l4,
         payload: l4 + doff,
         end,
-    }))
+    })
 }
 
 /// Which datagram a fragment belongs to (RFC 791 / RFC 8200: addresses and
@@ -484,6 +491,7 @@ fn fold(mut acc: u64) -> u16 {
 impl<'a> TcpFrame<'a> {
     /// Parses a frame; `None` unless it is a TCP segment over IPv4 or IPv6
     /// (extension headers walked), not a fragment, with consistent lengths.
+    #[inline]
     pub fn parse(frame: &'a [u8]) -> Option<TcpFrame<'a>> {
         match classify(frame) {
             Layer::Tcp(t) => Some(t),

@@ -395,9 +395,9 @@ impl Inspector {
 
     /// Inspects one frame that arrived on port index `ingress` at `now_ns`.
     pub fn on_packet(&mut self, frame: &[u8], ingress: usize, now_ns: u64, out: &mut Output) -> Verdict {
-        match classify(frame) {
-            Layer::Tcp(t) => self.on_segment(&t, None, ingress, now_ns, out),
-            Layer::Fragment(f) => self.on_fragment(&f, ingress, now_ns, out),
+        match &classify(frame) {
+            Layer::Tcp(t) => self.on_segment(t, None, ingress, now_ns, out),
+            Layer::Fragment(f) => self.on_fragment(f, ingress, now_ns, out),
             Layer::Other => {
                 self.judge.counters.not_tcp += 1;
                 Verdict::Forward
@@ -468,6 +468,7 @@ impl Inspector {
     }
 
     /// A whole TCP segment (`wire`: the fragments it came in, if it did).
+    #[inline]
     fn on_segment(
         &mut self,
         t: &TcpFrame,
@@ -476,8 +477,7 @@ impl Inspector {
         now_ns: u64,
         out: &mut Output,
     ) -> Verdict {
-        let t = *t;
-        let (key, from_lo) = FlowKey::of(&t);
+        let (key, from_lo) = FlowKey::of(t);
         let mut found = self.table.find(&key);
         if let Some(id) = found {
             if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) && self.is_over(id) {
@@ -496,13 +496,13 @@ impl Inspector {
                 if self.judge.settings.normalize.checksums == Checksums::Verify && !t.checksums_ok() {
                     return self.judge.unjudged(None, Anomaly::BadChecksum);
                 }
-                match self.new_flow(&t, key, from_lo, now_ns) {
+                match self.new_flow(t, key, from_lo, now_ns) {
                     Ok(id) => id,
                     Err(v) => return v,
                 }
             }
         };
-        self.on_flow_packet(id, key, &t, wire, from_lo, ingress, now_ns, out)
+        self.on_flow_packet(id, key, t, wire, from_lo, ingress, now_ns, out)
     }
 
     /// Applies what the slow path says: a session it ended (later packets of
@@ -686,35 +686,16 @@ impl Inspector {
     ) -> Verdict {
         let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
         if let FlowState::Inspecting(s) = state {
-            // The normaliser: only what the receiver takes is judged.
-            let from_client = from_lo == s.client_is_lo;
-            let checksums = self.judge.settings.normalize.checksums == Checksums::Verify;
-            if let Err(anomaly) = s.track.check(t, from_client, checksums) {
-                return self.judge.unjudged(Some(s), anomaly);
-            }
-            let dir = if from_client { Direction::ToServer } else { Direction::ToClient };
-            if t.payload_len() > 0 && s.observer.conflicts(dir, t.data_seq(), t.payload()) {
-                s.evasions.note(Anomaly::ConflictingRetransmission);
-                self.judge.counters.conflicting_retransmissions += 1;
-                if self.judge.settings.normalize.conflicts == Conflicts::Drop {
-                    return Verdict::Drop(DropReason::Conflict);
-                }
-                let r = Resolution {
-                    action: FinalAction::Block,
-                    asked: Action::Block,
-                    rule: None,
-                    cause: Cause::ConflictingRetransmission,
-                    cut_short: None,
-                    monitors: std::mem::take(&mut s.monitors),
-                    missing: Vec::new(),
-                    tls: s.seen != Seen::Nothing,
+            if let Some(v) = self.judge.normalize(s, t, from_lo) {
+                return match v {
+                    Normalized::Verdict(v) => v,
+                    Normalized::Blocked(r, seg_from_client) => {
+                        let client_port = if seg_from_client { ingress } else { ingress ^ 1 };
+                        let seg = Segment { t, wire, from_client: seg_from_client, client_port, closed: false };
+                        self.carry_out(id, key, Step::Decided(*r, false), &seg, now, out)
+                    }
                 };
-                let from_client = from_lo == s.client_is_lo;
-                let client_port = if from_client { ingress } else { ingress ^ 1 };
-                let seg = Segment { t, wire, from_client, client_port, closed: false };
-                return self.carry_out(id, key, Step::Decided(r, false), &seg, now, out);
             }
-            s.track.learn(t, from_client);
         }
         let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
         let fins = if t.has(tcp_flags::FIN) { state.saw_fin(from_lo) } else { state.fins() };
@@ -848,7 +829,47 @@ impl Inspector {
     }
 }
 
+/// What the normaliser made of a segment of a flow being inspected.
+enum Normalized {
+    /// Not judged (or a conflicting copy dropped): this verdict.
+    Verdict(Verdict),
+    /// A conflicting copy blocks the flow (`conflicts = "block"`); whether it came from the client.
+    Blocked(Box<Resolution>, bool),
+}
+
 impl Judge {
+    /// The normaliser on a segment of a flow being inspected: `None` if the
+    /// receiver takes it (it is learned from, and judged next).
+    #[inline]
+    fn normalize(&mut self, s: &mut Session, t: &TcpFrame, from_lo: bool) -> Option<Normalized> {
+        let from_client = from_lo == s.client_is_lo;
+        let checksums = self.settings.normalize.checksums == Checksums::Verify;
+        if let Err(anomaly) = s.track.check(t, from_client, checksums) {
+            return Some(Normalized::Verdict(self.unjudged(Some(s), anomaly)));
+        }
+        let dir = if from_client { Direction::ToServer } else { Direction::ToClient };
+        if t.payload_len() > 0 && s.observer.conflicts(dir, t.data_seq(), t.payload()) {
+            s.evasions.note(Anomaly::ConflictingRetransmission);
+            self.counters.conflicting_retransmissions += 1;
+            if self.settings.normalize.conflicts == Conflicts::Drop {
+                return Some(Normalized::Verdict(Verdict::Drop(DropReason::Conflict)));
+            }
+            let r = Resolution {
+                action: FinalAction::Block,
+                asked: Action::Block,
+                rule: None,
+                cause: Cause::ConflictingRetransmission,
+                cut_short: None,
+                monitors: std::mem::take(&mut s.monitors),
+                missing: Vec::new(),
+                tls: s.seen != Seen::Nothing,
+            };
+            return Some(Normalized::Blocked(Box::new(r), from_client));
+        }
+        s.track.learn(t, from_client);
+        None
+    }
+
     /// A segment its receiver would drop: counted, noted on the session,
     /// never judged; forwarded or dropped as `flows.normalize.unjudged` says.
     fn unjudged(&mut self, s: Option<&mut Session>, anomaly: Anomaly) -> Verdict {

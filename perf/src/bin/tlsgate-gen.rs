@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use tlsgate_perf::handshake::{
-    record_session, session_frames, write_pcap, Flight, Frame, Leaf, Pki, SessionSpec, TlsVersionChoice,
+    record_session, session_frames, tls_session, write_pcap, Flight, Frame, Leaf, Pki, SessionSpec, TlsVersionChoice,
     DEFAULT_START_UNIX_S,
 };
 
@@ -42,6 +42,19 @@ enum Cmd {
         #[arg(long)]
         distinct: Option<usize>,
     },
+    /// A few long sessions (bulk data after the handshake), as one pcap: the
+    /// packets of decided flows, for measuring what a decided flow costs.
+    Bulk {
+        /// The pcap file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of TLS sessions.
+        #[arg(long, default_value_t = 8)]
+        sessions: usize,
+        /// Bytes each session's server sends after the handshake.
+        #[arg(long, default_value_t = 4 << 20)]
+        bytes: usize,
+    },
     /// The demo: a short capture with one session for each kind of decision
     /// in demo/policy.toml, and the PKI files that policy names.
     Demo {
@@ -59,6 +72,36 @@ fn main() {
                 eprintln!("tlsgate-gen: {e}");
                 std::process::exit(1);
             }
+        }
+        Cmd::Bulk { out, sessions, bytes } => {
+            let pki = Pki::new("Bulk Root");
+            let leaf = pki.issue(&["bulk.test"], "Bulk", 1_700_000_000, 1_900_000_000);
+            let mut frames = Vec::new();
+            for i in 0..sessions {
+                let client = (IpAddr::from([10, 9, 0, 1 + i as u8]), 40_000 + i as u16);
+                let server = (IpAddr::from([10, 9, 1, 1]), 443);
+                let mut spec = SessionSpec::new(
+                    client,
+                    server,
+                    Some("bulk.test"),
+                    vec![leaf.cert_der.clone()],
+                    leaf.key_der.clone(),
+                );
+                spec.app_data = (200, bytes);
+                spec.start_unix_ns += i as u64 * 1_000_000;
+                match tls_session(&spec) {
+                    Ok(f) => frames.extend(f),
+                    Err(e) => {
+                        eprintln!("tlsgate-gen: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            if let Err(e) = write_pcap(&out, &frames) {
+                eprintln!("tlsgate-gen: writing {}: {e}", out.display());
+                std::process::exit(1);
+            }
+            println!("wrote {} frames of {sessions} sessions to {}", frames.len(), out.display());
         }
         Cmd::Handshakes { out, sessions, seed, distinct } => {
             let started = Instant::now();
