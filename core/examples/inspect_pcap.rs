@@ -6,6 +6,9 @@
 //! ```sh
 //! cargo run --release -p tlsgate-core --example inspect_pcap -- CAPTURE POLICY [PASSES] [full|decision]
 //! ```
+//!
+//! It prints the rate and the inspector's non-zero counters. With `SAME_PORT`
+//! set, every frame comes in by one port, as in a replay or the perf harness.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,8 @@ fn main() {
         std::process::exit(2);
     };
     let passes: usize = rest.first().and_then(|p| p.parse().ok()).unwrap_or(10);
+    // As the perf harness replays a capture: every frame comes in by one port.
+    let same_port = std::env::var_os("SAME_PORT").is_some();
     let mode = if rest.get(1).map(String::as_str) == Some("decision") {
         HandshakeEvents::Decision
     } else {
@@ -49,7 +54,7 @@ fn main() {
     for pass in 0..passes as u64 {
         for (t, frame) in &frames {
             let ingress = TcpFrame::parse(frame).map_or(0, |t| usize::from(t.dst_port < t.src_port));
-            ins.on_packet(frame, ingress, t + pass * span, &mut out);
+            ins.on_packet(frame, if same_port { 0 } else { ingress }, t + pass * span, &mut out);
             events += out.events.len();
             out = Output::default();
         }
@@ -62,4 +67,7 @@ fn main() {
         packets as f64 / secs / 1e6,
         events as f64 / secs
     );
+    let counters: Vec<String> =
+        ins.counters().named().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name}={n}")).collect();
+    println!("{}", counters.join(" "));
 }

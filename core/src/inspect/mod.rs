@@ -686,6 +686,10 @@ impl Inspector {
     ) -> Verdict {
         let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
         if let FlowState::Inspecting(s) = state {
+            let side = usize::from(from_lo != s.client_is_lo);
+            if s.entered_by[side].is_none() {
+                s.entered_by[side] = u8::try_from(ingress).ok();
+            }
             if let Some(v) = self.judge.normalize(s, t, from_lo) {
                 return match v {
                     Normalized::Verdict(v) => v,
@@ -719,7 +723,7 @@ impl Inspector {
                 };
                 // The receiver acknowledging past the other side's judged bytes
                 // has them (its ACKs come in by its own port).
-                let by_its_port = (ingress == g.client_port) == from_client;
+                let by_its_port = g.entered_by[mine].is_none_or(|p| usize::from(p) == ingress);
                 if t.has(tcp_flags::ACK)
                     && by_its_port
                     && g.sides[theirs].as_ref().is_some_and(|j| j.acknowledged_by(t.ack))
@@ -801,7 +805,7 @@ impl Inspector {
                         Phase::Observing { decided_ns, .. } => *decided_ns,
                         _ => now,
                     };
-                    let guard = (action == FinalAction::DoNotDecrypt).then(|| guard_of(&s, seg.client_port)).flatten();
+                    let guard = (action == FinalAction::DoNotDecrypt).then(|| guard_of(&s)).flatten();
                     self.judge.emit(s, r, decided_at, now, out);
                     if let (Some(g), Some(state)) = (guard, self.table.get_mut(id)) {
                         *state = FlowState::Guarded(g);
@@ -1615,13 +1619,13 @@ impl Judge {
 /// `cause` (none: the rule matched, or the default action).
 /// What a flow decided do-not-decrypt keeps of the bytes it was judged on
 /// (none kept: nothing to guard).
-fn guard_of(s: &Session, client_port: usize) -> Option<Box<session::Guard>> {
+fn guard_of(s: &Session) -> Option<Box<session::Guard>> {
     let judged = |dir| s.observer.judged(dir).map(|(start, b)| session::Judged { start, bytes: b.to_vec() });
     let sides = [judged(Direction::ToServer), judged(Direction::ToClient)];
     if sides.iter().all(Option::is_none) {
         return None;
     }
-    Some(Box::new(session::Guard { fins: s.fins, client_is_lo: s.client_is_lo, client_port, sides }))
+    Some(Box::new(session::Guard { fins: s.fins, client_is_lo: s.client_is_lo, entered_by: s.entered_by, sides }))
 }
 
 fn decided(d: Decision, cause: Option<Cause>) -> Resolution {

@@ -102,8 +102,10 @@ pub(super) struct Guard {
     pub fins: u8,
     /// Whether the client is the flow key's `lo` endpoint.
     pub client_is_lo: bool,
-    /// The port the client's packets enter by (the server's ACKs come by the other).
-    pub client_port: usize,
+    /// The port each side's packets entered by (client, server), as the
+    /// flow's first packets showed: an ACK that clears a side comes by its
+    /// sender's port (one spoofed from the other side of the wire does not).
+    pub entered_by: [Option<u8>; 2],
     /// The client's judged bytes, then the server's; `None` once acknowledged.
     pub sides: [Option<Judged>; 2],
 }
@@ -166,6 +168,8 @@ pub(super) struct Session {
     pub track: super::normalize::TcpTrack,
     /// What the normaliser met on this flow (for the event).
     pub evasions: super::normalize::Evasions,
+    /// The port each side's packets enter by (client, server), from the first seen.
+    pub entered_by: [Option<u8>; 2],
     /// Monitor rules that held so far.
     pub monitors: Vec<usize>,
     /// Where the decision stands.
@@ -279,6 +283,7 @@ impl Session {
             first_payload_ns: None,
             track: Default::default(),
             evasions: Default::default(),
+            entered_by: [None; 2],
             monitors: Vec::new(),
             phase: Phase::Undecided,
             takeover: TakeoverContext::default(),

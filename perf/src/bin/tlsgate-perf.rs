@@ -484,7 +484,7 @@ fn handshakes_child(
     let mem: &[&str] = if hugepages_reserved() { &["--in-memory"] } else { &["--no-huge", "--no-shconf"] };
     let mut settings = Settings::from_parts(
         mem.iter()
-            .chain(&["--no-pci", "--no-telemetry", "--log-level=warning", "-m", "1024", "--vdev=net_null0"])
+            .chain(&["--no-pci", "--no-telemetry", "--log-level=warning", "-m", "1024", "--vdev=net_null0,no-rx=1"])
             .map(|s| s.to_string())
             .chain([format!("--vdev=net_pcap0,rx_pcap={},infinite_rx=1", pcap.display())])
             .collect(),
