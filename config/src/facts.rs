@@ -163,6 +163,8 @@ pub struct ClientHelloFacts {
     pub ech: bool,
     /// The ClientHello came in SSLv2 format.
     pub sslv2: bool,
+    /// The ClientHello came in QUIC CRYPTO frames (JA4's protocol is `q`).
+    pub quic: bool,
     /// A session id, session ticket or PSK was offered (resumption possible).
     pub resumption_offered: bool,
     /// JA3 hash (MD5 hex of the JA3 string).

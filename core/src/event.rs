@@ -122,7 +122,7 @@ impl SessionEvent {
         let mut tls = Map::new();
         if let Some(ch) = &self.client_hello {
             // Fingerprints are computed here, on the control thread (see ClientHelloFacts::raw).
-            let mut fp = ClientHelloFacts { raw: ch.raw.clone(), sslv2: ch.sslv2, ..Default::default() };
+            let mut fp = ClientHelloFacts { raw: ch.raw.clone(), sslv2: ch.sslv2, quic: ch.quic, ..Default::default() };
             let ch_fp = if ch.ja4.is_empty() && !ch.raw.is_empty() {
                 crate::tls::client_hello::fill_fingerprints(&mut fp);
                 &fp

@@ -1,6 +1,6 @@
 //! tlsgate's protocol core: everything that touches no mbuf, queue or lcore,
 //! so that it builds and is tested without DPDK. Packet views ([`packet`]),
-//! IP [`fragment`] reassembly,
+//! IP [`fragment`] reassembly, [`quic`] Initial packets,
 //! the per-worker [`flow`] table, TLS handshake observation ([`tls`]), the
 //! [`inspect`]or that turns segments into verdicts and sessions into
 //! [`outcome`]s, the server identity and exclusion caches ([`identity`]), the
@@ -18,4 +18,5 @@ pub mod identity;
 pub mod inspect;
 pub mod outcome;
 pub mod packet;
+pub mod quic;
 pub mod tls;

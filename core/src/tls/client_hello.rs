@@ -81,6 +81,10 @@ pub fn fill_fingerprints(facts: &mut ClientHelloFacts) {
         facts.ja3 = d.facts.ja3;
         facts.ja3_string = d.facts.ja3_string;
         facts.ja4 = d.facts.ja4;
+        if facts.quic {
+            // JA4's first character names the transport: `q` for QUIC.
+            facts.ja4.replace_range(..1, "q");
+        }
     }
 }
 
@@ -117,6 +121,7 @@ pub(crate) fn parse_client_hello(body: &[u8], fingerprints: bool) -> Result<Clie
         compression: extras.compression,
         ech: extras.ech,
         sslv2: false,
+        quic: false,
         resumption_offered: !extras.session_id.is_empty() || extras.ticket || extras.psk,
         ja3_string: if fingerprints { hello.ja3_string() } else { String::new() },
         ja3: String::new(),
@@ -238,6 +243,7 @@ pub(crate) fn parse_sslv2_client_hello(
         compression: Vec::new(),
         ech: false,
         sslv2: true,
+        quic: false,
         resumption_offered: !session_id.is_empty(),
         ja3_string: if fingerprints { hello.ja3_string() } else { String::new() },
         ja3: String::new(),

@@ -1,0 +1,468 @@
+//! QUIC Initial packets (RFC 9000, RFC 9001; version 2, RFC 9369), read the
+//! way an on-path observer can: long headers parsed, the Initial keys derived
+//! from the client's first Destination Connection ID, header protection
+//! removed, the payload decrypted (AES-128-GCM), CRYPTO frames put back in
+//! order across packets and datagrams (coalesced, out of order, repeated,
+//! between PADDING, PING and ACK frames), and the TLS handshake they carry
+//! read by the same [`HandshakeObserver`] as TCP's: the client's ClientHello,
+//! the server's ServerHello. A Retry changes the client's DCID, hence the keys.
+//! Sans-IO and bounded: at most `max_packets` Initial packets and `max_crypto`
+//! bytes of CRYPTO data per direction, then the flow is judged as it is.
+//!
+//! The key schedule and packet protection are rustls's own QUIC primitives
+//! (`rustls::quic::Keys::initial` on aws-lc-rs): the same code quinn uses to
+//! speak QUIC, and nothing to get subtly wrong here.
+
+use rustls::quic::{DirectionalKeys, Keys, Version};
+use rustls::Side;
+
+use crate::tls::reassembly::StreamReassembler;
+use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+
+/// QUIC version 1 on the wire.
+pub const VERSION_1: u32 = 0x0000_0001;
+/// QUIC version 2 on the wire (RFC 9369).
+pub const VERSION_2: u32 = 0x6b33_43cf;
+
+/// Why a datagram (or a packet in it) could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuicError {
+    /// Shorter than its header says, or a length past the datagram.
+    #[error("truncated QUIC packet")]
+    Truncated,
+    /// Not a long-header packet (short headers come after the handshake).
+    #[error("not a long-header QUIC packet")]
+    ShortHeader,
+    /// A version this observer has no Initial keys for.
+    #[error("unknown QUIC version {0:#010x}")]
+    UnknownVersion(u32),
+    /// The packet did not decrypt with the Initial keys.
+    #[error("Initial packet failed to decrypt")]
+    Decrypt,
+    /// A frame an Initial packet may not carry, or a malformed one.
+    #[error("malformed frame in an Initial packet")]
+    Frame,
+}
+
+/// The kinds of long-header packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// Initial: keys anyone can derive.
+    Initial,
+    /// 0-RTT.
+    ZeroRtt,
+    /// Handshake (keys from the TLS handshake: opaque to an observer).
+    Handshake,
+    /// Retry: a new connection ID for the client's next Initial.
+    Retry,
+    /// Version Negotiation (version 0).
+    VersionNegotiation,
+}
+
+/// A long header, checked against the datagram it came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongHeader<'a> {
+    /// Its version on the wire.
+    pub version: u32,
+    /// What kind of packet.
+    pub kind: PacketKind,
+    /// Destination Connection ID.
+    pub dcid: &'a [u8],
+    /// Source Connection ID.
+    pub scid: &'a [u8],
+    /// Offset of the packet number (Initial, 0-RTT, Handshake).
+    pn_offset: usize,
+    /// One past the packet's last byte in the datagram.
+    pub end: usize,
+}
+
+/// Reads a QUIC variable-length integer (RFC 9000 §16) at `*at`.
+fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let first = *b.get(*at)?;
+    let len = 1usize << (first >> 6);
+    let bytes = b.get(*at..*at + len)?;
+    let mut v = u64::from(first & 0x3f);
+    for &x in &bytes[1..] {
+        v = (v << 8) | u64::from(x);
+    }
+    *at += len;
+    Some(v)
+}
+
+/// Parses the long header of the packet starting at `datagram[0]`.
+pub fn parse_long_header(datagram: &[u8]) -> Result<LongHeader<'_>, QuicError> {
+    let first = *datagram.first().ok_or(QuicError::Truncated)?;
+    if first & 0x80 == 0 {
+        return Err(QuicError::ShortHeader);
+    }
+    let version = u32::from_be_bytes(datagram.get(1..5).ok_or(QuicError::Truncated)?.try_into().unwrap_or_default());
+    let mut at = 5;
+    let cid = |at: &mut usize| -> Result<&[u8], QuicError> {
+        let len = *datagram.get(*at).ok_or(QuicError::Truncated)? as usize;
+        let id = datagram.get(*at + 1..*at + 1 + len).ok_or(QuicError::Truncated)?;
+        *at += 1 + len;
+        Ok(id)
+    };
+    let dcid = cid(&mut at)?;
+    let scid = cid(&mut at)?;
+    if version == 0 {
+        let end = datagram.len();
+        return Ok(LongHeader { version, kind: PacketKind::VersionNegotiation, dcid, scid, pn_offset: end, end });
+    }
+    let bits = (first >> 4) & 0x03;
+    let kind = match (version, bits) {
+        (VERSION_2, 1) | (VERSION_1, 0) => PacketKind::Initial,
+        (VERSION_2, 2) | (VERSION_1, 1) => PacketKind::ZeroRtt,
+        (VERSION_2, 3) | (VERSION_1, 2) => PacketKind::Handshake,
+        (VERSION_2, 0) | (VERSION_1, 3) => PacketKind::Retry,
+        _ => return Err(QuicError::UnknownVersion(version)),
+    };
+    if kind == PacketKind::Retry {
+        let end = datagram.len();
+        return Ok(LongHeader { version, kind, dcid, scid, pn_offset: end, end });
+    }
+    if kind == PacketKind::Initial {
+        let token_len = varint(datagram, &mut at).ok_or(QuicError::Truncated)? as usize;
+        at = at.checked_add(token_len).filter(|&a| a <= datagram.len()).ok_or(QuicError::Truncated)?;
+    }
+    let length = varint(datagram, &mut at).ok_or(QuicError::Truncated)? as usize;
+    let end = at.checked_add(length).filter(|&e| e <= datagram.len()).ok_or(QuicError::Truncated)?;
+    Ok(LongHeader { version, kind, dcid, scid, pn_offset: at, end })
+}
+
+/// The Initial keys of a connection, both directions.
+pub struct InitialKeys {
+    client: DirectionalKeys,
+    server: DirectionalKeys,
+}
+
+impl InitialKeys {
+    /// The keys for `version` from the client's first Destination Connection ID.
+    pub fn new(version: u32, client_dcid: &[u8]) -> Result<InitialKeys, QuicError> {
+        let version = match version {
+            VERSION_1 => Version::V1,
+            VERSION_2 => Version::V2,
+            other => return Err(QuicError::UnknownVersion(other)),
+        };
+        // Irrefutable unless another crate turns rustls's TLS 1.2 on.
+        #[allow(irrefutable_let_patterns)]
+        let rustls::SupportedCipherSuite::Tls13(suite) =
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        else {
+            return Err(QuicError::Decrypt);
+        };
+        let Some(quic) = suite.quic else { return Err(QuicError::Decrypt) };
+        // As the client: its own keys are `local`, the server's `remote`.
+        let keys = Keys::initial(version, suite, quic, client_dcid, Side::Client);
+        Ok(InitialKeys { client: keys.local, server: keys.remote })
+    }
+
+    /// Removes header protection from and decrypts the Initial packet `h`
+    /// (sent by the client if `from_client`) in `datagram`; the packet number
+    /// is decoded against `largest` (the largest seen that way so far).
+    /// Returns the packet number and the plaintext frames.
+    pub fn open(
+        &self,
+        datagram: &[u8],
+        h: &LongHeader,
+        from_client: bool,
+        largest: Option<u64>,
+    ) -> Result<(u64, Vec<u8>), QuicError> {
+        let keys = if from_client { &self.client } else { &self.server };
+        let mut packet = datagram.get(..h.end).ok_or(QuicError::Truncated)?.to_vec();
+        let sample_at = h.pn_offset + 4;
+        let sample_len = keys.header.sample_len();
+        let sample = packet.get(sample_at..sample_at + sample_len).ok_or(QuicError::Truncated)?.to_vec();
+        let (head, rest) = packet.split_at_mut(h.pn_offset);
+        let pn_field = rest.get_mut(..4).ok_or(QuicError::Truncated)?;
+        keys.header.decrypt_in_place(&sample, &mut head[0], pn_field).map_err(|_| QuicError::Decrypt)?;
+        let pn_len = usize::from(head[0] & 0x03) + 1;
+        let truncated = pn_field[..pn_len].iter().fold(0u64, |v, &b| (v << 8) | u64::from(b));
+        let pn = decode_packet_number(largest, truncated, pn_len);
+        let (header, payload) = packet.split_at_mut(h.pn_offset + pn_len);
+        let plain = keys.packet.decrypt_in_place(pn, header, payload).map_err(|_| QuicError::Decrypt)?;
+        Ok((pn, plain.to_vec()))
+    }
+}
+
+/// RFC 9000 Appendix A.3.
+fn decode_packet_number(largest: Option<u64>, truncated: u64, pn_len: usize) -> u64 {
+    let expected = largest.map_or(0, |l| l + 1);
+    let win = 1u64 << (pn_len * 8);
+    let half = win / 2;
+    let candidate = (expected & !(win - 1)) | truncated;
+    if candidate + half <= expected && candidate < (1u64 << 62) - win {
+        candidate + win
+    } else if candidate > expected + half && candidate >= win {
+        candidate - win
+    } else {
+        candidate
+    }
+}
+
+/// The CRYPTO frames of an Initial packet's plaintext: (offset, data).
+/// PADDING, PING, ACK and CONNECTION_CLOSE are skipped; any other frame
+/// is not allowed in an Initial packet.
+pub fn crypto_frames(plain: &[u8]) -> Result<Vec<(u64, &[u8])>, QuicError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let e = QuicError::Frame;
+    while at < plain.len() {
+        let kind = varint(plain, &mut at).ok_or(e)?;
+        match kind {
+            0x00 | 0x01 => {}
+            0x02 | 0x03 => {
+                // largest, delay, range count, first range, then ranges (gap, length)
+                let _ = varint(plain, &mut at).ok_or(e)?;
+                let _ = varint(plain, &mut at).ok_or(e)?;
+                let ranges = varint(plain, &mut at).ok_or(e)?;
+                let _ = varint(plain, &mut at).ok_or(e)?;
+                for _ in 0..ranges.min(plain.len() as u64) {
+                    let _ = varint(plain, &mut at).ok_or(e)?;
+                    let _ = varint(plain, &mut at).ok_or(e)?;
+                }
+                if kind == 0x03 {
+                    for _ in 0..3 {
+                        let _ = varint(plain, &mut at).ok_or(e)?;
+                    }
+                }
+            }
+            0x06 => {
+                let offset = varint(plain, &mut at).ok_or(e)?;
+                let len = varint(plain, &mut at).ok_or(e)? as usize;
+                let data = plain.get(at..at.checked_add(len).ok_or(e)?).ok_or(e)?;
+                at += len;
+                out.push((offset, data));
+            }
+            0x1c => {
+                let _ = varint(plain, &mut at).ok_or(e)?;
+                let _ = varint(plain, &mut at).ok_or(e)?;
+                let len = varint(plain, &mut at).ok_or(e)? as usize;
+                at = at.checked_add(len).filter(|&a| a <= plain.len()).ok_or(e)?;
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// How much of a QUIC flow is read before it is judged as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicLimits {
+    /// Initial packets read per direction.
+    pub max_packets: u32,
+    /// Bytes of CRYPTO data buffered per direction (also the highest offset accepted).
+    pub max_crypto: usize,
+}
+
+impl Default for QuicLimits {
+    fn default() -> Self {
+        QuicLimits { max_packets: 16, max_crypto: 64 * 1024 }
+    }
+}
+
+/// What one datagram showed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramSeen {
+    /// Initial packets decrypted.
+    pub initials: u32,
+    /// Packets that did not decrypt or parse.
+    pub undecodable: u32,
+    /// A Retry or a Version Negotiation packet came.
+    pub retry: bool,
+}
+
+/// One QUIC flow's Initial packets, both directions, into TLS handshake events.
+pub struct QuicObserver {
+    limits: QuicLimits,
+    version: Option<u32>,
+    keys: Option<InitialKeys>,
+    /// Packets read per direction (client, server), and the largest number.
+    packets: [u32; 2],
+    largest: [Option<u64>; 2],
+    /// CRYPTO data per direction, by offset.
+    crypto: [StreamReassembler; 2],
+    /// Bytes already handed to the TLS observer per direction.
+    delivered: [u32; 2],
+    tls: HandshakeObserver,
+    /// A Retry changed the keys.
+    retried: bool,
+}
+
+impl QuicObserver {
+    /// A flow seen from its first client datagram on.
+    pub fn new(limits: QuicLimits) -> QuicObserver {
+        let mut tls = HandshakeObserver::new(ObserverLimits {
+            max_buffer: limits.max_crypto + 5 * (limits.max_crypto / 16384 + 1),
+            defer_fingerprints: true,
+            ..ObserverLimits::default()
+        });
+        tls.set_initial_seq(Direction::ToServer, 0);
+        tls.set_initial_seq(Direction::ToClient, 0);
+        let crypto = || {
+            let mut r = StreamReassembler::new(limits.max_crypto);
+            r.set_next_seq(0);
+            r
+        };
+        QuicObserver {
+            limits,
+            version: None,
+            keys: None,
+            packets: [0; 2],
+            largest: [None; 2],
+            crypto: [crypto(), crypto()],
+            delivered: [0; 2],
+            tls,
+            retried: false,
+        }
+    }
+
+    /// The version the client speaks (once its first Initial was seen).
+    pub fn version(&self) -> Option<u32> {
+        self.version
+    }
+
+    /// Whether a Retry came.
+    pub fn retried(&self) -> bool {
+        self.retried
+    }
+
+    /// Whether either side reached its packet limit.
+    pub fn exhausted(&self) -> bool {
+        self.packets.iter().any(|&n| n >= self.limits.max_packets)
+    }
+
+    /// Reads one UDP payload (sent by the client if `from_client`): every
+    /// long-header packet coalesced in it.
+    pub fn on_datagram(&mut self, from_client: bool, datagram: &[u8]) -> DatagramSeen {
+        let mut seen = DatagramSeen::default();
+        let mut rest = datagram;
+        let side = usize::from(!from_client);
+        while !rest.is_empty() {
+            let h = match parse_long_header(rest) {
+                Ok(h) => h,
+                Err(_) => {
+                    seen.undecodable += u32::from(rest.iter().any(|&b| b != 0));
+                    break;
+                }
+            };
+            match h.kind {
+                PacketKind::Retry | PacketKind::VersionNegotiation if !from_client => {
+                    seen.retry = true;
+                    if h.kind == PacketKind::Retry {
+                        // The client's next Initial goes to the Retry's SCID, with keys from it.
+                        self.keys = InitialKeys::new(h.version, h.scid).ok();
+                        self.retried = true;
+                        self.crypto[0] = fresh(self.limits.max_crypto);
+                        self.largest[0] = None;
+                    }
+                    break;
+                }
+                PacketKind::Initial if self.packets[side] < self.limits.max_packets => {
+                    if from_client && (self.keys.is_none() || self.version.is_some_and(|v| v != h.version)) {
+                        self.version = Some(h.version);
+                        self.keys = InitialKeys::new(h.version, h.dcid).ok();
+                    }
+                    let opened = self.keys.as_ref().map(|k| k.open(rest, &h, from_client, self.largest[side]));
+                    match opened {
+                        Some(Ok((pn, plain))) => {
+                            seen.initials += 1;
+                            self.packets[side] += 1;
+                            self.largest[side] = Some(self.largest[side].map_or(pn, |l| l.max(pn)));
+                            self.take_crypto(from_client, &plain);
+                        }
+                        _ => seen.undecodable += 1,
+                    }
+                }
+                _ => {}
+            }
+            rest = rest.get(h.end..).unwrap_or_default();
+        }
+        seen
+    }
+
+    fn take_crypto(&mut self, from_client: bool, plain: &[u8]) {
+        let side = usize::from(!from_client);
+        let Ok(frames) = crypto_frames(plain) else { return };
+        for (offset, data) in frames {
+            if offset.saturating_add(data.len() as u64) > self.limits.max_crypto as u64 {
+                continue;
+            }
+            let _ = self.crypto[side].push(offset as u32, data);
+        }
+        // The handshake messages in order, as TLS records for the observer.
+        let dir = if from_client { Direction::ToServer } else { Direction::ToClient };
+        loop {
+            let ready = self.crypto[side].contiguous();
+            if ready.is_empty() {
+                break;
+            }
+            let n = ready.len().min(16_384);
+            let mut record = Vec::with_capacity(5 + n);
+            record.extend_from_slice(&[22, 3, 3]);
+            record.extend_from_slice(&(n as u16).to_be_bytes());
+            record.extend_from_slice(&ready[..n]);
+            self.crypto[side].consume(n);
+            self.tls.on_segment(dir, self.delivered[side], &record);
+            self.delivered[side] = self.delivered[side].wrapping_add(record.len() as u32);
+        }
+    }
+
+    /// The next TLS handshake event (ClientHello, ServerHello, ...).
+    pub fn poll_event(&mut self) -> Option<ObserverEvent> {
+        let mut ev = self.tls.poll_event()?;
+        if let ObserverEvent::ClientHello(ch) = &mut ev {
+            ch.quic = true;
+        }
+        Some(ev)
+    }
+}
+
+fn fresh(cap: usize) -> StreamReassembler {
+    let mut r = StreamReassembler::new(cap);
+    r.set_next_seq(0);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_read_as_rfc_9000_shows() {
+        // RFC 9000 Appendix A.1's examples.
+        for (bytes, value) in [
+            (&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c][..], 151_288_809_941_952_652u64),
+            (&[0x9d, 0x7f, 0x3e, 0x7d][..], 494_878_333),
+            (&[0x7b, 0xbd][..], 15_293),
+            (&[0x25][..], 37),
+            (&[0x40, 0x25][..], 37),
+        ] {
+            let mut at = 0;
+            assert_eq!(varint(bytes, &mut at), Some(value));
+            assert_eq!(at, bytes.len());
+        }
+        let mut at = 0;
+        assert_eq!(varint(&[0xc2, 0x19], &mut at), None);
+    }
+
+    #[test]
+    fn packet_numbers_decode_as_rfc_9000_shows() {
+        // RFC 9000 Appendix A.3: largest 0xa82f30ea, truncated 0x9b32 (2 bytes).
+        assert_eq!(decode_packet_number(Some(0xa82f_30ea), 0x9b32, 2), 0xa82f_9b32);
+        assert_eq!(decode_packet_number(None, 2, 4), 2);
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panicking() {
+        for g in [&[][..], &[0xc0], &[0xc0, 0, 0, 0, 1, 200], &[0x40, 1, 2, 3]] {
+            assert!(parse_long_header(g).is_err());
+        }
+        let mut o = QuicObserver::new(QuicLimits::default());
+        let seen = o.on_datagram(true, &[0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x41, 0x00, 1, 2, 3]);
+        assert_eq!(seen.initials, 0);
+        assert!(o.poll_event().is_none());
+        assert_eq!(crypto_frames(&[0x08, 0]), Err(QuicError::Frame));
+        assert_eq!(crypto_frames(&[0x06, 0, 0x50]), Err(QuicError::Frame));
+    }
+}
