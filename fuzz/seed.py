@@ -27,6 +27,9 @@ import struct
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
+# Inputs are cut to this size: past it, a capture adds length, not coverage,
+# and the committed corpora stay small.
+MAX_INPUT = 128 << 10
 
 
 def frames(path):
@@ -199,7 +202,7 @@ def generated(stem, fs):
         pieces = []
         for f in fs[:200]:
             pieces += fragment_frame(f, step, variant)
-        blobs.append(b"".join(struct.pack(">H", len(p)) + p for p in pieces)[:1 << 20])
+        blobs.append(b"".join(struct.pack(">H", len(p)) + p for p in pieces)[:MAX_INPUT])
     return blobs
 
 
@@ -227,9 +230,9 @@ def main():
                 continue
             blob = b"".join(struct.pack(">H", len(f)) + f for f in fs)
             for target in ("inspector", "interception"):
-                write(target, pcap.stem, blob[:1 << 20])
+                write(target, pcap.stem, blob[:MAX_INPUT])
             # The normalizer's first byte picks its settings.
-            write("normalizer", pcap.stem, b"\0" + blob[:1 << 20])
+            write("normalizer", pcap.stem, b"\0" + blob[:MAX_INPUT])
             for m, blob in enumerate(generated(pcap.stem, fs)):
                 write("defragment", f"{pcap.stem}-{m}", blob)
                 write("normalizer", f"{pcap.stem}-fragmented-{m}", b"\0" + blob)

@@ -399,6 +399,8 @@ pub struct SessionFacts {
     pub starttls: Option<&'static str>,
     /// An HTTP CONNECT's target (`host:port`).
     pub connect_target: Option<String>,
+    /// The session runs over QUIC, this version (its handshake came in Initial packets).
+    pub quic_version: Option<u32>,
 }
 
 impl SessionFacts {
@@ -414,6 +416,7 @@ impl SessionFacts {
             ocsp_stapled: false,
             starttls: None,
             connect_target: None,
+            quic_version: None,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct SessionEvent {
     pub starttls: Option<&'static str>,
     /// An HTTP CONNECT's target (`host:port`).
     pub connect_target: Option<String>,
+    /// A QUIC session: its version (the event is `event_type: "quic"`).
+    pub quic_version: Option<u32>,
     /// Alerts seen in clear: (sender, level, description).
     pub alerts: Vec<(&'static str, u8, u8)>,
     /// What the inline normaliser met on the flow while it was inspected
@@ -108,9 +110,11 @@ fn eve_date(unix: i64) -> String {
 }
 
 impl SessionEvent {
-    /// `tls`, or `flow` for a flow that is not TLS.
+    /// `tls`, `quic`, or `flow` for a flow that is not TLS.
     pub fn event_type(&self) -> &'static str {
-        if self.tls {
+        if self.quic_version.is_some() {
+            "quic"
+        } else if self.tls {
             "tls"
         } else {
             "flow"
@@ -203,12 +207,32 @@ impl SessionEvent {
         o.insert("src_port".into(), json!(self.flow.src_port));
         o.insert("dest_ip".into(), json!(self.flow.dest_ip.to_string()));
         o.insert("dest_port".into(), json!(self.flow.dest_port));
-        o.insert("proto".into(), json!("TCP"));
+        o.insert("proto".into(), json!(if self.quic_version.is_some() { "UDP" } else { "TCP" }));
         if let Some(v) = self.flow.vlan {
             o.insert("vlan".into(), json!([v]));
         }
         o.insert("in_iface".into(), json!(self.flow.ingress));
-        o.insert("tls".into(), Value::Object(tls));
+        match self.quic_version {
+            // A QUIC session's handshake facts, as Suricata's quic events name them.
+            Some(version) => {
+                let mut quic = Map::new();
+                let name = match version {
+                    crate::quic::VERSION_1 => "1".to_string(),
+                    crate::quic::VERSION_2 => "2".to_string(),
+                    v => format!("{v:#010x}"),
+                };
+                quic.insert("version".into(), json!(name));
+                for k in ["sni", "alpn", "ja4", "client_versions", "cipher_suite"] {
+                    if let Some(v) = tls.remove(k) {
+                        quic.insert(k.into(), v);
+                    }
+                }
+                o.insert("quic".into(), Value::Object(quic));
+            }
+            None => {
+                o.insert("tls".into(), Value::Object(tls));
+            }
+        }
         let p = &self.outcome;
         let mut policy = json!({
             "rule": p.rule,
@@ -334,6 +358,9 @@ impl Outcome {
                  where a decryption has to begin (the server identity cache has learned it for later sessions where \
                  the certificate was visible)"
             ),
+            Cause::QuicUndecodable => {
+                judged("QUIC: no ClientHello could be read from the flow's Initial packets".into())
+            }
             Cause::ConflictingRetransmission => {
                 "a segment resent bytes already judged with other bytes (flows.normalize.conflicts = block)".into()
             }

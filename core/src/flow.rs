@@ -25,6 +25,16 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// The key of a datagram between `(src, sp)` and `(dst, dp)`, and whether it goes from `lo` to `hi`.
+    pub fn of_ports(src: Addr, dst: Addr, sp: u16, dp: u16, vlan: Option<u16>) -> (FlowKey, bool) {
+        let vlan = vlan.unwrap_or(0);
+        if (src, sp) <= (dst, dp) {
+            (FlowKey { lo_addr: src, hi_addr: dst, lo_port: sp, hi_port: dp, vlan }, true)
+        } else {
+            (FlowKey { lo_addr: dst, hi_addr: src, lo_port: dp, hi_port: sp, vlan }, false)
+        }
+    }
+
     /// The key of a segment, and whether the segment goes from `lo` to `hi`.
     pub fn of(t: &TcpFrame) -> (FlowKey, bool) {
         let vlan = t.vlan.unwrap_or(0);

@@ -97,6 +97,8 @@ pub enum Cause {
     /// A segment resent judged bytes with other bytes, and
     /// `flows.normalize.conflicts = "block"`.
     ConflictingRetransmission,
+    /// A QUIC flow whose Initial packets held no readable ClientHello.
+    QuicUndecodable,
     /// The TLS handshake could not be followed to its end.
     HandshakeFailed(HandshakeFailure),
     /// The flow ended (or stopped being watched) before the handshake was
@@ -347,6 +349,7 @@ impl Cause {
             Cause::NotTls(NotTls::Prelude(..)) => "prelude_without_tls",
             Cause::NotTls(_) => "not_tls",
             Cause::ConflictingRetransmission => "conflicting_retransmission",
+            Cause::QuicUndecodable => "quic_undecodable",
             Cause::HandshakeFailed(HandshakeFailure::Malformed(..)) => "handshake_malformed",
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(..)) => "handshake_too_large",
             Cause::FlowEnded(_) => "flow_ended_before_handshake",
@@ -375,6 +378,7 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("undecryptable_handshake_error", "a decrypt rule matched, but the handshake failed (after takeover: upstream refusal, protocol error)"),
     ("undecryptable_decryption_error", "taken over, but a record failed to decrypt"),
     ("undecryptable_client_auth", "a decrypt rule matched, but the server asked for a client certificate"),
+    ("undecryptable_quic", "a decrypt rule matched a QUIC session, which the decrypting path does not take over: `undecryptable.quic` (default block; the client falls back to TCP)"),
     ("excluded_undecryptable", "a decrypt rule matched; an earlier session to the server was undecryptable (exclusion cache)"),
     ("excluded_pinned", "a decrypt rule matched; a client rejected the re-signed certificate for this SNI (pinning; `slowpath.pinned_action`)"),
     ("excluded_certificate_changed", "a decrypt rule matched; the server no longer presents its known key's certificate"),
@@ -387,6 +391,8 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("not_taken_over_starttls", "a decrypt rule matched, but the TLS session follows a cleartext prelude (STARTTLS, HTTP CONNECT), which the decrypting path does not take over"),
     ("server_identity_unknown", "a decrypt rule needed the server's certificate, unknown at the ClientHello; the server identity cache (or a probe) learns it for later sessions"),
     ("not_tls", "the flow is not TLS; judged on its flow conditions (`event_type` is `flow`)"),
+    ("conflicting_retransmission", "a segment resent bytes already judged with other bytes, and `flows.normalize.conflicts = \"block\"`"),
+    ("quic_undecodable", "a QUIC flow whose Initial packets held no readable ClientHello; judged on its flow conditions"),
     ("prelude_without_tls", "a cleartext prelude (STARTTLS, HTTP CONNECT) did not lead to TLS: refused, abandoned, or past `flows.prelude`'s limits; judged on flow conditions (`event_type` is `flow`)"),
     ("handshake_malformed", "a side sent malformed TLS; judged on what was known"),
     ("handshake_too_large", "a handshake exceeds `flows.handshake_buffer`; judged on what was known"),
@@ -432,6 +438,8 @@ mod tests {
             Cause::NotTls(NotTls::Prelude(PreludeProtocol::Smtp, NoTls::Refused)),
             Cause::ServerIdentityUnknown,
             Cause::NotTls(NotTls::OtherProtocol(Side::Client)),
+            Cause::ConflictingRetransmission,
+            Cause::QuicUndecodable,
             Cause::HandshakeFailed(HandshakeFailure::Malformed(Side::Server, String::new())),
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(Side::Client, 1)),
             Cause::FlowEnded(FlowEnd::Idle),

@@ -215,8 +215,10 @@ pub struct TcpFrame<'a> {
 pub enum Layer<'a> {
     /// A whole TCP segment.
     Tcp(TcpFrame<'a>),
-    /// A fragment of an IP datagram that may carry TCP.
+    /// A fragment of an IP datagram that may carry TCP or UDP.
     Fragment(IpFragment<'a>),
+    /// A whole UDP datagram.
+    Udp(UdpFrame<'a>),
     /// Anything else (not IP, not TCP, malformed), forwarded untouched.
     Other,
 }
@@ -267,7 +269,7 @@ pub fn classify(frame: &[u8]) -> Layer<'_> {
             dst[12..].copy_from_slice(&ip[16..20]);
             let frag = u16::from_be_bytes([ip[6], ip[7]]);
             if frag & 0x3fff != 0 {
-                if ip[9] != IPPROTO_TCP {
+                if ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP {
                     return Layer::Other;
                 }
                 let key = FragmentKey { src, dst, id: u16::from_be_bytes([ip[4], ip[5]]) as u32, ipv6: false };
@@ -279,10 +281,13 @@ pub fn classify(frame: &[u8]) -> Layer<'_> {
                     l3,
                     unfragmentable: l3 + ihl,
                     next_header_at: 9,
-                    next_header: IPPROTO_TCP,
+                    next_header: ip[9],
                     data: l3 + ihl,
                     end: l3 + total,
                 });
+            }
+            if ip[9] == IPPROTO_UDP {
+                return udp(frame, vlan, false, src, dst, l3, l3 + ihl, l3 + total);
             }
             if ip[9] != IPPROTO_TCP {
                 return Layer::Other;
@@ -309,6 +314,7 @@ pub fn classify(frame: &[u8]) -> Layer<'_> {
             loop {
                 match next {
                     IPPROTO_TCP => break,
+                    IPPROTO_UDP => return udp(frame, vlan, true, src, dst, l3, at, end),
                     IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
                         let h = ok!(frame.get(at..at + 2).filter(|_| at + 8 <= end));
                         let len = if next == IPV6_AUTH { (h[1] as usize + 2) * 4 } else { (h[1] as usize + 1) * 8 };
@@ -328,7 +334,7 @@ pub fn classify(frame: &[u8]) -> Layer<'_> {
                             continue;
                         }
                         // The fragmentable part may start with more extension headers.
-                        if !matches!(h[0], IPPROTO_TCP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH) {
+                        if !matches!(h[0], IPPROTO_TCP | IPPROTO_UDP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH) {
                             return Layer::Other;
                         }
                         let key =
@@ -375,6 +381,108 @@ pub fn classify(frame: &[u8]) -> Layer<'_> {
         payload: l4 + doff,
         end,
     })
+}
+
+/// A UDP datagram's view, checked once like [`TcpFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpFrame<'a> {
+    bytes: &'a [u8],
+    /// Outer VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    l3: usize,
+    l4: usize,
+    end: usize,
+}
+
+impl<'a> UdpFrame<'a> {
+    /// The UDP payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.bytes.get(self.l4 + 8..self.end).unwrap_or_default()
+    }
+
+    /// The whole frame.
+    pub fn frame(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The frame's IP packet (header on).
+    pub fn ip_packet(&self) -> &'a [u8] {
+        self.bytes.get(self.l3..self.end).unwrap_or_default()
+    }
+
+    /// The link-layer header.
+    pub fn link_header(&self) -> &'a [u8] {
+        self.bytes.get(..self.l3).unwrap_or_default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn udp(
+    frame: &[u8],
+    vlan: Option<u16>,
+    ipv6: bool,
+    src: Addr,
+    dst: Addr,
+    l3: usize,
+    l4: usize,
+    end: usize,
+) -> Layer<'_> {
+    let Some(h) = frame.get(l4..l4 + 8).filter(|_| l4 + 8 <= end) else { return Layer::Other };
+    let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+    // The UDP length bounds the payload (a jumbogram's 0 is not taken).
+    if len < 8 || l4 + len > end {
+        return Layer::Other;
+    }
+    Layer::Udp(UdpFrame {
+        bytes: frame,
+        vlan,
+        ipv6,
+        src,
+        dst,
+        src_port: u16::from_be_bytes([h[0], h[1]]),
+        dst_port: u16::from_be_bytes([h[2], h[3]]),
+        l3,
+        l4,
+        end: l4 + len,
+    })
+}
+
+/// An ICMP (IPv4) or ICMPv6 port unreachable for the datagram `u`, from its
+/// destination back to its sender, quoting it as RFC 792 / RFC 4443 ask
+/// (the IP header and the first 8 bytes; for ICMPv6 as much as fits in 1280).
+pub fn build_port_unreachable(u: &UdpFrame) -> Vec<u8> {
+    let frame = u.bytes;
+    let mut out = Vec::with_capacity(u.l3 + 96);
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    out.extend_from_slice(&frame[12..u.l3]);
+    let ip = u.ip_packet();
+    if u.ipv6 {
+        let quoted = &ip[..ip.len().min(1280 - 48)];
+        let b = etherparse::PacketBuilder::ipv6(u.dst, u.src, 64)
+            .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port));
+        let _ = b.write(&mut out, quoted);
+    } else {
+        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
+        let quoted = &ip[..ip.len().min(ihl + 8)];
+        let s4 = [u.dst[12], u.dst[13], u.dst[14], u.dst[15]];
+        let d4 = [u.src[12], u.src[13], u.src[14], u.src[15]];
+        let b = etherparse::PacketBuilder::ipv4(s4, d4, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port));
+        let _ = b.write(&mut out, quoted);
+    }
+    out
 }
 
 /// Which datagram a fragment belongs to (RFC 791 / RFC 8200: addresses and

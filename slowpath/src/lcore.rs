@@ -854,6 +854,7 @@ fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> 
         unread: None,
         evasions: esc.evasions,
         starttls: esc.facts.starttls,
+        quic_version: None,
         connect_target: esc.facts.connect_target.clone(),
         alerts: Vec::new(),
         outcome: Outcome {

@@ -109,11 +109,14 @@ pub enum Undecryptable {
     DecryptionError,
     /// The server asked for a client certificate.
     ClientAuth,
+    /// The session runs over QUIC, which the decrypting path does not take
+    /// over (default `block`: the client falls back to TCP, where it can be).
+    Quic,
 }
 
 impl Undecryptable {
     /// Every reason, in the policy file's order.
-    pub const ALL: [Undecryptable; 8] = [
+    pub const ALL: [Undecryptable; 9] = [
         Undecryptable::Sslv2,
         Undecryptable::Compressed,
         Undecryptable::UnknownCipher,
@@ -122,6 +125,7 @@ impl Undecryptable {
         Undecryptable::HandshakeError,
         Undecryptable::DecryptionError,
         Undecryptable::ClientAuth,
+        Undecryptable::Quic,
     ];
 
     /// The key in `[policy.undecryptable]` and the reason in events.
@@ -135,6 +139,7 @@ impl Undecryptable {
             Undecryptable::HandshakeError => "handshake_error",
             Undecryptable::DecryptionError => "decryption_error",
             Undecryptable::ClientAuth => "client_auth",
+            Undecryptable::Quic => "quic",
         }
     }
 
@@ -155,6 +160,7 @@ impl Undecryptable {
             Undecryptable::HandshakeError => "undecryptable_handshake_error",
             Undecryptable::DecryptionError => "undecryptable_decryption_error",
             Undecryptable::ClientAuth => "undecryptable_client_auth",
+            Undecryptable::Quic => "undecryptable_quic",
         }
     }
 

@@ -31,7 +31,7 @@ use crate::ConfigError;
 pub(super) struct Source {
     pub default_action: FinalAction,
     /// Per [`Undecryptable::index`]; `None` = inherit.
-    pub undecryptable: [Option<FinalAction>; 8],
+    pub undecryptable: [Option<FinalAction>; 9],
     pub trust: Trust,
     pub cas: Vec<CaObject>,
     pub known_keys: Vec<KnownKey>,
@@ -56,8 +56,8 @@ pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigErr
     })?;
 
     let u = p.undecryptable.as_ref();
-    let given: [Option<&Spanned<String>>; 8] = match u {
-        None => [None; 8],
+    let given: [Option<&Spanned<String>>; 9] = match u {
+        None => [None; 9],
         Some(u) => [
             u.sslv2.as_ref(),
             u.compressed.as_ref(),
@@ -67,13 +67,16 @@ pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigErr
             u.handshake_error.as_ref(),
             u.decryption_error.as_ref(),
             u.client_auth.as_ref(),
+            u.quic.as_ref(),
         ],
     };
-    let mut undecryptable = [None; 8];
+    let mut undecryptable = [None; 9];
     for (reason, value) in Undecryptable::ALL.into_iter().zip(given) {
         let Some(value) = value else { continue };
         let v = value.get_ref().as_str();
         undecryptable[reason.index()] = match v {
+            // QUIC's reason defaults to block, not to the default action: inherit says so explicitly.
+            "inherit" if reason == Undecryptable::Quic => Some(default_action),
             "inherit" => None,
             _ => Some(FinalAction::from_name(v).ok_or_else(|| {
                 ctx.err(
@@ -290,6 +293,7 @@ struct UndecryptableSection {
     handshake_error: Option<Spanned<String>>,
     decryption_error: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
+    quic: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -36,7 +36,7 @@ pub struct Policy {
     source: Option<PathBuf>,
     default_action: FinalAction,
     /// Per [`Undecryptable::index`]: (action, given in the file rather than inherited).
-    undecryptable: [(FinalAction, bool); 8],
+    undecryptable: [(FinalAction, bool); 9],
     trust: Trust,
     cas: Vec<CaObject>,
     known_keys: Vec<KnownKey>,
@@ -156,7 +156,15 @@ impl Policy {
         Policy {
             source: path.map(Path::to_path_buf),
             default_action,
-            undecryptable: undecryptable.map(|a| (a.unwrap_or(default_action), a.is_some())),
+            undecryptable: {
+                let mut u = undecryptable.map(|a| (a.unwrap_or(default_action), a.is_some()));
+                // A decrypt decision on QUIC is blocked unless the policy says
+                // otherwise: the client falls back to TCP, where it is decrypted.
+                if undecryptable[Undecryptable::Quic.index()].is_none() {
+                    u[Undecryptable::Quic.index()] = (FinalAction::Block, false);
+                }
+                u
+            },
             trust,
             cas,
             known_keys,

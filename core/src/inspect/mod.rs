@@ -13,6 +13,7 @@
 //! lifecycle is [`session::FlowState`]; outcomes are [`Cause`]s.
 
 mod normalize;
+mod quic;
 mod session;
 
 pub use normalize::{Anomaly, Evasions};
@@ -203,6 +204,12 @@ crate::counters! {
         fragments_full,
         /// Reassembled datagrams handed to the worker that owns their flow.
         fragments_redirected,
+        /// QUIC flows tracked from their first Initial.
+        quic_flows,
+        /// QUIC flows judged without a readable ClientHello (`quic_undecodable`).
+        quic_undecodable,
+        /// UDP datagrams that are not QUIC (forwarded untouched).
+        udp_not_quic,
     }
 }
 
@@ -211,6 +218,8 @@ crate::counters! {
 /// table slot).
 pub struct Inspector {
     table: FlowTable<FlowState>,
+    /// QUIC flows (UDP; a TCP flow may share their 5-tuple).
+    quic: FlowTable<quic::QuicState>,
     fragments: Defragmenter,
     /// With software dispatch, how many workers share the flows (a
     /// datagram's fragments hash by address only, its flow by ports too).
@@ -327,6 +336,7 @@ impl Inspector {
         };
         Ok(Inspector {
             table: FlowTable::new(settings.capacity as usize),
+            quic: FlowTable::new((settings.capacity as usize / 4).max(16)),
             fragments: Defragmenter::new(limits),
             dispatch: None,
             judge: Judge {
@@ -398,6 +408,7 @@ impl Inspector {
         match &classify(frame) {
             Layer::Tcp(t) => self.on_segment(t, None, ingress, now_ns, out),
             Layer::Fragment(f) => self.on_fragment(f, ingress, now_ns, out),
+            Layer::Udp(u) => self.on_udp(u, ingress, now_ns, out),
             Layer::Other => {
                 self.judge.counters.not_tcp += 1;
                 Verdict::Forward
@@ -429,7 +440,17 @@ impl Inspector {
         };
         let mut wire = whole.earlier;
         wire.push(f.frame().to_vec());
-        let Layer::Tcp(t) = classify(&whole.frame) else {
+        let layer = classify(&whole.frame);
+        if let Layer::Udp(u) = &layer {
+            return match self.on_udp(u, ingress, now, out) {
+                Verdict::Forward => {
+                    out.released.extend(wire.drain(..wire.len() - 1));
+                    Verdict::Forward
+                }
+                other => other,
+            };
+        }
+        let Layer::Tcp(t) = layer else {
             // Whole, it is not TCP after all (extension headers led elsewhere): as it came.
             out.released.extend(wire.drain(..wire.len() - 1));
             return Verdict::Forward;
@@ -587,6 +608,7 @@ impl Inspector {
             self.fragments.expire(now_ns);
             self.sync_fragment_counters();
         }
+        self.expire_quic(now_ns, EXPIRE_BUDGET, out);
         let mut ended = Vec::new();
         self.table.expire(now_ns, EXPIRE_BUDGET, |key, state| ended.push((key, state)));
         for (key, state) in ended {
@@ -611,6 +633,7 @@ impl Inspector {
         for state in all {
             self.judge.end_session(state, now_ns, why, out);
         }
+        self.finish_quic(now_ns, why, out);
     }
 
     /// Whether a flow's connection is over as far as a new SYN is concerned:
@@ -1573,6 +1596,7 @@ impl Judge {
             unread,
             starttls: facts.starttls,
             connect_target: facts.connect_target,
+            quic_version: facts.quic_version,
             alerts,
             evasions,
             outcome: Outcome {

@@ -1,0 +1,126 @@
+//! QUIC sessions decided by the policy, through the real binary on FoxIO's
+//! captures of real browsers: every QUIC stream FoxIO lists has a `quic`
+//! event with its SNI and JA4 as FoxIO computes them; a block rule on an SNI
+//! lets none of that flow's later datagrams through; a decrypt rule cannot
+//! be carried out on QUIC and takes `undecryptable.quic` (default block: the
+//! browser falls back to TCP); everything else is forwarded byte for byte.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+
+use tlsgate_perf::handshake::Pki;
+use tlsgate_tests::{dpdk_lock, replay, testdata, Scratch};
+
+/// FoxIO's udp streams: capture -> [(client address, client port, SNI, JA4)].
+fn foxio_quic() -> HashMap<String, Vec<(String, u64, String, String)>> {
+    let mut out: HashMap<String, Vec<_>> = HashMap::new();
+    for snap in std::fs::read_dir(testdata().join("ja4/expected")).unwrap().flatten() {
+        let capture = snap.path().file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(snap.path()).unwrap();
+        let mut s: HashMap<String, String> = HashMap::new();
+        let mut flush = |s: &mut HashMap<String, String>| {
+            if s.get("transport").map(String::as_str) == Some("udp") && s.contains_key("ja4") {
+                out.entry(capture.clone()).or_default().push((
+                    s["src"].clone(),
+                    s["src_port"].parse().unwrap(),
+                    s.get("tls_server_name").cloned().unwrap_or_default(),
+                    s["ja4"].clone(),
+                ));
+            }
+            s.clear();
+        };
+        for line in text.lines() {
+            if line.starts_with("- stream:") {
+                flush(&mut s);
+            } else if let Some((k, v)) = line.trim_start().split_once(": ") {
+                if line.starts_with("  ") && !line.starts_with("   ") {
+                    s.insert(k.to_string(), v.trim_matches('"').to_string());
+                }
+            }
+        }
+        flush(&mut s);
+    }
+    out
+}
+
+/// The UDP source port of an Ethernet frame carrying IPv4 or IPv6 UDP, if it does.
+fn udp_ports(f: &[u8]) -> Option<(u16, u16)> {
+    let p = etherparse::SlicedPacket::from_ethernet(f).ok()?;
+    match p.transport? {
+        etherparse::TransportSlice::Udp(u) => Some((u.source_port(), u.destination_port())),
+        _ => None,
+    }
+}
+
+#[test]
+fn quic_sessions_are_logged_as_foxio_reads_them_and_decided_by_the_policy() {
+    let _dpdk = dpdk_lock();
+    let dir = Scratch::new("quic");
+    let ca = Pki::new("QUIC Test CA");
+    std::fs::write(dir.path("ca.pem"), ca.ca_cert_pem()).unwrap();
+    std::fs::write(dir.path("ca.key"), ca.ca_key_pem()).unwrap();
+    std::fs::set_permissions(dir.path("ca.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        dir.path("policy.toml"),
+        r#"[policy]
+default_action = "do-not-decrypt"
+
+[[ca]]
+name = "resigner"
+cert = "ca.pem"
+key = "ca.key"
+
+[[rule]]
+name = "no-google"
+action = "block"
+sni = ["www.google.com"]
+
+[[rule]]
+name = "resign-cloudflare"
+action = "decrypt-resign"
+ca = "resigner"
+sni = ["*.cloudflare.com", "cloudflare-quic.com"]
+"#,
+    )
+    .unwrap();
+    let streams = foxio_quic();
+    assert!(streams.values().map(Vec::len).sum::<usize>() >= 40);
+    let (mut blocked, mut undecryptable, mut forwarded) = (0, 0, 0);
+    for (capture, expected) in &streams {
+        let r = replay(&testdata().join("ja4/pcap").join(capture), Some(&dir.path("policy.toml")), &dir);
+        for (src, port, sni, ja4) in expected {
+            let e = r
+                .events
+                .iter()
+                .find(|e| e["src_ip"] == src.as_str() && e["src_port"] == *port && e["event_type"] == "quic")
+                .unwrap_or_else(|| panic!("{capture}: no quic event for {src}:{port}: {}", r.stdout()));
+            assert_eq!(e["proto"], "UDP", "{e}");
+            assert_eq!(e["quic"]["sni"], sni.as_str(), "{capture}: {e}");
+            assert_eq!(e["quic"]["ja4"], ja4.as_str(), "{capture}: {e}");
+            assert_eq!(e["quic"]["version"], "1", "{e}");
+            let out_of_flow = r.frames.iter().filter(|f| udp_ports(f).is_some_and(|(s, _)| u64::from(s) == *port));
+            let passed = out_of_flow.count();
+            match sni.as_str() {
+                "www.google.com" => {
+                    assert_eq!(e["policy"]["actual_action"], "block", "{e}");
+                    assert_eq!(e["policy"]["rule"], "no-google", "{e}");
+                    assert_eq!(passed, 0, "{capture}: a blocked QUIC flow's datagrams passed");
+                    blocked += 1;
+                }
+                s if s.ends_with("cloudflare.com") || s == "cloudflare-quic.com" => {
+                    assert_eq!(e["policy"]["expected_action"], "decrypt-resign", "{e}");
+                    assert_eq!(e["policy"]["actual_action"], "block", "{e}");
+                    assert_eq!(e["policy"]["reason_code"], "undecryptable_quic", "{e}");
+                    undecryptable += 1;
+                }
+                _ => {
+                    assert_eq!(e["policy"]["actual_action"], "do-not-decrypt", "{e}");
+                    assert!(passed > 0, "{capture}: a do-not-decrypt QUIC flow was not forwarded");
+                    forwarded += 1;
+                }
+            }
+        }
+    }
+    assert!(blocked > 0 && forwarded > 0, "blocked {blocked}, forwarded {forwarded}");
+    assert!(undecryptable > 0, "no cloudflare QUIC stream in the captures");
+}
