@@ -11,7 +11,7 @@ port, the payloads as segments), and each certificate chain a server sent
 becomes a `chain_status` input (and its certificates `forge` and
 `handshake_messages` inputs, with each ClientHello body); each flow's
 segments an `observer` input; the policies under examples/ and demo/
-`policy` inputs. An empty corpus barely gets past the
+`policy` inputs; the QUIC datagrams of the pcapng captures `quic` inputs. An empty corpus barely gets past the
 Ethernet header; real handshakes take the fuzzer straight into the TLS
 observer, the preludes, the policy, certificate paths and the slow path's
 hand-over.
@@ -157,6 +157,45 @@ def handshake_bodies(segments, from_client):
     return out
 
 
+def pcapng_frames(path):
+    """The Ethernet frames of a pcapng file's enhanced packet blocks (little-endian sections)."""
+    data, out, off = path.read_bytes(), [], 0
+    links = []
+    while off + 12 <= len(data):
+        kind, length = struct.unpack("<II", data[off:off + 8])
+        if length < 12 or off + length > len(data):
+            break
+        body = data[off + 8:off + length - 4]
+        if kind == 1:
+            links.append(struct.unpack("<H", body[:2])[0])
+        elif kind == 6 and len(body) >= 20:
+            iface, _, _, incl = struct.unpack("<IIII", body[:16])
+            if iface < len(links) and links[iface] == 1:
+                out.append(body[20:20 + incl])
+        off += length
+    return out
+
+
+def quic_datagrams(fs):
+    """UDP payloads to or from port 443 in Ethernet frames, as the `quic` target reads them."""
+    out = bytearray()
+    for f in fs:
+        off, ethertype = 14, f[12:14]
+        ip = f[off:]
+        if ethertype == b"\x08\x00" and len(ip) >= 28 and ip[9] == 17:
+            udp = ip[(ip[0] & 15) * 4:]
+        elif ethertype == b"\x86\xdd" and len(ip) >= 48 and ip[6] == 17:
+            udp = ip[40:]
+        else:
+            continue
+        sp, dp = struct.unpack(">HH", udp[:4])
+        if 443 not in (sp, dp):
+            continue
+        payload = udp[8:][:0x7fff]
+        out += struct.pack(">H", len(payload) | (0 if dp == 443 else 0x8000)) + payload
+    return bytes(out)
+
+
 def ip_checksum(header):
     if len(header) % 2:
         header += b"\0"
@@ -258,6 +297,11 @@ def main():
                     write("handshake_messages", f"sslv2-{pcap.stem}-{n}", first[2:])
 
             written += 1
+    for root in roots:
+        for pcap in sorted(root.rglob("*.pcapng")):
+            blob = quic_datagrams(pcapng_frames(pcap))
+            if blob:
+                write("quic", pcap.stem, blob[:MAX_INPUT])
     for toml in sorted([*HERE.parent.glob("examples/*.toml"), *HERE.parent.glob("demo/*.toml")]):
         write("policy", toml.name, toml.read_bytes())
     print(f"seeded {written} captures into {HERE / 'corpus'}")
