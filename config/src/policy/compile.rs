@@ -423,6 +423,7 @@ pub(super) struct RuleIndex {
     pub dest_ports: PortIndex,
     pub vlan: ExactIndex<u16>,
     pub ingress: ExactIndex<String>,
+    pub transport: ExactIndex<String>,
     pub sni: SniIndex,
     pub cipher_suites: ExactIndex<u16>,
     pub versions: ExactIndex<TlsVersion>,
@@ -449,6 +450,7 @@ impl RuleIndex {
             dest_ports: PortIndex::new(n),
             vlan: ExactIndex::new(n),
             ingress: ExactIndex::new(n),
+            transport: ExactIndex::new(n),
             sni: SniIndex { free: Free::new(n), names: NameIndex::new(words) },
             cipher_suites: ExactIndex::new(n),
             versions: ExactIndex::new(n),
@@ -485,6 +487,9 @@ impl RuleIndex {
         }
         if let Some(v) = &r.ingress {
             self.ingress.add(i, v.iter().cloned());
+        }
+        if let Some(v) = &r.transport {
+            self.transport.add(i, v.iter().cloned());
         }
         if let Some(v) = &r.sni {
             self.sni.free.constrain(i);
@@ -554,6 +559,9 @@ fn describe(r: &RuleSpec, certificates: &[CertificateObject]) -> String {
     }
     if let Some(v) = &r.ingress {
         parts.push(format!("entering by {}", any(v, |s| format!("{s:?}"))));
+    }
+    if let Some(v) = &r.transport {
+        parts.push(format!("over {}", any(v, |s| s.to_uppercase())));
     }
     if let Some(v) = &r.sni {
         parts.push(format!("SNI {}", any(v, ToString::to_string)));

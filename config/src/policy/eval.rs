@@ -78,6 +78,8 @@ impl Policy {
         cut(&mut live, &ix.dest_ports.free, &|o| ix.dest_ports.matches(flow.dest_port, o));
         cut(&mut live, &ix.vlan.free, &|o| ix.vlan.matches(&flow.vlan.unwrap_or(0), o));
         cut(&mut live, &ix.ingress.free, &|o| ix.ingress.matches(flow.ingress.as_str(), o));
+        let transport = if facts.quic_version.is_some() { "quic" } else { "tcp" };
+        cut(&mut live, &ix.transport.free, &|o| ix.transport.matches(transport, o));
 
         let mut unknown = [false; 4];
         match &facts.client_hello {
@@ -278,6 +280,8 @@ mod tests {
             ("vlan = [0]", false),
             ("ingress = [\"net_af_packet0\"]", true),
             ("ingress = [\"net_af_packet1\"]", false),
+            ("transport = [\"tcp\"]", true),
+            ("transport = [\"quic\"]", false),
             ("", true),
         ];
         for (conds, want) in cases {
@@ -291,6 +295,12 @@ mod tests {
         assert_eq!(one(&policy(&rule("vlan = [0]")), &g), Some(0));
         assert_eq!(one(&policy(&rule("source_networks = [\"2001:db8::/32\"]")), &g), Some(0));
         assert_eq!(one(&policy(&rule("source_networks = [\"10.0.0.0/8\"]")), &g), None);
+        // A QUIC session matches transport quic, not tcp.
+        let mut q = flow();
+        q.quic_version = Some(1);
+        assert_eq!(one(&policy(&rule("transport = [\"quic\"]")), &q), Some(0));
+        assert_eq!(one(&policy(&rule("transport = [\"tcp\"]")), &q), None);
+        assert!(Policy::parse(&format!("{HEAD}{}", rule("transport = [\"sctp\"]")), None).is_err());
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub(super) struct RuleSpec {
     /// 0 = untagged.
     pub vlan: Option<Vec<u16>>,
     pub ingress: Option<Vec<String>>,
+    /// `tcp`, `quic`.
+    pub transport: Option<Vec<String>>,
     pub sni: Option<Vec<NamePattern>>,
     pub subject: Option<Vec<DnPattern>>,
     pub issuer: Option<Vec<DnPattern>>,
@@ -337,6 +339,7 @@ struct RuleEntry {
     dest_ports: List,
     vlan: List,
     ingress: List,
+    transport: List,
     sni: List,
     subject: List,
     issuer: List,
@@ -497,6 +500,13 @@ fn check_rule(
             return Err("empty port name".into());
         }
         Ok(s.to_owned())
+    })?;
+    spec.transport = each(ctx, &at, &r.transport, "transport", |v| {
+        let s = string(v)?.trim();
+        match s {
+            "tcp" | "quic" => Ok(s.to_owned()),
+            _ => Err(format!("unknown transport {s:?}: use tcp or quic")),
+        }
     })?;
     spec.sni = each(ctx, &at, &r.sni, "sni", |v| NamePattern::parse(string(v)?))?;
     spec.subject = each(ctx, &at, &r.subject, "subject", |v| DnPattern::parse(string(v)?))?;
