@@ -3,7 +3,8 @@
 //! event with its SNI and JA4 as FoxIO computes them; a block rule on an SNI
 //! lets none of that flow's later datagrams through; a decrypt rule cannot
 //! be carried out on QUIC and takes `undecryptable.quic` (default block: the
-//! browser falls back to TCP); everything else is forwarded byte for byte.
+//! browser falls back to TCP); everything else is forwarded, and read on to
+//! the server's Initial for the ServerHello's cipher suite.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -85,7 +86,7 @@ sni = ["*.cloudflare.com", "cloudflare-quic.com"]
     .unwrap();
     let streams = foxio_quic();
     assert!(streams.values().map(Vec::len).sum::<usize>() >= 40);
-    let (mut blocked, mut undecryptable, mut forwarded) = (0, 0, 0);
+    let (mut blocked, mut undecryptable, mut forwarded, mut with_server_hello) = (0, 0, 0, 0);
     for (capture, expected) in &streams {
         let r = replay(&testdata().join("ja4/pcap").join(capture), Some(&dir.path("policy.toml")), &dir);
         for (src, port, sni, ja4) in expected {
@@ -117,10 +118,16 @@ sni = ["*.cloudflare.com", "cloudflare-quic.com"]
                     assert_eq!(e["policy"]["actual_action"], "do-not-decrypt", "{e}");
                     assert!(passed > 0, "{capture}: a do-not-decrypt QUIC flow was not forwarded");
                     forwarded += 1;
+                    // Read on to the server's Initial: its ServerHello's cipher suite.
+                    if let Some(c) = e["quic"].get("cipher_suite") {
+                        assert_eq!(c, "TLS_AES_128_GCM_SHA256", "{e}");
+                        with_server_hello += 1;
+                    }
                 }
             }
         }
     }
     assert!(blocked > 0 && forwarded > 0, "blocked {blocked}, forwarded {forwarded}");
     assert!(undecryptable > 0, "no cloudflare QUIC stream in the captures");
+    assert!(with_server_hello > 0, "no forwarded QUIC session showed its server's Initial");
 }

@@ -27,6 +27,9 @@ const QUIC_PORT: u16 = 443;
 pub(super) enum QuicState {
     /// Its Initials are being read.
     Inspecting(Box<QuicSession>),
+    /// Decided do-not-decrypt and forwarded, read on to the server's Initial
+    /// (its ServerHello) for the event, which goes out then.
+    Observing(Box<QuicSession>, Box<Resolution>, u64),
     /// Forwarded untouched.
     Bypass,
     /// Every packet dropped.
@@ -86,6 +89,27 @@ impl Inspector {
                 self.quic.touch(id, now, decided_ns);
                 Verdict::Forward
             }
+            QuicState::Observing(q, _, _) => {
+                let from_client = from_lo == q.session.client_is_lo;
+                q.observer.on_datagram(from_client, u.payload());
+                let mut done = q.observer.exhausted();
+                while let Some(ev) = q.observer.poll_event() {
+                    if let ObserverEvent::ServerHello(sh) = ev {
+                        q.session.facts.server_hello = Some(sh);
+                        done = true;
+                    }
+                }
+                let timeout = if done {
+                    if let QuicState::Observing(q, r, at) = std::mem::replace(state, QuicState::Bypass) {
+                        self.judge.emit(q.session, *r, at, now, out);
+                    }
+                    decided_ns
+                } else {
+                    self.judge.settings.inspecting_timeout as u64 * NS
+                };
+                self.quic.touch(id, now, timeout);
+                Verdict::Forward
+            }
             QuicState::Blocked => {
                 self.quic.touch(id, now, decided_ns);
                 self.judge.counters.blocked_packets += 1;
@@ -121,6 +145,17 @@ impl Inspector {
                     return Verdict::Forward;
                 };
                 let action = r.action;
+                if action == FinalAction::DoNotDecrypt
+                    && self.judge.full_handshake
+                    && q.session.facts.server_hello.is_none()
+                {
+                    // Forwarded; the event waits for the server's Initial.
+                    if let QuicState::Inspecting(q) = std::mem::replace(state, QuicState::Bypass) {
+                        *state = QuicState::Observing(q, Box::new(r), now);
+                    }
+                    self.quic.touch(id, now, self.judge.settings.inspecting_timeout as u64 * NS);
+                    return Verdict::Forward;
+                }
                 let next = match action {
                     FinalAction::DoNotDecrypt => QuicState::Bypass,
                     _ => QuicState::Blocked,
@@ -153,9 +188,13 @@ impl Inspector {
         let mut ended = Vec::new();
         self.quic.expire(now, budget, |_, state| ended.push(state));
         for state in ended {
-            if let QuicState::Inspecting(mut q) = state {
-                let r = self.judge.judge_quic_unread(&mut q.session, Cause::FlowEnded(FlowEnd::Idle));
-                self.judge.emit(q.session, r, now, now, out);
+            match state {
+                QuicState::Inspecting(mut q) => {
+                    let r = self.judge.judge_quic_unread(&mut q.session, Cause::FlowEnded(FlowEnd::Idle));
+                    self.judge.emit(q.session, r, now, now, out);
+                }
+                QuicState::Observing(q, r, at) => self.judge.emit(q.session, *r, at, now, out),
+                _ => {}
             }
         }
     }
@@ -165,9 +204,13 @@ impl Inspector {
         let mut all = Vec::new();
         self.quic.drain(|_, state| all.push(state));
         for state in all {
-            if let QuicState::Inspecting(mut q) = state {
-                let r = self.judge.judge_quic_unread(&mut q.session, Cause::FlowEnded(why));
-                self.judge.emit(q.session, r, now, now, out);
+            match state {
+                QuicState::Inspecting(mut q) => {
+                    let r = self.judge.judge_quic_unread(&mut q.session, Cause::FlowEnded(why));
+                    self.judge.emit(q.session, r, now, now, out);
+                }
+                QuicState::Observing(q, r, at) => self.judge.emit(q.session, *r, at, now, out),
+                _ => {}
             }
         }
     }
