@@ -11,7 +11,8 @@ use tlsgate_slowpath::relay::{ClientFacing, Relay, RelayConfig};
 use tlsgate_slowpath::wire::segment_of;
 
 fuzz_target!(|data: &[u8]| {
-    let opts = TcpOptions { mss: Some(1460), wscale: Some(7), sack_permitted: true, timestamps: Some((1, 0)) };
+    let opts =
+        TcpOptions { mss: Some(1460), wscale: Some(7), sack_permitted: true, timestamps: Some((1, 0)), md5: false };
     let side = TcpSideSeen { syn: Some(opts), window: 500, window_on_syn: false, tsval: Some((1, 0)) };
     let seen = TcpSeen { client: side, server: side, client_seq: 1000, server_seq: 5000 };
     let relay = Relay::new(RelayConfig {
