@@ -131,3 +131,83 @@ sni = ["*.cloudflare.com", "cloudflare-quic.com"]
     assert!(undecryptable > 0, "no cloudflare QUIC stream in the captures");
     assert!(with_server_hello > 0, "no forwarded QUIC session showed its server's Initial");
 }
+
+/// The UDP datagrams of a capture as Ethernet frames (addresses and ports
+/// kept): FoxIO's captures are of several link types.
+fn udp_frames(capture: &str) -> Vec<Vec<u8>> {
+    let raw = std::fs::read(testdata().join("ja4/pcap").join(capture)).unwrap();
+    let mut r = pcap_file::pcapng::PcapNgReader::new(&raw[..]).unwrap();
+    let mut links = Vec::new();
+    let mut out = Vec::new();
+    while let Some(block) = r.next_block() {
+        match block.unwrap() {
+            pcap_file::pcapng::Block::InterfaceDescription(idb) => links.push(u32::from(idb.linktype)),
+            pcap_file::pcapng::Block::EnhancedPacket(p) => {
+                let link = links.get(p.interface_id as usize).copied().unwrap_or(1);
+                let data = p.data.to_vec();
+                let sliced = if link == 1 {
+                    etherparse::SlicedPacket::from_ethernet(&data).ok()
+                } else {
+                    etherparse::SlicedPacket::from_ip(&data).ok()
+                };
+                let Some(s) = sliced else { continue };
+                let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(u))) =
+                    (&s.net, &s.transport)
+                else {
+                    continue;
+                };
+                let mut f = Vec::new();
+                etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+                    .ipv4(ip.header().source(), ip.header().destination(), 64)
+                    .udp(u.source_port(), u.destination_port())
+                    .write(&mut f, u.payload())
+                    .unwrap();
+                out.push(f);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn a_flood_of_initials_cannot_switch_quic_inspection_off() {
+    use tlsgate_core::inspect::{Inspector, Output, Verdict};
+    let dir = Scratch::new("quic-flood");
+    std::fs::write(dir.path("p.toml"), "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"no-google\"\naction = \"block\"\nsni = [\"www.google.com\"]\n").unwrap();
+    let policy = std::sync::Arc::new(tlsgate_config::policy::Policy::load(&dir.path("p.toml")).unwrap());
+    let flows = tlsgate_config::FlowSettings { capacity: 64, ..Default::default() };
+    let ports: std::sync::Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
+    let mut ins = Inspector::new(0, policy, &flows, ports).unwrap();
+    let mut out = Output::default();
+    let mut now = 1_700_000_000_000_000_000u64;
+    // Ten tables' worth of Initials that never decrypt, each its own flow.
+    for i in 0..160u16 {
+        let mut payload = vec![0xc0, 0, 0, 0, 1, 8];
+        payload.extend_from_slice(&u64::from(i).to_be_bytes());
+        payload.extend_from_slice(&[0, 0, 0x44, 0xd0]);
+        payload.resize(1200, 0x5a);
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([203, 0, 113, 9], [198, 51, 100, 1], 64)
+            .udp(20_000 + i, 443)
+            .write(&mut f, &payload)
+            .unwrap();
+        now += 1000;
+        assert_eq!(ins.on_packet(&f, 0, now, &mut out), Verdict::Forward);
+    }
+    // Then a real browser's session, blocked by the policy.
+    let mut verdicts = Vec::new();
+    for f in udp_frames("quic-tls-handshake.pcapng") {
+        now += 1000;
+        verdicts.push(ins.on_packet(&f, 0, now, &mut out));
+    }
+    assert!(verdicts.iter().any(|v| matches!(v, Verdict::Drop(_))), "{verdicts:?}");
+    assert!(
+        ins.counters().evicted > 0 && ins.counters().table_full == 0,
+        "{:?}",
+        ins.counters().named().collect::<Vec<_>>()
+    );
+    let e = out.events.iter().map(|e| e.to_json()).find(|e| e["quic"]["sni"] == "www.google.com").expect("its event");
+    assert_eq!(e["policy"]["actual_action"], "block", "{e}");
+}

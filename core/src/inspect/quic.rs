@@ -67,9 +67,17 @@ impl Inspector {
                 }
                 let session = self.judge.quic_session(u, from_lo, key);
                 let timeout = self.judge.settings.inspecting_timeout as u64 * NS;
-                match self.quic.insert(key, QuicState::Inspecting(Box::new(session)), now, timeout) {
-                    Ok(id) => {
+                // A full table first forgets the oldest flow that showed no
+                // ClientHello yet (a flood of Initials costs nothing to forget).
+                let embryonic =
+                    |s: &QuicState| matches!(s, QuicState::Inspecting(q) if q.session.facts.client_hello.is_none());
+                match self.quic.insert_evicting(key, QuicState::Inspecting(Box::new(session)), now, timeout, embryonic)
+                {
+                    Ok((id, evicted)) => {
                         self.judge.counters.quic_flows += 1;
+                        if evicted.is_some() {
+                            self.judge.counters.evicted += 1;
+                        }
                         id
                     }
                     Err(_) => {
