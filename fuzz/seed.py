@@ -104,19 +104,8 @@ def prelude_input(server_port, segments):
 
 def chains(segments):
     """Certificate chains in the server's TLS records (plaintext handshakes only)."""
-    stream = b"".join(p for c, p in segments if not c)
-    hs, i = b"", 0
-    while i + 5 <= len(stream):
-        kind, n = stream[i], struct.unpack(">H", stream[i + 3:i + 5])[0]
-        if kind == 22:
-            hs += stream[i + 5:i + 5 + n]
-        elif kind not in (20, 21, 22):
-            break
-        i += 5 + n
-    out, j = [], 0
-    while j + 4 <= len(hs):
-        t, n = hs[j], int.from_bytes(hs[j + 1:j + 4], "big")
-        body = hs[j + 4:j + 4 + n]
+    out = []
+    for t, body in handshake_bodies(segments, False):
         if t == 11 and len(body) >= 3:
             certs, k = [], 3
             while k + 3 <= len(body):
@@ -124,7 +113,6 @@ def chains(segments):
                 certs.append(body[k + 3:k + 3 + m])
                 k += 3 + m
             out.append(certs)
-        j += 4 + n
     return out
 
 

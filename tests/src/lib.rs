@@ -238,6 +238,58 @@ pub fn replay_with(pcap: &Path, policy: Option<&Path>, dir: &Scratch, args: &[&s
     Replayed { output, events, frames: pcap_frames(&out) }
 }
 
+/// One stream of FoxIO's expected values (`ja4/expected/CAPTURE.snap`).
+#[derive(Debug, Clone)]
+pub struct FoxioStream {
+    /// The capture it is in (under `ja4/pcap/`).
+    pub capture: String,
+    /// Client address and port.
+    pub src: String,
+    /// Client port.
+    pub src_port: u64,
+    /// `tls_server_name`, if any.
+    pub sni: String,
+    /// FoxIO's JA4.
+    pub ja4: String,
+}
+
+/// FoxIO's expected values for every stream over `transport` (`tcp`, `udp`) that has a JA4.
+pub fn foxio_streams(transport: &str) -> Vec<FoxioStream> {
+    let dir = testdata().join("ja4/expected");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    names.sort();
+    let mut out = Vec::new();
+    for snap in names {
+        let capture = snap.file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&snap).unwrap();
+        let mut s: std::collections::HashMap<String, String> = Default::default();
+        let mut flush = |s: &mut std::collections::HashMap<String, String>| {
+            if s.get("transport").map(String::as_str) == Some(transport) && s.contains_key("ja4") {
+                out.push(FoxioStream {
+                    capture: capture.clone(),
+                    src: s["src"].clone(),
+                    src_port: s["src_port"].parse().unwrap(),
+                    sni: s.get("tls_server_name").cloned().unwrap_or_default(),
+                    ja4: s["ja4"].clone(),
+                });
+            }
+            s.clear();
+        };
+        // The snapshots are YAML lists of flat maps: `- stream: N`, then `  key: value`.
+        for line in text.lines() {
+            if line.starts_with("- stream:") {
+                flush(&mut s);
+            } else if let Some((k, v)) = line.trim_start().split_once(": ") {
+                if line.starts_with("  ") && !line.starts_with("   ") {
+                    s.insert(k.to_string(), v.trim_matches('"').to_string());
+                }
+            }
+        }
+        flush(&mut s);
+    }
+    out
+}
+
 pub mod capture;
 pub mod evasion;
 pub mod netns;

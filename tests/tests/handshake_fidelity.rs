@@ -97,38 +97,13 @@ fn decision_mode_logs_what_the_decision_was_taken_on() {
 }
 
 /// FoxIO's expected values: (capture, client address, client port, JA4) of every TCP stream.
-fn foxio_streams() -> Vec<(String, String, String, String)> {
-    let dir = testdata().join("ja4/expected");
-    let mut out = Vec::new();
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
-    names.sort();
-    for snap in names {
-        let capture = snap.file_stem().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(&snap).unwrap();
-        let mut stream: HashMap<String, String> = HashMap::new();
-        let mut flush = |s: &mut HashMap<String, String>| {
-            if s.get("transport").map(String::as_str) == Some("tcp") && s.contains_key("ja4") {
-                out.push((capture.clone(), s["src"].clone(), s["src_port"].clone(), s["ja4"].clone()));
-            }
-            s.clear();
-        };
-        for line in text.lines() {
-            if line.starts_with("- stream:") {
-                flush(&mut stream);
-            } else if let Some((k, v)) = line.trim_start().split_once(": ") {
-                if line.starts_with("  ") && !line.starts_with("   ") {
-                    stream.insert(k.to_string(), v.trim_matches('"').to_string());
-                }
-            }
-        }
-        flush(&mut stream);
-    }
-    out
+fn foxio_tcp() -> Vec<(String, String, String, String)> {
+    tlsgate_tests::foxio_streams("tcp").into_iter().map(|f| (f.capture, f.src, f.src_port.to_string(), f.ja4)).collect()
 }
 
 #[test]
 fn ja4_of_every_tcp_stream_is_what_foxio_computes() {
-    let streams = foxio_streams();
+    let streams = foxio_tcp();
     assert!(streams.len() > 100, "FoxIO's expected values: {}", streams.len());
     let mut by_capture: HashMap<&str, Vec<&(String, String, String, String)>> = HashMap::new();
     for s in &streams {

@@ -10,36 +10,13 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
 use tlsgate_perf::handshake::Pki;
-use tlsgate_tests::{dpdk_lock, replay, testdata, Scratch};
+use tlsgate_tests::{dpdk_lock, foxio_streams, replay, testdata, Scratch};
 
 /// FoxIO's udp streams: capture -> [(client address, client port, SNI, JA4)].
 fn foxio_quic() -> HashMap<String, Vec<(String, u64, String, String)>> {
     let mut out: HashMap<String, Vec<_>> = HashMap::new();
-    for snap in std::fs::read_dir(testdata().join("ja4/expected")).unwrap().flatten() {
-        let capture = snap.path().file_stem().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(snap.path()).unwrap();
-        let mut s: HashMap<String, String> = HashMap::new();
-        let mut flush = |s: &mut HashMap<String, String>| {
-            if s.get("transport").map(String::as_str) == Some("udp") && s.contains_key("ja4") {
-                out.entry(capture.clone()).or_default().push((
-                    s["src"].clone(),
-                    s["src_port"].parse().unwrap(),
-                    s.get("tls_server_name").cloned().unwrap_or_default(),
-                    s["ja4"].clone(),
-                ));
-            }
-            s.clear();
-        };
-        for line in text.lines() {
-            if line.starts_with("- stream:") {
-                flush(&mut s);
-            } else if let Some((k, v)) = line.trim_start().split_once(": ") {
-                if line.starts_with("  ") && !line.starts_with("   ") {
-                    s.insert(k.to_string(), v.trim_matches('"').to_string());
-                }
-            }
-        }
-        flush(&mut s);
+    for f in foxio_streams("udp") {
+        out.entry(f.capture).or_default().push((f.src, f.src_port, f.sni, f.ja4));
     }
     out
 }
