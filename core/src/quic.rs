@@ -453,6 +453,66 @@ mod tests {
         assert_eq!(decode_packet_number(None, 2, 4), 2);
     }
 
+    /// A client Initial of `version` carrying `crypto` at `offset`, protected
+    /// with rustls as a QUIC client protects it (packet number `pn`).
+    fn client_initial(version: u32, dcid: &[u8], pn: u32, offset: u64, crypto: &[u8]) -> Vec<u8> {
+        let v = if version == VERSION_2 { Version::V2 } else { Version::V1 };
+        #[allow(irrefutable_let_patterns)]
+        let rustls::SupportedCipherSuite::Tls13(suite) =
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        else {
+            unreachable!()
+        };
+        let keys = Keys::initial(v, suite, suite.quic.unwrap(), dcid, Side::Client);
+        let mut frames = vec![0x06];
+        frames.extend_from_slice(&(0x8000_0000u32 | offset as u32).to_be_bytes()); // 4-byte varint
+        frames.extend_from_slice(&(0x4000u16 | crypto.len() as u16).to_be_bytes());
+        frames.extend_from_slice(crypto);
+        frames.extend_from_slice(&[0x01, 0x00, 0x00]); // PING, PADDING
+        let kind = if version == VERSION_2 { 1 } else { 0 };
+        let mut header = vec![0xc0 | kind << 4 | 0x03];
+        header.extend_from_slice(&version.to_be_bytes());
+        header.push(dcid.len() as u8);
+        header.extend_from_slice(dcid);
+        header.extend_from_slice(&[0, 0]); // no SCID, no token
+        let length = 4 + frames.len() + 16;
+        header.extend_from_slice(&(0x4000u16 | length as u16).to_be_bytes());
+        let pn_at = header.len();
+        header.extend_from_slice(&pn.to_be_bytes());
+        let tag = keys.local.packet.encrypt_in_place(u64::from(pn), &header, &mut frames).unwrap();
+        let mut packet = header;
+        packet.extend_from_slice(&frames);
+        packet.extend_from_slice(tag.as_ref());
+        let sample = packet[pn_at + 4..pn_at + 20].to_vec();
+        let (head, rest) = packet.split_at_mut(pn_at);
+        keys.local.header.encrypt_in_place(&sample, &mut head[0], &mut rest[..4]).unwrap();
+        packet
+    }
+
+    #[test]
+    fn initials_of_both_versions_are_read_across_coalesced_packets_out_of_order() {
+        // The handshake message, as CRYPTO frames carry it (no record layer).
+        let hello = &crate::tls::test_support::handshake(1, &crate::tls::test_support::chrome_client_hello())[..];
+        let half = hello.len() / 2;
+        for version in [VERSION_1, VERSION_2] {
+            let dcid = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
+            // The second half first, then the first, coalesced in one datagram.
+            let mut datagram = client_initial(version, &dcid, 1, half as u64, &hello[half..]);
+            datagram.extend(client_initial(version, &dcid, 2, 0, &hello[..half]));
+            let h = parse_long_header(&datagram).unwrap();
+            assert_eq!((h.version, h.kind, h.dcid), (version, PacketKind::Initial, &dcid[..]));
+            let mut o = QuicObserver::new(QuicLimits::default());
+            let seen = o.on_datagram(true, &datagram);
+            assert_eq!(seen.initials, 2, "version {version:#x}");
+            let Some(ObserverEvent::ClientHello(ch)) = o.poll_event() else { panic!("no ClientHello ({version:#x})") };
+            assert_eq!(ch.sni.as_deref(), Some("tls-outer.browserleaks.com"));
+            assert!(ch.quic);
+            // Keys from another DCID do not open it.
+            let other = InitialKeys::new(version, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+            assert_eq!(other.open(&datagram, &h, true, None).err(), Some(QuicError::Decrypt));
+        }
+    }
+
     #[test]
     fn garbage_is_refused_without_panicking() {
         for g in [&[][..], &[0xc0], &[0xc0, 0, 0, 0, 1, 200], &[0x40, 1, 2, 3]] {

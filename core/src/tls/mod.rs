@@ -20,4 +20,4 @@ pub use reassembly::{ReassemblyError, StreamReassembler, DEFAULT_REASSEMBLY_CAP}
 pub use status::CertVerifier;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
