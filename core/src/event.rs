@@ -140,6 +140,10 @@ impl SessionEvent {
             tls.insert("client_versions".into(), json!(offered));
             tls.insert("alpn".into(), json!(ch.alpn));
             tls.insert("ech".into(), json!(ch.ech));
+            if ch.ech {
+                // With ECH the SNI in clear is the outer (public) name, not the real one.
+                tls.insert("sni_is_outer".into(), json!(true));
+            }
             if ch.sslv2 {
                 // The session's version is what the server answers.
                 tls.insert("sslv2_client_hello".into(), json!(true));

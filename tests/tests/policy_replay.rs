@@ -84,6 +84,14 @@ fn special_handshakes_in_the_shared_captures() {
     let (evs, _, _) = replay(&zeek.join("tls13-ech.pcap"), MONITOR_ONLY);
     let ech = evs.iter().find(|e| e["tls"]["ech"] == true).expect("an ECH session");
     assert_eq!(ech["tls"]["sni"], "cloudflare-ech.com");
+    assert_eq!(ech["tls"]["sni_is_outer"], true, "{ech}");
+    // An ech condition matches it.
+    let (evs, _, _) = replay(
+        &zeek.join("tls13-ech.pcap"),
+        "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"no-ech\"\naction = \"block\"\nech = true\n",
+    );
+    let blocked = evs.iter().find(|e| e["tls"]["ech"] == true).expect("an ECH session");
+    assert_eq!(blocked["policy"]["rule"], "no-ech", "{blocked}");
     assert_eq!(ech["tls"]["version"], "TLS 1.3");
     // TLS 1.3 hides the certificate: a certificate condition cannot match, and the event says why.
     let policy = r#"

@@ -424,6 +424,7 @@ pub(super) struct RuleIndex {
     pub vlan: ExactIndex<u16>,
     pub ingress: ExactIndex<String>,
     pub transport: ExactIndex<String>,
+    pub ech: ExactIndex<bool>,
     pub sni: SniIndex,
     pub cipher_suites: ExactIndex<u16>,
     pub versions: ExactIndex<TlsVersion>,
@@ -451,6 +452,7 @@ impl RuleIndex {
             vlan: ExactIndex::new(n),
             ingress: ExactIndex::new(n),
             transport: ExactIndex::new(n),
+            ech: ExactIndex::new(n),
             sni: SniIndex { free: Free::new(n), names: NameIndex::new(words) },
             cipher_suites: ExactIndex::new(n),
             versions: ExactIndex::new(n),
@@ -490,6 +492,10 @@ impl RuleIndex {
         }
         if let Some(v) = &r.transport {
             self.transport.add(i, v.iter().cloned());
+        }
+        if let Some(v) = r.ech {
+            self.ech.add(i, [v]);
+            self.needs[SNI].set(i);
         }
         if let Some(v) = &r.sni {
             self.sni.free.constrain(i);
@@ -562,6 +568,9 @@ fn describe(r: &RuleSpec, certificates: &[CertificateObject]) -> String {
     }
     if let Some(v) = &r.transport {
         parts.push(format!("over {}", any(v, |s| s.to_uppercase())));
+    }
+    if let Some(v) = r.ech {
+        parts.push(if v { "offering ECH (or GREASE ECH)".into() } else { "not offering ECH".into() });
     }
     if let Some(v) = &r.sni {
         parts.push(format!("SNI {}", any(v, ToString::to_string)));

@@ -83,11 +83,14 @@ impl Policy {
 
         let mut unknown = [false; 4];
         match &facts.client_hello {
-            Some(ch) => cut(&mut live, &ix.sni.free, &|o| {
-                if let Some(sni) = &ch.sni {
-                    ix.sni.names.matches(&lower(sni), o);
-                }
-            }),
+            Some(ch) => {
+                cut(&mut live, &ix.sni.free, &|o| {
+                    if let Some(sni) = &ch.sni {
+                        ix.sni.names.matches(&lower(sni), o);
+                    }
+                });
+                cut(&mut live, &ix.ech.free, &|o| ix.ech.matches(&ch.ech, o));
+            }
             None => unknown[SNI] = true,
         }
         match &facts.server_hello {
@@ -295,6 +298,15 @@ mod tests {
         assert_eq!(one(&policy(&rule("vlan = [0]")), &g), Some(0));
         assert_eq!(one(&policy(&rule("source_networks = [\"2001:db8::/32\"]")), &g), Some(0));
         assert_eq!(one(&policy(&rule("source_networks = [\"10.0.0.0/8\"]")), &g), None);
+        // ech is a ClientHello fact: true, false, or unknown before it.
+        let mut h = flow();
+        let p = policy(&rule("ech = true"));
+        assert!(matches!(p.evaluate(&h, false), Evaluation::Pending { .. }));
+        h.client_hello = Some(ClientHelloFacts { ech: true, ..hello(Some("outer.example")) });
+        assert_eq!(one(&p, &h), Some(0));
+        h.client_hello = Some(hello(Some("outer.example")));
+        assert_eq!(one(&p, &h), None);
+        assert_eq!(one(&policy(&rule("ech = false")), &h), Some(0));
         // A QUIC session matches transport quic, not tcp.
         let mut q = flow();
         q.quic_version = Some(1);

@@ -175,6 +175,8 @@ pub(super) struct RuleSpec {
     pub ingress: Option<Vec<String>>,
     /// `tcp`, `quic`.
     pub transport: Option<Vec<String>>,
+    /// The ClientHello offers Encrypted Client Hello (or GREASE ECH: they look alike).
+    pub ech: Option<bool>,
     pub sni: Option<Vec<NamePattern>>,
     pub subject: Option<Vec<DnPattern>>,
     pub issuer: Option<Vec<DnPattern>>,
@@ -340,6 +342,7 @@ struct RuleEntry {
     vlan: List,
     ingress: List,
     transport: List,
+    ech: Option<Spanned<bool>>,
     sni: List,
     subject: List,
     issuer: List,
@@ -501,6 +504,7 @@ fn check_rule(
         }
         Ok(s.to_owned())
     })?;
+    spec.ech = r.ech.as_ref().map(|e| *e.get_ref());
     spec.transport = each(ctx, &at, &r.transport, "transport", |v| {
         let s = string(v)?.trim();
         match s {
