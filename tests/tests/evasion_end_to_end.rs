@@ -9,6 +9,12 @@
 //!   copy in the decoy's place is answered (the control);
 //! - a ClientHello in IP fragments, out of order: for an allowed name the
 //!   server reassembles it and answers; for a blocked name nothing reaches it.
+//!
+//! On net_af_packet the kernel's packet fanout reassembles IP fragments
+//! before the PMD reads them (DPDK asks for PACKET_FANOUT_FLAG_DEFRAG), so
+//! here tlsgate judges the datagram whole as the kernel hands it over; its
+//! own reassembly (of fragments as a NIC delivers them) is tested on the
+//! generator's evasions through net_pcap (`evasions.rs`).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -40,7 +46,7 @@ fn a_real_stack_drops_what_tlsgate_does_not_judge_and_takes_its_fragments() {
             "policy = \"{}\"\nevents = \"{}\"\n{}\n[flows.normalize]\nunjudged = \"forward\"\n",
             dir.path("policy.toml").display(),
             events.display(),
-            topo.settings(1)
+            topo.settings(2)
         ),
     )
     .unwrap();
@@ -56,7 +62,8 @@ fn a_real_stack_drops_what_tlsgate_does_not_judge_and_takes_its_fragments() {
         Duration::from_secs(5),
     );
     assert!(o.status.success(), "{}", text(&o));
-    let mut gate = start_tlsgate(&topo, &cfg, &[]);
+    let counters = dir.path("counters.json");
+    let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", counters.to_str().unwrap()]);
     let server = topo
         .exec(&topo.srv, "openssl")
         .args(["s_server", "-quiet", "-accept", "443", "-key"])
@@ -130,6 +137,14 @@ fn a_real_stack_drops_what_tlsgate_does_not_judge_and_takes_its_fragments() {
             .unwrap_or_else(|| panic!("no event for client port {port} in:\n{log}"));
         assert_eq!(e["tls"]["sni"], sni, "{e}");
         assert_eq!(e["policy"]["actual_action"], action, "{e}");
+    }
+    // Every decoy was counted as the kind the normaliser found it.
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&counters).unwrap()).unwrap();
+    let sum = |name: &str| {
+        c["workers"].as_array().unwrap().iter().map(|w| w["inspection"][name].as_u64().unwrap_or(0)).sum::<u64>()
+    };
+    for kind in ["bad_checksum", "no_ack", "ack_of_unsent", "tcp_md5", "paws_old", "out_of_window"] {
+        assert_eq!(sum(&format!("unjudged_{kind}")), 1, "{kind}: {c}");
     }
     let decoys = evs.iter().filter(|e| e.get("evasion").is_some()).count();
     assert!(decoys >= 6, "each decoy session lists what it met under evasion:\n{log}");
