@@ -823,12 +823,12 @@ impl Inspector {
                         return if sent_after_held { Verdict::Drop(DropReason::Held) } else { Verdict::Forward };
                     }
                 }
-                if let Some(s) = state.settle(action) {
+                if let Some(mut s) = state.settle(action) {
                     let decided_at = match &s.phase {
                         Phase::Observing { decided_ns, .. } => *decided_ns,
                         _ => now,
                     };
-                    let guard = (action == FinalAction::DoNotDecrypt).then(|| guard_of(&s)).flatten();
+                    let guard = (action == FinalAction::DoNotDecrypt).then(|| guard_of(&mut s)).flatten();
                     self.judge.emit(s, r, decided_at, now, out);
                     if let (Some(g), Some(state)) = (guard, self.table.get_mut(id)) {
                         *state = FlowState::Guarded(g);
@@ -1643,8 +1643,8 @@ impl Judge {
 /// `cause` (none: the rule matched, or the default action).
 /// What a flow decided do-not-decrypt keeps of the bytes it was judged on
 /// (none kept: nothing to guard).
-fn guard_of(s: &Session) -> Option<Box<session::Guard>> {
-    let judged = |dir| s.observer.judged(dir).map(|(start, b)| session::Judged { start, bytes: b.to_vec() });
+fn guard_of(s: &mut Session) -> Option<Box<session::Guard>> {
+    let mut judged = |dir| s.observer.take_judged(dir).map(|(start, bytes)| session::Judged { start, bytes });
     let sides = [judged(Direction::ToServer), judged(Direction::ToClient)];
     if sides.iter().all(Option::is_none) {
         return None;

@@ -295,6 +295,18 @@ impl HandshakeObserver {
         self.side(dir).reassembly.kept().filter(|(_, b)| !b.is_empty())
     }
 
+    /// Takes out the bytes of `dir` read so far and still kept (the observer
+    /// reads that side no further): for a flow that keeps what it was judged on.
+    pub fn take_judged(&mut self, dir: Direction) -> Option<(u32, Vec<u8>)> {
+        if !self.wants(dir) {
+            return None;
+        }
+        let side = self.side_mut(dir);
+        let taken = side.reassembly.take_kept().filter(|(_, b)| !b.is_empty());
+        side.stop(Phase::Done);
+        taken
+    }
+
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<ObserverEvent> {
         self.events.pop_front()

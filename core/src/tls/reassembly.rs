@@ -181,6 +181,15 @@ impl StreamReassembler {
         Some((base.wrapping_add(first as u32), &self.contiguous))
     }
 
+    /// Takes the in-order bytes kept (read or not) out, with the sequence
+    /// number of the first; the stream is left empty at its position.
+    pub fn take_kept(&mut self) -> Option<(u32, Vec<u8>)> {
+        let (start, _) = self.kept()?;
+        let bytes = std::mem::take(&mut self.contiguous);
+        self.release();
+        Some((start, bytes))
+    }
+
     /// Bytes held: contiguous unread plus out-of-order (read bytes kept
     /// for comparison not counted; they are at most `cap`).
     pub fn buffered(&self) -> usize {
