@@ -363,9 +363,24 @@ pub fn packet_times(path: &Path) -> Result<Vec<u64>, String> {
     let mut times = Vec::new();
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut rd = pcap_file::pcapng::PcapNgReader::new(BufReader::new(f)).map_err(|e| format!("bad pcapng: {e}"))?;
+        // Each interface's timestamp resolution (if_tsresol; microseconds when absent):
+        // pcap-file hands over the raw count as if it were nanoseconds.
+        let mut resolutions: Vec<u8> = Vec::new();
         while let Some(b) = rd.next_block() {
             match b.map_err(|e| format!("bad pcapng block: {e}"))? {
-                pcap_file::pcapng::Block::EnhancedPacket(p) => times.push(p.timestamp.as_nanos() as u64),
+                pcap_file::pcapng::Block::InterfaceDescription(idb) => {
+                    let r = idb.options.iter().find_map(|o| match o {
+                        pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption::IfTsResol(r) => {
+                            Some(*r)
+                        }
+                        _ => None,
+                    });
+                    resolutions.push(r.unwrap_or(6));
+                }
+                pcap_file::pcapng::Block::EnhancedPacket(p) => {
+                    let r = resolutions.get(p.interface_id as usize).copied().unwrap_or(6);
+                    times.push(units_to_ns(p.timestamp.as_nanos() as u64, r));
+                }
                 // A simple packet block has no time: keep the previous one.
                 pcap_file::pcapng::Block::SimplePacket(_) => times.push(times.last().copied().unwrap_or(0)),
                 _ => {}
@@ -380,6 +395,18 @@ pub fn packet_times(path: &Path) -> Result<Vec<u64>, String> {
         }
     }
     Ok(times)
+}
+
+/// A pcapng timestamp of `raw` units of `if_tsresol` = `r` (10^-r s, or
+/// 2^-(r & 0x7f) s when the top bit is set) in nanoseconds.
+fn units_to_ns(raw: u64, r: u8) -> u64 {
+    if r & 0x80 != 0 {
+        ((u128::from(raw) * 1_000_000_000) >> u32::from((r & 0x7f).min(63))) as u64
+    } else if r <= 9 {
+        raw.saturating_mul(10u64.pow(9 - u32::from(r)))
+    } else {
+        raw / 10u64.pow(u32::from(r.min(19)) - 9)
+    }
 }
 
 /// A pcap global header with no packets (Ethernet, snaplen 262144).
