@@ -185,6 +185,41 @@ impl InitialKeys {
     }
 }
 
+/// Whether the Retry packet `retry` (the whole datagram from its first byte)
+/// carries the integrity tag RFC 9001 §5.8 (RFC 9369 §3.3.3 for version 2)
+/// computes over it and the client's original Destination Connection ID
+/// `odcid`. Anyone on the path can compute it, so it proves only that the
+/// Retry answers this client's Initial: an off-path packet with a guessed
+/// header does not re-key the flow.
+pub fn retry_integrity_ok(version: u32, odcid: &[u8], retry: &[u8]) -> bool {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+    let (key, nonce): ([u8; 16], [u8; 12]) = match version {
+        VERSION_1 => (
+            [0xbe, 0x0c, 0x69, 0x0b, 0x9f, 0x66, 0x57, 0x5a, 0x1d, 0x76, 0x6b, 0x54, 0xe3, 0x68, 0xc8, 0x4e],
+            [0x46, 0x15, 0x99, 0xd3, 0x5d, 0x63, 0x2b, 0xf2, 0x23, 0x98, 0x25, 0xbb],
+        ),
+        VERSION_2 => (
+            [0x8f, 0xb4, 0xb0, 0x1b, 0x56, 0xac, 0x48, 0xe2, 0x60, 0xfb, 0xcb, 0xce, 0xad, 0x7c, 0xcc, 0x92],
+            [0xd8, 0x69, 0x69, 0xbc, 0x2d, 0x7c, 0x6d, 0x99, 0x90, 0xef, 0xb0, 0x4a],
+        ),
+        _ => return false,
+    };
+    let Some(split) = retry.len().checked_sub(16) else { return false };
+    let (packet, tag) = retry.split_at(split);
+    let Ok(odcid_len) = u8::try_from(odcid.len()) else { return false };
+    let mut pseudo = Vec::with_capacity(1 + odcid.len() + packet.len());
+    pseudo.push(odcid_len);
+    pseudo.extend_from_slice(odcid);
+    pseudo.extend_from_slice(packet);
+    let Ok(key) = UnboundKey::new(&AES_128_GCM, &key) else { return false };
+    let key = LessSafeKey::new(key);
+    let mut nothing = [];
+    match key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&pseudo), &mut nothing) {
+        Ok(expected) => aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), tag).is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// RFC 9000 Appendix A.3.
 fn decode_packet_number(largest: Option<u64>, truncated: u64, pn_len: usize) -> u64 {
     let expected = largest.map_or(0, |l| l + 1);
@@ -277,6 +312,9 @@ pub struct QuicObserver {
     limits: QuicLimits,
     version: Option<u32>,
     keys: Option<InitialKeys>,
+    /// The Destination Connection ID the keys come from (the client's
+    /// first, or the one a Retry gave it).
+    client_dcid: Vec<u8>,
     /// Packets read per direction (client, server), and the largest number.
     packets: [u32; 2],
     largest: [Option<u64>; 2],
@@ -308,6 +346,7 @@ impl QuicObserver {
             limits,
             version: None,
             keys: None,
+            client_dcid: Vec::new(),
             packets: [0; 2],
             largest: [None; 2],
             crypto: [crypto(), crypto()],
@@ -347,21 +386,32 @@ impl QuicObserver {
                 }
             };
             match h.kind {
-                PacketKind::Retry | PacketKind::VersionNegotiation if !from_client => {
+                PacketKind::VersionNegotiation if !from_client => {
                     seen.retry = true;
-                    if h.kind == PacketKind::Retry {
-                        // The client's next Initial goes to the Retry's SCID, with keys from it.
-                        self.keys = InitialKeys::new(h.version, h.scid).ok();
-                        self.retried = true;
-                        self.crypto[0] = fresh(self.limits.max_crypto);
-                        self.largest[0] = None;
+                    break;
+                }
+                PacketKind::Retry if !from_client => {
+                    // A client takes one Retry, and only with the tag that
+                    // binds it to its own Initial (RFC 9000 §17.2.5.2).
+                    let version = self.version.unwrap_or(h.version);
+                    if self.retried || self.keys.is_none() || !retry_integrity_ok(version, &self.client_dcid, rest) {
+                        seen.undecodable += 1;
+                        break;
                     }
+                    seen.retry = true;
+                    // The client's next Initial goes to the Retry's SCID, with keys from it.
+                    self.keys = InitialKeys::new(version, h.scid).ok();
+                    self.client_dcid = h.scid.to_vec();
+                    self.retried = true;
+                    self.crypto[0] = fresh(self.limits.max_crypto);
+                    self.largest[0] = None;
                     break;
                 }
                 PacketKind::Initial if self.packets[side] < self.limits.max_packets => {
                     if from_client && (self.keys.is_none() || self.version.is_some_and(|v| v != h.version)) {
                         self.version = Some(h.version);
                         self.keys = InitialKeys::new(h.version, h.dcid).ok();
+                        self.client_dcid = h.dcid.to_vec();
                     }
                     let opened = self.keys.as_ref().map(|k| k.open(rest, &h, from_client, self.largest[side]));
                     match opened {
