@@ -319,6 +319,9 @@ impl Outcome {
             ),
             Cause::Excluded(why) => {
                 let why = match why {
+                    crate::identity::ExclusionReason::Undecryptable(tlsgate_config::policy::Undecryptable::Ech) => {
+                        "an earlier client offering Encrypted Client Hello to it aborted with ech_required".into()
+                    }
                     crate::identity::ExclusionReason::Undecryptable(u) => {
                         format!("an earlier session to it was undecryptable: {}", u.name())
                     }
@@ -410,6 +413,11 @@ impl Outcome {
                     FailReason::ClientRejectedCertificate => format!(
                         "the client rejected the re-signed certificate (certificate pinning): later sessions to it get \
                          {done} at their ClientHello (slowpath.pinned_action)"
+                    ),
+                    FailReason::EchRejected => format!(
+                        "the client offered Encrypted Client Hello and aborted with alert ech_required (the re-signed \
+                         session could not accept it): later ECH sessions to the server get {done} at their \
+                         ClientHello (undecryptable.ech; exclusion cache); sessions without ECH are still decrypted"
                     ),
                     other if f.by_client => format!(
                         "the client's doing (undecryptable.{} = {done}), so the server stays decryptable",

@@ -238,6 +238,9 @@ pub enum FailReason {
     DecryptionError,
     /// A peer broke the protocol (garbage, unexpected message).
     ProtocolError,
+    /// The client offered Encrypted Client Hello and sent alert
+    /// `ech_required`: the re-signed session could not accept its ECH.
+    EchRejected,
 }
 
 impl FailReason {
@@ -246,6 +249,7 @@ impl FailReason {
         match self {
             FailReason::ClientAuth => Undecryptable::ClientAuth,
             FailReason::DecryptionError => Undecryptable::DecryptionError,
+            FailReason::EchRejected => Undecryptable::Ech,
             _ => Undecryptable::HandshakeError,
         }
     }
@@ -335,6 +339,7 @@ impl Cause {
             Cause::RuleMatched => "rule_matched",
             Cause::DefaultAction => "default_action",
             Cause::Undecryptable(u) => u.code(),
+            Cause::Excluded(ExclusionReason::Undecryptable(Undecryptable::Ech)) => "excluded_ech",
             Cause::Excluded(ExclusionReason::Undecryptable(_)) => "excluded_undecryptable",
             Cause::Excluded(ExclusionReason::ClientRejectedCertificate) => "excluded_pinned",
             Cause::Excluded(ExclusionReason::CertificateChanged) => "excluded_certificate_changed",
@@ -379,6 +384,8 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("undecryptable_decryption_error", "taken over, but a record failed to decrypt"),
     ("undecryptable_client_auth", "a decrypt rule matched, but the server asked for a client certificate"),
     ("undecryptable_quic", "a decrypt rule matched a QUIC session, which the decrypting path does not take over: `undecryptable.quic` (default block; the client falls back to TCP)"),
+    ("undecryptable_ech", "taken over; the client offered Encrypted Client Hello and aborted with alert ech_required, as the re-signed session could not accept it: later ECH sessions to the server are excluded (`undecryptable.ech`)"),
+    ("excluded_ech", "a decrypt rule matched an Encrypted Client Hello; an earlier ECH session to the server ended in ech_required (exclusion cache; `undecryptable.ech`)"),
     ("excluded_undecryptable", "a decrypt rule matched; an earlier session to the server was undecryptable (exclusion cache)"),
     ("excluded_pinned", "a decrypt rule matched; a client rejected the re-signed certificate for this SNI (pinning; `slowpath.pinned_action`)"),
     ("excluded_certificate_changed", "a decrypt rule matched; the server no longer presents its known key's certificate"),
@@ -426,6 +433,7 @@ mod tests {
             Cause::RuleMatched,
             Cause::DefaultAction,
             Cause::Excluded(ExclusionReason::Undecryptable(Undecryptable::ClientAuth)),
+            Cause::Excluded(ExclusionReason::Undecryptable(Undecryptable::Ech)),
             Cause::Excluded(ExclusionReason::ClientRejectedCertificate),
             Cause::Excluded(ExclusionReason::CertificateChanged),
             Cause::SlowPathFull(SlowPathFull::RingFull),
@@ -448,7 +456,7 @@ mod tests {
             Cause::HandshakesIncomplete { end: end.clone() },
         ];
         causes.extend(Undecryptable::ALL.map(Cause::Undecryptable));
-        for r in [FailReason::ClientRejectedCertificate, FailReason::CertificateChanged] {
+        for r in [FailReason::ClientRejectedCertificate, FailReason::CertificateChanged, FailReason::EchRejected] {
             let f = TakeoverFailure { reason: r, detail: String::new(), by_client: false, end: end.clone() };
             causes.push(Cause::TakeoverFailed(Box::new(f)));
         }

@@ -573,6 +573,12 @@ impl SlowLcore {
                 let action = policy.undecryptable(Undecryptable::HandshakeError);
                 (None, action, ExclusionReason::CertificateChanged)
             }
+            // The server has an ECH key the client sealed its real ClientHello
+            // to: the client's next ECH sessions to it cannot be decrypted.
+            FailReason::EchRejected => {
+                let u = Undecryptable::Ech;
+                (Some(server), policy.undecryptable(u), ExclusionReason::Undecryptable(u))
+            }
             // The client's garbage or its own incompatibility says nothing about the server.
             other if flow.icpt.outcome.failed_by_client => {
                 let u = other.undecryptable();

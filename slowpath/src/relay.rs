@@ -667,6 +667,7 @@ impl Relay {
             rustls::Error::AlertReceived(
                 AlertDescription::BadCertificate | AlertDescription::UnknownCA | AlertDescription::CertificateUnknown,
             ) => FailReason::ClientRejectedCertificate,
+            rustls::Error::AlertReceived(AlertDescription::EncryptedClientHelloRequired) => FailReason::EchRejected,
             _ => classify(&e),
         };
         if self.established_reported {

@@ -293,3 +293,30 @@ pub fn foxio_streams(transport: &str) -> Vec<FoxioStream> {
 pub mod capture;
 pub mod evasion;
 pub mod netns;
+
+/// An ECHConfigList (draft-ietf-tls-esni-18 §4, version 0xfe0d) with one
+/// configuration for `public_name`: X25519 (its public key the curve's base
+/// point), HKDF-SHA256, AES-128-GCM. Its private key is known to no server,
+/// which is the point: the tests need clients that offer ECH and servers
+/// that cannot accept it, and DNS answers that carry it.
+pub fn ech_config_list(public_name: &str) -> Vec<u8> {
+    let mut contents = vec![7]; // config_id
+    contents.extend_from_slice(&0x0020u16.to_be_bytes()); // KEM: DHKEM(X25519, HKDF-SHA256)
+    let mut key = [0u8; 32];
+    key[0] = 9;
+    contents.extend_from_slice(&32u16.to_be_bytes());
+    contents.extend_from_slice(&key);
+    contents.extend_from_slice(&4u16.to_be_bytes()); // one cipher suite
+    contents.extend_from_slice(&0x0001u16.to_be_bytes()); // HKDF-SHA256
+    contents.extend_from_slice(&0x0001u16.to_be_bytes()); // AES-128-GCM
+    contents.push(0); // maximum_name_length
+    contents.push(public_name.len() as u8);
+    contents.extend_from_slice(public_name.as_bytes());
+    contents.extend_from_slice(&0u16.to_be_bytes()); // no extensions
+    let mut config = 0xfe0du16.to_be_bytes().to_vec();
+    config.extend_from_slice(&(contents.len() as u16).to_be_bytes());
+    config.extend_from_slice(&contents);
+    let mut list = (config.len() as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&config);
+    list
+}

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_tests::netns::{payload, sha256_hex, start_tlsgate, Reaper, Topology};
-use tlsgate_tests::{dpdk_lock, pcap_frames, repo, run_with_limit, signal, text, wait_with_limit, Scratch};
+use tlsgate_tests::{bin, dpdk_lock, pcap_frames, repo, run_with_limit, signal, text, wait_with_limit, Scratch};
 
 /// Runs `openssl ARGS` in `dir`, failing the test if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -110,7 +110,7 @@ fn make_pki(dir: &Path) {
         dir,
         "shop",
         "webca",
-        &["www.shop.test", "h2.shop.test", "pinned.shop.test", "probe.shop.test", "rude.shop.test"],
+        &["www.shop.test", "h2.shop.test", "pinned.shop.test", "probe.shop.test", "rude.shop.test", "ech.shop.test"],
     );
     leaf_request(dir, "mtls", "/CN=mtls.test");
     sign(dir, "mtls", "webca", &["mtls.test"]);
@@ -478,6 +478,25 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     let o = client.curl("pinned.shop.test", 8443, "/index.html", "webca", &[]);
     assert!(o.status.success(), "the next session is bypassed: {}", text(&o));
 
+    // A client offering Encrypted Client Hello (rustls's; public name
+    // ech.shop.test, its real name sealed): the re-signed session cannot
+    // accept ECH, so the client verifies tlsgate's copy for the public name
+    // and aborts with alert ech_required (exit 3). Its next ECH session to the
+    // server passes undecrypted: trusting only the public root, it verifies
+    // the server's own certificate (and aborts again, this server having no
+    // ECH key either). Sessions without ECH to that server are still decrypted.
+    let ech = |ca: &str| {
+        let mut c = topo.exec(&topo.cli, bin("ech-client").to_str().unwrap());
+        c.arg(format!("{}:8443", topo.srv_ip)).args(["secret.shop.test", "ech.shop.test"]);
+        run_with_limit(c.arg(dir.join(format!("{ca}.pem"))), Duration::from_secs(30))
+    };
+    let o = ech("corpca");
+    assert_eq!(o.status.code(), Some(3), "ECH rejected after tlsgate's copy verified: {}", text(&o));
+    let o = ech("webca");
+    assert_eq!(o.status.code(), Some(3), "the server's own certificate verified: {}", text(&o));
+    let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &[]);
+    assert!(o.status.success(), "a session without ECH is decrypted: {}", text(&o));
+
     let child = gate.0.take().unwrap();
     signal(&child, "TERM");
     let o = wait_with_limit(child, Duration::from_secs(30));
@@ -536,6 +555,13 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     assert_eq!(probed[0]["policy"]["actual_action"], "do-not-decrypt");
     assert_eq!(probed.last().unwrap()["policy"]["actual_action"], "decrypt-resign", "{log}");
     assert!(probes_learned(&json) >= 1);
+    let ech = of("ech.shop.test", 8443);
+    assert_eq!(ech.len(), 2, "{log}");
+    assert_eq!(ech[0]["tls"]["ech"], true, "{}", ech[0]);
+    assert_eq!(ech[0]["tls"]["sni_is_outer"], true, "{}", ech[0]);
+    assert_eq!(ech[0]["policy"]["reason_code"], "undecryptable_ech", "{}", ech[0]);
+    assert_eq!(ech[1]["policy"]["reason_code"], "excluded_ech", "{}", ech[1]);
+    assert_eq!(ech[1]["policy"]["actual_action"], "do-not-decrypt", "{}", ech[1]);
     let pinned = of("pinned.shop.test", 8443);
     assert_eq!(pinned[0]["policy"]["reason_code"], "client_rejected_certificate", "{}", pinned[0]);
     assert_eq!(pinned[1]["policy"]["reason_code"], "excluded_pinned", "{}", pinned[1]);

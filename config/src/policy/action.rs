@@ -112,11 +112,15 @@ pub enum Undecryptable {
     /// The session runs over QUIC, which the decrypting path does not take
     /// over (default `block`: the client falls back to TCP, where it can be).
     Quic,
+    /// The client offered Encrypted Client Hello and aborted (alert
+    /// `ech_required`) when the re-signed session did not accept it: its
+    /// real server name is sealed to the server's ECH key.
+    Ech,
 }
 
 impl Undecryptable {
     /// Every reason, in the policy file's order.
-    pub const ALL: [Undecryptable; 9] = [
+    pub const ALL: [Undecryptable; 10] = [
         Undecryptable::Sslv2,
         Undecryptable::Compressed,
         Undecryptable::UnknownCipher,
@@ -126,6 +130,7 @@ impl Undecryptable {
         Undecryptable::DecryptionError,
         Undecryptable::ClientAuth,
         Undecryptable::Quic,
+        Undecryptable::Ech,
     ];
 
     /// The key in `[policy.undecryptable]` and the reason in events.
@@ -140,6 +145,7 @@ impl Undecryptable {
             Undecryptable::DecryptionError => "decryption_error",
             Undecryptable::ClientAuth => "client_auth",
             Undecryptable::Quic => "quic",
+            Undecryptable::Ech => "ech",
         }
     }
 
@@ -161,6 +167,7 @@ impl Undecryptable {
             Undecryptable::DecryptionError => "undecryptable_decryption_error",
             Undecryptable::ClientAuth => "undecryptable_client_auth",
             Undecryptable::Quic => "undecryptable_quic",
+            Undecryptable::Ech => "undecryptable_ech",
         }
     }
 

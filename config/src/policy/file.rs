@@ -31,7 +31,7 @@ use crate::ConfigError;
 pub(super) struct Source {
     pub default_action: FinalAction,
     /// Per [`Undecryptable::index`]; `None` = inherit.
-    pub undecryptable: [Option<FinalAction>; 9],
+    pub undecryptable: [Option<FinalAction>; 10],
     pub trust: Trust,
     pub cas: Vec<CaObject>,
     pub known_keys: Vec<KnownKey>,
@@ -56,8 +56,8 @@ pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigErr
     })?;
 
     let u = p.undecryptable.as_ref();
-    let given: [Option<&Spanned<String>>; 9] = match u {
-        None => [None; 9],
+    let given: [Option<&Spanned<String>>; 10] = match u {
+        None => [None; 10],
         Some(u) => [
             u.sslv2.as_ref(),
             u.compressed.as_ref(),
@@ -68,9 +68,10 @@ pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigErr
             u.decryption_error.as_ref(),
             u.client_auth.as_ref(),
             u.quic.as_ref(),
+            u.ech.as_ref(),
         ],
     };
-    let mut undecryptable = [None; 9];
+    let mut undecryptable = [None; 10];
     for (reason, value) in Undecryptable::ALL.into_iter().zip(given) {
         let Some(value) = value else { continue };
         let v = value.get_ref().as_str();
@@ -298,6 +299,7 @@ struct UndecryptableSection {
     decryption_error: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
     quic: Option<Spanned<String>>,
+    ech: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

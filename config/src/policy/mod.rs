@@ -36,7 +36,7 @@ pub struct Policy {
     source: Option<PathBuf>,
     default_action: FinalAction,
     /// Per [`Undecryptable::index`]: (action, given in the file rather than inherited).
-    undecryptable: [(FinalAction, bool); 9],
+    undecryptable: [(FinalAction, bool); 10],
     trust: Trust,
     cas: Vec<CaObject>,
     known_keys: Vec<KnownKey>,

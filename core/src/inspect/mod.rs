@@ -31,7 +31,7 @@ use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen
 use crate::event::SessionEvent;
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::fragment::{Defrag, Defragmenter, FragmentLimits, Refusal};
-use crate::identity::{ExclusionCache, ServerIdentity, ServerIdentityCache, ServerKey};
+use crate::identity::{ExclusionCache, ExclusionReason, ServerIdentity, ServerIdentityCache, ServerKey};
 use crate::outcome::{
     Cause, FlowEnd, HandshakeFailure, NotTakenOver, NotTls, Outcome, ServerIdentitySource, Side, SlowPathFull,
 };
@@ -1387,8 +1387,14 @@ impl Judge {
     fn take_over(&mut self, s: &mut Session, seg: &Segment, now: u64) -> TakeOver {
         let Some(slow) = &mut self.slow else { return TakeOver::Refused(NotTakenOver::NoSlowPath) };
         let sni = s.facts.client_hello.as_ref().and_then(|c| c.sni.as_deref());
+        let ech = s.facts.client_hello.as_ref().is_some_and(|c| c.ech);
         let flow = &s.facts.flow;
-        if let Some(ex) = slow.exclusions.lookup(flow.dest_ip, flow.dest_port, sni, now) {
+        let excluded = slow.exclusions.lookup(flow.dest_ip, flow.dest_port, sni, now).filter(|ex| {
+            // A server's ECH exclusion is for clients that offer ECH to it:
+            // one that retries without ECH shows its real name and is decrypted.
+            ech || ex.reason != ExclusionReason::Undecryptable(Undecryptable::Ech)
+        });
+        if let Some(ex) = excluded {
             let (action, reason) = (ex.action, ex.reason);
             self.counters.excluded += 1;
             let Phase::DecryptPending { decision: d, .. } = std::mem::replace(&mut s.phase, Phase::Undecided) else {
