@@ -11,7 +11,7 @@ port, the payloads as segments), and each certificate chain a server sent
 becomes a `chain_status` input (and its certificates `forge` and
 `handshake_messages` inputs, with each ClientHello body); each flow's
 segments an `observer` input; the policies under examples/ and demo/
-`policy` inputs; the QUIC datagrams of the pcapng captures `quic` inputs. An empty corpus barely gets past the
+`policy` inputs; the QUIC datagrams of the pcapng captures `quic` inputs; DNS answers in the captures (and HTTPS/SVCB answers with ECH) `dns` inputs. An empty corpus barely gets past the
 Ethernet header; real handshakes take the fuzzer straight into the TLS
 observer, the preludes, the policy, certificate paths and the slow path's
 hand-over.
@@ -184,6 +184,51 @@ def quic_datagrams(fs):
     return bytes(out)
 
 
+def dns_answers(fs):
+    """UDP payloads from port 53 in Ethernet frames (IPv4 or IPv6): DNS answers, one input each."""
+    out = []
+    for f in fs:
+        ip = f[14:]
+        if f[12:14] == b"\x08\x00" and len(ip) >= 28 and ip[9] == 17:
+            udp = ip[(ip[0] & 15) * 4:]
+        elif f[12:14] == b"\x86\xdd" and len(ip) >= 48 and ip[6] == 17:
+            udp = ip[40:]
+        else:
+            continue
+        if struct.unpack(">H", udp[:2])[0] == 53:
+            out.append(udp[8:])
+    return out
+
+
+def dns_name(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".") if l) + b"\0"
+
+
+def ech_answers():
+    """HTTPS and SVCB answers with ECH, as BIND 9 sends them: key 5 among the
+    others, a mandatory list naming it, a CNAME pointing back after it."""
+    ech = b"\x00\x05\x00\x10" + bytes(range(16))
+    alpn = b"\x00\x01\x00\x06\x02h2\x02h3"
+    hint = b"\x00\x04\x00\x04\x0a\x00\x00\x02"
+    mandatory = b"\x00\x00\x00\x04\x00\x01\x00\x05"
+
+    def rr(owner, rtype, rdata):
+        return owner + struct.pack(">HHIH", rtype, 1, 300, len(rdata)) + rdata
+
+    def answer(qname, qtype, rrs):
+        head = struct.pack(">HHHHHH", 0x4242, 0x8580, 1, len(rrs), 0, 0)
+        return head + dns_name(qname) + struct.pack(">HH", qtype, 1) + b"".join(rrs)
+
+    ptr = b"\xc0\x0c"
+    https = b"\x00\x01\x00" + alpn + hint + ech
+    svcb = b"\x00\x01" + dns_name("www.shop.test") + mandatory + alpn + ech
+    return [
+        answer("www.shop.test", 65, [rr(ptr, 65, https)]),
+        answer("svc.shop.test", 64, [rr(ptr, 64, svcb), rr(ptr, 5, b"\x03www\xc0\x0c"), rr(ptr, 1, b"\x0a\0\0\x02")]),
+        answer("www.shop.test", 65, [rr(ptr, 65, https), rr(ptr, 65, b"\x00\x02\x00" + ech)]),
+    ]
+
+
 def ip_checksum(header):
     if len(header) % 2:
         header += b"\0"
@@ -284,7 +329,11 @@ def main():
                 if first[:1] == b"\x80" or (first[:1] < b"\x14" and len(first) > 2 and first[2:3] == b"\x01"):
                     write("handshake_messages", f"sslv2-{pcap.stem}-{n}", first[2:])
 
+            for m, msg in enumerate(dns_answers(fs)):
+                write("dns", f"{pcap.stem}-{m}", msg)
             written += 1
+    for m, msg in enumerate(ech_answers()):
+        write("dns", f"ech-{m}", msg)
     for root in roots:
         for pcap in sorted(root.rglob("*.pcapng")):
             blob = quic_datagrams(pcapng_frames(pcap))

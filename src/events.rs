@@ -26,6 +26,8 @@ pub struct Summary {
     by_sni: HashMap<String, u64>,
     not_as_asked: u64,
     first: Vec<String>,
+    /// `dns` events: answers rewritten without their ECH configurations.
+    dns_rewritten: u64,
 }
 
 /// Sessions listed one by one in the summary before it only counts.
@@ -48,6 +50,10 @@ impl EventLog {
             f.write_all(b"\n")?;
         }
         let s = &mut self.summary;
+        if ev.dns.is_some() {
+            s.dns_rewritten += 1;
+            return Ok(());
+        }
         s.sessions += 1;
         let o = &ev.outcome;
         let action = if o.asked == o.carried_out {
@@ -95,6 +101,9 @@ impl Summary {
         print_table("by reason code", &self.by_reason, usize::MAX);
         print_table("by rule", &self.by_rule, usize::MAX);
         print_table("top SNIs", &self.by_sni, 10);
+        if self.dns_rewritten > 0 {
+            println!("dns answers rewritten without ECH configurations: {}", self.dns_rewritten);
+        }
         if self.not_as_asked > 0 {
             println!("  ({} session(s) were not handled as the policy asked; the events say why)", self.not_as_asked);
         }

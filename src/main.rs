@@ -79,6 +79,10 @@ enum Command {
         /// host hold the partial sums its NIC completes) or `verify`.
         #[arg(long, value_name = "MODE", default_value = "ignore", value_parser = ["ignore", "verify"])]
         checksums: String,
+        /// Remove ECH configurations from DNS answers, as `[dns] strip_ech`
+        /// (the output capture has the rewritten answers; needs --policy).
+        #[arg(long)]
+        strip_ech: bool,
     },
 }
 
@@ -113,11 +117,13 @@ fn main() -> ExitCode {
             handshake,
             handshake_buffer,
             checksums,
+            strip_ech,
         } => {
             let how = replay::How {
                 handshake: if handshake == "decision" { HandshakeEvents::Decision } else { HandshakeEvents::Full },
                 handshake_buffer,
                 verify_checksums: checksums == "verify",
+                strip_ech,
             };
             let output = Output { stats_interval, counters_json, events };
             replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)

@@ -28,6 +28,8 @@ pub struct How {
     pub handshake_buffer: Option<u32>,
     /// `[flows.normalize] checksums = "verify"` (else `ignore`).
     pub verify_checksums: bool,
+    /// `[dns] strip_ech`.
+    pub strip_ech: bool,
 }
 
 /// `tlsgate replay --pcap IN [--out OUT]`.
@@ -105,6 +107,12 @@ pub fn replay(
         settings.validate(None).map_err(Failure::Config)?;
     }
     let with_policy = policy.is_some();
+    if how.strip_ech && !with_policy {
+        let msg = "--strip-ech needs --policy: DNS answers are read by the inspector";
+        return Err(Failure::Config(ConfigError::at(None, None, None, Some("--strip-ech"), msg)));
+    }
+    // After validation: the replay's policy comes apart from its settings.
+    settings.dns.strip_ech = how.strip_ech;
 
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());

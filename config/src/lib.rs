@@ -18,7 +18,7 @@ pub use error::ConfigError;
 pub use hex::{colon_hex, hex};
 pub use policy::{check_crl, Policy};
 pub use settings::{
-    Checksums, Conflicts, EalSettings, EventSettings, FlowSettings, FragmentSettings, FragmentsWhenFull,
+    Checksums, Conflicts, DnsSettings, EalSettings, EventSettings, FlowSettings, FragmentSettings, FragmentsWhenFull,
     HandshakeEvents, MempoolSettings, Midstream, NormalizeSettings, PinnedAction, PortPair, PreludeProtocol,
     PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull, Unjudged, WhenFull, WorkerSettings,
 };

@@ -43,6 +43,9 @@ pub struct Settings {
     /// The decrypting slow path.
     #[serde(default)]
     pub slowpath: SlowPathSettings,
+    /// Plain DNS answers crossing the wire.
+    #[serde(default)]
+    pub dns: DnsSettings,
     /// The decryption policy file (relative to this file's folder). Without
     /// one, tlsgate is a plain bridge.
     pub policy: Option<Spanned<PathBuf>>,
@@ -53,6 +56,17 @@ pub struct Settings {
     /// The file the settings came from (set by `load`).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[dns]`: plain DNS answers (UDP, source port 53) crossing the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// Remove the `ech` parameter from the HTTPS and SVCB records of every
+    /// answer (lengths and the UDP checksum fixed), so that clients never
+    /// start Encrypted Client Hello and their real server name stays in clear.
+    #[serde(default)]
+    pub strip_ech: bool,
 }
 
 /// The event log: where, and how much of each handshake its events carry.
@@ -756,6 +770,7 @@ impl Settings {
             queues: QueueSettings::default(),
             flows: FlowSettings::default(),
             slowpath: SlowPathSettings::default(),
+            dns: DnsSettings::default(),
             policy: None,
             events: EventSettings::default(),
             source: None,
@@ -847,6 +862,14 @@ impl Settings {
                 None,
                 "slowpath",
                 "sessions, forged_cache and exclusion_cache must be at least 1",
+            ));
+        }
+        if self.dns.strip_ech && self.policy.is_none() {
+            return Err(self.err(
+                text,
+                None,
+                "dns.strip_ech",
+                "needs a policy: DNS answers are read by the inspector, which runs with one",
             ));
         }
         if self.slowpath.exclusion_ttl == 0 {

@@ -64,6 +64,9 @@ pub struct SessionEvent {
     /// For a session the slow path decrypted (or tried to): what happened on
     /// its two TLS sessions.
     pub decrypt: Option<Box<DecryptFacts>>,
+    /// A DNS answer rewritten on the wire (the event is `event_type: "dns"`,
+    /// from the DNS server to the client).
+    pub dns: Option<Box<crate::dns::EchStrip>>,
 }
 
 /// What the slow path did with a session it took over.
@@ -112,7 +115,9 @@ fn eve_date(unix: i64) -> String {
 impl SessionEvent {
     /// `tls`, `quic`, or `flow` for a flow that is not TLS.
     pub fn event_type(&self) -> &'static str {
-        if self.quic_version.is_some() {
+        if self.dns.is_some() {
+            "dns"
+        } else if self.quic_version.is_some() {
             "quic"
         } else if self.tls {
             "tls"
@@ -211,30 +216,45 @@ impl SessionEvent {
         o.insert("src_port".into(), json!(self.flow.src_port));
         o.insert("dest_ip".into(), json!(self.flow.dest_ip.to_string()));
         o.insert("dest_port".into(), json!(self.flow.dest_port));
-        o.insert("proto".into(), json!(if self.quic_version.is_some() { "UDP" } else { "TCP" }));
+        let udp = self.quic_version.is_some() || self.dns.is_some();
+        o.insert("proto".into(), json!(if udp { "UDP" } else { "TCP" }));
         if let Some(v) = self.flow.vlan {
             o.insert("vlan".into(), json!([v]));
         }
         o.insert("in_iface".into(), json!(self.flow.ingress));
-        match self.quic_version {
-            // A QUIC session's handshake facts, as Suricata's quic events name them.
-            Some(version) => {
-                let mut quic = Map::new();
-                let name = match version {
-                    crate::quic::VERSION_1 => "1".to_string(),
-                    crate::quic::VERSION_2 => "2".to_string(),
-                    v => format!("{v:#010x}"),
-                };
-                quic.insert("version".into(), json!(name));
-                for k in ["sni", "alpn", "ja4", "client_versions", "cipher_suite"] {
-                    if let Some(v) = tls.remove(k) {
-                        quic.insert(k.into(), v);
+        if let Some(d) = &self.dns {
+            // Suricata's dns answer fields, and what was removed.
+            let dns = json!({
+                "type": "answer",
+                "id": d.id,
+                "rrname": d.qname,
+                "rrtype": crate::dns::type_name(d.qtype),
+                "rcode": crate::dns::rcode_name(d.rcode),
+                "svcb_records": d.svcb_records,
+                "ech_removed": d.removed,
+            });
+            o.insert("dns".into(), dns);
+        } else {
+            match self.quic_version {
+                // A QUIC session's handshake facts, as Suricata's quic events name them.
+                Some(version) => {
+                    let mut quic = Map::new();
+                    let name = match version {
+                        crate::quic::VERSION_1 => "1".to_string(),
+                        crate::quic::VERSION_2 => "2".to_string(),
+                        v => format!("{v:#010x}"),
+                    };
+                    quic.insert("version".into(), json!(name));
+                    for k in ["sni", "alpn", "ja4", "client_versions", "cipher_suite"] {
+                        if let Some(v) = tls.remove(k) {
+                            quic.insert(k.into(), v);
+                        }
                     }
+                    o.insert("quic".into(), Value::Object(quic));
                 }
-                o.insert("quic".into(), Value::Object(quic));
-            }
-            None => {
-                o.insert("tls".into(), Value::Object(tls));
+                None => {
+                    o.insert("tls".into(), Value::Object(tls));
+                }
             }
         }
         let p = &self.outcome;
@@ -365,6 +385,10 @@ impl Outcome {
                  where a decryption has to begin (the server identity cache has learned it for later sessions where \
                  the certificate was visible)"
             ),
+            Cause::DnsEchStripped => "[dns] strip_ech: the answer's HTTPS/SVCB records carried ECH configurations, \
+                 removed on the wire (record lengths and the UDP checksum fixed), so that the client sends its real \
+                 server name in clear"
+                .into(),
             Cause::QuicUndecodable => {
                 judged("QUIC: no ClientHello could be read from the flow's Initial packets".into())
             }

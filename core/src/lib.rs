@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod counters;
+pub mod dns;
 pub mod escalate;
 pub mod event;
 pub mod flow;

@@ -99,6 +99,8 @@ pub enum Cause {
     ConflictingRetransmission,
     /// A QUIC flow whose Initial packets held no readable ClientHello.
     QuicUndecodable,
+    /// A DNS answer's ECH configurations were removed (`[dns] strip_ech`).
+    DnsEchStripped,
     /// The TLS handshake could not be followed to its end.
     HandshakeFailed(HandshakeFailure),
     /// The flow ended (or stopped being watched) before the handshake was
@@ -355,6 +357,7 @@ impl Cause {
             Cause::NotTls(_) => "not_tls",
             Cause::ConflictingRetransmission => "conflicting_retransmission",
             Cause::QuicUndecodable => "quic_undecodable",
+            Cause::DnsEchStripped => "dns_ech_stripped",
             Cause::HandshakeFailed(HandshakeFailure::Malformed(..)) => "handshake_malformed",
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(..)) => "handshake_too_large",
             Cause::FlowEnded(_) => "flow_ended_before_handshake",
@@ -400,6 +403,7 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("not_tls", "the flow is not TLS; judged on its flow conditions (`event_type` is `flow`)"),
     ("conflicting_retransmission", "a segment resent bytes already judged with other bytes, and `flows.normalize.conflicts = \"block\"`"),
     ("quic_undecodable", "a QUIC flow whose Initial packets held no readable ClientHello; judged on its flow conditions"),
+    ("dns_ech_stripped", "a DNS answer's HTTPS/SVCB records carried ECH configurations, removed on the wire (`[dns] strip_ech`; `event_type` is `dns`)"),
     ("prelude_without_tls", "a cleartext prelude (STARTTLS, HTTP CONNECT) did not lead to TLS: refused, abandoned, or past `flows.prelude`'s limits; judged on flow conditions (`event_type` is `flow`)"),
     ("handshake_malformed", "a side sent malformed TLS; judged on what was known"),
     ("handshake_too_large", "a handshake exceeds `flows.handshake_buffer`; judged on what was known"),
@@ -448,6 +452,7 @@ mod tests {
             Cause::NotTls(NotTls::OtherProtocol(Side::Client)),
             Cause::ConflictingRetransmission,
             Cause::QuicUndecodable,
+            Cause::DnsEchStripped,
             Cause::HandshakeFailed(HandshakeFailure::Malformed(Side::Server, String::new())),
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(Side::Client, 1)),
             Cause::FlowEnded(FlowEnd::Idle),

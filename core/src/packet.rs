@@ -424,6 +424,53 @@ impl<'a> UdpFrame<'a> {
     pub fn link_header(&self) -> &'a [u8] {
         self.bytes.get(..self.l3).unwrap_or_default()
     }
+
+    /// Whether the UDP checksum holds, as the receiver checks it (IPv4's
+    /// optional 0 holds; IPv6 has no optional checksum).
+    pub fn checksum_ok(&self) -> bool {
+        let Some(datagram) = self.bytes.get(self.l4..self.end) else { return false };
+        if !self.ipv6 && datagram[6..8] == [0, 0] {
+            return true;
+        }
+        fold(self.pseudo_sum(datagram.len()) + sum(0, datagram)) == 0xffff
+    }
+
+    fn pseudo_sum(&self, udp_len: usize) -> u64 {
+        let (src, dst) = if self.ipv6 { (&self.src[..], &self.dst[..]) } else { (&self.src[12..], &self.dst[12..]) };
+        sum(sum(0, src), dst) + u64::from(IPPROTO_UDP) + udp_len as u64
+    }
+
+    /// The same frame with `payload` as the UDP payload: the IP and UDP
+    /// lengths, the IPv4 header checksum and the UDP checksum made for it
+    /// (an IPv4 datagram sent without a checksum stays without). Link-layer
+    /// padding after the datagram is not kept.
+    pub fn with_payload(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let udp_len = u16::try_from(8 + payload.len()).ok()?;
+        let mut out = Vec::with_capacity(self.l4 + 8 + payload.len());
+        out.extend_from_slice(self.bytes.get(..self.l4 + 8)?);
+        out.extend_from_slice(payload);
+        let ip_len = self.l4 - self.l3 + usize::from(udp_len);
+        if self.ipv6 {
+            let plen = u16::try_from(ip_len - 40).ok()?;
+            out[self.l3 + 4..self.l3 + 6].copy_from_slice(&plen.to_be_bytes());
+        } else {
+            let total = u16::try_from(ip_len).ok()?;
+            out[self.l3 + 2..self.l3 + 4].copy_from_slice(&total.to_be_bytes());
+            out[self.l3 + 10..self.l3 + 12].copy_from_slice(&[0, 0]);
+            let c = !fold(sum(0, &out[self.l3..self.l4]));
+            out[self.l3 + 10..self.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        let had_checksum = self.ipv6 || self.bytes[self.l4 + 6..self.l4 + 8] != [0, 0];
+        out[self.l4 + 4..self.l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+        out[self.l4 + 6..self.l4 + 8].copy_from_slice(&[0, 0]);
+        if had_checksum {
+            let c = !fold(self.pseudo_sum(usize::from(udp_len)) + sum(0, &out[self.l4..]));
+            // A computed 0 is sent as all ones (RFC 768).
+            let c = if c == 0 { 0xffff } else { c };
+            out[self.l4 + 6..self.l4 + 8].copy_from_slice(&c.to_be_bytes());
+        }
+        Some(out)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -137,6 +137,8 @@ pub struct Worker {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Keep,
+    /// Freed: a frame the inspector made goes in its place.
+    Replaced,
     Dispatch(usize),
     Drop(DropReason),
     /// To this slow-path lcore.
@@ -335,6 +337,7 @@ impl Worker {
                                 counters.ports[p].dropped[r as usize] += 1;
                                 drop(m);
                             }
+                            Fate::Replaced => drop(m),
                             Fate::Dispatch(owner) => {
                                 m.set_port(p as u16);
                                 if let Some((ring, staged)) = dispatch.as_mut().and_then(|d| d.to[owner].as_mut()) {
@@ -476,6 +479,7 @@ impl Worker {
                         drop(m);
                         continue;
                     }
+                    Fate::Replaced => continue,
                     Fate::Escalate(lcore) => {
                         match stage_for_slow_path(&mut self.slow.packets, lcore, m) {
                             Ok(()) => self.counters.lcore.escalated_out += 1,
@@ -622,6 +626,7 @@ fn inspect(
     match verdict {
         Verdict::Forward => Fate::Keep,
         Verdict::Drop(reason) => Fate::Drop(reason),
+        Verdict::Replaced => Fate::Replaced,
         Verdict::Escalate(lcore) if (lcore as usize) < slow_flows.len() => Fate::Escalate(lcore),
         // The inspector escalates only to lcores it was told of.
         Verdict::Escalate(_) => Fate::Drop(DropReason::SlowPathFull),

@@ -874,6 +874,7 @@ fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> 
             server_identity: esc.server_identity,
         },
         decrypt: None,
+        dns: None,
     }
 }
 

@@ -12,6 +12,7 @@
 //! decided), and [`carry it out`](Inspector::carry_out). The flow's
 //! lifecycle is [`session::FlowState`]; outcomes are [`Cause`]s.
 
+mod dns;
 mod normalize;
 mod quic;
 mod session;
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use tlsgate_config::facts::{cipher_suite_name, FlowFacts, SessionFacts, TlsVersion};
 use tlsgate_config::policy::{Action, Decision, Evaluation, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{
-    Checksums, Conflicts, FlowSettings, FragmentsWhenFull, HandshakeEvents, Midstream, PinnedAction, SlowPathSettings,
-    SlowWhenFull, Unjudged, WhenFull,
+    Checksums, Conflicts, DnsSettings, FlowSettings, FragmentsWhenFull, HandshakeEvents, Midstream, PinnedAction,
+    SlowPathSettings, SlowWhenFull, Unjudged, WhenFull,
 };
 
 use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
@@ -52,6 +53,9 @@ pub enum Verdict {
     Drop(DropReason),
     /// Hand it to slow-path lcore n: the flow is being decrypted there.
     Escalate(u8),
+    /// Not sent: the frame in [`Output::released`] takes its place (a DNS
+    /// answer rewritten). Not a drop.
+    Replaced,
 }
 
 crate::labels! {
@@ -210,6 +214,18 @@ crate::counters! {
         quic_undecodable,
         /// UDP datagrams that are not QUIC (forwarded untouched).
         udp_not_quic,
+        /// DNS answers read (`[dns] strip_ech`).
+        dns_answers,
+        /// DNS answers rewritten without their ECH configurations.
+        dns_ech_stripped,
+        /// `ech` parameters removed from HTTPS and SVCB records.
+        dns_ech_removed,
+        /// DNS answers forwarded untouched: truncated (TC), the client asks again over TCP.
+        dns_untouched_truncated,
+        /// DNS answers forwarded untouched: not readable to their end, or a bad UDP checksum.
+        dns_untouched_malformed,
+        /// DNS answers with ECH forwarded untouched: they came in IP fragments.
+        dns_untouched_fragmented,
     }
 }
 
@@ -241,6 +257,8 @@ struct Judge {
     /// (`[events] handshake = "full"`).
     full_handshake: bool,
     port_names: Arc<[String]>,
+    /// `[dns]`.
+    dns: DnsSettings,
     worker: u64,
     next_flow: u64,
     slow: Option<SlowPlan>,
@@ -349,6 +367,7 @@ impl Inspector {
                 settings: settings.clone(),
                 full_handshake: true,
                 port_names,
+                dns: DnsSettings::default(),
                 worker: worker as u64,
                 next_flow: 0,
                 slow: None,
@@ -379,6 +398,14 @@ impl Inspector {
     }
 
     /// How much of each handshake the events carry (default: full).
+    /// Plain DNS answers crossing the wire: with `strip_ech`, their ECH
+    /// configurations are removed.
+    pub fn with_dns(mut self, dns: DnsSettings) -> Inspector {
+        self.judge.dns = dns;
+        self
+    }
+
+    /// How much of the handshake events wait for (default: all of it).
     pub fn with_handshake_events(mut self, mode: HandshakeEvents) -> Inspector {
         self.judge.full_handshake = mode == HandshakeEvents::Full;
         self
@@ -408,7 +435,7 @@ impl Inspector {
         match &classify(frame) {
             Layer::Tcp(t) => self.on_segment(t, None, ingress, now_ns, out),
             Layer::Fragment(f) => self.on_fragment(f, ingress, now_ns, out),
-            Layer::Udp(u) => self.on_udp(u, ingress, now_ns, out),
+            Layer::Udp(u) => self.on_udp(u, false, ingress, now_ns, out),
             Layer::Other => {
                 self.judge.counters.not_tcp += 1;
                 Verdict::Forward
@@ -442,7 +469,7 @@ impl Inspector {
         wire.push(f.frame().to_vec());
         let layer = classify(&whole.frame);
         if let Layer::Udp(u) = &layer {
-            return match self.on_udp(u, ingress, now, out) {
+            return match self.on_udp(u, true, ingress, now, out) {
                 Verdict::Forward => {
                     out.released.extend(wire.drain(..wire.len() - 1));
                     Verdict::Forward
@@ -472,7 +499,7 @@ impl Inspector {
                 out.to_slow_path.push((lcore, whole.frame.clone()));
                 Verdict::Drop(DropReason::FragmentHeld)
             }
-            drop @ Verdict::Drop(_) => drop,
+            other @ (Verdict::Drop(_) | Verdict::Replaced) => other,
         }
     }
 
@@ -1616,6 +1643,7 @@ impl Judge {
                 server_identity,
             },
             decrypt: None,
+            dns: None,
         });
     }
 

@@ -48,8 +48,18 @@ pub(super) struct QuicSession {
 const MAX_UNDECODABLE: u32 = 8;
 
 impl Inspector {
-    /// A whole UDP datagram (`wire`: the fragments it came in, if it did).
-    pub(super) fn on_udp(&mut self, u: &UdpFrame, ingress: usize, now: u64, out: &mut Output) -> Verdict {
+    /// A whole UDP datagram (`fragmented`: reassembled from IP fragments).
+    pub(super) fn on_udp(
+        &mut self,
+        u: &UdpFrame,
+        fragmented: bool,
+        ingress: usize,
+        now: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        if self.judge.dns.strip_ech && u.src_port == super::dns::DNS_PORT {
+            return self.on_dns_answer(u, fragmented, ingress, now, out);
+        }
         let quic_port = u.dst_port == QUIC_PORT || u.src_port == QUIC_PORT;
         if !quic_port {
             self.judge.counters.udp_not_quic += 1;
