@@ -11,4 +11,5 @@
 
 pub mod handshake;
 pub mod pcap_out;
+pub mod quic;
 pub mod traffic;

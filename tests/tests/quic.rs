@@ -190,3 +190,83 @@ fn a_flood_of_initials_cannot_switch_quic_inspection_off() {
     let e = out.events.iter().map(|e| e.to_json()).find(|e| e["quic"]["sni"] == "www.google.com").expect("its event");
     assert_eq!(e["policy"]["actual_action"], "block", "{e}");
 }
+
+/// A session between quinn's client and server (quinn-proto, joined in
+/// memory), as frames.
+fn quinn_session(sni: &str, alpn: &[&str], retry: bool) -> Vec<tlsgate_perf::pcap_out::Frame> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let pki = Pki::new("QUIC Test CA");
+    let leaf = pki.issue(&[sni], "Shop Inc", 1_700_000_000, 2_000_000_000);
+    let shape = tlsgate_perf::quic::SessionShape {
+        client: "198.51.100.7:50123".parse().unwrap(),
+        server: "203.0.113.80:443".parse().unwrap(),
+        sni: sni.into(),
+        alpn: alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        retry,
+        start_unix_ns: 1_767_225_600_000_000_000,
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+    let (frames, page) = tlsgate_perf::quic::session_frames(
+        &shape,
+        vec![CertificateDer::from(leaf.cert_der.clone())],
+        key,
+        vec![CertificateDer::from(pki.ca_cert_der())],
+    )
+    .unwrap();
+    assert_eq!(page, b"<html>over QUIC</html>\n", "the session itself worked");
+    frames
+}
+
+#[test]
+fn quinn_sessions_with_several_initials_and_a_retry_are_read_and_decided() {
+    use tlsgate_core::inspect::{Inspector, Output, Verdict};
+    let dir = Scratch::new("quic-quinn");
+    std::fs::write(
+        dir.path("p.toml"),
+        "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"no-casino\"\naction = \"block\"\n\
+         sni = [\"www.casino.test\"]\ntransport = [\"quic\"]\n",
+    )
+    .unwrap();
+    let policy = std::sync::Arc::new(tlsgate_config::policy::Policy::load(&dir.path("p.toml")).unwrap());
+    let ports: std::sync::Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
+    for (sni, retry, blocked) in
+        [("www.shop.test", false, false), ("www.shop.test", true, false), ("www.casino.test", true, true)]
+    {
+        let frames = quinn_session(sni, &["h3", "h3-29"], retry);
+        // quinn's ClientHello (with its post-quantum key share) spans two Initial packets.
+        let client_initials = frames
+            .iter()
+            .filter(|f| f.data.len() > 42 && f.data[36..38] == [1, 187] && f.data[42] & 0xf0 == 0xc0)
+            .count();
+        assert!(client_initials >= 2 + usize::from(retry), "{client_initials} client Initials ({sni}, retry {retry})");
+        let mut ins =
+            Inspector::new(0, policy.clone(), &tlsgate_config::FlowSettings::default(), ports.clone()).unwrap();
+        let mut out = Output::default();
+        let mut verdicts = Vec::new();
+        for f in &frames {
+            let to_server = f.data[36..38] == [1, 187];
+            verdicts.push(ins.on_packet(&f.data, usize::from(!to_server), f.unix_ns, &mut out));
+        }
+        let c = ins.counters();
+        assert_eq!(c.quic_flows, 1, "{:?}", c.named().collect::<Vec<_>>());
+        assert_eq!(c.quic_undecodable, 0);
+        let e = out.events.iter().map(|e| e.to_json()).find(|e| e["event_type"] == "quic").expect("a quic event");
+        assert_eq!(e["quic"]["sni"], sni, "{e}");
+        assert_eq!(e["quic"]["version"], "1");
+        assert_eq!(e["quic"]["alpn"], serde_json::json!(["h3", "h3-29"]));
+        assert!(e["quic"]["ja4"].as_str().unwrap().starts_with("q13d"), "{e}");
+        if blocked {
+            assert_eq!(e["policy"]["actual_action"], "block", "{e}");
+            assert_eq!(e["policy"]["rule"], "no-casino");
+            // After the ClientHello's first packet nothing goes through.
+            let first_drop = verdicts.iter().position(|v| matches!(v, Verdict::Drop(_))).expect("dropped");
+            assert!(verdicts[first_drop..].iter().all(|v| matches!(v, Verdict::Drop(_))), "{verdicts:?}");
+        } else {
+            assert_eq!(e["policy"]["actual_action"], "do-not-decrypt", "{e}");
+            assert!(verdicts.iter().all(|v| *v == Verdict::Forward), "{verdicts:?}");
+            // Read on to the server's Initial: its ServerHello's cipher suite
+            // (rustls's server prefers AES-256 where the client offers it first).
+            assert_eq!(e["quic"]["cipher_suite"], "TLS_AES_256_GCM_SHA384", "{e}");
+        }
+    }
+}
