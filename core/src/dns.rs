@@ -108,9 +108,11 @@ fn skip_name(m: &[u8], mut at: usize, plan: &mut Plan) -> Result<usize, DnsError
     }
 }
 
-/// The name at `at` as text (pointers followed, bounded), lower-cased.
+/// The name at `at` as text (pointers followed, bounded), lower-cased. A
+/// pointer names a prior occurrence: what it leads to ends before it.
 fn name_text(m: &[u8], mut at: usize) -> Result<String, DnsError> {
     let mut out = String::new();
+    let (mut limit, mut len) = (m.len(), 0usize);
     for _ in 0..128 {
         let b = *m.get(at).ok_or(DnsError::Malformed)?;
         match b & 0xc0 {
@@ -121,24 +123,29 @@ fn name_text(m: &[u8], mut at: usize) -> Result<String, DnsError> {
                 return Ok(out);
             }
             0x00 => {
-                let label = m.get(at + 1..at + 1 + usize::from(b)).ok_or(DnsError::Malformed)?;
+                let end = at + 1 + usize::from(b);
+                len += usize::from(b) + 1;
+                if end >= limit || len > 255 {
+                    return Err(DnsError::Malformed);
+                }
                 if !out.is_empty() {
                     out.push('.');
                 }
-                for &c in label {
+                for &c in &m[at + 1..end] {
                     if c.is_ascii_graphic() && c != b'.' && c != b'\\' {
                         out.push(char::from(c.to_ascii_lowercase()));
                     } else {
                         out.push_str(&format!("\\{c:03}"));
                     }
                 }
-                at += 1 + usize::from(b);
+                at = end;
             }
             0xc0 => {
                 let target = usize::from(u16_at(m, at)? & 0x3fff);
-                if target >= at {
+                if target >= at || at + 2 > limit {
                     return Err(DnsError::Malformed);
                 }
+                limit = at;
                 at = target;
             }
             _ => return Err(DnsError::Malformed),
@@ -161,11 +168,9 @@ fn compressed_names(rtype: u16) -> usize {
 /// `ech` parameter (and of `ech` from its `mandatory` list). Returns whether
 /// one was removed.
 fn plan_svcb(m: &[u8], start: usize, end: usize, rdlength_at: usize, plan: &mut Plan) -> Result<bool, DnsError> {
-    let mut at = start + 2; // SvcPriority
-    at = skip_name(m, at, plan)?; // TargetName (never compressed, but a pointer is moved if one is there)
-    if at > end {
-        return Err(DnsError::Malformed);
-    }
+    // SvcPriority, then TargetName (never compressed, but a pointer is moved
+    // if one is there), within the RDATA.
+    let mut at = skip_name(m.get(..end).ok_or(DnsError::Malformed)?, start + 2, plan)?;
     let mut cut = 0usize;
     let mut found = false;
     let mut mandatory: Option<(usize, usize)> = None;
@@ -249,12 +254,14 @@ pub fn strip_ech(m: &[u8]) -> Result<EchStrip, DnsError> {
         if end > m.len() {
             return Err(DnsError::Malformed);
         }
+        // The names an RDATA holds end within it.
+        let rdata_view = &m[..end];
         let mut name_at = start;
         for _ in 0..compressed_names(rtype) {
-            name_at = skip_name(m, name_at, &mut plan)?;
+            name_at = skip_name(rdata_view, name_at, &mut plan)?;
         }
         if rtype == 15 && rdlength >= 3 {
-            skip_name(m, start + 2, &mut plan)?; // MX: preference, exchange
+            skip_name(rdata_view, start + 2, &mut plan)?; // MX: preference, exchange
         }
         if rtype == TYPE_SVCB || rtype == TYPE_HTTPS {
             svcb_records = svcb_records.saturating_add(1);
@@ -479,6 +486,16 @@ mod tests {
         let bad = rr(&[0xc0, into as u8], 1, &[192, 0, 2, 1]);
         let m = answer("a.test", TYPE_HTTPS, &[rr(&POINTER_TO_QNAME, TYPE_HTTPS, &https), bad], &[]);
         assert_eq!(strip_ech(&m), Err(DnsError::Malformed));
+    }
+
+    #[test]
+    fn a_name_in_rdata_that_runs_past_it_is_malformed() {
+        // An MF record (RFC 3597 lets its name be compressed) whose RDATA is
+        // no name: read as one it would run into the next record, which the
+        // rewrite changes (found by the fuzzer).
+        let mf = rr(&POINTER_TO_QNAME, 4, &[2, 1, 0, 3, 4, 5, 6]);
+        let https = rr(&POINTER_TO_QNAME, TYPE_HTTPS, &https_rdata(2, &[0], &[param(KEY_ECH, &[0; 16])]));
+        assert_eq!(strip_ech(&answer("a.test", 1, &[mf, https], &[])), Err(DnsError::Malformed));
     }
 
     #[test]

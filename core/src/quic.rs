@@ -220,6 +220,21 @@ pub fn retry_integrity_ok(version: u32, odcid: &[u8], retry: &[u8]) -> bool {
     }
 }
 
+/// Whether `datagram` (from a client) begins a new connection: its first
+/// packet an Initial that opens with keys from its own Destination
+/// Connection ID and carries the start of a ClientHello (CRYPTO at offset 0).
+/// A connection's later Initials do not: their keys come from the DCID of
+/// its first one, and their DCID is the server's by then.
+pub fn starts_connection(datagram: &[u8]) -> bool {
+    let Ok(h) = parse_long_header(datagram) else { return false };
+    if h.kind != PacketKind::Initial {
+        return false;
+    }
+    let Ok(keys) = InitialKeys::new(h.version, h.dcid) else { return false };
+    let Ok((_, plain)) = keys.open(datagram, &h, true, None) else { return false };
+    crypto_frames(&plain).is_ok_and(|frames| frames.iter().any(|&(offset, _)| offset == 0))
+}
+
 /// RFC 9000 Appendix A.3.
 fn decode_packet_number(largest: Option<u64>, truncated: u64, pn_len: usize) -> u64 {
     let expected = largest.map_or(0, |l| l + 1);
@@ -364,6 +379,12 @@ impl QuicObserver {
     /// Whether a Retry came.
     pub fn retried(&self) -> bool {
         self.retried
+    }
+
+    /// The connection ID a Retry gave the client (its next Initial goes to
+    /// it, keyed from it: the same connection starting over).
+    pub fn retry_dcid(&self) -> Option<&[u8]> {
+        self.retried.then_some(&self.client_dcid[..])
     }
 
     /// Whether either side reached its packet limit.

@@ -243,10 +243,18 @@ fn quinn_sessions_with_several_initials_and_a_retry_are_read_and_decided() {
             Inspector::new(0, policy.clone(), &tlsgate_config::FlowSettings::default(), ports.clone()).unwrap();
         let mut out = Output::default();
         let mut verdicts = Vec::new();
+        let mut released = Vec::new();
         for f in &frames {
             let to_server = f.data[36..38] == [1, 187];
             verdicts.push(ins.on_packet(&f.data, usize::from(!to_server), f.unix_ns, &mut out));
+            released.extend(out.released.drain(..));
         }
+        let held: Vec<&[u8]> = frames
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v == Verdict::Drop(tlsgate_core::inspect::DropReason::QuicHeld))
+            .map(|(f, _)| &f.data[..])
+            .collect();
         let c = ins.counters();
         assert_eq!(c.quic_flows, 1, "{:?}", c.named().collect::<Vec<_>>());
         assert_eq!(c.quic_undecodable, 0);
@@ -258,15 +266,59 @@ fn quinn_sessions_with_several_initials_and_a_retry_are_read_and_decided() {
         if blocked {
             assert_eq!(e["policy"]["actual_action"], "block", "{e}");
             assert_eq!(e["policy"]["rule"], "no-casino");
-            // After the ClientHello's first packet nothing goes through.
-            let first_drop = verdicts.iter().position(|v| matches!(v, Verdict::Drop(_))).expect("dropped");
-            assert!(verdicts[first_drop..].iter().all(|v| matches!(v, Verdict::Drop(_))), "{verdicts:?}");
+            // Nothing goes through, the first part of the ClientHello (held) included.
+            assert!(verdicts.iter().all(|v| matches!(v, Verdict::Drop(_))), "{verdicts:?}");
+            assert!(!held.is_empty() && released.is_empty());
         } else {
             assert_eq!(e["policy"]["actual_action"], "do-not-decrypt", "{e}");
-            assert!(verdicts.iter().all(|v| *v == Verdict::Forward), "{verdicts:?}");
+            // The ClientHello's first Initial is held until the rest came and
+            // the flow passed, then sent on ahead of it; all else is forwarded.
+            assert!(!held.is_empty(), "{verdicts:?}");
+            assert_eq!(released, held, "what was held goes on, byte for byte");
+            assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Forward).count() + held.len(), frames.len());
             // Read on to the server's Initial: its ServerHello's cipher suite
             // (rustls's server prefers AES-256 where the client offers it first).
             assert_eq!(e["quic"]["cipher_suite"], "TLS_AES_256_GCM_SHA384", "{e}");
         }
     }
+}
+
+#[test]
+fn a_new_quic_connection_on_a_forwarded_flows_five_tuple_is_judged_anew() {
+    use tlsgate_core::inspect::{Inspector, Output, Verdict};
+    let dir = Scratch::new("quic-reuse");
+    std::fs::write(
+        dir.path("p.toml"),
+        "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[[rule]]\nname = \"no-casino\"\naction = \"block\"\n\
+         sni = [\"www.casino.test\"]\n",
+    )
+    .unwrap();
+    let policy = std::sync::Arc::new(tlsgate_config::policy::Policy::load(&dir.path("p.toml")).unwrap());
+    let ports: std::sync::Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
+    let mut ins = Inspector::new(0, policy, &tlsgate_config::FlowSettings::default(), ports).unwrap();
+    let mut out = Output::default();
+    // A benign connection, then, from the same client port, one to a blocked name.
+    let benign = quinn_session("www.shop.test", &["h3"], false);
+    let evil = quinn_session("www.casino.test", &["h3"], false);
+    let mut verdicts = Vec::new();
+    let mut t = 0;
+    let mut released = 0;
+    for (i, f) in benign.iter().chain(&evil).enumerate() {
+        let to_server = f.data[36..38] == [1, 187];
+        t = t.max(f.unix_ns) + 1000;
+        let v = ins.on_packet(&f.data, usize::from(!to_server), t, &mut out);
+        released += out.released.drain(..).count();
+        verdicts.push((i >= benign.len(), to_server, v));
+    }
+    let benign_verdicts: Vec<_> = verdicts.iter().filter(|(evil, ..)| !evil).map(|(_, _, v)| *v).collect();
+    let benign_held = benign_verdicts.iter().filter(|v| matches!(v, Verdict::Drop(_))).count();
+    assert_eq!(benign_held, released, "the benign connection passes whole: {benign_verdicts:?}");
+    // The evil connection's first Initial is judged: it and everything after are dropped.
+    assert!(verdicts.iter().filter(|(evil, ..)| *evil).all(|(_, _, v)| matches!(v, Verdict::Drop(_))), "{verdicts:?}");
+    assert_eq!((ins.counters().quic_flows, ins.counters().quic_reconnects), (2, 1));
+    let evs: Vec<_> = out.events.iter().map(|e| e.to_json()).collect();
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(evs[0]["quic"]["sni"], "www.shop.test");
+    assert_eq!(evs[1]["quic"]["sni"], "www.casino.test");
+    assert_eq!(evs[1]["policy"]["actual_action"], "block");
 }

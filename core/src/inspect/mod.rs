@@ -86,6 +86,9 @@ crate::labels! {
     /// An IP fragment held until its datagram is complete (a copy goes on
     /// once the datagram is judged, unless it is blocked).
     FragmentHeld => fragment_held,
+    /// A QUIC client datagram held until its flow's ClientHello is whole and
+    /// judged (a copy goes on if the flow is forwarded).
+    QuicHeld => quic_held,
     /// An IP fragment refused: overlapping, a duplicate, malformed, or its
     /// datagram cannot be held (`flows.fragments.when_full = "drop"`).
     Fragment => fragment,
@@ -210,6 +213,11 @@ crate::counters! {
         fragments_redirected,
         /// QUIC flows tracked from their first Initial.
         quic_flows,
+        /// QUIC client datagrams forwarded before their flow's decision because
+        /// the worker's budget for holding them was spent.
+        quic_hold_full,
+        /// New QUIC connections on the 5-tuple of a forwarded one (judged anew).
+        quic_reconnects,
         /// QUIC flows judged without a readable ClientHello (`quic_undecodable`).
         quic_undecodable,
         /// UDP datagrams that are not QUIC (forwarded untouched).
@@ -236,6 +244,8 @@ pub struct Inspector {
     table: FlowTable<FlowState>,
     /// QUIC flows (UDP; a TCP flow may share their 5-tuple).
     quic: FlowTable<quic::QuicState>,
+    /// Bytes of QUIC client datagrams held before their flows' decisions.
+    quic_held_bytes: usize,
     fragments: Defragmenter,
     /// With software dispatch, how many workers share the flows (a
     /// datagram's fragments hash by address only, its flow by ports too).
@@ -355,6 +365,7 @@ impl Inspector {
         Ok(Inspector {
             table: FlowTable::new(settings.capacity as usize),
             quic: FlowTable::new((settings.capacity as usize / 4).max(16)),
+            quic_held_bytes: 0,
             fragments: Defragmenter::new(limits),
             dispatch: None,
             judge: Judge {

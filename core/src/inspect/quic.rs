@@ -17,7 +17,7 @@ use super::{decided, DropReason, Inspector, Output, Reset, Resolution, Verdict, 
 use crate::flow::FlowKey;
 use crate::outcome::{Cause, FlowEnd};
 use crate::packet::{build_port_unreachable, to_ip, UdpFrame};
-use crate::quic::{QuicLimits, QuicObserver};
+use crate::quic::{parse_long_header, PacketKind, QuicLimits, QuicObserver};
 use crate::tls::{HandshakeObserver, ObserverEvent, ObserverLimits};
 
 /// The port QUIC is looked for on.
@@ -30,8 +30,9 @@ pub(super) enum QuicState {
     /// Decided do-not-decrypt and forwarded, read on to the server's Initial
     /// (its ServerHello) for the event, which goes out then.
     Observing(Box<QuicSession>, Box<Resolution>, u64),
-    /// Forwarded untouched.
-    Bypass,
+    /// Forwarded untouched; the connection ID a Retry gave the client, if
+    /// one came (its next Initial starts the same connection over).
+    Bypass(Option<Box<[u8]>>),
     /// Every packet dropped.
     Blocked,
 }
@@ -42,6 +43,40 @@ pub(super) struct QuicSession {
     session: Box<Session>,
     /// Datagrams that held nothing readable.
     undecodable: u32,
+    /// The client's datagrams before the decision, held (a ClientHello over
+    /// several Initials must not reach the server in part if it is blocked).
+    held: Vec<Vec<u8>>,
+}
+
+/// Client datagrams held per flow at most (the observer reads no more Initials).
+const MAX_HELD: usize = 16;
+
+/// Bytes of client datagrams a worker holds at most, all flows together;
+/// past it a datagram goes on before its flow's decision (`quic_hold_full`).
+const HELD_BYTES: usize = 4 << 20;
+
+/// What a session holds.
+fn held_bytes(state: &QuicState) -> usize {
+    match state {
+        QuicState::Inspecting(q) => q.held.iter().map(Vec::len).sum(),
+        _ => 0,
+    }
+}
+
+/// Whether the client's `payload` starts a new connection on a flow in
+/// `state` (forwarded): a fresh Initial, not the same connection starting
+/// over after a Retry.
+fn new_connection(state: &QuicState, payload: &[u8]) -> bool {
+    let retry_dcid = match state {
+        QuicState::Bypass(r) => r.as_deref(),
+        QuicState::Observing(q, ..) => q.observer.retry_dcid(),
+        _ => return false,
+    };
+    if !crate::quic::starts_connection(payload) {
+        return false;
+    }
+    let dcid = parse_long_header(payload).map(|h| h.dcid);
+    !matches!((retry_dcid, dcid), (Some(r), Ok(d)) if r == d)
 }
 
 /// Datagrams with nothing readable before the flow is judged as it is.
@@ -85,8 +120,9 @@ impl Inspector {
                 {
                     Ok((id, evicted)) => {
                         self.judge.counters.quic_flows += 1;
-                        if evicted.is_some() {
+                        if let Some((_, state)) = evicted {
                             self.judge.counters.evicted += 1;
+                            self.quic_held_bytes -= held_bytes(&state);
                         }
                         id
                     }
@@ -101,9 +137,33 @@ impl Inspector {
             }
         };
         let decided_ns = self.judge.settings.decided_timeout as u64 * NS;
+        // A forwarded flow whose client starts a new connection on the same
+        // 5-tuple (a fresh Initial with a new ClientHello) is a new session:
+        // judged like the first, or a benign connection would open the way
+        // for any later one.
+        let restart = u.dst_port == QUIC_PORT && self.quic.get_mut(id).is_some_and(|s| new_connection(s, u.payload()));
+        if restart {
+            let session = self.judge.quic_session(u, from_lo, key);
+            if let Some(state) = self.quic.get_mut(id) {
+                let old = std::mem::replace(state, QuicState::Inspecting(Box::new(session)));
+                if let QuicState::Observing(q, r, at) = old {
+                    self.judge.emit(q.session, *r, at, now, out);
+                }
+            }
+            self.judge.counters.quic_flows += 1;
+            self.judge.counters.quic_reconnects += 1;
+        }
         let Some(state) = self.quic.get_mut(id) else { return Verdict::Forward };
         match state {
-            QuicState::Bypass => {
+            QuicState::Bypass(retry_dcid) => {
+                // A Retry to the client: its next Initial is the same connection.
+                if u.src_port == QUIC_PORT && u.payload().first().is_some_and(|b| b & 0x80 != 0) {
+                    if let Ok(h) = parse_long_header(u.payload()) {
+                        if h.kind == PacketKind::Retry {
+                            *retry_dcid = Some(h.scid.into());
+                        }
+                    }
+                }
                 self.quic.touch(id, now, decided_ns);
                 Verdict::Forward
             }
@@ -118,8 +178,10 @@ impl Inspector {
                     }
                 }
                 let timeout = if done {
-                    if let QuicState::Observing(q, r, at) = std::mem::replace(state, QuicState::Bypass) {
+                    if let QuicState::Observing(q, r, at) = std::mem::replace(state, QuicState::Bypass(None)) {
+                        let retry_dcid = q.observer.retry_dcid().map(Box::from);
                         self.judge.emit(q.session, *r, at, now, out);
+                        *state = QuicState::Bypass(retry_dcid);
                     }
                     decided_ns
                 } else {
@@ -159,23 +221,43 @@ impl Inspector {
                 }
                 let Some(r) = resolution else {
                     let timeout = self.judge.settings.inspecting_timeout as u64 * NS;
+                    // Initials that carried something are held; garbage is not.
+                    let len = u.frame().len();
+                    let mut hold = from_client && seen.initials > 0 && q.held.len() < MAX_HELD;
+                    if hold && self.quic_held_bytes + len > HELD_BYTES {
+                        self.judge.counters.quic_hold_full += 1;
+                        hold = false;
+                    }
+                    if hold {
+                        q.held.push(u.frame().to_vec());
+                        self.quic_held_bytes += len;
+                    }
                     self.quic.touch(id, now, timeout);
-                    return Verdict::Forward;
+                    return if hold { Verdict::Drop(DropReason::QuicHeld) } else { Verdict::Forward };
                 };
                 let action = r.action;
+                // What was held goes on ahead of this datagram if the flow passes
+                // (toward the server: a decision comes on a client datagram).
+                let held = std::mem::take(&mut q.held);
+                self.quic_held_bytes -= held.iter().map(Vec::len).sum::<usize>();
+                if action == FinalAction::DoNotDecrypt && from_client {
+                    out.released.extend(held);
+                } else {
+                    self.judge.counters.blocked_packets += held.len() as u64;
+                }
                 if action == FinalAction::DoNotDecrypt
                     && self.judge.full_handshake
                     && q.session.facts.server_hello.is_none()
                 {
                     // Forwarded; the event waits for the server's Initial.
-                    if let QuicState::Inspecting(q) = std::mem::replace(state, QuicState::Bypass) {
+                    if let QuicState::Inspecting(q) = std::mem::replace(state, QuicState::Bypass(None)) {
                         *state = QuicState::Observing(q, Box::new(r), now);
                     }
                     self.quic.touch(id, now, self.judge.settings.inspecting_timeout as u64 * NS);
                     return Verdict::Forward;
                 }
                 let next = match action {
-                    FinalAction::DoNotDecrypt => QuicState::Bypass,
+                    FinalAction::DoNotDecrypt => QuicState::Bypass(None),
                     _ => QuicState::Blocked,
                 };
                 if let QuicState::Inspecting(q) = std::mem::replace(state, next) {
@@ -206,6 +288,7 @@ impl Inspector {
         let mut ended = Vec::new();
         self.quic.expire(now, budget, |_, state| ended.push(state));
         for state in ended {
+            self.quic_held_bytes -= held_bytes(&state);
             match state {
                 QuicState::Inspecting(mut q) => {
                     let r = self.judge.judge_quic_unread(&mut q.session, Cause::FlowEnded(FlowEnd::Idle));
@@ -222,6 +305,7 @@ impl Inspector {
         let mut all = Vec::new();
         self.quic.drain(|_, state| all.push(state));
         for state in all {
+            self.quic_held_bytes -= held_bytes(&state);
             match state {
                 QuicState::Inspecting(mut q) => {
                     let r = self.judge.judge_quic_unread(&mut q.session, Cause::FlowEnded(why));
@@ -254,7 +338,12 @@ impl super::Judge {
         facts.quic_version = u.payload().get(1..5).map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
         let mut session = Session::new(id, self.policy.clone(), carrier, facts, from_lo);
         session.saw_tls();
-        QuicSession { observer: QuicObserver::new(limits), session: Box::new(session), undecodable: 0 }
+        QuicSession {
+            observer: QuicObserver::new(limits),
+            session: Box::new(session),
+            undecodable: 0,
+            held: Vec::new(),
+        }
     }
 
     /// The decision at a QUIC ClientHello: nothing later is in clear, so
