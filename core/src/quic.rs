@@ -220,6 +220,16 @@ pub fn retry_integrity_ok(version: u32, odcid: &[u8], retry: &[u8]) -> bool {
     }
 }
 
+/// Connection IDs remembered per connection at most.
+pub const MAX_CIDS: usize = 8;
+
+/// Adds `cid` to `cids` unless it is there or the list is full.
+pub fn note_cid(cids: &mut Vec<Box<[u8]>>, cid: &[u8]) {
+    if cids.len() < MAX_CIDS && !cids.iter().any(|c| &c[..] == cid) {
+        cids.push(cid.into());
+    }
+}
+
 /// Whether `datagram` (from a client) begins a new connection: its first
 /// packet an Initial that opens with keys from its own Destination
 /// Connection ID and carries the start of a ClientHello (CRYPTO at offset 0).
@@ -330,6 +340,9 @@ pub struct QuicObserver {
     /// The Destination Connection ID the keys come from (the client's
     /// first, or the one a Retry gave it).
     client_dcid: Vec<u8>,
+    /// Every connection ID the connection's long headers go to: the client's
+    /// first DCID, a Retry's, the server's own (at most [`MAX_CIDS`]).
+    cids: Vec<Box<[u8]>>,
     /// Packets read per direction (client, server), and the largest number.
     packets: [u32; 2],
     largest: [Option<u64>; 2],
@@ -362,6 +375,7 @@ impl QuicObserver {
             version: None,
             keys: None,
             client_dcid: Vec::new(),
+            cids: Vec::new(),
             packets: [0; 2],
             largest: [None; 2],
             crypto: [crypto(), crypto()],
@@ -381,10 +395,15 @@ impl QuicObserver {
         self.retried
     }
 
-    /// The connection ID a Retry gave the client (its next Initial goes to
-    /// it, keyed from it: the same connection starting over).
-    pub fn retry_dcid(&self) -> Option<&[u8]> {
-        self.retried.then_some(&self.client_dcid[..])
+    /// The connection IDs this connection's long headers go to: the client's
+    /// first Destination Connection ID, the one a Retry gave it, the server's
+    /// own. A client Initial to another is another connection.
+    pub fn connection_ids(&self) -> &[Box<[u8]>] {
+        &self.cids
+    }
+
+    fn know(&mut self, cid: &[u8]) {
+        note_cid(&mut self.cids, cid);
     }
 
     /// Whether either side reached its packet limit.
@@ -423,6 +442,7 @@ impl QuicObserver {
                     // The client's next Initial goes to the Retry's SCID, with keys from it.
                     self.keys = InitialKeys::new(version, h.scid).ok();
                     self.client_dcid = h.scid.to_vec();
+                    self.know(h.scid);
                     self.retried = true;
                     self.crypto[0] = fresh(self.limits.max_crypto);
                     self.largest[0] = None;
@@ -433,10 +453,14 @@ impl QuicObserver {
                         self.version = Some(h.version);
                         self.keys = InitialKeys::new(h.version, h.dcid).ok();
                         self.client_dcid = h.dcid.to_vec();
+                        self.know(h.dcid);
                     }
                     let opened = self.keys.as_ref().map(|k| k.open(rest, &h, from_client, self.largest[side]));
                     match opened {
                         Some(Ok((pn, plain))) => {
+                            if !from_client {
+                                self.know(h.scid);
+                            }
                             seen.initials += 1;
                             self.packets[side] += 1;
                             self.largest[side] = Some(self.largest[side].map_or(pn, |l| l.max(pn)));

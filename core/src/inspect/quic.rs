@@ -30,9 +30,9 @@ pub(super) enum QuicState {
     /// Decided do-not-decrypt and forwarded, read on to the server's Initial
     /// (its ServerHello) for the event, which goes out then.
     Observing(Box<QuicSession>, Box<Resolution>, u64),
-    /// Forwarded untouched; the connection ID a Retry gave the client, if
-    /// one came (its next Initial starts the same connection over).
-    Bypass(Option<Box<[u8]>>),
+    /// Forwarded untouched; the connection IDs its long headers go to (a
+    /// client Initial to another starts a new connection).
+    Bypass(Vec<Box<[u8]>>),
     /// Every packet dropped.
     Blocked,
 }
@@ -64,19 +64,22 @@ fn held_bytes(state: &QuicState) -> usize {
 }
 
 /// Whether the client's `payload` starts a new connection on a flow in
-/// `state` (forwarded): a fresh Initial, not the same connection starting
-/// over after a Retry.
+/// `state` (forwarded): an Initial to a connection ID the flow's connection
+/// never used, which opens with keys of its own and carries the start of a
+/// ClientHello. (The known IDs spare the key derivation for the connection's
+/// own later Initials.)
 fn new_connection(state: &QuicState, payload: &[u8]) -> bool {
-    let retry_dcid = match state {
-        QuicState::Bypass(r) => r.as_deref(),
-        QuicState::Observing(q, ..) => q.observer.retry_dcid(),
+    let known = match state {
+        QuicState::Bypass(cids) => &cids[..],
+        QuicState::Observing(q, ..) => q.observer.connection_ids(),
         _ => return false,
     };
-    if !crate::quic::starts_connection(payload) {
-        return false;
+    match parse_long_header(payload) {
+        Ok(h) if h.kind == PacketKind::Initial => {
+            !known.iter().any(|c| &c[..] == h.dcid) && crate::quic::starts_connection(payload)
+        }
+        _ => false,
     }
-    let dcid = parse_long_header(payload).map(|h| h.dcid);
-    !matches!((retry_dcid, dcid), (Some(r), Ok(d)) if r == d)
 }
 
 /// Datagrams with nothing readable before the flow is judged as it is.
@@ -155,12 +158,13 @@ impl Inspector {
         }
         let Some(state) = self.quic.get_mut(id) else { return Verdict::Forward };
         match state {
-            QuicState::Bypass(retry_dcid) => {
-                // A Retry to the client: its next Initial is the same connection.
+            QuicState::Bypass(cids) => {
+                // The server's connection IDs (its Initial's, a Retry's): the
+                // client's Initials to them are the same connection.
                 if u.src_port == QUIC_PORT && u.payload().first().is_some_and(|b| b & 0x80 != 0) {
                     if let Ok(h) = parse_long_header(u.payload()) {
-                        if h.kind == PacketKind::Retry {
-                            *retry_dcid = Some(h.scid.into());
+                        if matches!(h.kind, PacketKind::Retry | PacketKind::Initial) {
+                            crate::quic::note_cid(cids, h.scid);
                         }
                     }
                 }
@@ -178,10 +182,10 @@ impl Inspector {
                     }
                 }
                 let timeout = if done {
-                    if let QuicState::Observing(q, r, at) = std::mem::replace(state, QuicState::Bypass(None)) {
-                        let retry_dcid = q.observer.retry_dcid().map(Box::from);
+                    if let QuicState::Observing(q, r, at) = std::mem::replace(state, QuicState::Bypass(Vec::new())) {
+                        let cids = q.observer.connection_ids().to_vec();
                         self.judge.emit(q.session, *r, at, now, out);
-                        *state = QuicState::Bypass(retry_dcid);
+                        *state = QuicState::Bypass(cids);
                     }
                     decided_ns
                 } else {
@@ -250,14 +254,15 @@ impl Inspector {
                     && q.session.facts.server_hello.is_none()
                 {
                     // Forwarded; the event waits for the server's Initial.
-                    if let QuicState::Inspecting(q) = std::mem::replace(state, QuicState::Bypass(None)) {
+                    if let QuicState::Inspecting(q) = std::mem::replace(state, QuicState::Bypass(Vec::new())) {
                         *state = QuicState::Observing(q, Box::new(r), now);
                     }
                     self.quic.touch(id, now, self.judge.settings.inspecting_timeout as u64 * NS);
                     return Verdict::Forward;
                 }
                 let next = match action {
-                    FinalAction::DoNotDecrypt => QuicState::Bypass(None),
+                    // Decided at once (events at the decision): the IDs so far.
+                    FinalAction::DoNotDecrypt => QuicState::Bypass(q.observer.connection_ids().to_vec()),
                     _ => QuicState::Blocked,
                 };
                 if let QuicState::Inspecting(q) = std::mem::replace(state, next) {

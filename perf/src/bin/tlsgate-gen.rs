@@ -55,6 +55,19 @@ enum Cmd {
         #[arg(long, default_value_t = 4 << 20)]
         bytes: usize,
     },
+    /// Many real QUIC sessions (quinn's client and server), one flow each, as
+    /// one pcap: the input of the QUIC classification benchmark.
+    Quic {
+        /// The pcap file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of QUIC sessions (each its own client port).
+        #[arg(long, default_value_t = 500)]
+        sessions: usize,
+        /// Every Nth session is answered with a Retry first (0: none).
+        #[arg(long, default_value_t = 4)]
+        retry_every: usize,
+    },
     /// The demo: a short capture with one session for each kind of decision
     /// in demo/policy.toml, and the PKI files that policy names.
     Demo {
@@ -73,6 +86,19 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Cmd::Quic { out, sessions, retry_every } => match quic(sessions, retry_every) {
+            Ok(frames) => {
+                if let Err(e) = write_pcap(&out, &frames) {
+                    eprintln!("tlsgate-gen: writing {}: {e}", out.display());
+                    std::process::exit(1);
+                }
+                println!("wrote {} frames of {sessions} QUIC sessions to {}", frames.len(), out.display());
+            }
+            Err(e) => {
+                eprintln!("tlsgate-gen: {e}");
+                std::process::exit(1);
+            }
+        },
         Cmd::Bulk { out, sessions, bytes } => {
             let pki = Pki::new("Bulk Root");
             let leaf = pki.issue(&["bulk.test"], "Bulk", 1_700_000_000, 1_900_000_000);
@@ -344,4 +370,31 @@ mod tests {
         }
         assert_eq!(flows.len(), 60);
     }
+}
+
+/// `sessions` quinn sessions to a few servers and names, one client port each,
+/// started 1 ms apart (each runs in memory, its packets 1 ms apart).
+fn quic(sessions: usize, retry_every: usize) -> Result<Vec<Frame>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let pki = Pki::new("QUIC Root");
+    let names = ["www.shop.test", "cdn.shop.test", "api.bank.test", "video.stream.test"];
+    let leaf = pki.issue(&names, "QUIC Servers", 1_700_000_000, 1_900_000_000);
+    let mut frames = Vec::new();
+    for i in 0..sessions {
+        let shape = tlsgate_perf::quic::SessionShape {
+            client: std::net::SocketAddr::from(([10, 20, (i / 250) as u8, 1 + (i % 250) as u8], 40_000 + (i % 20_000) as u16)),
+            server: std::net::SocketAddr::from(([10, 21, 0, 1 + (i % 4) as u8], 443)),
+            sni: names[i % names.len()].into(),
+            alpn: vec![b"h3".to_vec()],
+            retry: retry_every > 0 && i % retry_every == 0,
+            start_unix_ns: DEFAULT_START_UNIX_S * 1_000_000_000 + i as u64 * 1_000_000,
+        };
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+        let chain = vec![CertificateDer::from(leaf.cert_der.clone())];
+        let roots = vec![CertificateDer::from(pki.ca_cert_der())];
+        let (f, _) = tlsgate_perf::quic::session_frames(&shape, chain, key, roots)?;
+        frames.extend(f);
+    }
+    frames.sort_by_key(|f| f.unix_ns);
+    Ok(frames)
 }
