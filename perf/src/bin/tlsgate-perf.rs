@@ -68,6 +68,23 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// QUIC classification: the first pass of a capture of QUIC sessions
+    /// (`tlsgate-gen quic`), replayed from memory into net_null, through one
+    /// worker with a 1,000-rule policy (every session read from its Initials,
+    /// decrypted, judged, its event made), beside the bare loop on the same
+    /// capture, and ndpiReader. A QUIC flow is not closed on the wire, so a
+    /// second pass would be the same connections again: only the first counts.
+    Quic {
+        /// The capture (make one with `tlsgate-gen quic`).
+        #[arg(long)]
+        pcap: std::path::PathBuf,
+        /// Rules in the generated policy.
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        /// Alternating rounds (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Re-signing: the cost of forging one certificate (a cache miss) and of
     /// a cache hit, over servers that repeat as real traffic's do.
     Forge {
@@ -97,6 +114,10 @@ enum Cmd {
         /// `[events] handshake`: full or decision.
         #[arg(long, default_value = "full")]
         handshake: String,
+        /// Measure the first pass of the capture only: the time until this
+        /// many packets (the capture's) were received.
+        #[arg(long)]
+        first_pass: Option<u64>,
     },
     /// One measurement in this process (used by `forward`).
     ForwardChild {
@@ -159,8 +180,9 @@ fn main() {
         Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
             handshakes(&pcap, rules, seconds, rounds.max(1), json)
         }
-        Cmd::HandshakesChild { mode, pcap, policy, seconds, handshake } => {
-            match handshakes_child(mode, &pcap, policy, seconds, &handshake) {
+        Cmd::Quic { pcap, rules, rounds } => quic(&pcap, rules, rounds.max(1)),
+        Cmd::HandshakesChild { mode, pcap, policy, seconds, handshake, first_pass } => {
+            match handshakes_child(mode, &pcap, policy, seconds, &handshake, first_pass) {
                 Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
                 Err(e) => {
                     eprintln!("tlsgate-perf: {e}");
@@ -411,6 +433,75 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `tlsgate-perf quic`: see [`Cmd::Quic`].
+fn quic(pcap: &std::path::Path, rules: usize, rounds: usize) {
+    let exe = std::env::current_exe().expect("own path");
+    let frames = {
+        let f = std::fs::File::open(pcap).unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+        let mut r = pcap_file::pcap::PcapReader::new(f).expect("a pcap");
+        let mut n = 0u64;
+        while let Some(p) = r.next_packet() {
+            p.expect("a packet");
+            n += 1;
+        }
+        n
+    };
+    let dir = std::env::temp_dir().join(format!("tlsgate-perf-quic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, early_policy(rules)).expect("write the policy");
+    let run = |mode: &str, policy: Option<&std::path::Path>| -> HsSample {
+        let mut c = Command::new(&exe);
+        c.args(["handshakes-child", "--mode", mode, "--pcap"]).arg(pcap).args(["--seconds", "1"]);
+        c.args(["--first-pass", &frames.to_string()]);
+        if let Some(policy) = policy {
+            c.arg("--policy").arg(policy);
+        }
+        let o = c.output().expect("spawn own binary");
+        if !o.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+            std::process::exit(1);
+        }
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
+    };
+    let (mut bare, mut tg, mut ndpi) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        bare.push(run("bare", None));
+        tg.push(run("tlsgate", Some(&policy)));
+        if let Some(pps) = ndpi_reader_pps(pcap) {
+            ndpi.push(pps);
+        }
+    }
+    let median = |v: &mut Vec<HsSample>| {
+        v.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
+        v[v.len() / 2]
+    };
+    let (b, t) = (median(&mut bare), median(&mut tg));
+    ndpi.sort_by(f64::total_cmp);
+    println!(
+        "QUIC classification, one worker, first pass of {} ({frames} packets, {rules}-rule policy), {rounds} rounds (median)",
+        pcap.display()
+    );
+    println!("  bare loop (net_pcap from memory -> net_null): {:.3} Mpps, {:.0} c/p", b.mpps, b.cycles_per_packet);
+    println!(
+        "  tlsgate with the policy:                     {:.3} Mpps, {:.0} c/p, {} sessions, {:.0} QUIC sessions classified/s ({:.1}% of bare)",
+        t.mpps,
+        t.cycles_per_packet,
+        t.sessions,
+        t.sessions_per_second,
+        t.mpps / b.mpps * 100.0
+    );
+    match ndpi.get(ndpi.len() / 2) {
+        Some(n) => println!(
+            "  ndpiReader (nDPI throughput, same capture):  {:.3} Mpps -> tlsgate / ndpiReader = {:.1}x",
+            n / 1e6,
+            t.mpps * 1e6 / n
+        ),
+        None => println!("  ndpiReader: not installed (apt-get install libndpi-bin)"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// ndpiReader's own "nDPI throughput" on the capture, packets per second (the best of 3 loops).
 fn ndpi_reader_pps(pcap: &std::path::Path) -> Option<f64> {
     let o = Command::new("ndpiReader").arg("-i").arg(pcap).args(["-l", "3"]).output().ok()?;
@@ -476,6 +567,7 @@ fn handshakes_child(
     policy: Option<std::path::PathBuf>,
     seconds: f64,
     handshake: &str,
+    first_pass: Option<u64>,
 ) -> Result<HsSample, String> {
     let policy = match policy {
         Some(p) => Some(Arc::new(tlsgate_config::policy::Policy::load(&p).map_err(|e| e.to_string())?)),
@@ -519,12 +611,27 @@ fn handshakes_child(
                     std::thread::sleep(Duration::from_millis(5));
                 }
             };
-            wait(&mut dp, warmup);
-            let ((p0, s0), t0) = (read(&dp), tsc());
-            wait(&mut dp, run);
-            let ((p1, s1), t1) = (read(&dp), tsc());
-            dp.stop();
-            (p1 - p0, s1 - s0, t1 - t0)
+            if let Some(n) = first_pass {
+                // From the launch to the last packet of the capture.
+                let t0 = tsc();
+                let end = std::time::Instant::now() + Duration::from_secs(60);
+                let (mut p, mut s) = read(&dp);
+                while p < n && std::time::Instant::now() < end {
+                    dp.drain_events(drop);
+                    std::thread::sleep(Duration::from_micros(200));
+                    (p, s) = read(&dp);
+                }
+                let t1 = tsc();
+                dp.stop();
+                (p, s, t1 - t0)
+            } else {
+                wait(&mut dp, warmup);
+                let ((p0, s0), t0) = (read(&dp), tsc());
+                wait(&mut dp, run);
+                let ((p1, s1), t1) = (read(&dp), tsc());
+                dp.stop();
+                (p1 - p0, s1 - s0, t1 - t0)
+            }
         }
         Mode::Bare => {
             let (queues, _ports) = prep.into_queues();
@@ -538,10 +645,19 @@ fn handshakes_child(
                         .map_err(|e| e.to_string())?,
                 );
             }
-            std::thread::sleep(warmup);
-            let (p0, t0) = (count.load(Ordering::Relaxed), tsc());
-            std::thread::sleep(run);
-            let (p1, t1) = (count.load(Ordering::Relaxed), tsc());
+            let (p0, t0, p1, t1) = if let Some(n) = first_pass {
+                let t0 = tsc();
+                let end = std::time::Instant::now() + Duration::from_secs(60);
+                while count.load(Ordering::Relaxed) < n && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                (0, t0, count.load(Ordering::Relaxed), tsc())
+            } else {
+                std::thread::sleep(warmup);
+                let (p0, t0) = (count.load(Ordering::Relaxed), tsc());
+                std::thread::sleep(run);
+                (p0, t0, count.load(Ordering::Relaxed), tsc())
+            };
             running.store(false, Ordering::SeqCst);
             for h in handles {
                 h.wait();
