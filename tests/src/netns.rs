@@ -162,6 +162,18 @@ pub fn start_tlsgate(topo: &Topology, cfg: &std::path::Path, extra: &[&str]) -> 
     Reaper(Some(gate))
 }
 
+/// Stops the tlsgate of `gate` with SIGTERM (it must exit cleanly) and
+/// reads the event log it wrote: the text, and each line as JSON.
+pub fn stop_and_read_events(gate: &mut Reaper, events: &std::path::Path) -> (String, Vec<serde_json::Value>) {
+    let child = gate.0.take().expect("tlsgate still running");
+    crate::signal(&child, "TERM");
+    let o = crate::wait_with_limit(child, std::time::Duration::from_secs(30));
+    assert!(o.status.success(), "{}", crate::text(&o));
+    let log = std::fs::read_to_string(events).unwrap_or_default();
+    let evs = log.lines().map(|l| serde_json::from_str(l).expect("an event is a JSON line")).collect();
+    (log, evs)
+}
+
 /// 20 MiB of pseudo-random bytes (xorshift; deterministic, incompressible).
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

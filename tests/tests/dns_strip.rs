@@ -9,8 +9,8 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tlsgate_tests::netns::{start_tlsgate, Reaper, Topology};
-use tlsgate_tests::{dpdk_lock, ech_config_list, run_with_limit, signal, text, wait_with_limit, Scratch};
+use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Reaper, Topology};
+use tlsgate_tests::{dpdk_lock, ech_config_list, run_with_limit, text, Scratch};
 
 /// What dig prints in its answer section (+short), asking `name`/`rtype` over UDP (or TCP).
 fn dig(topo: &Topology, name: &str, rtype: &str, tcp: bool) -> Result<String, String> {
@@ -100,12 +100,7 @@ fn dig_through_tlsgate_gets_bind9s_https_and_svcb_records_without_ech() {
     let plain = dig(&topo, "plain.shop.test", "HTTPS", false).unwrap();
     assert_eq!(plain, "1 . alpn=\"h2\"");
 
-    let child = gate.0.take().unwrap();
-    signal(&child, "TERM");
-    let o = wait_with_limit(child, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", text(&o));
-    let log = std::fs::read_to_string(dir.path("events.json")).unwrap();
-    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (log, evs) = stop_and_read_events(&mut gate, &dir.path("events.json"));
     let dns: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event_type"] == "dns").collect();
     assert_eq!(dns.len(), 2, "one event per rewritten answer:\n{log}");
     for (e, (name, rtype)) in dns.iter().zip([("www.shop.test", "HTTPS"), ("svc.shop.test", "SVCB")]) {

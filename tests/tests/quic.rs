@@ -247,7 +247,7 @@ fn quinn_sessions_with_several_initials_and_a_retry_are_read_and_decided() {
         for f in &frames {
             let to_server = f.data[36..38] == [1, 187];
             verdicts.push(ins.on_packet(&f.data, usize::from(!to_server), f.unix_ns, &mut out));
-            released.extend(out.released.drain(..));
+            released.append(&mut out.released);
         }
         let held: Vec<&[u8]> = frames
             .iter()

@@ -12,8 +12,8 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_perf::handshake::Pki;
-use tlsgate_tests::netns::{start_tlsgate, Reaper, Topology};
-use tlsgate_tests::{bin, dpdk_lock, repo, run_with_limit, signal, text, wait_with_limit, Scratch};
+use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Reaper, Topology};
+use tlsgate_tests::{bin, dpdk_lock, repo, run_with_limit, text, Scratch};
 
 const POLICY: &str = r#"[policy]
 default_action = "do-not-decrypt"
@@ -141,12 +141,7 @@ fn quinn_over_tlsgate_gets_each_verdict_and_a_decrypt_rule_sends_it_to_tcp() {
     assert!(o.status.success(), "over TCP, decrypted (curl trusts only tlsgate's CA): {}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "<html>over TCP through tlsgate</html>\n");
 
-    let child = gate.0.take().unwrap();
-    signal(&child, "TERM");
-    let o = wait_with_limit(child, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", text(&o));
-    let log = std::fs::read_to_string(dir.path("events.json")).unwrap();
-    let evs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (log, evs) = stop_and_read_events(&mut gate, &dir.path("events.json"));
     let quic_of = |sni: &str| -> Vec<&serde_json::Value> {
         evs.iter().filter(|e| e["event_type"] == "quic" && e["quic"]["sni"] == sni).collect()
     };

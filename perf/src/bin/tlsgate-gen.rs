@@ -382,7 +382,10 @@ fn quic(sessions: usize, retry_every: usize) -> Result<Vec<Frame>, String> {
     let mut frames = Vec::new();
     for i in 0..sessions {
         let shape = tlsgate_perf::quic::SessionShape {
-            client: std::net::SocketAddr::from(([10, 20, (i / 250) as u8, 1 + (i % 250) as u8], 40_000 + (i % 20_000) as u16)),
+            client: std::net::SocketAddr::from((
+                [10, 20, (i / 250) as u8, 1 + (i % 250) as u8],
+                40_000 + (i % 20_000) as u16,
+            )),
             server: std::net::SocketAddr::from(([10, 21, 0, 1 + (i % 4) as u8], 443)),
             sni: names[i % names.len()].into(),
             alpn: vec![b"h3".to_vec()],

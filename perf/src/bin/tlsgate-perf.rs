@@ -357,18 +357,8 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
     let early = dir.join("early.toml");
     std::fs::write(&early, early_policy(rules)).expect("write the policy");
     let run = |mode: &str, policy: Option<&std::path::Path>, handshake: &str| -> HsSample {
-        let mut c = Command::new(&exe);
-        c.args(["handshakes-child", "--mode", mode, "--pcap"]).arg(pcap).args(["--seconds", &seconds.to_string()]);
-        c.args(["--handshake", handshake]);
-        if let Some(policy) = policy {
-            c.arg("--policy").arg(policy);
-        }
-        let o = c.output().expect("spawn own binary");
-        if !o.status.success() {
-            eprintln!("{}", String::from_utf8_lossy(&o.stderr));
-            std::process::exit(1);
-        }
-        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
+        let seconds = seconds.to_string();
+        hs_child(&exe, mode, pcap, policy, &["--seconds", &seconds, "--handshake", handshake])
     };
     let (mut bare, mut tg, mut ndpi) = (Vec::new(), Vec::new(), Vec::new());
     let (mut early_full, mut early_decision) = (Vec::new(), Vec::new());
@@ -433,6 +423,27 @@ fn handshakes(pcap: &std::path::Path, rules: usize, seconds: f64, rounds: usize,
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One `handshakes-child` measurement in a child process (one EAL each).
+fn hs_child(
+    exe: &std::path::Path,
+    mode: &str,
+    pcap: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    extra: &[&str],
+) -> HsSample {
+    let mut c = Command::new(exe);
+    c.args(["handshakes-child", "--mode", mode, "--pcap"]).arg(pcap).args(extra);
+    if let Some(policy) = policy {
+        c.arg("--policy").arg(policy);
+    }
+    let o = c.output().expect("spawn own binary");
+    if !o.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+        std::process::exit(1);
+    }
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
+}
+
 /// `tlsgate-perf quic`: see [`Cmd::Quic`].
 fn quic(pcap: &std::path::Path, rules: usize, rounds: usize) {
     let exe = std::env::current_exe().expect("own path");
@@ -450,19 +461,9 @@ fn quic(pcap: &std::path::Path, rules: usize, rounds: usize) {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, early_policy(rules)).expect("write the policy");
+    let first_pass = frames.to_string();
     let run = |mode: &str, policy: Option<&std::path::Path>| -> HsSample {
-        let mut c = Command::new(&exe);
-        c.args(["handshakes-child", "--mode", mode, "--pcap"]).arg(pcap).args(["--seconds", "1"]);
-        c.args(["--first-pass", &frames.to_string()]);
-        if let Some(policy) = policy {
-            c.arg("--policy").arg(policy);
-        }
-        let o = c.output().expect("spawn own binary");
-        if !o.status.success() {
-            eprintln!("{}", String::from_utf8_lossy(&o.stderr));
-            std::process::exit(1);
-        }
-        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
+        hs_child(&exe, mode, pcap, policy, &["--seconds", "1", "--first-pass", &first_pass])
     };
     let (mut bare, mut tg, mut ndpi) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
