@@ -347,31 +347,6 @@ fn demo(dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replayed_sessions_are_distinct_flows_in_time_order() {
-        let frames = handshakes(60, 12, 3).unwrap();
-        assert!(frames.windows(2).all(|w| w[0].unix_ns <= w[1].unix_ns));
-        let mut flows = std::collections::HashSet::new();
-        for f in &frames {
-            let p = etherparse::SlicedPacket::from_ethernet(&f.data).unwrap();
-            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
-            if tcp.syn() && !tcp.ack() {
-                let src = match p.net {
-                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().source_addr()),
-                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().source_addr()),
-                    _ => panic!("not IP"),
-                };
-                flows.insert((src, tcp.source_port()));
-            }
-        }
-        assert_eq!(flows.len(), 60);
-    }
-}
-
 /// `sessions` quinn sessions to a few servers and names, one client port each,
 /// started 1 ms apart (each runs in memory, its packets 1 ms apart).
 fn quic(sessions: usize, retry_every: usize) -> Result<Vec<Frame>, String> {
@@ -400,4 +375,29 @@ fn quic(sessions: usize, retry_every: usize) -> Result<Vec<Frame>, String> {
     }
     frames.sort_by_key(|f| f.unix_ns);
     Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_sessions_are_distinct_flows_in_time_order() {
+        let frames = handshakes(60, 12, 3).unwrap();
+        assert!(frames.windows(2).all(|w| w[0].unix_ns <= w[1].unix_ns));
+        let mut flows = std::collections::HashSet::new();
+        for f in &frames {
+            let p = etherparse::SlicedPacket::from_ethernet(&f.data).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+            if tcp.syn() && !tcp.ack() {
+                let src = match p.net {
+                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().source_addr()),
+                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().source_addr()),
+                    _ => panic!("not IP"),
+                };
+                flows.insert((src, tcp.source_port()));
+            }
+        }
+        assert_eq!(flows.len(), 60);
+    }
 }
