@@ -122,3 +122,86 @@ fn dig_through_tlsgate_gets_bind9s_https_and_svcb_records_without_ech() {
     assert!(sum("dns_answers") >= 4, "{c}");
     assert_eq!(sum("dns_untouched_malformed"), 0, "{c}");
 }
+
+/// A DNS answer for `name` with one HTTPS record carrying `ech`, from `server` to a client.
+fn https_answer(name: &str, ech: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x51, 0x52, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 65, 0, 1]);
+    let mut rdata = vec![0, 1, 0]; // priority 1, target "."
+    rdata.extend_from_slice(&[0, 1, 0, 3, 2, b'h', b'3']); // alpn=h3
+    rdata.extend_from_slice(&5u16.to_be_bytes());
+    rdata.extend_from_slice(&(ech.len() as u16).to_be_bytes());
+    rdata.extend_from_slice(ech);
+    m.extend_from_slice(&[0xc0, 12, 0, 65, 0, 1, 0, 0, 1, 44]);
+    m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    m.extend_from_slice(&rdata);
+    m
+}
+
+#[test]
+fn replay_strips_ech_from_ipv4_and_ipv6_answers_with_their_checksums_remade() {
+    use tlsgate_perf::pcap_out::{write_pcap, Frame};
+    let dir = Scratch::new("dns-replay");
+    let ech = ech_config_list("ech.shop.test");
+    let answer = https_answer("www.shop.test", &ech);
+    let mut v4 = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4([192, 0, 2, 53], [198, 51, 100, 7], 64)
+        .udp(53, 40_001)
+        .write(&mut v4, &answer)
+        .unwrap();
+    let mut v6 = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv6(
+            [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53],
+            [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+            64,
+        )
+        .udp(53, 40_002)
+        .write(&mut v6, &answer)
+        .unwrap();
+    let frames: Vec<Frame> = [&v4, &v6]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Frame { unix_ns: 1_767_225_600_000_000_000 + i as u64, data: d.to_vec() })
+        .collect();
+    let pcap = dir.path("dns.pcap");
+    write_pcap(&pcap, &frames).unwrap();
+    std::fs::write(dir.path("p.toml"), "[policy]\ndefault_action = \"do-not-decrypt\"\n").unwrap();
+    let r = tlsgate_tests::replay_with(&pcap, Some(&dir.path("p.toml")), &dir, &["--strip-ech"]);
+    assert_eq!(r.frames.len(), 2, "{}", text(&r.output));
+    for f in &r.frames {
+        let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+        let Some(etherparse::TransportSlice::Udp(u)) = p.transport else { panic!("UDP") };
+        let payload = u.payload();
+        // The ech parameter gone, its 4-byte key and length with it.
+        assert_eq!(payload.len(), answer.len() - 4 - ech.len(), "{payload:02x?}");
+        let s = tlsgate_core::dns::strip_ech(payload).unwrap();
+        assert_eq!((s.qname.as_str(), s.svcb_records, s.removed), ("www.shop.test", 1, 0));
+        // The checksums the receiver checks, as etherparse computes them: the
+        // IPv4 header's, and UDP's over its pseudo-header.
+        let udp = u.to_header();
+        let expected = match &p.net {
+            Some(etherparse::InternetSlice::Ipv4(ip)) => {
+                let h = ip.header().to_header();
+                assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum remade");
+                udp.calc_checksum_ipv4(&h, payload).unwrap()
+            }
+            Some(etherparse::InternetSlice::Ipv6(ip)) => {
+                udp.calc_checksum_ipv6(&ip.header().to_header(), payload).unwrap()
+            }
+            _ => panic!("IP"),
+        };
+        assert_eq!(udp.checksum, expected, "UDP checksum remade");
+    }
+    let dns: Vec<_> = r.events.iter().filter(|e| e["event_type"] == "dns").collect();
+    assert_eq!(dns.len(), 2, "{:?}", r.events);
+    assert!(dns.iter().all(|e| e["dns"]["ech_removed"] == 1 && e["dns"]["rrtype"] == "HTTPS"));
+    // Without --strip-ech: untouched.
+    let r = tlsgate_tests::replay_with(&pcap, Some(&dir.path("p.toml")), &dir, &[]);
+    assert_eq!(r.frames, vec![v4, v6]);
+}
