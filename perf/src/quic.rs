@@ -50,6 +50,10 @@ pub enum Role {
         retry: bool,
         /// Its answer.
         page: Vec<u8>,
+        /// Speaks HTTP/3 (RFC 9114): a control stream with its SETTINGS, and
+        /// each request answered with a HEADERS frame (`:status 200`,
+        /// `content-type: text/html; charset=utf-8`) and a DATA frame.
+        http3: bool,
     },
 }
 
@@ -60,6 +64,7 @@ pub struct Peer {
     retry: bool,
     page: Vec<u8>,
     request: Vec<u8>,
+    http3: bool,
     /// What each stream has read so far.
     reads: Vec<(StreamId, Vec<u8>)>,
     /// The client's answer, once its stream ended.
@@ -77,12 +82,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl Peer {
     /// A peer in `role`; a client connects at `now`.
     pub fn new(role: Role, now: Instant) -> Result<Peer, String> {
-        let peer = |endpoint, retry, page, request| Peer {
+        let peer = |endpoint, retry, page, request, http3| Peer {
             endpoint,
             connections: Vec::new(),
             retry,
             page,
             request,
+            http3,
             reads: Vec::new(),
             response: None,
             lost: None,
@@ -111,11 +117,11 @@ impl Peer {
                 let (h, c) = endpoint
                     .connect(now, ClientConfig::new(Arc::new(quic)), server, &sni)
                     .map_err(|e| format!("connect: {e}"))?;
-                let mut p = peer(endpoint, false, Vec::new(), request);
+                let mut p = peer(endpoint, false, Vec::new(), request, false);
                 p.connections.push((h, c));
                 Ok(p)
             }
-            Role::Server { chain, key, alpn, retry, page } => {
+            Role::Server { chain, key, alpn, retry, page, http3 } => {
                 let mut tls = rustls::ServerConfig::builder_with_provider(provider())
                     .with_protocol_versions(&[&rustls::version::TLS13])
                     .map_err(|e| e.to_string())?
@@ -127,7 +133,7 @@ impl Peer {
                 let quic = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
                 let config = ServerConfig::with_crypto(Arc::new(quic));
                 let endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), Some(Arc::new(config)), false, None);
-                Ok(peer(endpoint, retry, page, Vec::new()))
+                Ok(peer(endpoint, retry, page, Vec::new(), http3))
             }
         }
     }
@@ -200,6 +206,12 @@ impl Peer {
                             self.reads.push((id, Vec::new()));
                         }
                     }
+                    Event::Connected if self.http3 => {
+                        // The control stream: its type, then an empty SETTINGS frame.
+                        if let Some(id) = c.streams().open(Dir::Uni) {
+                            let _ = c.send_stream(id).write(&[0x00, 0x04, 0x00]);
+                        }
+                    }
                     Event::Stream(StreamEvent::Opened { dir }) => {
                         while let Some(id) = c.streams().accept(dir) {
                             self.reads.push((id, Vec::new()));
@@ -229,8 +241,11 @@ impl Peer {
             for id in finished {
                 let Some(at) = self.reads.iter().position(|(i, _)| *i == id) else { continue };
                 let (_, data) = self.reads.remove(at);
-                if self.request.is_empty() {
-                    let _ = c.send_stream(id).write(&self.page);
+                if id.dir() == Dir::Uni {
+                    // A client's control or QPACK stream: read and let go.
+                } else if self.request.is_empty() {
+                    let answer = if self.http3 { http3_response(&self.page) } else { self.page.clone() };
+                    let _ = c.send_stream(id).write(&answer);
                     let _ = c.send_stream(id).finish();
                 } else {
                     self.response = Some(data);
@@ -249,6 +264,21 @@ impl Peer {
             }
         }
     }
+}
+
+/// An HTTP/3 response: a HEADERS frame whose field section (QPACK, static
+/// table only: no dynamic table to announce) is `:status 200` (index 25)
+/// and `content-type: text/html; charset=utf-8` (index 52), then `body` in
+/// a DATA frame.
+fn http3_response(body: &[u8]) -> Vec<u8> {
+    let headers = [0x00, 0x00, 0xc0 | 25, 0xc0 | 52];
+    let mut out = vec![0x01, headers.len() as u8];
+    out.extend_from_slice(&headers);
+    out.push(0x00);
+    // A QUIC variable-length integer of 8 bytes holds any length.
+    out.extend_from_slice(&(0xc000_0000_0000_0000 | body.len() as u64).to_be_bytes());
+    out.extend_from_slice(body);
+    out
 }
 
 /// How a generated session looks.
@@ -279,7 +309,8 @@ pub fn session_frames(
     let start = Instant::now();
     let mut now = start;
     let page = b"<html>over QUIC</html>\n".to_vec();
-    let server_role = Role::Server { chain, key, alpn: shape.alpn.clone(), retry: shape.retry, page: page.clone() };
+    let server_role =
+        Role::Server { chain, key, alpn: shape.alpn.clone(), retry: shape.retry, page: page.clone(), http3: false };
     let mut server = Peer::new(server_role, now)?;
     let client_role = Role::Client {
         server: shape.server,

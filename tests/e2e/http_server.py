@@ -5,7 +5,9 @@ GET serves files from the directory given; PUT /upload reads the body and
 answers with its SHA-256 in hex, so the client can check that what it sent
 arrived intact. With --cert and --key it speaks HTTPS (HTTP/1.1 by ALPN).
 Binds to the address and port given; exits after --lifetime seconds at the
-latest, so that a failed test never leaves it behind.
+latest, so that a failed test never leaves it behind. With --alt-svc, every
+response advertises that alternative service (`h3=":443"`: browsers then try
+HTTP/3) and closes its connection, so that the next request needs a new one.
 """
 import argparse
 import hashlib
@@ -17,6 +19,14 @@ import threading
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    alt_svc = None
+
+    def end_headers(self):
+        if self.alt_svc:
+            self.send_header("Alt-Svc", self.alt_svc)
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        super().end_headers()
 
     def do_PUT(self):
         length = int(self.headers.get("Content-Length", "0"))
@@ -62,7 +72,9 @@ def main():
     ap.add_argument("--lifetime", type=float, default=300)
     ap.add_argument("--cert", help="certificate chain (PEM): serve HTTPS")
     ap.add_argument("--key", help="its private key (PEM)")
+    ap.add_argument("--alt-svc", help='an Alt-Svc header for every response, e.g. h3=":443"')
     a = ap.parse_args()
+    Handler.alt_svc = a.alt_svc
     os.chdir(a.dir)
     # Room for a hundred clients connecting at once.
     http.server.ThreadingHTTPServer.request_queue_size = 128

@@ -3,11 +3,12 @@
 //! tests in network namespaces.
 //!
 //! ```text
-//! quic-peer server IP:PORT CERT.pem KEY.pem SECONDS [retry]
+//! quic-peer server IP:PORT CERT.pem KEY.pem SECONDS [retry] [h3]
 //! quic-peer client IP:PORT NAME CA.pem SECONDS
 //! ```
 //!
-//! The server answers every stream with its page for SECONDS. The client asks
+//! The server answers every stream with its page for SECONDS (with `h3`, as
+//! an HTTP/3 server: browsers can load it). The client asks
 //! once and prints the page (exit 0); it exits 3 if nothing came in SECONDS,
 //! 4 if the connection was closed with an error, 5 if an ICMP port
 //! unreachable came back (the socket is connected, so the kernel reports it).
@@ -24,7 +25,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
         eprintln!(
-            "usage: quic-peer server IP:PORT CERT.pem KEY.pem SECONDS [retry] | client IP:PORT NAME CA.pem SECONDS"
+            "usage: quic-peer server IP:PORT CERT.pem KEY.pem SECONDS [retry] [h3] | client IP:PORT NAME CA.pem SECONDS"
         );
         std::process::exit(2)
     };
@@ -43,8 +44,9 @@ fn main() {
                 chain,
                 key,
                 alpn: vec![b"h3".to_vec()],
-                retry: args.get(6).is_some_and(|a| a == "retry"),
+                retry: args[6..].iter().any(|a| a == "retry"),
                 page: b"<html>over QUIC through tlsgate</html>\n".to_vec(),
+                http3: args[6..].iter().any(|a| a == "h3"),
             };
             (UdpSocket::bind(addr).expect("bind"), Peer::new(role, now).expect("server"))
         }
