@@ -18,6 +18,7 @@ use tlsgate_core::event::SessionEvent;
 use tlsgate_slowpath::lcore::{check_policy_objects, Interceptor};
 
 use crate::events::{EventLog, Summary};
+use crate::metrics::{snapshot, MetricsServer, Tally};
 use crate::plaintext::PlaintextOut;
 use crate::report::{counters_json, print_final, RateLine};
 
@@ -158,6 +159,16 @@ pub fn run_until(
     })?;
     let mut plain = PlaintextOut::open(settings.keylog_path().as_deref(), settings.decrypted_pcap_path().as_deref())
         .map_err(Failure::Runtime)?;
+    // The metrics endpoint before anything else starts: an address in use
+    // stops the start with one line, and nothing half started.
+    let metrics = match settings.metrics.address() {
+        Some(addr) => Some(MetricsServer::start(addr, metrics_cpu(settings)).map_err(Failure::Runtime)?),
+        None => None,
+    };
+    if let Some(m) = &metrics {
+        log.summary.metrics = Some(Tally::default());
+        eprintln!("tlsgate: metrics on http://{}/metrics", m.addr);
+    }
     let eal = Eal::init(&settings.eal_args()).map_err(Failure::Eal)?;
     let mut dp = Dataplane::start(&eal, settings, opts).map_err(Failure::Start)?;
     let mut write_error: Option<String> = None;
@@ -206,6 +217,7 @@ pub fn run_until(
     );
     let started = Instant::now();
     let mut rates = out.stats_interval.map(|s| RateLine::new(Duration::from_secs_f64(s)));
+    let mut published: Option<Instant> = None;
     while !done(&dp) {
         std::thread::sleep(Duration::from_millis(10));
         dp.drain_events(|ev| write(&mut log, &ev));
@@ -213,6 +225,14 @@ pub fn run_until(
         let _ = plain.flush();
         if let Some(r) = &mut rates {
             r.tick(&dp.counters());
+        }
+        // A fresh snapshot for the scrapes four times a second.
+        if let (Some(m), Some(tally)) = (&metrics, &log.summary.metrics) {
+            if published.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+                let (workers, slow) = (dp.counters(), dp.slow_counters());
+                m.publish(snapshot(&names, &workers, &lcores, &slow, &slow_lcores, tally, started.elapsed()));
+                published = Some(Instant::now());
+            }
         }
     }
     let dp_steering = dp.steering().name();
@@ -241,6 +261,23 @@ pub fn run_until(
         return Err(Failure::Runtime(e));
     }
     Ok(log.summary)
+}
+
+/// How often the metrics' snapshot is made anew.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
+
+/// The CPU the metrics thread runs on: the lowest that no worker or
+/// slow-path lcore uses (by default an lcore runs on the CPU of its number).
+fn metrics_cpu(settings: &Settings) -> Option<usize> {
+    let busy: Vec<usize> = settings
+        .workers
+        .lcores
+        .get_ref()
+        .iter()
+        .chain(settings.slowpath.lcores.get_ref())
+        .map(|&l| l as usize)
+        .collect();
+    core_affinity::get_core_ids()?.into_iter().map(|c| c.id).find(|id| !busy.contains(id))
 }
 
 /// A flag that SIGINT and SIGTERM set.

@@ -28,6 +28,8 @@ pub struct Summary {
     first: Vec<String>,
     /// `dns` events: answers rewritten without their ECH configurations.
     dns_rewritten: u64,
+    /// What the metrics show of the events, when they are served.
+    pub metrics: Option<crate::metrics::Tally>,
 }
 
 /// Sessions listed one by one in the summary before it only counts.
@@ -50,6 +52,9 @@ impl EventLog {
             f.write_all(b"\n")?;
         }
         let s = &mut self.summary;
+        if let Some(t) = &mut s.metrics {
+            t.record(ev);
+        }
         if ev.dns.is_some() {
             s.dns_rewritten += 1;
             return Ok(());

@@ -4,6 +4,7 @@
 
 mod control;
 mod events;
+mod metrics;
 mod plaintext;
 mod replay;
 mod report;

@@ -19,6 +19,7 @@ pub use hex::{colon_hex, hex};
 pub use policy::{check_crl, Policy};
 pub use settings::{
     Checksums, Conflicts, DnsSettings, EalSettings, EventSettings, FlowSettings, FragmentSettings, FragmentsWhenFull,
-    HandshakeEvents, MempoolSettings, Midstream, NormalizeSettings, PinnedAction, PortPair, PreludeProtocol,
-    PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull, Unjudged, WhenFull, WorkerSettings,
+    HandshakeEvents, MempoolSettings, MetricsSettings, Midstream, NormalizeSettings, PinnedAction, PortPair,
+    PreludeProtocol, PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull, Unjudged, WhenFull,
+    WorkerSettings,
 };

@@ -46,6 +46,9 @@ pub struct Settings {
     /// Plain DNS answers crossing the wire.
     #[serde(default)]
     pub dns: DnsSettings,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// The decryption policy file (relative to this file's folder). Without
     /// one, tlsgate is a plain bridge.
     pub policy: Option<Spanned<PathBuf>>,
@@ -56,6 +59,21 @@ pub struct Settings {
     /// The file the settings came from (set by `load`).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP, off the packet path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `address:port` to serve `/metrics` on (`127.0.0.1:9477`); none: no metrics.
+    pub listen: Option<Spanned<String>>,
+}
+
+impl MetricsSettings {
+    /// The address to listen on, if metrics are on (checked by validation).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_ref().and_then(|l| l.get_ref().parse().ok())
+    }
 }
 
 /// `[dns]`: plain DNS answers (UDP, source port 53) crossing the wire.
@@ -771,6 +789,7 @@ impl Settings {
             flows: FlowSettings::default(),
             slowpath: SlowPathSettings::default(),
             dns: DnsSettings::default(),
+            metrics: MetricsSettings::default(),
             policy: None,
             events: EventSettings::default(),
             source: None,
@@ -863,6 +882,16 @@ impl Settings {
                 "slowpath",
                 "sessions, forged_cache and exclusion_cache must be at least 1",
             ));
+        }
+        if let Some(l) = &self.metrics.listen {
+            if l.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                return Err(self.err(
+                    text,
+                    Some(l.span().start),
+                    "metrics.listen",
+                    format!("{:?} is not an address:port (such as \"127.0.0.1:9477\")", l.get_ref()),
+                ));
+            }
         }
         if self.dns.strip_ech && self.policy.is_none() {
             return Err(self.err(

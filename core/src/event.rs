@@ -23,6 +23,9 @@ use crate::outcome::{
 pub struct SessionEvent {
     /// When the decision was taken (packet time), ns since the Unix epoch.
     pub timestamp_ns: u64,
+    /// When the flow's first packet came, on the same clock (0: not known,
+    /// as for sessions the slow path reports).
+    pub started_ns: u64,
     /// Unique per run (worker index in the top bits).
     pub flow_id: u64,
     /// True for a TLS session (`tls` event), false for a flow that turned

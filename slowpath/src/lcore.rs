@@ -843,6 +843,7 @@ fn base_event(esc: &Escalation, now: u64, carried_out: Action, cause: Cause) -> 
     let name = |i: &usize| esc.policy.rules()[*i].name.clone();
     SessionEvent {
         timestamp_ns: now,
+        started_ns: 0,
         flow_id: esc.flow_id,
         tls: true,
         flow: esc.facts.flow.clone(),

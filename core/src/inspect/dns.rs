@@ -76,6 +76,7 @@ impl Inspector {
         let facts = SessionFacts::new(flow);
         out.events.push(SessionEvent {
             timestamp_ns: now,
+            started_ns: now,
             flow_id,
             tls: false,
             flow: facts.flow,

@@ -703,7 +703,8 @@ impl Inspector {
         }
         // The client sent the SYN; mid-stream, guess the side with the higher port.
         let client_is_lo = if syn { from_lo } else { key.lo_port > key.hi_port };
-        let session = judge.new_session(t, key, client_is_lo);
+        let mut session = judge.new_session(t, key, client_is_lo);
+        session.started_ns = now;
         let state = FlowState::Inspecting(Box::new(session));
         // A full table first forgets what costs nothing to forget: a flow that
         // sent no payload yet (a SYN flood's), or one closed and decided.
@@ -1623,10 +1624,22 @@ impl Judge {
             // No handshake shows this server's certificate (TLS 1.3 hides it).
             self.want_probe(&s, now, out);
         }
-        let Session { flow_id, facts, alerts, policy, server_identity, certificate_from, unread, evasions, .. } = *s;
+        let Session {
+            flow_id,
+            facts,
+            alerts,
+            policy,
+            server_identity,
+            certificate_from,
+            unread,
+            evasions,
+            started_ns,
+            ..
+        } = *s;
         let name = |i: usize| policy.rules()[i].name.clone();
         out.events.push(SessionEvent {
             timestamp_ns: decided_at,
+            started_ns,
             flow_id,
             tls: r.tls,
             flow: facts.flow,

@@ -113,7 +113,8 @@ impl Inspector {
                     self.judge.counters.udp_not_quic += 1;
                     return Verdict::Forward;
                 }
-                let session = self.judge.quic_session(u, from_lo, key);
+                let mut session = self.judge.quic_session(u, from_lo, key);
+                session.session.started_ns = now;
                 let timeout = self.judge.settings.inspecting_timeout as u64 * NS;
                 // A full table first forgets the oldest flow that showed no
                 // ClientHello yet (a flood of Initials costs nothing to forget).
@@ -146,7 +147,8 @@ impl Inspector {
         // for any later one.
         let restart = u.dst_port == QUIC_PORT && self.quic.get_mut(id).is_some_and(|s| new_connection(s, u.payload()));
         if restart {
-            let session = self.judge.quic_session(u, from_lo, key);
+            let mut session = self.judge.quic_session(u, from_lo, key);
+            session.session.started_ns = now;
             if let Some(state) = self.quic.get_mut(id) {
                 let old = std::mem::replace(state, QuicState::Inspecting(Box::new(session)));
                 if let QuicState::Observing(q, r, at) = old {

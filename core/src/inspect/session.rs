@@ -164,6 +164,8 @@ pub(super) struct Session {
     pub unread: Option<HandshakeFailure>,
     /// When the flow's first payload came (a prelude's time runs from it).
     pub first_payload_ns: Option<u64>,
+    /// When the flow's first packet came (0: not known).
+    pub started_ns: u64,
     /// What each side's receiver accepts (the normaliser's model).
     pub track: super::normalize::TcpTrack,
     /// What the normaliser met on this flow (for the event).
@@ -281,6 +283,7 @@ impl Session {
             flight_read: false,
             unread: None,
             first_payload_ns: None,
+            started_ns: 0,
             track: Default::default(),
             evasions: Default::default(),
             entered_by: [None; 2],

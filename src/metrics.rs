@@ -1,0 +1,403 @@
+//! Prometheus metrics on `[metrics] listen`: the text exposition format 0.0.4,
+//! or OpenMetrics 1.0 when the scraper's `Accept` asks for it, at `/metrics`.
+//!
+//! Off the packet path: the control thread, which already reads the
+//! counters the lcores publish (atomics each lcore writes and nobody locks)
+//! and writes every event, makes a [`Snapshot`] of them a few times a second;
+//! a thread of its own, pinned to a CPU no worker uses, answers each scrape
+//! from the latest snapshot. A scrape reads nothing a worker writes, so no
+//! scrape, however many or slow, can slow a worker; connections are served
+//! one at a time with short timeouts, so a flood of them is bounded too.
+//!
+//! Sessions by action and reason code, and per rule, are counted from the
+//! events themselves as they are written, so that they equal what the event
+//! log says; the decision latency (from a flow's first packet to its
+//! decision) is an HdrHistogram of the same events, shown as a Prometheus
+//! histogram.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tlsgate_core::event::SessionEvent;
+use tlsgate_dataplane::stats::{
+    DropReason, InspectCounters, LcoreCounters, PortCounters, SlowPathCounters, WorkerCounters,
+};
+
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const BUCKETS: [f64; 17] =
+    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// How a metric family is typed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Buckets, sum and count.
+    Histogram,
+}
+
+/// One metric family: its samples, each with its labels.
+#[derive(Clone, Debug)]
+pub struct Family {
+    /// Name (counters end in `_total`).
+    pub name: String,
+    /// What it measures.
+    pub help: String,
+    /// Its type.
+    pub kind: Kind,
+    /// (labels, value); for a histogram, the sample names' suffixes are in
+    /// the labels' last pair `("__suffix", ...)`.
+    pub samples: Vec<(Vec<(String, String)>, f64)>,
+}
+
+/// Everything a scrape shows.
+pub type Snapshot = Arc<Vec<Family>>;
+
+/// Session counts and latencies from the events, as the control thread writes them.
+pub struct Tally {
+    sessions: BTreeMap<(String, String), u64>,
+    rules: BTreeMap<String, u64>,
+    monitors: BTreeMap<String, u64>,
+    dns_rewritten: u64,
+    decision: Histogram<u64>,
+    decision_sum_ns: u128,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            sessions: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            monitors: BTreeMap::new(),
+            dns_rewritten: 0,
+            // 1 ns to an hour, 3 significant digits.
+            decision: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            decision_sum_ns: 0,
+        }
+    }
+}
+
+impl Tally {
+    /// Counts one event.
+    pub fn record(&mut self, ev: &SessionEvent) {
+        if ev.dns.is_some() {
+            self.dns_rewritten += 1;
+            return;
+        }
+        let o = &ev.outcome;
+        *self.sessions.entry((o.carried_out.name().to_string(), o.cause.code().to_string())).or_default() += 1;
+        if let Some(rule) = &o.rule {
+            *self.rules.entry(rule.clone()).or_default() += 1;
+        }
+        for m in &o.monitor_rules {
+            *self.monitors.entry(m.clone()).or_default() += 1;
+        }
+        if ev.started_ns > 0 && ev.timestamp_ns >= ev.started_ns {
+            let ns = (ev.timestamp_ns - ev.started_ns).max(1);
+            if self.decision.record(ns).is_ok() {
+                self.decision_sum_ns += u128::from(ns);
+            }
+        }
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn family(name: &str, help: &str, kind: Kind) -> Family {
+    Family { name: name.into(), help: help.into(), kind, samples: Vec::new() }
+}
+
+/// The snapshot of the counters the lcores published and of the tally.
+pub fn snapshot(
+    ports: &[String],
+    workers: &[WorkerCounters],
+    worker_lcores: &[u32],
+    slow: &[SlowPathCounters],
+    slow_lcores: &[u32],
+    tally: &Tally,
+    uptime: Duration,
+) -> Snapshot {
+    let mut out = Vec::new();
+    let mut up = family("tlsgate_up", "1 while tlsgate runs", Kind::Gauge);
+    up.samples.push((Vec::new(), 1.0));
+    out.push(up);
+    let mut t = family("tlsgate_uptime_seconds", "Seconds since the data plane started", Kind::Gauge);
+    t.samples.push((Vec::new(), uptime.as_secs_f64()));
+    out.push(t);
+
+    // Ports, summed over the workers.
+    let mut per_port = vec![PortCounters::default(); ports.len()];
+    for w in workers {
+        for (i, p) in w.ports.iter().enumerate().take(ports.len()) {
+            per_port[i].add(p);
+        }
+    }
+    let mut packets =
+        family("tlsgate_port_packets_total", "Packets received (rx) and sent (tx) by each port", Kind::Counter);
+    let mut bytes = family("tlsgate_port_bytes_total", "Bytes received (rx) and sent (tx) by each port", Kind::Counter);
+    let mut dropped =
+        family("tlsgate_port_dropped_total", "Packets received by each port and dropped, by reason", Kind::Counter);
+    for (name, c) in ports.iter().zip(&per_port) {
+        for (dir, p, b) in [("rx", c.rx_packets, c.rx_bytes), ("tx", c.tx_packets, c.tx_bytes)] {
+            packets.samples.push((labels(&[("port", name), ("direction", dir)]), p as f64));
+            bytes.samples.push((labels(&[("port", name), ("direction", dir)]), b as f64));
+        }
+        for r in DropReason::ALL {
+            dropped.samples.push((labels(&[("port", name), ("reason", r.name())]), c.dropped[r as usize] as f64));
+        }
+    }
+    out.extend([packets, bytes, dropped]);
+
+    // Every inspection, worker-loop and slow-path counter, per lcore, named
+    // as declared (a `_now` is a gauge: how many at the moment).
+    let lcore = |lcores: &[u32], i: usize| lcores.get(i).map_or(i.to_string(), |l| l.to_string());
+    let per_lcore = |out: &mut Vec<Family>,
+                     prefix: &str,
+                     label: &str,
+                     names: &[&str],
+                     help: &[&str],
+                     rows: Vec<(String, Vec<u64>)>| {
+        for (k, (name, help)) in names.iter().zip(help).enumerate() {
+            let gauge = name.ends_with("_now");
+            let full = if gauge { format!("{prefix}{name}") } else { format!("{prefix}{name}_total") };
+            let mut f = family(&full, help.trim(), if gauge { Kind::Gauge } else { Kind::Counter });
+            for (l, values) in &rows {
+                f.samples.push((labels(&[(label, l)]), values[k] as f64));
+            }
+            out.push(f);
+        }
+    };
+    let rows =
+        workers.iter().enumerate().map(|(i, w)| (lcore(worker_lcores, i), w.inspect.to_array().to_vec())).collect();
+    per_lcore(&mut out, "tlsgate_inspect_", "worker", &InspectCounters::NAMES, &InspectCounters::HELP, rows);
+    let rows =
+        workers.iter().enumerate().map(|(i, w)| (lcore(worker_lcores, i), w.lcore.to_array().to_vec())).collect();
+    per_lcore(&mut out, "tlsgate_worker_", "worker", &LcoreCounters::NAMES, &LcoreCounters::HELP, rows);
+    let rows = slow.iter().enumerate().map(|(i, c)| (lcore(slow_lcores, i), c.to_array().to_vec())).collect();
+    per_lcore(&mut out, "tlsgate_slowpath_", "slowpath", &SlowPathCounters::NAMES, &SlowPathCounters::HELP, rows);
+
+    // Sessions, from the events.
+    let mut sessions = family(
+        "tlsgate_sessions_total",
+        "Sessions logged, by the action carried out and the reason code",
+        Kind::Counter,
+    );
+    for ((action, reason), n) in &tally.sessions {
+        sessions.samples.push((labels(&[("action", action), ("reason_code", reason)]), *n as f64));
+    }
+    let mut rules = family("tlsgate_rule_sessions_total", "Sessions decided by each rule", Kind::Counter);
+    for (rule, n) in &tally.rules {
+        rules.samples.push((labels(&[("rule", rule)]), *n as f64));
+    }
+    let mut monitors = family("tlsgate_rule_monitor_hits_total", "Sessions each monitor rule held for", Kind::Counter);
+    for (rule, n) in &tally.monitors {
+        monitors.samples.push((labels(&[("rule", rule)]), *n as f64));
+    }
+    let mut dns = family("tlsgate_dns_rewritten_total", "DNS answers logged as rewritten without ECH", Kind::Counter);
+    dns.samples.push((Vec::new(), tally.dns_rewritten as f64));
+    out.extend([sessions, rules, monitors, dns]);
+
+    let mut h = family(
+        "tlsgate_decision_latency_seconds",
+        "Time from a flow's first packet to its decision (sessions the workers decided)",
+        Kind::Histogram,
+    );
+    for b in BUCKETS {
+        let n = tally.decision.count_between(0, (b * 1e9) as u64);
+        h.samples.push((vec![("le".into(), format!("{b}")), ("__suffix".into(), "_bucket".into())], n as f64));
+    }
+    let total = tally.decision.len() as f64;
+    h.samples.push((vec![("le".into(), "+Inf".into()), ("__suffix".into(), "_bucket".into())], total));
+    h.samples.push((vec![("__suffix".into(), "_sum".into())], tally.decision_sum_ns as f64 / 1e9));
+    h.samples.push((vec![("__suffix".into(), "_count".into())], total));
+    out.push(h);
+    Arc::new(out)
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n").replace('"', "\\\"")
+}
+
+/// The snapshot as text: Prometheus 0.0.4, or OpenMetrics 1.0.
+pub fn render(s: &[Family], openmetrics: bool) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    for f in s {
+        // OpenMetrics names a counter family without its `_total`.
+        let family_name = match (openmetrics, f.kind) {
+            (true, Kind::Counter) => f.name.strip_suffix("_total").unwrap_or(&f.name),
+            _ => &f.name,
+        };
+        let kind = match f.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(out, "# HELP {family_name} {}", escape(&f.help));
+        let _ = writeln!(out, "# TYPE {family_name} {kind}");
+        for (labels, value) in &f.samples {
+            let suffix = labels.iter().find(|(k, _)| k == "__suffix").map_or("", |(_, v)| v.as_str());
+            let shown: Vec<String> =
+                labels.iter().filter(|(k, _)| k != "__suffix").map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let name = format!("{}{suffix}", f.name);
+            if shown.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{}}} {value}", shown.join(","));
+            }
+        }
+    }
+    if openmetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// The metrics endpoint: a listening socket and the thread that answers it.
+pub struct MetricsServer {
+    latest: Arc<Mutex<Snapshot>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl MetricsServer {
+    /// Listens on `addr` (the error says why it cannot: an address in use,
+    /// say) and starts answering scrapes, on CPU `cpu` if given.
+    pub fn start(addr: SocketAddr, cpu: Option<usize>) -> Result<MetricsServer, String> {
+        let listener = TcpListener::bind(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("metrics: {e}"))?;
+        let latest: Arc<Mutex<Snapshot>> = Arc::new(Mutex::new(Arc::new(Vec::new())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (latest.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("tlsgate-metrics".into())
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                }
+                serve(&listener, &l, &s)
+            })
+            .map_err(|e| format!("metrics: cannot start its thread: {e}"))?;
+        Ok(MetricsServer { latest, stop, thread: Some(thread), addr })
+    }
+
+    /// What the next scrapes show.
+    pub fn publish(&self, s: Snapshot) {
+        if let Ok(mut l) = self.latest.lock() {
+            *l = s;
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Accepts and answers, one connection at a time, until told to stop.
+fn serve(listener: &TcpListener, latest: &Mutex<Snapshot>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let snapshot = latest.lock().map(|s| s.clone()).unwrap_or_default();
+                let _ = answer(conn, &snapshot);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Reads one request (at most 8 KiB, 2 s) and answers it.
+fn answer(mut conn: TcpStream, snapshot: &[Family]) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&req);
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let accept = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .unwrap_or_default();
+    let (status, kind, body) = if method != "GET" {
+        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
+    } else if path != "/metrics" && !path.starts_with("/metrics?") {
+        ("404 Not Found", "text/plain", "tlsgate serves /metrics\n".to_string())
+    } else if accept.contains("application/openmetrics-text") {
+        ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", render(snapshot, true))
+    } else {
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(snapshot, false))
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body.as_bytes())?;
+    conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_type_and_name_every_sample() {
+        let mut tally = Tally::default();
+        tally.sessions.insert(("block".into(), "rule_matched".into()), 3);
+        tally.rules.insert("no-\"casino\"".into(), 3);
+        tally.decision.record(300_000).unwrap();
+        tally.decision_sum_ns = 300_000;
+        let s = snapshot(&["p0".into()], &[WorkerCounters::new(1)], &[1], &[], &[], &tally, Duration::from_secs(2));
+        let text = render(&s, false);
+        assert!(text.contains("# TYPE tlsgate_sessions_total counter\n"), "{text}");
+        assert!(text.contains("tlsgate_sessions_total{action=\"block\",reason_code=\"rule_matched\"} 3\n"));
+        assert!(text.contains("tlsgate_rule_sessions_total{rule=\"no-\\\"casino\\\"\"} 3\n"));
+        assert!(text.contains("tlsgate_decision_latency_seconds_bucket{le=\"0.00025\"} 0\n"));
+        assert!(text.contains("tlsgate_decision_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("tlsgate_decision_latency_seconds_count 1\n"));
+        assert!(text.contains("tlsgate_port_packets_total{port=\"p0\",direction=\"rx\"} 0\n"));
+        assert!(text.contains("tlsgate_inspect_sessions_total{worker=\"1\"} 0\n"));
+        // Every sample line belongs to the family typed just before it.
+        let mut family = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split_whitespace().next().unwrap().to_string();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(&family), "{line} outside {family}");
+            }
+        }
+        let om = render(&s, true);
+        assert!(om.contains("# TYPE tlsgate_sessions counter\n") && om.ends_with("# EOF\n"), "{om}");
+        assert!(om.contains("tlsgate_sessions_total{action=\"block\",reason_code=\"rule_matched\"} 3\n"));
+    }
+}
