@@ -401,3 +401,59 @@ mod tests {
         assert!(om.contains("tlsgate_sessions_total{action=\"block\",reason_code=\"rule_matched\"} 3\n"));
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// The README's table of metrics, as the snapshot makes them.
+    fn table() -> String {
+        let s = snapshot(
+            &["PORT".into()],
+            &[WorkerCounters::new(1)],
+            &[1],
+            &[SlowPathCounters::default()],
+            &[2],
+            &Tally::default(),
+            Duration::ZERO,
+        );
+        let mut t = String::from("| metric | type | labels | what it measures |\n|---|---|---|---|\n");
+        for f in s.iter() {
+            let mut names: Vec<&str> = Vec::new();
+            for (labels, _) in &f.samples {
+                for (k, _) in labels {
+                    if k != "__suffix" && k != "le" && !names.contains(&k.as_str()) {
+                        names.push(k);
+                    }
+                }
+            }
+            let labels = match (f.name.as_str(), names.is_empty()) {
+                ("tlsgate_sessions_total", _) => "`action`, `reason_code`".to_string(),
+                ("tlsgate_rule_sessions_total" | "tlsgate_rule_monitor_hits_total", _) => "`rule`".to_string(),
+                (_, true) => String::new(),
+                _ => names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+            };
+            let kind = match f.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram (`le`)",
+            };
+            t.push_str(&format!("| `{}` | {kind} | {labels} | {} |\n", f.name, f.help.replace('|', "\\|")));
+        }
+        t
+    }
+
+    /// `TLSGATE_PRINT_METRICS_TABLE=1 cargo test --release --bin tlsgate readme` prints it.
+    #[test]
+    fn the_readme_lists_every_metric_as_the_snapshot_makes_it() {
+        let t = table();
+        if std::env::var_os("TLSGATE_PRINT_METRICS_TABLE").is_some() {
+            println!("{t}");
+        }
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&t),
+            "README.md's metrics table is not the one the code makes; print it with TLSGATE_PRINT_METRICS_TABLE=1"
+        );
+    }
+}
