@@ -65,6 +65,8 @@ pub struct Output {
     pub counters_json: Option<PathBuf>,
     /// Where to append session events (JSON lines).
     pub events: Option<PathBuf>,
+    /// Set (by SIGUSR1) when the log files are to be reopened.
+    pub reopen: Option<Arc<AtomicBool>>,
 }
 
 /// `tlsgate run --config FILE`.
@@ -85,6 +87,10 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
         .map_err(|e| Failure::Runtime(format!("cannot install a handler for SIGHUP: {e}")))?;
+    let reopen = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
+        .map_err(|e| Failure::Runtime(format!("cannot install a handler for SIGUSR1: {e}")))?;
+    out.reopen = Some(reopen);
     let policy_path = settings.policy_path();
     let slow_path = (!settings.slowpath.lcores.get_ref().is_empty()).then(|| {
         Arc::new(Interceptor::new(
@@ -157,8 +163,14 @@ pub fn run_until(
             out.events.as_deref().unwrap_or(Path::new("")).display()
         ))
     })?;
+    if let Some(socket) = &settings.events.syslog {
+        log = log
+            .with_syslog(socket)
+            .map_err(|e| Failure::Runtime(format!("cannot reach syslog at {}: {e}", socket.display())))?;
+    }
     let mut plain = PlaintextOut::open(settings.keylog_path().as_deref(), settings.decrypted_pcap_path().as_deref())
         .map_err(Failure::Runtime)?;
+    let mut reopen_error: Option<String> = None;
     // The metrics endpoint before anything else starts: an address in use
     // stops the start with one line, and nothing half started.
     let metrics = match settings.metrics.address() {
@@ -223,6 +235,17 @@ pub fn run_until(
         dp.drain_events(|ev| write(&mut log, &ev));
         dp.drain_slow_records(|r| take_record(&mut log, &mut plain, &r));
         let _ = plain.flush();
+        let _ = log.flush();
+        // SIGUSR1 (logrotate's postrotate): everything drained so far is in the old files.
+        if out.reopen.as_ref().is_some_and(|r| r.swap(false, Ordering::Relaxed)) {
+            let reopened = log.reopen().map_err(|e| e.to_string()).and_then(|()| plain.reopen());
+            match reopened {
+                Ok(()) => eprintln!("tlsgate: log files reopened"),
+                Err(e) => {
+                    reopen_error.get_or_insert_with(|| format!("reopening the log files: {e}"));
+                }
+            }
+        }
         if let Some(r) = &mut rates {
             r.tick(&dp.counters());
         }
@@ -257,7 +280,7 @@ pub fn run_until(
     if report.exit_codes.iter().any(|&c| c != 0) {
         return Err(Failure::Runtime("a worker failed (see above); counters are as it left them".into()));
     }
-    if let Some(e) = write_error.or(plain_error) {
+    if let Some(e) = write_error.or(plain_error).or(reopen_error) {
         return Err(Failure::Runtime(e));
     }
     Ok(log.summary)

@@ -1,16 +1,22 @@
 //! The event log on the control thread: session events from the workers'
-//! rings, written as JSON lines, and tallied for the summary a replay prints.
+//! rings, written as JSON lines (to a file, reopened on SIGUSR1 for log
+//! rotation, or to standard output with `-`), optionally also to syslog
+//! (RFC 5424 over the local socket), and tallied for the summary a replay
+//! prints and for the metrics.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 
 use tlsgate_core::event::SessionEvent;
 
 /// Where events go.
 pub struct EventLog {
-    file: Option<BufWriter<File>>,
+    file: Option<BufWriter<Box<dyn Write + Send>>>,
+    path: Option<PathBuf>,
+    syslog: Option<Syslog>,
     /// The tally so far.
     pub summary: Summary,
 }
@@ -32,24 +38,88 @@ pub struct Summary {
     pub metrics: Option<crate::metrics::Tally>,
 }
 
+/// An event file: appended to, or standard output for `-`.
+fn open_file(p: &Path) -> std::io::Result<BufWriter<Box<dyn Write + Send>>> {
+    let w: Box<dyn Write + Send> = if p == Path::new("-") {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(OpenOptions::new().create(true).append(true).open(p)?)
+    };
+    Ok(BufWriter::new(w))
+}
+
+/// Syslog over the local datagram socket, RFC 5424: facility local0,
+/// severity informational, the event's JSON as the message.
+struct Syslog {
+    socket: UnixDatagram,
+    host: String,
+    pid: u32,
+}
+
+impl Syslog {
+    fn connect(path: &Path) -> std::io::Result<Syslog> {
+        let socket = UnixDatagram::unbound()?;
+        socket.connect(path)?;
+        socket.set_nonblocking(true)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("-".into(), |h| h.trim().to_string());
+        Ok(Syslog { socket, host, pid: std::process::id() })
+    }
+
+    /// Sends one message; a syslog daemon that cannot keep up loses it, the
+    /// appliance does not wait.
+    fn send(&self, json: &str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // RFC 3339, as RFC 5424 wants it: EVE's `+0000` becomes `Z`.
+        let ts = tlsgate_core::event::eve_timestamp(now.as_nanos() as u64).replace("+0000", "Z");
+        // <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG (PRI 134: local0.info)
+        let msg = format!("<134>1 {ts} {} tlsgate {} event - {json}", self.host, self.pid);
+        let _ = self.socket.send(msg.as_bytes());
+    }
+}
+
 /// Sessions listed one by one in the summary before it only counts.
 const LISTED: usize = 25;
 
 impl EventLog {
-    /// Appends to `path` (created if missing); `None` keeps only the tally.
+    /// Appends to `path` (created if missing; `-` is standard output);
+    /// `None` keeps only the tally.
     pub fn open(path: Option<&Path>) -> std::io::Result<EventLog> {
         let file = match path {
-            Some(p) => Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(p)?)),
+            Some(p) => Some(open_file(p)?),
             None => None,
         };
-        Ok(EventLog { file, summary: Summary::default() })
+        Ok(EventLog { file, path: path.map(Path::to_path_buf), syslog: None, summary: Summary::default() })
+    }
+
+    /// Also sends every event to syslog at `socket` (`/dev/log`).
+    pub fn with_syslog(mut self, socket: &Path) -> std::io::Result<EventLog> {
+        self.syslog = Some(Syslog::connect(socket)?);
+        Ok(self)
+    }
+
+    /// Closes the file and opens its path again (after logrotate moved it):
+    /// every event written before is in the old file, every later one in the
+    /// new. Standard output is left as it is.
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        let Some(p) = self.path.clone().filter(|p| p != Path::new("-")) else { return Ok(()) };
+        if let Some(f) = &mut self.file {
+            f.flush()?;
+        }
+        self.file = Some(open_file(&p)?);
+        Ok(())
     }
 
     /// Writes one event and tallies it.
     pub fn write(&mut self, ev: &SessionEvent) -> std::io::Result<()> {
-        if let Some(f) = &mut self.file {
-            serde_json::to_writer(&mut *f, &ev.to_json())?;
-            f.write_all(b"\n")?;
+        if self.file.is_some() || self.syslog.is_some() {
+            let line = serde_json::to_string(&ev.to_json())?;
+            if let Some(f) = &mut self.file {
+                f.write_all(line.as_bytes())?;
+                f.write_all(b"\n")?;
+            }
+            if let Some(s) = &self.syslog {
+                s.send(&line);
+            }
         }
         let s = &mut self.summary;
         if let Some(t) = &mut s.metrics {

@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, stats_interval, counters_json, events } => {
-            control::run(&config, Output { stats_interval, counters_json, events })
+            control::run(&config, Output { stats_interval, counters_json, events, reopen: None })
         }
         Command::Replay {
             pcap,
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                 verify_checksums: checksums == "verify",
                 strip_ech,
             };
-            let output = Output { stats_interval, counters_json, events };
+            let output = Output { stats_interval, counters_json, events, reopen: None };
             replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)
         }
         Command::Policy { command: PolicyCommand::Check { file } } => control::policy_check(&file),

@@ -94,6 +94,8 @@ pub struct EventSettings {
     pub path: Option<PathBuf>,
     /// How much of the handshake a session's event waits for.
     pub handshake: HandshakeEvents,
+    /// Also send each event to syslog at this socket (`syslog = true`: `/dev/log`).
+    pub syslog: Option<PathBuf>,
 }
 
 /// How much of the handshake a session's event carries.
@@ -119,6 +121,13 @@ impl<'de> Deserialize<'de> for EventSettings {
             path: Option<PathBuf>,
             #[serde(default)]
             handshake: HandshakeEvents,
+            syslog: Option<SyslogSetting>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum SyslogSetting {
+            On(bool),
+            Socket(PathBuf),
         }
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
@@ -127,11 +136,16 @@ impl<'de> Deserialize<'de> for EventSettings {
                 f.write_str("a path, or a table with `path` and `handshake`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventSettings, E> {
-                Ok(EventSettings { path: Some(PathBuf::from(v)), handshake: HandshakeEvents::default() })
+                Ok(EventSettings { path: Some(PathBuf::from(v)), handshake: HandshakeEvents::default(), syslog: None })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<EventSettings, A::Error> {
                 let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(EventSettings { path: t.path, handshake: t.handshake })
+                let syslog = match t.syslog {
+                    Some(SyslogSetting::On(true)) => Some(PathBuf::from("/dev/log")),
+                    Some(SyslogSetting::Socket(p)) => Some(p),
+                    _ => None,
+                };
+                Ok(EventSettings { path: t.path, handshake: t.handshake, syslog })
             }
         }
         d.deserialize_any(Visitor)
@@ -987,7 +1001,8 @@ impl Settings {
 
     /// The event log's path, resolved against the settings file's folder.
     pub fn events_path(&self) -> Option<PathBuf> {
-        self.events.path.as_ref().map(|p| self.resolve(p))
+        // `-` is standard output, not a file next to the settings.
+        self.events.path.as_ref().map(|p| if p == Path::new("-") { p.clone() } else { self.resolve(p) })
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
