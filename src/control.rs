@@ -122,10 +122,13 @@ fn reload(dp: &Dataplane, path: Option<&Path>) {
         let rules = p.rules().len();
         dp.reload_policy(Arc::new(p)).map(|()| rules)
     }) {
-        Ok(rules) => eprintln!(
-            "tlsgate: policy reloaded from {} ({rules} rules); new sessions are judged by it, flows keep their verdicts",
-            path.display()
-        ),
+        Ok(rules) => {
+            eprintln!(
+                "tlsgate: policy reloaded from {} ({rules} rules); new sessions are judged by it, flows keep their verdicts",
+                path.display()
+            );
+            sd_notify(&format!("STATUS=policy reloaded ({rules} rules)"));
+        }
         Err(e) => eprintln!("tlsgate: policy not reloaded, the one in force stays: {e}"),
     }
 }
@@ -228,6 +231,8 @@ pub fn run_until(
         dp.steering().name()
     );
     let started = Instant::now();
+    // The workers are up and forwarding: a service manager may count us started.
+    sd_notify(&format!("READY=1\nSTATUS=bridging with {} worker(s)", lcores.len()));
     let mut rates = out.stats_interval.map(|s| RateLine::new(Duration::from_secs_f64(s)));
     let mut published: Option<Instant> = None;
     while !done(&dp) {
@@ -259,6 +264,7 @@ pub fn run_until(
         }
     }
     let dp_steering = dp.steering().name();
+    sd_notify("STOPPING=1");
     let report = dp.stop();
     for ev in &report.events {
         write(&mut log, ev);
@@ -284,6 +290,23 @@ pub fn run_until(
         return Err(Failure::Runtime(e));
     }
     Ok(log.summary)
+}
+
+/// Tells the service manager (systemd's `Type=notify`) how things stand:
+/// a datagram to `$NOTIFY_SOCKET` (a path, or `@` and an abstract name), if
+/// one is set; nothing otherwise.
+pub fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    if let (Ok(sock), Ok(addr)) = (UnixDatagram::unbound(), addr) {
+        let _ = sock.send_to_addr(state.as_bytes(), &addr);
+    }
 }
 
 /// How often the metrics' snapshot is made anew.
