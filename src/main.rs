@@ -47,6 +47,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print the man page (roff) made from these commands' definitions.
+    #[command(hide = true)]
+    Manpage,
     /// Replay a capture through the data plane (net_pcap PMD) and stop when done.
     Replay {
         /// Capture to read (pcap or pcapng, optionally gzip-compressed).
@@ -130,6 +133,17 @@ fn main() -> ExitCode {
             replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)
         }
         Command::Policy { command: PolicyCommand::Check { file } } => control::policy_check(&file),
+        Command::Manpage => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &out))
+            {
+                Ok(()) => Ok(()),
+                Err(e) => Err(control::Failure::Runtime(format!("writing the man page: {e}"))),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
