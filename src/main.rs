@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod control;
+mod doctor;
 mod events;
 mod metrics;
 mod plaintext;
@@ -46,6 +47,12 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Check that a `tlsgate run` with these settings would start here, and say what to fix.
+    Doctor {
+        /// Settings file (TOML).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Print the man page (roff) made from these commands' definitions.
     #[command(hide = true)]
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)
         }
         Command::Policy { command: PolicyCommand::Check { file } } => control::policy_check(&file),
+        Command::Doctor { config } => doctor::doctor(&config),
         Command::Manpage => {
             use clap::CommandFactory;
             let mut out = Vec::new();
