@@ -12,5 +12,6 @@
 #include <rte_ring.h>
 #include <rte_ethdev.h>
 #include <rte_bus_vdev.h>
+#include <rte_telemetry.h>
 
 #include "shim.h"

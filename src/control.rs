@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tlsgate_config::{ConfigError, Settings};
-use tlsgate_dataplane::dpdk::{Eal, EalError};
+use tlsgate_dataplane::dpdk::{telemetry, Eal, EalError};
 use tlsgate_dataplane::runtime::{Dataplane, StartError, StartOptions};
+use tlsgate_dataplane::stats::{SlowPathCounters, WorkerCounters};
 
 use tlsgate_config::policy::Policy;
 use tlsgate_core::escalate::SlowRecord;
@@ -76,9 +77,16 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
         Some(p) => {
             let policy = Policy::load(&p).map_err(Failure::Config)?;
             check_policy_objects(&policy).map_err(|e| Failure::Config(ConfigError::file(&p, e)))?;
+            publish_policy(&p, &policy);
             Some(Arc::new(policy))
         }
-        None => None,
+        None => {
+            telemetry::publish(
+                "/tlsgate/policy",
+                vec![("file".into(), telemetry::TelValue::Text("none: a plain bridge".into()))],
+            );
+            None
+        }
     };
     if out.events.is_none() {
         out.events = settings.events_path();
@@ -120,6 +128,7 @@ fn reload(dp: &Dataplane, path: Option<&Path>) {
     match Policy::load(path).map_err(|e| e.to_string()).and_then(|p| {
         check_policy_objects(&p).map_err(|e| format!("{}: {e}", path.display()))?;
         let rules = p.rules().len();
+        publish_policy(path, &p);
         dp.reload_policy(Arc::new(p)).map(|()| rules)
     }) {
         Ok(rules) => {
@@ -231,6 +240,11 @@ pub fn run_until(
         dp.steering().name()
     );
     let started = Instant::now();
+    for (cmd, help) in TELEMETRY {
+        if let Err(e) = telemetry::register(cmd, help) {
+            eprintln!("tlsgate: {e}");
+        }
+    }
     // The workers are up and forwarding: a service manager may count us started.
     sd_notify(&format!("READY=1\nSTATUS=bridging with {} worker(s)", lcores.len()));
     let mut rates = out.stats_interval.map(|s| RateLine::new(Duration::from_secs_f64(s)));
@@ -254,13 +268,14 @@ pub fn run_until(
         if let Some(r) = &mut rates {
             r.tick(&dp.counters());
         }
-        // A fresh snapshot for the scrapes four times a second.
-        if let (Some(m), Some(tally)) = (&metrics, &log.summary.metrics) {
-            if published.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
-                let (workers, slow) = (dp.counters(), dp.slow_counters());
+        // Fresh snapshots for the scrapes and the telemetry socket four times a second.
+        if published.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+            let (workers, slow) = (dp.counters(), dp.slow_counters());
+            if let (Some(m), Some(tally)) = (&metrics, &log.summary.metrics) {
                 m.publish(snapshot(&names, &workers, &lcores, &slow, &slow_lcores, tally, started.elapsed()));
-                published = Some(Instant::now());
             }
+            publish_telemetry(&workers, &slow, log.summary.sessions, started.elapsed());
+            published = Some(Instant::now());
         }
     }
     let dp_steering = dp.steering().name();
@@ -307,6 +322,65 @@ pub fn sd_notify(state: &str) {
     if let (Ok(sock), Ok(addr)) = (UnixDatagram::unbound(), addr) {
         let _ = sock.send_to_addr(state.as_bytes(), &addr);
     }
+}
+
+/// tlsgate's commands on the EAL's telemetry socket.
+const TELEMETRY: [(&str, &str); 3] = [
+    ("/tlsgate/stats", "tlsgate's totals: ports, drops by reason, inspection, slow path. Takes no parameters."),
+    ("/tlsgate/flows", "Flows the workers tracked, forgot, expired, per worker. Takes no parameters."),
+    ("/tlsgate/policy", "The decryption policy in force: its file, default action and rules. Takes no parameters."),
+];
+
+/// The counters as `/tlsgate/stats` and `/tlsgate/flows` answer them.
+fn publish_telemetry(workers: &[WorkerCounters], slow: &[SlowPathCounters], logged: u64, uptime: Duration) {
+    use telemetry::TelValue::U64;
+    use tlsgate_dataplane::stats::{DropReason, InspectCounters, PortCounters};
+    let mut total = PortCounters::default();
+    let mut inspect = InspectCounters::default();
+    for w in workers {
+        total.add(&w.total());
+        inspect.add(&w.inspect);
+    }
+    let mut stats = vec![
+        ("uptime_s".to_string(), U64(uptime.as_secs())),
+        ("rx_packets".into(), U64(total.rx_packets)),
+        ("rx_bytes".into(), U64(total.rx_bytes)),
+        ("tx_packets".into(), U64(total.tx_packets)),
+        ("tx_bytes".into(), U64(total.tx_bytes)),
+        ("dropped".into(), U64(total.dropped_total())),
+        ("events_logged".into(), U64(logged)),
+    ];
+    stats.extend(DropReason::ALL.iter().map(|r| (format!("dropped_{}", r.name()), U64(total.dropped[*r as usize]))));
+    stats.extend(inspect.named().map(|(n, v)| (n.to_string(), U64(v))));
+    let mut s = SlowPathCounters::default();
+    for c in slow {
+        s.add(c);
+    }
+    stats.extend(s.named().map(|(n, v)| (format!("slowpath_{n}"), U64(v))));
+    telemetry::publish("/tlsgate/stats", stats);
+    let keys = ["flows", "quic_flows", "quic_reconnects", "midstream", "evicted", "expired", "table_full"];
+    let mut flows: Vec<(String, telemetry::TelValue)> =
+        inspect.named().filter(|(n, _)| keys.contains(n)).map(|(n, v)| (n.to_string(), U64(v))).collect();
+    for (i, w) in workers.iter().enumerate() {
+        flows.push((format!("worker{i}_flows"), U64(w.inspect.flows)));
+        flows.push((format!("worker{i}_quic_flows"), U64(w.inspect.quic_flows)));
+    }
+    telemetry::publish("/tlsgate/flows", flows);
+}
+
+/// The policy as `/tlsgate/policy` answers it.
+fn publish_policy(path: &Path, p: &Policy) {
+    use telemetry::TelValue::{Text, U64};
+    let mut v = vec![
+        ("file".to_string(), Text(path.display().to_string())),
+        ("default_action".into(), Text(p.default_action().name().to_string())),
+        ("rules".into(), U64(p.rules().len() as u64)),
+    ];
+    for (i, r) in p.rules().iter().enumerate().take(250) {
+        let state = if r.enabled { "" } else { " (disabled)" };
+        v.push((format!("rule{}", i + 1), Text(format!("{}: {}{state}", r.name, r.action.name()))));
+    }
+    telemetry::publish("/tlsgate/policy", v);
 }
 
 /// How often the metrics' snapshot is made anew.

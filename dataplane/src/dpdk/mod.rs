@@ -11,6 +11,7 @@ mod mbuf;
 mod mempool;
 mod port;
 mod ring;
+pub mod telemetry;
 
 pub use eal::{Eal, EalError};
 pub use lcore::{lcore_id, pause, tsc, tsc_hz, Clock, LaunchError, LcoreHandle};
