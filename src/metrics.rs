@@ -62,28 +62,52 @@ pub struct Family {
 /// Everything a scrape shows.
 pub type Snapshot = Arc<Vec<Family>>;
 
+/// One latency's HdrHistogram (ns, 1 ns to an hour, 3 significant digits) and its exact sum.
+pub struct Latency {
+    h: Histogram<u64>,
+    sum_ns: u128,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { h: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"), sum_ns: 0 }
+    }
+}
+
+impl Latency {
+    fn record(&mut self, ns: u64) {
+        let ns = ns.max(1);
+        if self.h.record(ns).is_ok() {
+            self.sum_ns += u128::from(ns);
+        }
+    }
+
+    /// As a Prometheus histogram family.
+    fn family(&self, name: &str, help: &str) -> Family {
+        let mut f = family(name, help, Kind::Histogram);
+        for b in BUCKETS {
+            let n = self.h.count_between(0, (b * 1e9) as u64);
+            f.samples.push((vec![("le".into(), format!("{b}")), ("__suffix".into(), "_bucket".into())], n as f64));
+        }
+        let total = self.h.len() as f64;
+        f.samples.push((vec![("le".into(), "+Inf".into()), ("__suffix".into(), "_bucket".into())], total));
+        f.samples.push((vec![("__suffix".into(), "_sum".into())], self.sum_ns as f64 / 1e9));
+        f.samples.push((vec![("__suffix".into(), "_count".into())], total));
+        f
+    }
+}
+
 /// Session counts and latencies from the events, as the control thread writes them.
+#[derive(Default)]
 pub struct Tally {
     sessions: BTreeMap<(String, String), u64>,
     rules: BTreeMap<String, u64>,
     monitors: BTreeMap<String, u64>,
     dns_rewritten: u64,
-    decision: Histogram<u64>,
-    decision_sum_ns: u128,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            sessions: BTreeMap::new(),
-            rules: BTreeMap::new(),
-            monitors: BTreeMap::new(),
-            dns_rewritten: 0,
-            // 1 ns to an hour, 3 significant digits.
-            decision: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
-            decision_sum_ns: 0,
-        }
-    }
+    decision: Latency,
+    server_handshake: Latency,
+    client_handshake: Latency,
+    first_plaintext: Latency,
 }
 
 impl Tally {
@@ -102,9 +126,17 @@ impl Tally {
             *self.monitors.entry(m.clone()).or_default() += 1;
         }
         if ev.started_ns > 0 && ev.timestamp_ns >= ev.started_ns {
-            let ns = (ev.timestamp_ns - ev.started_ns).max(1);
-            if self.decision.record(ns).is_ok() {
-                self.decision_sum_ns += u128::from(ns);
+            self.decision.record(ev.timestamp_ns - ev.started_ns);
+        }
+        if let Some(d) = &ev.decrypt {
+            for (l, v) in [
+                (&mut self.server_handshake, d.server_handshake_ns),
+                (&mut self.client_handshake, d.client_handshake_ns),
+                (&mut self.first_plaintext, d.first_plaintext_ns),
+            ] {
+                if let Some(ns) = v {
+                    l.record(ns);
+                }
             }
         }
     }
@@ -208,20 +240,22 @@ pub fn snapshot(
     dns.samples.push((Vec::new(), tally.dns_rewritten as f64));
     out.extend([sessions, rules, monitors, dns]);
 
-    let mut h = family(
+    out.push(tally.decision.family(
         "tlsgate_decision_latency_seconds",
         "Time from a flow's first packet to its decision (sessions the workers decided)",
-        Kind::Histogram,
-    );
-    for b in BUCKETS {
-        let n = tally.decision.count_between(0, (b * 1e9) as u64);
-        h.samples.push((vec![("le".into(), format!("{b}")), ("__suffix".into(), "_bucket".into())], n as f64));
-    }
-    let total = tally.decision.len() as f64;
-    h.samples.push((vec![("le".into(), "+Inf".into()), ("__suffix".into(), "_bucket".into())], total));
-    h.samples.push((vec![("__suffix".into(), "_sum".into())], tally.decision_sum_ns as f64 / 1e9));
-    h.samples.push((vec![("__suffix".into(), "_count".into())], total));
-    out.push(h);
+    ));
+    out.push(tally.server_handshake.family(
+        "tlsgate_slowpath_server_handshake_seconds",
+        "Decrypted sessions: from the takeover to the server's certificate (the handshake toward the server)",
+    ));
+    out.push(tally.client_handshake.family(
+        "tlsgate_slowpath_client_handshake_seconds",
+        "Decrypted sessions: from the server's certificate to both handshakes complete (toward the client)",
+    ));
+    out.push(tally.first_plaintext.family(
+        "tlsgate_slowpath_first_plaintext_seconds",
+        "Decrypted sessions: from the takeover to the first plaintext byte relayed",
+    ));
     Arc::new(out)
 }
 
@@ -375,8 +409,7 @@ mod tests {
         let mut tally = Tally::default();
         tally.sessions.insert(("block".into(), "rule_matched".into()), 3);
         tally.rules.insert("no-\"casino\"".into(), 3);
-        tally.decision.record(300_000).unwrap();
-        tally.decision_sum_ns = 300_000;
+        tally.decision.record(300_000);
         let s = snapshot(&["p0".into()], &[WorkerCounters::new(1)], &[1], &[], &[], &tally, Duration::from_secs(2));
         let text = render(&s, false);
         assert!(text.contains("# TYPE tlsgate_sessions_total counter\n"), "{text}");

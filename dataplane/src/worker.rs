@@ -246,7 +246,7 @@ impl Worker {
             } else {
                 ins.inspector.expire(now, &mut self.out);
             }
-            self.counters.inspect = *ins.inspector.counters();
+            self.counters.inspect = ins.inspector.counters_now();
             for ev in self.out.events.drain(..) {
                 if ins.events.push(Box::new(ev)).is_err() {
                     self.counters.lcore.events_lost += 1;

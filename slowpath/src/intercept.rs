@@ -46,6 +46,19 @@ pub struct Outcome {
     pub bytes_to_server: u64,
     /// Plaintext relayed server to client.
     pub bytes_to_client: u64,
+    /// How long its steps took.
+    pub timings: Timings,
+}
+
+/// How long a taken-over session's steps took, from the takeover (ns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Until the server's certificate arrived (the handshake toward the server).
+    pub server_certificate_ns: Option<u64>,
+    /// Until both handshakes completed.
+    pub established_ns: Option<u64>,
+    /// Until the first plaintext byte was relayed, either way.
+    pub first_plaintext_ns: Option<u64>,
 }
 
 /// Answers a Resign relay's request for the certificate to show the client:
@@ -84,6 +97,8 @@ pub struct Interception {
     /// Both handshakes must be done by then, or both ends are reset: a peer
     /// that stalls or trickles a handshake holds a session for this long at most.
     handshake_deadline_ns: u64,
+    /// When the takeover began.
+    started_ns: u64,
     /// After a failure, the peers get this long to close before they are reset.
     failed_deadline_ns: Option<u64>,
 }
@@ -125,6 +140,7 @@ impl Interception {
             fin_to_client: false,
             last_activity_ns: now_ns,
             handshake_deadline_ns: now_ns.saturating_add(HANDSHAKE_TIMEOUT_NS),
+            started_ns: now_ns,
             failed_deadline_ns: None,
         }
     }
@@ -156,7 +172,7 @@ impl Interception {
             let mut moved = 0;
             moved += self.client_to_relay();
             moved += self.server_to_relay();
-            moved += self.relay_events(forge, out);
+            moved += self.relay_events(now_ns, forge, out);
             moved += self.relay_to_tcp();
             if moved == 0 {
                 break;
@@ -282,13 +298,15 @@ impl Interception {
         n
     }
 
-    fn relay_events(&mut self, forge: &mut CertificateFor<'_>, out: &mut Output) -> usize {
+    fn relay_events(&mut self, now_ns: u64, forge: &mut CertificateFor<'_>, out: &mut Output) -> usize {
         let mut n = 0;
+        let since = now_ns.saturating_sub(self.started_ns);
         while let Some(ev) = self.relay.poll_event() {
             n += 1;
             match ev {
                 RelayEvent::ClientHello { .. } => {}
                 RelayEvent::UpstreamCertificate { chain, trusted } => {
+                    self.outcome.timings.server_certificate_ns.get_or_insert(since);
                     self.outcome.chain = chain.clone();
                     self.outcome.trusted = Some(trusted);
                     out.upstream_certificate = Some((chain, trusted));
@@ -304,9 +322,11 @@ impl Interception {
                     }
                 },
                 RelayEvent::Established { upstream_version, upstream_cipher, client_version, alpn } => {
+                    self.outcome.timings.established_ns.get_or_insert(since);
                     self.outcome.established = Some((upstream_version, upstream_cipher, client_version, alpn));
                 }
                 RelayEvent::Plaintext { from_client, data } => {
+                    self.outcome.timings.first_plaintext_ns.get_or_insert(since);
                     if from_client {
                         self.outcome.bytes_to_server += data.len() as u64;
                     } else {

@@ -749,6 +749,12 @@ impl SlowLcore {
             shown_certificate: flow.shown,
             bytes_to_server: o.bytes_to_server,
             bytes_to_client: o.bytes_to_client,
+            server_handshake_ns: o.timings.server_certificate_ns,
+            client_handshake_ns: o
+                .timings
+                .established_ns
+                .map(|e| e.saturating_sub(o.timings.server_certificate_ns.unwrap_or(0))),
+            first_plaintext_ns: o.timings.first_plaintext_ns,
             ..Default::default()
         };
         if let Some((up_version, cipher, client_version, alpn)) = &o.established {

@@ -131,6 +131,14 @@ fn logrotate_and_sigusr1_lose_no_event_and_reopen_every_log() {
         before.lines().chain(after.lines()).map(|l| serde_json::from_str(l).expect("whole JSON lines")).collect();
     assert!(before.lines().count() >= 5 && after.lines().count() >= 4, "before:\n{before}\nafter:\n{after}");
     assert_eq!(all.len(), sessions, "every session once, in one file or the other");
+    // Decrypted sessions carry how long their steps took.
+    let decrypted: Vec<_> = all.iter().filter(|e| e["policy"]["reason_code"] == "decrypted").collect();
+    assert_eq!(decrypted.len(), 4, "{all:?}");
+    for e in &decrypted {
+        for k in ["server_handshake_ms", "client_handshake_ms", "first_plaintext_ms"] {
+            assert!(e["decrypt"][k].as_f64().is_some_and(|ms| ms > 0.0 && ms < 10_000.0), "{k}: {e}");
+        }
+    }
     let mut ids: Vec<_> = all.iter().map(|e| e["flow_id"].as_u64().unwrap()).collect();
     ids.sort_unstable();
     ids.dedup();

@@ -137,6 +137,10 @@ crate::counters! {
         not_tcp,
         /// Flows tracked from their SYN.
         flows,
+        /// TCP flows in the table now (a gauge).
+        flows_now,
+        /// QUIC flows in their table now (a gauge).
+        quic_flows_now,
         /// New flows that found the table full, with nothing in it to forget
         /// (`flows.when_full` applied).
         table_full,
@@ -430,6 +434,14 @@ impl Inspector {
     /// Flows tracked now.
     pub fn flows(&self) -> usize {
         self.table.len()
+    }
+
+    /// The counters, with the tables' sizes now in their gauges.
+    pub fn counters_now(&self) -> InspectCounters {
+        let mut c = self.judge.counters;
+        c.flows_now = self.table.len() as u64;
+        c.quic_flows_now = self.quic.len() as u64;
+        c
     }
 
     /// Puts a new policy in force for sessions that begin from now on; flows
