@@ -122,6 +122,8 @@ tlsgate_core::counters! {
         sessions_undecryptable,
         /// Sessions held now (a gauge).
         sessions_now,
+        /// Re-signed certificates in the forged caches now (a gauge).
+        forged_cached_now,
         /// Packets of escalated flows received from the workers.
         packets_in,
         /// Frames sent on this lcore's tx queues.
@@ -330,7 +332,7 @@ impl SlowLcore {
         if !held.is_empty() {
             self.drive(&key, now, link);
         }
-        self.counters.sessions_now = self.flows.len() as u64;
+        self.update_gauges();
     }
 
     /// At the session limit: the worker carries the decision out as
@@ -600,6 +602,12 @@ impl SlowLcore {
         flow.failure_action = Some(action);
     }
 
+    /// The gauges: sessions now, and what the forged caches hold.
+    fn update_gauges(&mut self) {
+        self.counters.sessions_now = self.flows.len() as u64;
+        self.counters.forged_cached_now = self.forgers.values().map(|f| f.stats().cached).sum();
+    }
+
     /// Starts a probe: its flow is announced to the worker that will see its
     /// packets, then its SYN leaves toward the server.
     fn start_probe(&mut self, req: ProbeRequest, now: u64, link: &mut dyn Link) {
@@ -690,7 +698,7 @@ impl SlowLcore {
     /// A session is over: its event, and the worker forgets the flow.
     fn finish(&mut self, flow: &mut Flow, how: Option<Finished>, now: u64, link: &mut dyn Link) {
         flow.finished = Some((now, how));
-        self.counters.sessions_now = self.flows.len() as u64;
+        self.update_gauges();
         let o = &flow.icpt.outcome;
         self.counters.plaintext_to_server += o.bytes_to_server;
         self.counters.plaintext_to_client += o.bytes_to_client;
@@ -798,7 +806,7 @@ impl SlowLcore {
             };
             if expired {
                 self.flows.remove(&k);
-                self.counters.sessions_now = self.flows.len() as u64;
+                self.update_gauges();
                 continue;
             }
             if due {

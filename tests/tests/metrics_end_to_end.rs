@@ -193,6 +193,9 @@ fn prometheus_reads_what_the_event_log_and_the_counters_say() {
     let rule = query(&topo, "tlsgate_rule_sessions_total{rule=\"no-casino\"}")[0].1;
     let watched = query(&topo, "tlsgate_rule_monitor_hits_total{rule=\"watch\"}")[0].1;
     let decided = query(&topo, "sum(tlsgate_decision_latency_seconds_count)")[0].1;
+    // The flows stay in the table (closed, decided) until they expire.
+    let tracked = query(&topo, "sum(tlsgate_inspect_flows_now)")[0].1;
+    assert!(tracked >= 1.0, "flows in the table now: {tracked}");
 
     let (log, evs) = stop_and_read_events(&mut gate, &dir.path("events.json"));
     assert_eq!(total, evs.len() as f64, "{log}");

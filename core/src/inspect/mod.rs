@@ -141,6 +141,10 @@ crate::counters! {
         flows_now,
         /// QUIC flows in their table now (a gauge).
         quic_flows_now,
+        /// Servers and SNIs in the exclusion cache now (a gauge).
+        exclusions_now,
+        /// Servers in the server identity cache now (a gauge).
+        server_identities_now,
         /// New flows that found the table full, with nothing in it to forget
         /// (`flows.when_full` applied).
         table_full,
@@ -441,6 +445,8 @@ impl Inspector {
         let mut c = self.judge.counters;
         c.flows_now = self.table.len() as u64;
         c.quic_flows_now = self.quic.len() as u64;
+        c.exclusions_now = self.judge.slow.as_ref().map_or(0, |s| s.exclusions.len() as u64);
+        c.server_identities_now = self.judge.identities.as_ref().map_or(0, |i| i.len() as u64);
         c
     }
 
