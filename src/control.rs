@@ -19,9 +19,9 @@ use tlsgate_core::event::SessionEvent;
 use tlsgate_slowpath::lcore::{check_policy_objects, Interceptor};
 
 use crate::events::{EventLog, Summary};
-use crate::metrics::{snapshot, MetricsServer, Tally};
 use crate::plaintext::PlaintextOut;
 use crate::report::{counters_json, print_final, RateLine};
+use tlsgate_dataplane::metrics::{snapshot, MetricsServer, Tally};
 
 /// Why a command failed, and the exit status it gives.
 #[derive(Debug)]

@@ -35,7 +35,7 @@ pub struct Summary {
     /// `dns` events: answers rewritten without their ECH configurations.
     dns_rewritten: u64,
     /// What the metrics show of the events, when they are served.
-    pub metrics: Option<crate::metrics::Tally>,
+    pub metrics: Option<tlsgate_dataplane::metrics::Tally>,
 }
 
 /// An event file: appended to, or standard output for `-`.

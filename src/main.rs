@@ -5,7 +5,6 @@
 mod control;
 mod doctor;
 mod events;
-mod metrics;
 mod plaintext;
 mod replay;
 mod report;

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod dpdk;
+pub mod metrics;
 pub mod runtime;
 pub mod slow_lcore;
 pub mod stats;

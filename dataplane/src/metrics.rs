@@ -24,11 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::stats::{DropReason, InspectCounters, LcoreCounters, PortCounters, SlowPathCounters, WorkerCounters};
 use hdrhistogram::Histogram;
 use tlsgate_core::event::SessionEvent;
-use tlsgate_dataplane::stats::{
-    DropReason, InspectCounters, LcoreCounters, PortCounters, SlowPathCounters, WorkerCounters,
-};
 
 /// Upper bounds of the latency histograms' buckets, in seconds.
 const BUCKETS: [f64; 17] =
@@ -476,14 +474,14 @@ mod readme {
         t
     }
 
-    /// `TLSGATE_PRINT_METRICS_TABLE=1 cargo test --release --bin tlsgate readme` prints it.
+    /// `TLSGATE_PRINT_METRICS_TABLE=1 cargo test --release -p tlsgate-dataplane --lib readme` prints it.
     #[test]
     fn the_readme_lists_every_metric_as_the_snapshot_makes_it() {
         let t = table();
         if std::env::var_os("TLSGATE_PRINT_METRICS_TABLE").is_some() {
             println!("{t}");
         }
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         assert!(
             readme.contains(&t),
             "README.md's metrics table is not the one the code makes; print it with TLSGATE_PRINT_METRICS_TABLE=1"
