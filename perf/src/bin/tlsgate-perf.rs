@@ -126,6 +126,9 @@ enum Cmd {
     },
     /// One measurement in this process (used by `forward`).
     ForwardChild {
+        /// With metrics on (see `handshakes-child --metrics`).
+        #[arg(long)]
+        metrics: bool,
         #[arg(long)]
         mode: Mode,
         #[arg(long)]
@@ -195,7 +198,8 @@ fn main() {
                 }
             }
         }
-        Cmd::ForwardChild { mode, workers, seconds, pmd } => match child(pmd, mode, workers, seconds) {
+        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics } => match child(pmd, mode, workers, seconds, metrics)
+        {
             Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
             Err(e) => {
                 eprintln!("tlsgate-perf: {e}");
@@ -212,19 +216,30 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
     println!("  null: net_null, 64-byte frames made and freed by the PMD");
     println!("  ring: net_ring loopback pair, {FLOWS} TCP flows, IMIX sizes, closed loop");
     println!(
-        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7}",
-        "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio"
+        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7} {:>14}",
+        "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio", "metrics on/off"
     );
     for (&pmd, &w) in pmds.iter().flat_map(|p| workers.iter().map(move |w| (p, w))) {
         let mut bare = Vec::new();
         let mut tg = Vec::new();
+        let mut tm = Vec::new();
         for _ in 0..rounds {
-            for (mode, out) in [(Mode::Bare, &mut bare), (Mode::Tlsgate, &mut tg)] {
-                let o = Command::new(&exe)
-                    .args(["forward-child", "--mode", if mode == Mode::Bare { "bare" } else { "tlsgate" }])
-                    .args(["--workers", &w.to_string(), "--seconds", &seconds.to_string(), "--pmd", pmd.name()])
-                    .output()
-                    .expect("spawn own binary");
+            for (mode, metrics, out) in
+                [(Mode::Bare, false, &mut bare), (Mode::Tlsgate, false, &mut tg), (Mode::Tlsgate, true, &mut tm)]
+            {
+                let mut c = Command::new(&exe);
+                c.args(["forward-child", "--mode", if mode == Mode::Bare { "bare" } else { "tlsgate" }]).args([
+                    "--workers",
+                    &w.to_string(),
+                    "--seconds",
+                    &seconds.to_string(),
+                    "--pmd",
+                    pmd.name(),
+                ]);
+                if metrics {
+                    c.arg("--metrics");
+                }
+                let o = c.output().expect("spawn own binary");
                 if !o.status.success() {
                     eprintln!("{}", String::from_utf8_lossy(&o.stderr));
                     std::process::exit(1);
@@ -236,18 +251,20 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
         }
         let b = median(&bare);
         let t = median(&tg);
+        let m = median(&tm);
         let ratio = t.mpps / b.mpps;
         println!(
-            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}%",
+            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}% {:>13.1}%",
             pmd.name(),
             w,
             b.mpps,
             b.cycles_per_packet,
             t.mpps,
             t.cycles_per_packet,
-            ratio * 100.0
+            ratio * 100.0,
+            m.mpps / t.mpps * 100.0
         );
-        rows.push(serde_json::json!({"pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "ratio": ratio}));
+        rows.push(serde_json::json!({"pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "with_metrics": m, "ratio": ratio}));
     }
     if let Some(p) = json {
         std::fs::write(&p, serde_json::to_string_pretty(&rows).expect("json")).expect("write --json file");
@@ -260,7 +277,7 @@ fn median(v: &[Sample]) -> Sample {
     v[v.len() / 2]
 }
 
-fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, String> {
+fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool) -> Result<Sample, String> {
     let lcores: Vec<u32> = (1..=workers as u32).collect();
     // Hugepages when the machine has them reserved (TLB misses on 4 KiB pages
     // would otherwise dominate what is measured), else plain memory.
@@ -300,13 +317,27 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64) -> Result<Sample, S
     let run = Duration::from_secs_f64(seconds);
     let (packets, cycles) = match mode {
         Mode::Tlsgate => {
-            let dp = prep.launch().map_err(|e| e.to_string())?;
+            let mut dp = prep.launch().map_err(|e| e.to_string())?;
             let rx = |dp: &Dataplane| dp.counters().iter().map(|w| w.total().rx_packets).sum::<u64>();
-            std::thread::sleep(warmup);
+            let mut load = if metrics { Some(MetricsLoad::start(&dp)?) } else { None };
+            let mut wait = |dp: &mut Dataplane, d: Duration| match &mut load {
+                Some(l) => {
+                    let end = std::time::Instant::now() + d;
+                    while std::time::Instant::now() < end {
+                        l.tick(dp);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                None => std::thread::sleep(d),
+            };
+            wait(&mut dp, warmup);
             let (p0, t0) = (rx(&dp), tsc());
-            std::thread::sleep(run);
+            wait(&mut dp, run);
             let (p1, t1) = (rx(&dp), tsc());
             dp.stop();
+            if let Some(l) = load {
+                l.finish()?;
+            }
             (p1 - p0, t1 - t0)
         }
         Mode::Bare => {
@@ -458,6 +489,75 @@ fn hs_child(
         std::process::exit(1);
     }
     serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("child prints one JSON sample")
+}
+
+/// Metrics as `tlsgate run` serves them, beside a measured run: the events
+/// tallied, a snapshot four times a second, and a scraper reading `/metrics`
+/// ten times a second from a thread of its own.
+struct MetricsLoad {
+    server: tlsgate_dataplane::metrics::MetricsServer,
+    tally: tlsgate_dataplane::metrics::Tally,
+    names: Vec<String>,
+    started: std::time::Instant,
+    last: std::time::Instant,
+    on: Arc<AtomicBool>,
+    scraper: std::thread::JoinHandle<u64>,
+}
+
+impl MetricsLoad {
+    fn start(dp: &Dataplane) -> Result<MetricsLoad, String> {
+        let addr = "127.0.0.1:0".parse().map_err(|_| "an address")?;
+        let server = tlsgate_dataplane::metrics::MetricsServer::start(addr, Some(0))?;
+        let on = Arc::new(AtomicBool::new(true));
+        let (to, running) = (server.addr, on.clone());
+        let scraper = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut scrapes = 0u64;
+            while running.load(Ordering::Relaxed) {
+                if let Ok(mut c) = std::net::TcpStream::connect(to) {
+                    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                    let mut body = Vec::new();
+                    let _ = c.read_to_end(&mut body);
+                    scrapes += u64::from(!body.is_empty());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            scrapes
+        });
+        let now = std::time::Instant::now();
+        let names = dp.ports().iter().map(|p| p.name().to_owned()).collect();
+        Ok(MetricsLoad { server, tally: Default::default(), names, started: now, last: now, on, scraper })
+    }
+
+    /// Takes the events, and makes a snapshot when one is due.
+    fn tick(&mut self, dp: &mut Dataplane) {
+        dp.drain_events(|ev| self.tally.record(&ev));
+        if self.last.elapsed() >= Duration::from_millis(250) {
+            let (w, s) = (dp.counters(), dp.slow_counters());
+            let lcores: Vec<u32> = (1..=w.len() as u32).collect();
+            let snap = tlsgate_dataplane::metrics::snapshot(
+                &self.names,
+                &w,
+                &lcores,
+                &s,
+                &[],
+                &self.tally,
+                self.started.elapsed(),
+            );
+            self.server.publish(snap);
+            self.last = std::time::Instant::now();
+        }
+    }
+
+    /// Stops the scraper; an error if it could not scrape.
+    fn finish(self) -> Result<(), String> {
+        self.on.store(false, Ordering::Relaxed);
+        let scrapes = self.scraper.join().unwrap_or(0);
+        if scrapes < 5 {
+            return Err(format!("the scraper read /metrics only {scrapes} times"));
+        }
+        Ok(())
+    }
 }
 
 /// `tlsgate-perf quic`: see [`Cmd::Quic`].
@@ -622,56 +722,13 @@ fn handshakes_child(
                 (c.iter().map(|w| w.total().rx_packets).sum::<u64>(), c.iter().map(|w| w.inspect.sessions).sum::<u64>())
             };
             // The events are drained as the control thread would take them:
-            // dropped, or (with metrics on) tallied, with snapshots for the scraper.
-            let server = if metrics {
-                let addr = "127.0.0.1:0".parse().expect("an address");
-                Some(tlsgate_dataplane::metrics::MetricsServer::start(addr, Some(0))?)
-            } else {
-                None
-            };
-            let scraping = Arc::new(AtomicBool::new(true));
-            let scraper = server.as_ref().map(|s| {
-                let (addr, on) = (s.addr, scraping.clone());
-                std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let mut scrapes = 0u64;
-                    while on.load(Ordering::Relaxed) {
-                        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
-                            let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-                            let mut body = Vec::new();
-                            let _ = c.read_to_end(&mut body);
-                            scrapes += u64::from(!body.is_empty());
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    scrapes
-                })
-            });
-            let mut tally = tlsgate_dataplane::metrics::Tally::default();
-            let started = std::time::Instant::now();
-            let mut last = started;
-            let names: Vec<String> = dp.ports().iter().map(|p| p.name().to_owned()).collect();
+            // dropped, or (with metrics on) tallied, with snapshots for a scraper.
+            let mut load = if metrics { Some(MetricsLoad::start(&dp)?) } else { None };
             let mut wait = |dp: &mut Dataplane, d: Duration| {
                 let end = std::time::Instant::now() + d;
                 while std::time::Instant::now() < end {
-                    match &server {
-                        Some(s) => {
-                            dp.drain_events(|ev| tally.record(&ev));
-                            if last.elapsed() >= Duration::from_millis(250) {
-                                let (w, sl) = (dp.counters(), dp.slow_counters());
-                                let snap = tlsgate_dataplane::metrics::snapshot(
-                                    &names,
-                                    &w,
-                                    &[1],
-                                    &sl,
-                                    &[],
-                                    &tally,
-                                    started.elapsed(),
-                                );
-                                s.publish(snap);
-                                last = std::time::Instant::now();
-                            }
-                        }
+                    match &mut load {
+                        Some(l) => l.tick(dp),
                         None => dp.drain_events(drop),
                     }
                     std::thread::sleep(Duration::from_millis(5));
@@ -696,11 +753,8 @@ fn handshakes_child(
                 wait(&mut dp, run);
                 let ((p1, s1), t1) = (read(&dp), tsc());
                 dp.stop();
-                scraping.store(false, Ordering::Relaxed);
-                if let Some(scrapes) = scraper.map(|t| t.join().unwrap_or(0)) {
-                    if scrapes < 5 {
-                        return Err(format!("the scraper read /metrics only {scrapes} times"));
-                    }
+                if let Some(l) = load {
+                    l.finish()?;
                 }
                 (p1 - p0, s1 - s0, t1 - t0)
             }
