@@ -162,6 +162,34 @@ pub fn start_tlsgate(topo: &Topology, cfg: &std::path::Path, extra: &[&str]) -> 
     Reaper(Some(gate))
 }
 
+/// `tests/e2e/http_server.py` serving `www` over HTTPS (`cert`, `key`) on the
+/// server namespace's port 443 for `seconds`, with `extra` arguments
+/// (`--alt-svc ...`); killed on drop.
+pub fn start_https_server(
+    topo: &Topology,
+    www: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    seconds: u32,
+    extra: &[&str],
+) -> Reaper {
+    let server = topo
+        .exec(&topo.srv, "python3")
+        .arg(crate::repo().join("tests/e2e/http_server.py"))
+        .args(["--bind", &topo.srv_ip, "--port", "443", "--lifetime", &seconds.to_string(), "--dir"])
+        .arg(www)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 http_server.py");
+    Reaper(Some(server))
+}
+
 /// Stops the tlsgate of `gate` with SIGTERM (it must exit cleanly) and
 /// reads the event log it wrote: the text, and each line as JSON.
 pub fn stop_and_read_events(gate: &mut Reaper, events: &std::path::Path) -> (String, Vec<serde_json::Value>) {

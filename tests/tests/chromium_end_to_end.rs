@@ -15,8 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_perf::handshake::Pki;
-use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Reaper, Topology};
-use tlsgate_tests::{bin, dpdk_lock, repo, run_with_limit, text, Scratch};
+use tlsgate_tests::netns::{start_https_server, start_tlsgate, stop_and_read_events, Reaper, Topology};
+use tlsgate_tests::{bin, dpdk_lock, run_with_limit, text, Scratch};
 
 const POLICY: &str = r#"[policy]
 default_action = "do-not-decrypt"
@@ -129,21 +129,14 @@ fn chromium_gets_http3_through_tlsgate_and_falls_back_to_tcp_where_a_rule_decryp
         .spawn()
         .unwrap();
     let _h3 = Reaper(Some(h3));
-    let https = topo
-        .exec(&topo.srv, "python3")
-        .arg(repo().join("tests/e2e/http_server.py"))
-        .args(["--bind", &topo.srv_ip, "--port", "443", "--lifetime", "240", "--dir"])
-        .arg(&www)
-        .arg("--cert")
-        .arg(dir.path("leaf.pem"))
-        .arg("--key")
-        .arg(dir.path("leaf.key"))
-        .args(["--alt-svc", "h3=\":443\"; ma=600"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _https = Reaper(Some(https));
+    let _https = start_https_server(
+        &topo,
+        &www,
+        &dir.path("leaf.pem"),
+        &dir.path("leaf.key"),
+        240,
+        &["--alt-svc", "h3=\":443\"; ma=600"],
+    );
 
     // Do-not-decrypt, over QUIC (retried while everything comes up).
     let start = Instant::now();

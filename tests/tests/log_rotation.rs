@@ -7,11 +7,11 @@
 //! event also goes to syslog (RFC 5424 over a local datagram socket).
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tlsgate_perf::handshake::Pki;
-use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Reaper, Topology};
+use tlsgate_tests::netns::{start_https_server, start_tlsgate, stop_and_read_events, Topology};
 use tlsgate_tests::{dpdk_lock, pcap_frames, repo, run_with_limit, text, Scratch};
 
 #[test]
@@ -54,20 +54,7 @@ fn logrotate_and_sigusr1_lose_no_event_and_reopen_every_log() {
     let json = dir.path("counters.json");
     let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
     let pid = gate.0.as_ref().unwrap().id();
-    let server = topo
-        .exec(&topo.srv, "python3")
-        .arg(repo().join("tests/e2e/http_server.py"))
-        .args(["--bind", &topo.srv_ip, "--port", "443", "--lifetime", "120", "--dir"])
-        .arg(&www)
-        .arg("--cert")
-        .arg(dir.path("leaf.pem"))
-        .arg("--key")
-        .arg(dir.path("leaf.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Reaper(Some(server));
+    let _server = start_https_server(&topo, &www, &dir.path("leaf.pem"), &dir.path("leaf.key"), 120, &[]);
     let curl = |name: &str, ca: &str| {
         run_with_limit(
             topo.exec(&topo.cli, "curl").args(["-sS", "--max-time", "10", "--cacert"]).arg(dir.path(ca)).args([

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_perf::handshake::Pki;
-use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Reaper, Topology};
+use tlsgate_tests::netns::{start_https_server, start_tlsgate, stop_and_read_events, Reaper, Topology};
 use tlsgate_tests::{dpdk_lock, repo, run_with_limit, text, tlsgate, Scratch};
 
 const POLICY: &str = r#"[policy]
@@ -86,20 +86,7 @@ fn prometheus_reads_what_the_event_log_and_the_counters_say() {
     std::fs::write(&cfg, settings).unwrap();
     let json = dir.path("counters.json");
     let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
-    let server = topo
-        .exec(&topo.srv, "python3")
-        .arg(repo().join("tests/e2e/http_server.py"))
-        .args(["--bind", &topo.srv_ip, "--port", "443", "--lifetime", "120", "--dir"])
-        .arg(&www)
-        .arg("--cert")
-        .arg(dir.path("leaf.pem"))
-        .arg("--key")
-        .arg(dir.path("leaf.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Reaper(Some(server));
+    let _server = start_https_server(&topo, &www, &dir.path("leaf.pem"), &dir.path("leaf.key"), 120, &[]);
     let prom_cfg = dir.path("prometheus.yml");
     std::fs::write(
         &prom_cfg,

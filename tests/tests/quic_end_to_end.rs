@@ -12,8 +12,8 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_perf::handshake::Pki;
-use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Reaper, Topology};
-use tlsgate_tests::{bin, dpdk_lock, repo, run_with_limit, text, Scratch};
+use tlsgate_tests::netns::{start_https_server, start_tlsgate, stop_and_read_events, Reaper, Topology};
+use tlsgate_tests::{bin, dpdk_lock, run_with_limit, text, Scratch};
 
 const POLICY: &str = r#"[policy]
 default_action = "do-not-decrypt"
@@ -89,20 +89,7 @@ fn quinn_over_tlsgate_gets_each_verdict_and_a_decrypt_rule_sends_it_to_tcp() {
         .spawn()
         .unwrap();
     let _quic_server = Reaper(Some(quic_server));
-    let tcp_server = topo
-        .exec(&topo.srv, "python3")
-        .arg(repo().join("tests/e2e/http_server.py"))
-        .args(["--bind", &topo.srv_ip, "--port", "443", "--lifetime", "180", "--dir"])
-        .arg(&www)
-        .arg("--cert")
-        .arg(dir.path("leaf.pem"))
-        .arg("--key")
-        .arg(dir.path("leaf.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _tcp_server = Reaper(Some(tcp_server));
+    let _tcp_server = start_https_server(&topo, &www, &dir.path("leaf.pem"), &dir.path("leaf.key"), 180, &[]);
     let quic = |name: &str, seconds: u64| -> Output {
         let mut c = topo.exec(&topo.cli, bin("quic-peer").to_str().unwrap());
         c.args(["client", &server, name]).arg(dir.path("webca.pem")).arg(seconds.to_string());

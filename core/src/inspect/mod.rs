@@ -416,7 +416,6 @@ impl Inspector {
         self
     }
 
-    /// How much of each handshake the events carry (default: full).
     /// Plain DNS answers crossing the wire: with `strip_ech`, their ECH
     /// configurations are removed.
     pub fn with_dns(mut self, dns: DnsSettings) -> Inspector {
@@ -424,7 +423,7 @@ impl Inspector {
         self
     }
 
-    /// How much of the handshake events wait for (default: all of it).
+    /// How much of each handshake the events carry (default: full).
     pub fn with_handshake_events(mut self, mode: HandshakeEvents) -> Inspector {
         self.judge.full_handshake = mode == HandshakeEvents::Full;
         self
