@@ -272,7 +272,17 @@ pub fn run_until(
         if published.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
             let (workers, slow) = (dp.counters(), dp.slow_counters());
             if let (Some(m), Some(tally)) = (&metrics, &log.summary.metrics) {
-                m.publish(snapshot(&names, &workers, &lcores, &slow, &slow_lcores, tally, started.elapsed()));
+                let latencies = dp.latencies();
+                m.publish(snapshot(
+                    &names,
+                    &workers,
+                    &lcores,
+                    &slow,
+                    &slow_lcores,
+                    tally,
+                    &latencies,
+                    started.elapsed(),
+                ));
             }
             publish_telemetry(&workers, &slow, log.summary.sessions, started.elapsed());
             published = Some(Instant::now());

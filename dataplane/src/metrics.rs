@@ -6,27 +6,41 @@
 //! and writes every event, makes a [`Snapshot`] of them a few times a second;
 //! a thread of its own, pinned to a CPU no worker uses, answers each scrape
 //! from the latest snapshot. A scrape reads nothing a worker writes, so no
-//! scrape, however many or slow, can slow a worker; connections are served
-//! one at a time with short timeouts, so a flood of them is bounded too.
+//! scrape, however many or slow, can slow a worker. The server holds at most
+//! [`MAX_CONNECTIONS`] connections at once, each for at most [`DEADLINE`]
+//! (beyond that many, the oldest is closed), so a flood of them is bounded
+//! in memory and in time, and a scraper that completes its request promptly
+//! is answered through one.
 //!
 //! Sessions by action and reason code, and per rule, are counted from the
 //! events themselves as they are written, so that they equal what the event
-//! log says; the decision latency (from a flow's first packet to its
-//! decision) is an HdrHistogram of the same events, shown as a Prometheus
-//! histogram.
+//! log says. The latencies (from a flow's first packet to its decision; the
+//! slow path's handshakes and first plaintext byte) are HdrHistograms each
+//! lcore records as it makes its events and publishes every
+//! [`LATENCY_PUBLISH_NS`] (trying a lock it shares with nobody but the
+//! snapshot maker, never waiting for it); the snapshot merges them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::stats::{DropReason, InspectCounters, LcoreCounters, PortCounters, SlowPathCounters, WorkerCounters};
 use hdrhistogram::Histogram;
 use tlsgate_core::event::SessionEvent;
+
+/// How often an lcore adds its latencies to its published copy.
+pub const LATENCY_PUBLISH_NS: u64 = 100_000_000;
+
+/// Connections the metrics server holds at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take, from accept to the last byte of the answer.
+pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Upper bounds of the latency histograms' buckets, in seconds.
 const BUCKETS: [f64; 17] =
@@ -60,7 +74,10 @@ pub struct Family {
 /// Everything a scrape shows.
 pub type Snapshot = Arc<Vec<Family>>;
 
-/// One latency's HdrHistogram (ns, 1 ns to an hour, 3 significant digits) and its exact sum.
+/// One latency's HdrHistogram (ns, 1 µs to an hour, 2 significant digits:
+/// 27 KiB, so that an lcore merges it into its published copy in
+/// microseconds) and its exact sum.
+#[derive(Clone)]
 pub struct Latency {
     h: Histogram<u64>,
     sum_ns: u128,
@@ -68,7 +85,7 @@ pub struct Latency {
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { h: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"), sum_ns: 0 }
+        Latency { h: Histogram::new_with_bounds(1_000, 3_600_000_000_000, 2).expect("valid bounds"), sum_ns: 0 }
     }
 }
 
@@ -78,6 +95,23 @@ impl Latency {
         if self.h.record(ns).is_ok() {
             self.sum_ns += u128::from(ns);
         }
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.h.len()
+    }
+
+    fn add(&mut self, other: &Latency) {
+        // Same bounds on both sides, so this cannot fail.
+        if self.h.add(&other.h).is_ok() {
+            self.sum_ns += other.sum_ns;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.h.reset();
+        self.sum_ns = 0;
     }
 
     /// As a Prometheus histogram family.
@@ -95,17 +129,102 @@ impl Latency {
     }
 }
 
-/// Session counts and latencies from the events, as the control thread writes them.
+/// The latencies an lcore measures of the sessions it logs: a worker, the
+/// decision's; a slow-path lcore, its handshakes' and first plaintext's.
+/// Recorded as each event is made, so that events lost on a full ring are
+/// in the histograms still.
+#[derive(Clone, Default)]
+pub struct Latencies {
+    decision: Latency,
+    server_handshake: Latency,
+    client_handshake: Latency,
+    first_plaintext: Latency,
+}
+
+impl Latencies {
+    /// Records what `ev` measured.
+    pub fn record(&mut self, ev: &SessionEvent) {
+        if ev.started_ns > 0 && ev.timestamp_ns >= ev.started_ns {
+            self.decision.record(ev.timestamp_ns - ev.started_ns);
+        }
+        if let Some(d) = &ev.decrypt {
+            for (l, v) in [
+                (&mut self.server_handshake, d.server_handshake_ns),
+                (&mut self.client_handshake, d.client_handshake_ns),
+                (&mut self.first_plaintext, d.first_plaintext_ns),
+            ] {
+                if let Some(ns) = v {
+                    l.record(ns);
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s values.
+    pub fn add(&mut self, other: &Latencies) {
+        self.decision.add(&other.decision);
+        self.server_handshake.add(&other.server_handshake);
+        self.client_handshake.add(&other.client_handshake);
+        self.first_plaintext.add(&other.first_plaintext);
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.decision.count() == 0
+            && self.server_handshake.count() == 0
+            && self.client_handshake.count() == 0
+            && self.first_plaintext.count() == 0
+    }
+
+    /// The decision latencies.
+    pub fn decision(&self) -> &Latency {
+        &self.decision
+    }
+
+    fn clear(&mut self) {
+        self.decision.clear();
+        self.server_handshake.clear();
+        self.client_handshake.clear();
+        self.first_plaintext.clear();
+    }
+}
+
+/// An lcore's latencies as published: what it recorded up to its last
+/// publication. The lcore only ever tries the lock; when a scrape holds it,
+/// the lcore keeps its values and adds them at its next publication, so a
+/// scrape never makes an lcore wait.
+#[derive(Default)]
+pub struct SharedLatencies(Mutex<Latencies>);
+
+impl SharedLatencies {
+    /// Adds `local` (the owning lcore's values since its last publication)
+    /// and empties it; when the lock is taken, leaves `local` for next time.
+    pub fn publish(&self, local: &mut Latencies) {
+        if local.is_empty() {
+            return;
+        }
+        if let Ok(mut shared) = self.0.try_lock() {
+            shared.add(local);
+            local.clear();
+        }
+    }
+
+    /// Adds what is published to `total` (any thread but the owner's).
+    pub fn add_to(&self, total: &mut Latencies) {
+        if let Ok(shared) = self.0.lock() {
+            total.add(&shared);
+        }
+    }
+}
+
+/// Session counts from the events, as the control thread writes them (so
+/// that they equal what the event log says).
 #[derive(Default)]
 pub struct Tally {
     sessions: BTreeMap<(String, String), u64>,
     rules: BTreeMap<String, u64>,
     monitors: BTreeMap<String, u64>,
     dns_rewritten: u64,
-    decision: Latency,
-    server_handshake: Latency,
-    client_handshake: Latency,
-    first_plaintext: Latency,
 }
 
 impl Tally {
@@ -122,20 +241,6 @@ impl Tally {
         }
         for m in &o.monitor_rules {
             *self.monitors.entry(m.clone()).or_default() += 1;
-        }
-        if ev.started_ns > 0 && ev.timestamp_ns >= ev.started_ns {
-            self.decision.record(ev.timestamp_ns - ev.started_ns);
-        }
-        if let Some(d) = &ev.decrypt {
-            for (l, v) in [
-                (&mut self.server_handshake, d.server_handshake_ns),
-                (&mut self.client_handshake, d.client_handshake_ns),
-                (&mut self.first_plaintext, d.first_plaintext_ns),
-            ] {
-                if let Some(ns) = v {
-                    l.record(ns);
-                }
-            }
         }
     }
 }
@@ -156,6 +261,7 @@ pub fn snapshot(
     slow: &[SlowPathCounters],
     slow_lcores: &[u32],
     tally: &Tally,
+    latencies: &Latencies,
     uptime: Duration,
 ) -> Snapshot {
     let mut out = Vec::new();
@@ -238,19 +344,19 @@ pub fn snapshot(
     dns.samples.push((Vec::new(), tally.dns_rewritten as f64));
     out.extend([sessions, rules, monitors, dns]);
 
-    out.push(tally.decision.family(
+    out.push(latencies.decision.family(
         "tlsgate_decision_latency_seconds",
         "Time from a flow's first packet to its decision (sessions the workers decided)",
     ));
-    out.push(tally.server_handshake.family(
+    out.push(latencies.server_handshake.family(
         "tlsgate_slowpath_server_handshake_seconds",
         "Decrypted sessions: from the takeover to the server's certificate (the handshake toward the server)",
     ));
-    out.push(tally.client_handshake.family(
+    out.push(latencies.client_handshake.family(
         "tlsgate_slowpath_client_handshake_seconds",
         "Decrypted sessions: from the server's certificate to both handshakes complete (toward the client)",
     ));
-    out.push(tally.first_plaintext.family(
+    out.push(latencies.first_plaintext.family(
         "tlsgate_slowpath_first_plaintext_seconds",
         "Decrypted sessions: from the takeover to the first plaintext byte relayed",
     ));
@@ -343,34 +449,137 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Accepts and answers, one connection at a time, until told to stop.
+/// One scrape in progress: the request read so far, then the answer written so far.
+struct Conn {
+    stream: TcpStream,
+    opened: Instant,
+    request: Vec<u8>,
+    /// The answer's head and body, and how much of them is written.
+    answer: Option<(Vec<u8>, Arc<String>, usize)>,
+}
+
+/// What the latest snapshot renders to, in each format, made once per snapshot.
+#[derive(Default)]
+struct Rendered {
+    of: Option<Snapshot>,
+    text: Option<Arc<String>>,
+    openmetrics: Option<Arc<String>>,
+}
+
+impl Rendered {
+    fn body(&mut self, latest: &Mutex<Snapshot>, openmetrics: bool) -> Arc<String> {
+        let snapshot = latest.lock().map(|s| s.clone()).unwrap_or_default();
+        if !self.of.as_ref().is_some_and(|of| Arc::ptr_eq(of, &snapshot)) {
+            *self = Rendered { of: Some(snapshot.clone()), ..Rendered::default() };
+        }
+        let slot = if openmetrics { &mut self.openmetrics } else { &mut self.text };
+        slot.get_or_insert_with(|| Arc::new(render(&snapshot, openmetrics))).clone()
+    }
+}
+
+/// Accepts and answers until told to stop: every socket non-blocking, at
+/// most [`MAX_CONNECTIONS`] held (a new one closes the oldest), each closed
+/// at its [`DEADLINE`], however slowly its peer sends or reads.
 fn serve(listener: &TcpListener, latest: &Mutex<Snapshot>, stop: &AtomicBool) {
+    let mut conns: VecDeque<Conn> = VecDeque::new();
+    let mut rendered = Rendered::default();
     while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((conn, _)) => {
-                let snapshot = latest.lock().map(|s| s.clone()).unwrap_or_default();
-                let _ = answer(conn, &snapshot);
+        let mut busy = false;
+        while let Ok((stream, _)) = listener.accept() {
+            busy = true;
+            if stream.set_nonblocking(true).is_err() {
+                continue;
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            if conns.len() >= MAX_CONNECTIONS {
+                conns.pop_front();
+            }
+            conns.push_back(Conn { stream, opened: Instant::now(), request: Vec::new(), answer: None });
+        }
+        let mut i = 0;
+        while i < conns.len() {
+            match progress(&mut conns[i], latest, &mut rendered) {
+                Progress::Waiting if conns[i].opened.elapsed() < DEADLINE => i += 1,
+                Progress::Moved => {
+                    busy = true;
+                    i += 1;
+                }
+                _ => {
+                    conns.remove(i);
+                }
+            }
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
 
-/// Reads one request (at most 8 KiB, 2 s) and answers it.
-fn answer(mut conn: TcpStream, snapshot: &[Family]) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
+enum Progress {
+    /// Nothing to do until the peer sends or reads.
+    Waiting,
+    /// Bytes moved.
+    Moved,
+    /// Answered, or the peer went away.
+    Done,
+}
+
+/// Reads what the peer sent (the request, at most 8 KiB) and writes what it will take of the answer.
+fn progress(c: &mut Conn, latest: &Mutex<Snapshot>, rendered: &mut Rendered) -> Progress {
+    let mut moved = false;
+    if c.answer.is_none() {
+        let mut buf = [0u8; 2048];
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    moved = true;
+                    c.request.extend_from_slice(&buf[..n]);
+                    if c.request.len() >= 8192 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !c.request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        return if moved { Progress::Moved } else { Progress::Waiting };
+                    }
+                    break;
+                }
+                Err(_) => return Progress::Done,
+            }
+            if c.request.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
         }
-        req.extend_from_slice(&buf[..n]);
+        if c.request.is_empty() {
+            return Progress::Done;
+        }
+        c.answer = Some(answer(&c.request, latest, rendered));
     }
-    let text = String::from_utf8_lossy(&req);
+    let Some((head, body, written)) = &mut c.answer else { return Progress::Done };
+    loop {
+        let (part, at) =
+            if *written < head.len() { (head.as_slice(), *written) } else { (body.as_bytes(), *written - head.len()) };
+        if at >= part.len() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            return Progress::Done;
+        }
+        match c.stream.write(&part[at..]) {
+            Ok(0) => return Progress::Done,
+            Ok(n) => {
+                moved = true;
+                *written += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return if moved { Progress::Moved } else { Progress::Waiting };
+            }
+            Err(_) => return Progress::Done,
+        }
+    }
+}
+
+/// The answer to `request`: its head and its body.
+fn answer(request: &[u8], latest: &Mutex<Snapshot>, rendered: &mut Rendered) -> (Vec<u8>, Arc<String>, usize) {
+    let text = String::from_utf8_lossy(request);
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
     let mut parts = first.split_whitespace();
@@ -381,21 +590,19 @@ fn answer(mut conn: TcpStream, snapshot: &[Family]) -> std::io::Result<()> {
         .map(|(_, v)| v.to_ascii_lowercase())
         .unwrap_or_default();
     let (status, kind, body) = if method != "GET" {
-        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
+        ("405 Method Not Allowed", "text/plain", Arc::new("only GET\n".to_string()))
     } else if path != "/metrics" && !path.starts_with("/metrics?") {
-        ("404 Not Found", "text/plain", "tlsgate serves /metrics\n".to_string())
+        ("404 Not Found", "text/plain", Arc::new("tlsgate serves /metrics\n".to_string()))
     } else if accept.contains("application/openmetrics-text") {
-        ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", render(snapshot, true))
+        ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", rendered.body(latest, true))
     } else {
-        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(snapshot, false))
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", rendered.body(latest, false))
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())?;
-    conn.flush()
+    (head.into_bytes(), body, 0)
 }
 
 #[cfg(test)]
@@ -407,8 +614,18 @@ mod tests {
         let mut tally = Tally::default();
         tally.sessions.insert(("block".into(), "rule_matched".into()), 3);
         tally.rules.insert("no-\"casino\"".into(), 3);
-        tally.decision.record(300_000);
-        let s = snapshot(&["p0".into()], &[WorkerCounters::new(1)], &[1], &[], &[], &tally, Duration::from_secs(2));
+        let mut latencies = Latencies::default();
+        latencies.decision.record(300_000);
+        let s = snapshot(
+            &["p0".into()],
+            &[WorkerCounters::new(1)],
+            &[1],
+            &[],
+            &[],
+            &tally,
+            &latencies,
+            Duration::from_secs(2),
+        );
         let text = render(&s, false);
         assert!(text.contains("# TYPE tlsgate_sessions_total counter\n"), "{text}");
         assert!(text.contains("tlsgate_sessions_total{action=\"block\",reason_code=\"rule_matched\"} 3\n"));
@@ -431,6 +648,57 @@ mod tests {
         assert!(om.contains("# TYPE tlsgate_sessions counter\n") && om.ends_with("# EOF\n"), "{om}");
         assert!(om.contains("tlsgate_sessions_total{action=\"block\",reason_code=\"rule_matched\"} 3\n"));
     }
+    fn get(addr: SocketAddr) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    }
+
+    #[test]
+    fn a_flood_of_idle_connections_is_bounded_and_a_prompt_scrape_gets_through() {
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let tally = Tally::default();
+        let latencies = Latencies::default();
+        server.publish(snapshot(&[], &[], &[], &[], &[], &tally, &latencies, Duration::ZERO));
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS * 3).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+        let answer = get(server.addr);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.contains("\ntlsgate_up 1\n"), "{answer}");
+        // The oldest were closed to make room: they read end of file.
+        let mut first = &idle[0];
+        first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(first.read(&mut b).unwrap(), 0);
+        // A request sent a byte at a time is answered too.
+        let mut slow = TcpStream::connect(server.addr).unwrap();
+        for byte in b"GET /nothing HTTP/1.0\r\n\r\n" {
+            slow.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut text = String::new();
+        slow.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+    }
+
+    #[test]
+    fn an_lcore_keeps_its_latencies_while_the_published_copy_is_read() {
+        let shared = SharedLatencies::default();
+        let mut local = Latencies::default();
+        local.decision.record(2_000_000);
+        {
+            let _reader = shared.0.lock().unwrap();
+            shared.publish(&mut local);
+            assert_eq!(local.decision().count(), 1, "kept for the next publication");
+        }
+        shared.publish(&mut local);
+        assert!(local.is_empty());
+        let mut total = Latencies::default();
+        shared.add_to(&mut total);
+        shared.add_to(&mut total);
+        assert_eq!(total.decision().count(), 2);
+    }
 }
 
 #[cfg(test)]
@@ -446,6 +714,7 @@ mod readme {
             &[SlowPathCounters::default()],
             &[2],
             &Tally::default(),
+            &Latencies::default(),
             Duration::ZERO,
         );
         let mut t = String::from("| metric | type | labels | what it measures |\n|---|---|---|---|\n");

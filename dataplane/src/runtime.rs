@@ -18,6 +18,7 @@ use crate::dpdk::{
     ring_pair, Burst, Eal, LaunchError, LcoreHandle, Mbuf, Mempool, MempoolError, Port, PortError, PortSetup,
     PortStats, RingConsumer, RingError, RingProducer, RxQueue, TxQueue,
 };
+use crate::metrics::Latencies;
 use crate::stats::{SharedCounters, SharedSlowPathCounters, SlowPathCounters, WorkerCounters};
 use crate::worker::{Dispatch, Worker, WorkerPort};
 
@@ -378,6 +379,18 @@ impl Dataplane {
     /// Each worker's counters, now.
     pub fn counters(&self) -> Vec<WorkerCounters> {
         self.shared.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Every lcore's latencies as last published, merged.
+    pub fn latencies(&self) -> Latencies {
+        let mut total = Latencies::default();
+        for s in &self.shared {
+            s.latencies.add_to(&mut total);
+        }
+        for s in &self.slow.counters {
+            s.latencies.add_to(&mut total);
+        }
+        total
     }
 
     /// Each port's driver counters, now.

@@ -12,6 +12,7 @@ use tlsgate_core::packet::{flow_hash, worker_for};
 use tlsgate_slowpath::lcore::{FrameOf, Interceptor, Link, SlowLcore, SlowPathCounters};
 
 use crate::dpdk::{pause, tsc, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::metrics::{Latencies, LATENCY_PUBLISH_NS};
 use crate::runtime::{SlowPath, SlowPathIo};
 use crate::stats::SharedSlowPathCounters;
 
@@ -37,6 +38,8 @@ struct SlowLoop {
     handed: Vec<(RingProducer<Mbuf>, Burst)>,
     clock: Clock,
     published: Arc<SharedSlowPathCounters>,
+    /// When (clock ns) the latencies were last published.
+    latencies_published: u64,
     running: Arc<AtomicBool>,
 }
 
@@ -49,6 +52,8 @@ struct Io {
     pool: Mempool,
     /// What the I/O counts (packets out, tx drops, lost records, handed packets).
     counters: SlowPathCounters,
+    /// The latencies of the sessions logged since the last publication.
+    latencies: Latencies,
 }
 
 impl Link for Io {
@@ -78,6 +83,9 @@ impl Link for Io {
     }
 
     fn record(&mut self, record: SlowRecord) {
+        if let SlowRecord::Event(ev) = &record {
+            self.latencies.record(ev);
+        }
         if self.records.push(Box::new(record)).is_err() {
             self.counters.records_lost += 1;
         }
@@ -106,9 +114,17 @@ impl SlowLoop {
         let SlowPathIo { ports, flows, packets, updates, handed, records, pool, counters, running, .. } = io;
         let tx = (0..ports.len()).map(|_| Burst::new()).collect();
         let handed = handed.into_iter().map(|r| (r, Burst::new())).collect();
-        let io = Io { ports, tx, updates, records, pool, counters: SlowPathCounters::default() };
+        let io = Io {
+            ports,
+            tx,
+            updates,
+            records,
+            pool,
+            counters: SlowPathCounters::default(),
+            latencies: Latencies::default(),
+        };
         let (published, running) = (counters, running);
-        SlowLoop { lcore, io, flows, packets, handed, clock: Clock::new(), published, running }
+        SlowLoop { lcore, io, flows, packets, handed, clock: Clock::new(), published, latencies_published: 0, running }
     }
 }
 
@@ -209,10 +225,15 @@ impl SlowLoop {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut c = self.lcore.counters;
         c.add(&self.io.counters);
         self.published.publish(&c);
+        let now = self.clock.now_ns();
+        if !self.running.load(Ordering::Relaxed) || now.saturating_sub(self.latencies_published) >= LATENCY_PUBLISH_NS {
+            self.published.latencies.publish(&mut self.io.latencies);
+            self.latencies_published = now;
+        }
     }
 
     /// Ends every session (close_notify and FIN both ways), keeps sending for

@@ -4,6 +4,7 @@
 //! [`tlsgate_core::counters`]); the report, the JSON counters and metric
 //! names come from those declarations.
 
+use crate::metrics::SharedLatencies;
 use tlsgate_core::counters::Published;
 pub use tlsgate_core::inspect::{DropReason, InspectCounters};
 pub use tlsgate_slowpath::lcore::SlowPathCounters;
@@ -127,6 +128,8 @@ pub struct SharedCounters {
     ports: Vec<Published<PORT_FIELDS>>,
     lcore: Published<{ LcoreCounters::FIELDS }>,
     inspect: Published<{ InspectCounters::FIELDS }>,
+    /// The decision latencies of the sessions it logged.
+    pub latencies: SharedLatencies,
 }
 
 impl SharedCounters {
@@ -136,6 +139,7 @@ impl SharedCounters {
             ports: (0..ports).map(|_| Published::default()).collect(),
             lcore: Published::default(),
             inspect: Published::default(),
+            latencies: SharedLatencies::default(),
         }
     }
 
@@ -160,16 +164,20 @@ impl SharedCounters {
 
 /// A slow-path lcore's counters as published for the control thread.
 #[derive(Default)]
-pub struct SharedSlowPathCounters(Published<{ SlowPathCounters::FIELDS }>);
+pub struct SharedSlowPathCounters {
+    counters: Published<{ SlowPathCounters::FIELDS }>,
+    /// The handshake and first-plaintext latencies of the sessions it decrypted.
+    pub latencies: SharedLatencies,
+}
 
 impl SharedSlowPathCounters {
     /// Publishes `c` (called by the owning lcore only).
     pub fn publish(&self, c: &SlowPathCounters) {
-        self.0.publish(&c.to_array());
+        self.counters.publish(&c.to_array());
     }
 
     /// A snapshot (any thread).
     pub fn snapshot(&self) -> SlowPathCounters {
-        SlowPathCounters::from_array(self.0.snapshot())
+        SlowPathCounters::from_array(self.counters.snapshot())
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dpdk::{pause, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::metrics::{Latencies, LATENCY_PUBLISH_NS};
 use crate::stats::{DropReason, SharedCounters, WorkerCounters};
 use tlsgate_core::escalate::{SlowUpdate, ToSlowPath};
 use tlsgate_core::event::SessionEvent;
@@ -130,6 +131,10 @@ pub struct Worker {
     last_ns: u64,
     counters: WorkerCounters,
     shared: Arc<SharedCounters>,
+    /// The latencies of the sessions logged since the last publication.
+    latencies: Latencies,
+    /// When (clock ns) they were last published.
+    latencies_published: u64,
     running: Arc<AtomicBool>,
 }
 
@@ -175,6 +180,8 @@ impl Worker {
             last_ns: 0,
             counters,
             shared,
+            latencies: Latencies::default(),
+            latencies_published: 0,
             running,
         }
     }
@@ -248,6 +255,7 @@ impl Worker {
             }
             self.counters.inspect = ins.inspector.counters_now();
             for ev in self.out.events.drain(..) {
+                self.latencies.record(&ev);
                 if ins.events.push(Box::new(ev)).is_err() {
                     self.counters.lcore.events_lost += 1;
                 }
@@ -256,6 +264,11 @@ impl Worker {
             self.out.resets.clear();
         }
         self.shared.publish(&self.counters);
+        let now = self.clock.now_ns();
+        if shutdown || now.saturating_sub(self.latencies_published) >= LATENCY_PUBLISH_NS {
+            self.shared.latencies.publish(&mut self.latencies);
+            self.latencies_published = now;
+        }
     }
 
     /// One pass over every rx queue and dispatch ring; returns packets handled.

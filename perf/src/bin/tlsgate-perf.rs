@@ -542,6 +542,7 @@ impl MetricsLoad {
                 &s,
                 &[],
                 &self.tally,
+                &dp.latencies(),
                 self.started.elapsed(),
             );
             self.server.publish(snap);
