@@ -38,6 +38,14 @@ pub fn doctor(config: &Path) -> Result<(), Failure> {
     findings.extend(hugepages(&settings.eal.args).into_iter().map(|f| ("hugepages", f)));
     findings.extend(pci(&settings.eal.args).into_iter().map(|f| ("pci", f)));
     findings.push(("lcores", lcores(&settings)));
+    let args = settings.eal_args();
+    findings.push((
+        "dpdk",
+        match tlsgate_dataplane::dpdk::preflight(&args) {
+            Ok(()) => Finding::Ok(format!("{} is free", tlsgate_dataplane::dpdk::runtime_dir(&args).display())),
+            Err(e) => Finding::Fail(e.to_string()),
+        },
+    ));
     findings.extend(outputs(&settings).into_iter().map(|f| ("logs", f)));
     if let Some(f) = metrics(&settings) {
         findings.push(("metrics", f));

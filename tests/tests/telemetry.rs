@@ -76,3 +76,52 @@ fn the_telemetry_socket_answers_tlsgates_commands_beside_dpdks() {
     assert!(policy["file"].as_str().unwrap().ends_with("policy.toml"));
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
 }
+
+/// A second tlsgate on the file prefix of a running one: one line that says
+/// which process holds what and how to give this one its own, exit 1, and
+/// nothing started (no DPDK lines at all); with `--in-memory` the runtime
+/// directory is not needed but the telemetry socket is, and the line says so.
+#[test]
+fn a_taken_runtime_directory_or_telemetry_socket_is_one_line_at_start() {
+    let _g = dpdk_lock();
+    let dir = Scratch::new("telemetry-taken");
+    let prefix = format!("tgtaken{}", std::process::id());
+    let config = |extra: &str| {
+        format!(
+            "[eal]\nargs = [\"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--file-prefix={prefix}\", {extra}\
+             \"--vdev=net_null0\", \"--vdev=net_null1\"]\n\n[[pair]]\na = \"net_null0\"\nb = \"net_null1\"\n\n\
+             [workers]\nlcores = [1]\n"
+        )
+    };
+    std::fs::write(dir.path("first.toml"), config("")).unwrap();
+    std::fs::write(dir.path("second.toml"), config("\"--in-memory\", ")).unwrap();
+    let first = Command::new(tlsgate())
+        .args(["run", "--config"])
+        .arg(dir.path("first.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = format!("/var/run/dpdk/{prefix}/dpdk_telemetry.v2");
+    let start = Instant::now();
+    while !std::path::Path::new(&socket).exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the first tlsgate made no telemetry socket");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let again = |file: &str| {
+        run_with_limit(Command::new(tlsgate()).args(["run", "--config"]).arg(dir.path(file)), Duration::from_secs(30))
+    };
+    let same = again("first.toml");
+    let in_memory = again("second.toml");
+    signal(&first, "TERM");
+    let o = wait_with_limit(first, Duration::from_secs(30));
+    assert!(o.status.success(), "the first tlsgate: {}", text(&o));
+    for (o, says) in [(&same, "runs with file prefix"), (&in_memory, "telemetry socket")] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{}", text(o));
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(says) && err.contains("--file-prefix"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+}

@@ -15,6 +15,9 @@ pub enum EalError {
     /// An argument contained a NUL byte.
     #[error("EAL argument {0:?} contains a NUL byte")]
     BadArgument(String),
+    /// Another DPDK process holds this one's runtime directory or telemetry socket.
+    #[error("{0}")]
+    InUse(String),
     /// `rte_eal_init` failed.
     #[error("DPDK EAL initialisation failed ({reason}); {hint}")]
     Init {
@@ -36,6 +39,10 @@ impl Eal {
     pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal, EalError> {
         if EAL_STARTED.swap(true, Ordering::SeqCst) {
             return Err(EalError::AlreadyStarted);
+        }
+        if let Err(e) = preflight(args) {
+            EAL_STARTED.store(false, Ordering::SeqCst);
+            return Err(e);
         }
         let mut owned = vec![CString::new("tlsgate").expect("literal has no NUL")];
         for a in args {
@@ -85,6 +92,102 @@ impl Drop for Eal {
         unsafe {
             dpdk_sys::rte_eal_cleanup();
         }
+    }
+}
+
+/// The value of EAL option `name` (`--name=v` or `--name v`).
+fn option<'a, S: AsRef<str>>(args: &'a [S], name: &str) -> Option<&'a str> {
+    let mut it = args.iter().map(AsRef::as_ref);
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return Some(v);
+        }
+        if a == name {
+            return it.next();
+        }
+    }
+    None
+}
+
+/// Where the EAL keeps its runtime files for these arguments (as
+/// `eal_create_runtime_dir` picks it: /var/run/dpdk for root, else
+/// $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk; then the file prefix, "rte" by default).
+pub fn runtime_dir<S: AsRef<str>>(args: &[S]) -> std::path::PathBuf {
+    let prefix = option(args, "--file-prefix").unwrap_or("rte");
+    // SAFETY: geteuid has no preconditions.
+    let base = if unsafe { libc::geteuid() } == 0 {
+        "/var/run".to_string()
+    } else {
+        std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into())
+    };
+    std::path::Path::new(&base).join("dpdk").join(prefix)
+}
+
+/// What stops an EAL with these arguments from starting beside another DPDK
+/// process, found before DPDK is asked (which would say it in several lines
+/// of its own and fail with no error code): the runtime directory's config
+/// file locked by a live primary process (unless `--in-memory`), or its
+/// telemetry socket answered by one (unless `--no-telemetry`).
+pub fn preflight<S: AsRef<str>>(args: &[S]) -> Result<(), EalError> {
+    let has = |f: &str| args.iter().any(|a| a.as_ref() == f);
+    let dir = runtime_dir(args);
+    let prefix = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    if !has("--in-memory") {
+        if let Some(pid) = config_locked_by(&dir.join("config")) {
+            return Err(EalError::InUse(format!(
+                "another DPDK process (pid {pid}) runs with file prefix {prefix:?} ({}): give this one its own \
+                 --file-prefix in [eal] args, or add --in-memory",
+                dir.display()
+            )));
+        }
+    }
+    let socket = dir.join("dpdk_telemetry.v2");
+    if !has("--no-telemetry") && telemetry_answers(&socket) {
+        return Err(EalError::InUse(format!(
+            "the telemetry socket {} is in use by another DPDK process: give this one its own --file-prefix \
+             in [eal] args, or add --no-telemetry",
+            socket.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The pid of the process holding a write lock on `path`, if one does.
+fn config_locked_by(path: &std::path::Path) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: flock is plain data; zeroed is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: the fd is open for the call; F_GETLK only writes into `lock`.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut lock) };
+    (rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short).then_some(lock.l_pid)
+}
+
+/// Whether a process accepts connections on the (SOCK_SEQPACKET) telemetry socket at `path`.
+fn telemetry_answers(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || !path.exists() {
+        return false;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket calls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let rc = libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len);
+        libc::close(fd);
+        rc == 0
     }
 }
 

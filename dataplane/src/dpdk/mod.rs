@@ -13,7 +13,7 @@ mod port;
 mod ring;
 pub mod telemetry;
 
-pub use eal::{Eal, EalError};
+pub use eal::{preflight, runtime_dir, Eal, EalError};
 pub use lcore::{lcore_id, pause, tsc, tsc_hz, Clock, LaunchError, LcoreHandle};
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::{Mempool, MempoolError};
