@@ -279,8 +279,7 @@ pub fn run_until(
                     &lcores,
                     &slow,
                     &slow_lcores,
-                    tally,
-                    &latencies,
+                    (tally, &latencies),
                     started.elapsed(),
                 ));
             }

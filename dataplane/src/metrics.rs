@@ -253,15 +253,15 @@ fn family(name: &str, help: &str, kind: Kind) -> Family {
     Family { name: name.into(), help: help.into(), kind, samples: Vec::new() }
 }
 
-/// The snapshot of the counters the lcores published and of the tally.
+/// The snapshot of the counters the lcores published and of what the
+/// sessions' events say: counted as written (`Tally`), timed as made (`Latencies`).
 pub fn snapshot(
     ports: &[String],
     workers: &[WorkerCounters],
     worker_lcores: &[u32],
     slow: &[SlowPathCounters],
     slow_lcores: &[u32],
-    tally: &Tally,
-    latencies: &Latencies,
+    (tally, latencies): (&Tally, &Latencies),
     uptime: Duration,
 ) -> Snapshot {
     let mut out = Vec::new();
@@ -622,8 +622,7 @@ mod tests {
             &[1],
             &[],
             &[],
-            &tally,
-            &latencies,
+            (&tally, &latencies),
             Duration::from_secs(2),
         );
         let text = render(&s, false);
@@ -662,7 +661,7 @@ mod tests {
         let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let tally = Tally::default();
         let latencies = Latencies::default();
-        server.publish(snapshot(&[], &[], &[], &[], &[], &tally, &latencies, Duration::ZERO));
+        server.publish(snapshot(&[], &[], &[], &[], &[], (&tally, &latencies), Duration::ZERO));
         let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS * 3).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
         let answer = get(server.addr);
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.contains("\ntlsgate_up 1\n"), "{answer}");
@@ -713,8 +712,7 @@ mod readme {
             &[1],
             &[SlowPathCounters::default()],
             &[2],
-            &Tally::default(),
-            &Latencies::default(),
+            (&Tally::default(), &Latencies::default()),
             Duration::ZERO,
         );
         let mut t = String::from("| metric | type | labels | what it measures |\n|---|---|---|---|\n");

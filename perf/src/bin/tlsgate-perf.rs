@@ -126,9 +126,16 @@ enum Cmd {
     },
     /// One measurement in this process (used by `forward`).
     ForwardChild {
-        /// With metrics on (see `handshakes-child --metrics`).
+        /// With metrics on (as `handshakes-child --metrics`) under a scrape
+        /// flood: 200 other connections held open, half idle, half never
+        /// reading their answer, and scrapes back to back, all on the
+        /// metrics thread's CPU.
         #[arg(long)]
         metrics: bool,
+        /// The control, with metrics off: a thread on that same CPU that
+        /// only spins (what any load of that CPU costs a worker on this machine).
+        #[arg(long)]
+        spin: bool,
         #[arg(long)]
         mode: Mode,
         #[arg(long)]
@@ -198,14 +205,15 @@ fn main() {
                 }
             }
         }
-        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics } => match child(pmd, mode, workers, seconds, metrics)
-        {
-            Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
-            Err(e) => {
-                eprintln!("tlsgate-perf: {e}");
-                std::process::exit(1);
+        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics, spin } => {
+            match child(pmd, mode, workers, seconds, metrics, spin) {
+                Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
+                Err(e) => {
+                    eprintln!("tlsgate-perf: {e}");
+                    std::process::exit(1);
+                }
             }
-        },
+        }
     }
 }
 
@@ -215,18 +223,24 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
     println!("forwarding through one port pair, {seconds} s x {rounds} alternating rounds (median)");
     println!("  null: net_null, 64-byte frames made and freed by the PMD");
     println!("  ring: net_ring loopback pair, {FLOWS} TCP flows, IMIX sizes, closed loop");
+    println!("  flooded/off: metrics on under a scrape flood (200 connections held, scrapes back to back) / off");
+    println!("  spin/off: metrics off, a thread spinning on the metrics CPU (CPU 0) / off");
     println!(
-        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7} {:>14}",
-        "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio", "metrics on/off"
+        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7} {:>12} {:>9}",
+        "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio", "flooded/off", "spin/off"
     );
     for (&pmd, &w) in pmds.iter().flat_map(|p| workers.iter().map(move |w| (p, w))) {
         let mut bare = Vec::new();
         let mut tg = Vec::new();
         let mut tm = Vec::new();
+        let mut ts = Vec::new();
         for _ in 0..rounds {
-            for (mode, metrics, out) in
-                [(Mode::Bare, false, &mut bare), (Mode::Tlsgate, false, &mut tg), (Mode::Tlsgate, true, &mut tm)]
-            {
+            for (mode, metrics, spin, out) in [
+                (Mode::Bare, false, false, &mut bare),
+                (Mode::Tlsgate, false, false, &mut tg),
+                (Mode::Tlsgate, true, false, &mut tm),
+                (Mode::Tlsgate, false, true, &mut ts),
+            ] {
                 let mut c = Command::new(&exe);
                 c.args(["forward-child", "--mode", if mode == Mode::Bare { "bare" } else { "tlsgate" }]).args([
                     "--workers",
@@ -238,6 +252,9 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
                 ]);
                 if metrics {
                     c.arg("--metrics");
+                }
+                if spin {
+                    c.arg("--spin");
                 }
                 let o = c.output().expect("spawn own binary");
                 if !o.status.success() {
@@ -252,9 +269,10 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
         let b = median(&bare);
         let t = median(&tg);
         let m = median(&tm);
+        let sp = median(&ts);
         let ratio = t.mpps / b.mpps;
         println!(
-            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}% {:>13.1}%",
+            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}% {:>11.1}% {:>8.1}%",
             pmd.name(),
             w,
             b.mpps,
@@ -262,9 +280,13 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
             t.mpps,
             t.cycles_per_packet,
             ratio * 100.0,
-            m.mpps / t.mpps * 100.0
+            m.mpps / t.mpps * 100.0,
+            sp.mpps / t.mpps * 100.0
         );
-        rows.push(serde_json::json!({"pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "with_metrics": m, "ratio": ratio}));
+        rows.push(serde_json::json!({
+            "pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "metrics_flooded": m, "cpu0_spinning": sp,
+            "ratio": ratio
+        }));
     }
     if let Some(p) = json {
         std::fs::write(&p, serde_json::to_string_pretty(&rows).expect("json")).expect("write --json file");
@@ -277,7 +299,7 @@ fn median(v: &[Sample]) -> Sample {
     v[v.len() / 2]
 }
 
-fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool) -> Result<Sample, String> {
+fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool, spin: bool) -> Result<Sample, String> {
     let lcores: Vec<u32> = (1..=workers as u32).collect();
     // Hugepages when the machine has them reserved (TLB misses on 4 KiB pages
     // would otherwise dominate what is measured), else plain memory.
@@ -319,7 +341,17 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool) -> R
         Mode::Tlsgate => {
             let mut dp = prep.launch().map_err(|e| e.to_string())?;
             let rx = |dp: &Dataplane| dp.counters().iter().map(|w| w.total().rx_packets).sum::<u64>();
-            let mut load = if metrics { Some(MetricsLoad::start(&dp)?) } else { None };
+            let mut load = if metrics { Some(MetricsLoad::start(&dp, true)?) } else { None };
+            let spinning = Arc::new(AtomicBool::new(spin));
+            let spinner = spin.then(|| {
+                let on = spinning.clone();
+                std::thread::spawn(move || {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+                    while on.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            });
             let mut wait = |dp: &mut Dataplane, d: Duration| match &mut load {
                 Some(l) => {
                     let end = std::time::Instant::now() + d;
@@ -334,6 +366,10 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool) -> R
             let (p0, t0) = (rx(&dp), tsc());
             wait(&mut dp, run);
             let (p1, t1) = (rx(&dp), tsc());
+            spinning.store(false, Ordering::Relaxed);
+            if let Some(s) = spinner {
+                let _ = s.join();
+            }
             dp.stop();
             if let Some(l) = load {
                 l.finish()?;
@@ -493,7 +529,10 @@ fn hs_child(
 
 /// Metrics as `tlsgate run` serves them, beside a measured run: the events
 /// tallied, a snapshot four times a second, and a scraper reading `/metrics`
-/// ten times a second from a thread of its own.
+/// ten times a second from a thread of its own; or, flooding, a client on
+/// the metrics CPU that keeps 200 other connections open (half of them idle,
+/// half with a request they never read the answer to, 50 replaced each
+/// round) and scrapes back to back.
 struct MetricsLoad {
     server: tlsgate_dataplane::metrics::MetricsServer,
     tally: tlsgate_dataplane::metrics::Tally,
@@ -505,22 +544,41 @@ struct MetricsLoad {
 }
 
 impl MetricsLoad {
-    fn start(dp: &Dataplane) -> Result<MetricsLoad, String> {
+    fn start(dp: &Dataplane, flood: bool) -> Result<MetricsLoad, String> {
         let addr = "127.0.0.1:0".parse().map_err(|_| "an address")?;
         let server = tlsgate_dataplane::metrics::MetricsServer::start(addr, Some(0))?;
         let on = Arc::new(AtomicBool::new(true));
         let (to, running) = (server.addr, on.clone());
         let scraper = std::thread::spawn(move || {
             use std::io::{Read, Write};
+            if flood {
+                core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+            }
+            let mut others: std::collections::VecDeque<std::net::TcpStream> = Default::default();
             let mut scrapes = 0u64;
             while running.load(Ordering::Relaxed) {
+                if flood {
+                    while others.len() > 150 {
+                        others.pop_front();
+                    }
+                    while others.len() < 200 {
+                        let Ok(mut c) = std::net::TcpStream::connect(to) else { break };
+                        if others.len().is_multiple_of(2) {
+                            let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                        }
+                        others.push_back(c);
+                    }
+                }
                 if let Ok(mut c) = std::net::TcpStream::connect(to) {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
                     let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
                     let mut body = Vec::new();
                     let _ = c.read_to_end(&mut body);
-                    scrapes += u64::from(!body.is_empty());
+                    scrapes += u64::from(body.starts_with(b"HTTP/1.1 200 OK"));
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                if !flood {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
             scrapes
         });
@@ -541,8 +599,7 @@ impl MetricsLoad {
                 &lcores,
                 &s,
                 &[],
-                &self.tally,
-                &dp.latencies(),
+                (&self.tally, &dp.latencies()),
                 self.started.elapsed(),
             );
             self.server.publish(snap);
@@ -724,7 +781,7 @@ fn handshakes_child(
             };
             // The events are drained as the control thread would take them:
             // dropped, or (with metrics on) tallied, with snapshots for a scraper.
-            let mut load = if metrics { Some(MetricsLoad::start(&dp)?) } else { None };
+            let mut load = if metrics { Some(MetricsLoad::start(&dp, false)?) } else { None };
             let mut wait = |dp: &mut Dataplane, d: Duration| {
                 let end = std::time::Instant::now() + d;
                 while std::time::Instant::now() < end {
