@@ -591,6 +591,10 @@ pub struct SlowPathSettings {
     /// Forged certificates cached per slow-path lcore (by the original's fingerprint).
     #[serde(default = "default_forged_cache")]
     pub forged_cache: u32,
+    /// How long a forged certificates' leaf key is used for new forges, seconds (each slow-path lcore
+    /// keeps a few per key type and size; certificates forged with a key keep it while cached).
+    #[serde(default = "default_leaf_key_lifetime")]
+    pub leaf_key_lifetime: u32,
     /// NSS key log of both TLS sessions of every decrypted flow (appended;
     /// relative to this file's folder). Holds secrets: written mode 0600.
     pub keylog: Option<Spanned<PathBuf>>,
@@ -650,6 +654,9 @@ fn default_pinned_action() -> PinnedAction {
 fn default_forged_cache() -> u32 {
     1024
 }
+fn default_leaf_key_lifetime() -> u32 {
+    3600
+}
 
 impl Default for SlowPathSettings {
     fn default() -> Self {
@@ -662,6 +669,7 @@ impl Default for SlowPathSettings {
             exclusion_ttl: default_exclusion_ttl(),
             pinned_action: default_pinned_action(),
             forged_cache: default_forged_cache(),
+            leaf_key_lifetime: default_leaf_key_lifetime(),
             keylog: None,
             decrypted_pcap: None,
         }
@@ -889,12 +897,16 @@ impl Settings {
         if self.slowpath.ring < 64 {
             return Err(self.err(text, None, "slowpath.ring", "at least 64 slots"));
         }
-        if self.slowpath.sessions == 0 || self.slowpath.forged_cache == 0 || self.slowpath.exclusion_cache == 0 {
+        if self.slowpath.sessions == 0
+            || self.slowpath.forged_cache == 0
+            || self.slowpath.exclusion_cache == 0
+            || self.slowpath.leaf_key_lifetime == 0
+        {
             return Err(self.err(
                 text,
                 None,
                 "slowpath",
-                "sessions, forged_cache and exclusion_cache must be at least 1",
+                "sessions, forged_cache, exclusion_cache and leaf_key_lifetime must be at least 1",
             ));
         }
         if let Some(l) = &self.metrics.listen {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ahash::RandomState;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SerialNumber};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, SerialNumber};
 use rustls::crypto::aws_lc_rs::sign::any_supported_type;
 use rustls::crypto::SecureRandom;
 use rustls::sign::{CertifiedKey, SigningKey};
@@ -25,12 +25,9 @@ use rustls_pki_types::{alg_id, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519,
-};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
+use crate::keys::{Accepts, KeyKind, LeafKey, LeafKeys};
 use yasna::models::{GeneralizedTime, ObjectIdentifier, UTCTime};
 use yasna::{DERWriter, Tag};
 
@@ -118,14 +115,22 @@ impl Forger {
 
     /// A copy of `original_leaf_der` for presenting to the client: subject DN
     /// copied exactly, SAN copied (DNS and IP entries), validity the
-    /// original's clipped to the signing CA's, a fresh key of the original's
-    /// type, a fresh random serial, CA:false, key usage digitalSignature
-    /// (+keyEncipherment for RSA), EKU serverAuth, AKI of the signing CA;
-    /// signed by the configured CA when `trusted`, else by the untrusted CA.
-    /// Returns the chain (forged leaf, then the signing CA) and its key, ready
-    /// for a rustls server. Cached by the SHA-256 of the original plus
-    /// `trusted` (bounded; the oldest is evicted).
-    pub fn forge(&mut self, original_leaf_der: &[u8], trusted: bool) -> Result<Arc<CertifiedKey>, ForgeError> {
+    /// original's clipped to the signing CA's, a key of the original's type
+    /// and size from `keys` (see [`crate::keys`]), a fresh random serial,
+    /// CA:false, key usage digitalSignature (+keyEncipherment for RSA), EKU
+    /// serverAuth, AKI of the signing CA; signed by the configured CA when
+    /// `trusted`, else by the untrusted CA. Returns the chain (forged leaf,
+    /// then the signing CA) and its key, ready for a rustls server. Cached by
+    /// the SHA-256 of the original plus `trusted` (bounded; the oldest is
+    /// evicted), unless the pool had no key of the original's type yet and a
+    /// key of another type the client `accepts` stood in.
+    pub fn forge(
+        &mut self,
+        keys: &mut LeafKeys,
+        original_leaf_der: &[u8],
+        trusted: bool,
+        accepts: Accepts,
+    ) -> Result<Arc<CertifiedKey>, ForgeError> {
         let cache_key: ([u8; 32], bool) = (Sha256::digest(original_leaf_der).into(), trusted);
         if let Some(hit) = self.cache.get(&cache_key) {
             self.stats.hits += 1;
@@ -133,16 +138,22 @@ impl Forger {
         }
         let started = Instant::now();
         let ca = if trusted { &self.trusted } else { &self.untrusted };
-        let result = forge_leaf(original_leaf_der, ca, self.random);
+        let result = LeafSpec::copy_of(original_leaf_der, ca).and_then(|spec| {
+            let taken = keys.take(spec.kind, accepts)?;
+            Ok((spec.build(ca, &taken.key, self.random)?, taken.exact))
+        });
         self.stats.forge_ns += u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let forged = match result {
-            Ok(forged) => Arc::new(forged),
+        let (forged, exact) = match result {
+            Ok((forged, exact)) => (Arc::new(forged), exact),
             Err(e) => {
                 self.stats.failures += 1;
                 return Err(e);
             }
         };
         self.stats.forged += 1;
+        if !exact {
+            return Ok(forged);
+        }
         if self.cache.len() >= self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.cache.remove(&oldest);
@@ -268,61 +279,6 @@ impl SigningCa {
     }
 }
 
-/// Key types of forged leaves and CAs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyKind {
-    EcdsaP256,
-    EcdsaP384,
-    EcdsaP521,
-    Ed25519,
-    /// RSA 2048: aws-lc generates it (in tens of ms, far more than ECDSA).
-    Rsa2048,
-}
-
-impl KeyKind {
-    /// The kind of a forged leaf for an original with this public key: the
-    /// same type and curve; RSA of any size becomes RSA 2048; types that
-    /// cannot be generated (DSA, GOST, other curves) become ECDSA P-256.
-    fn for_original(spki: &SubjectPublicKeyInfo<'_>) -> KeyKind {
-        let alg = &spki.algorithm.algorithm;
-        if *alg == OID_PKCS1_RSAENCRYPTION {
-            KeyKind::Rsa2048
-        } else if *alg == OID_SIG_ED25519 {
-            KeyKind::Ed25519
-        } else if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-            match spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()) {
-                Some(curve) if curve == OID_NIST_EC_P384 => KeyKind::EcdsaP384,
-                Some(curve) if curve == OID_NIST_EC_P521 => KeyKind::EcdsaP521,
-                Some(curve) if curve == OID_EC_P256 => KeyKind::EcdsaP256,
-                _ => KeyKind::EcdsaP256,
-            }
-        } else {
-            KeyKind::EcdsaP256
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            KeyKind::EcdsaP256 => "ECDSA P-256",
-            KeyKind::EcdsaP384 => "ECDSA P-384",
-            KeyKind::EcdsaP521 => "ECDSA P-521",
-            KeyKind::Ed25519 => "Ed25519",
-            KeyKind::Rsa2048 => "RSA 2048",
-        }
-    }
-
-    fn generate(self) -> Result<KeyPair, ForgeError> {
-        let generated = match self {
-            KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-            KeyKind::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-            KeyKind::EcdsaP521 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512),
-            KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
-            KeyKind::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
-        };
-        generated.map_err(|e| ForgeError::KeyGeneration { kind: self.name(), reason: e.to_string() })
-    }
-}
-
 /// Generates the untrusted CA: same key type and validity as `like`.
 fn generate_untrusted_ca(like: &SigningCa, random: &dyn SecureRandom) -> Result<SigningCa, ForgeError> {
     let key = like.kind.generate()?;
@@ -341,12 +297,6 @@ fn generate_untrusted_ca(like: &SigningCa, random: &dyn SecureRandom) -> Result<
     let cert = params.self_signed(&key).map_err(|e| ForgeError::Signing(format!("the untrusted CA: {e}")))?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     SigningCa::new(cert.der().to_vec(), &key_der)
-}
-
-/// Forges one leaf signed by `ca`.
-fn forge_leaf(original: &[u8], ca: &SigningCa, random: &dyn SecureRandom) -> Result<CertifiedKey, ForgeError> {
-    let spec = LeafSpec::copy_of(original, ca)?;
-    spec.build(ca, random)
 }
 
 /// What a forged leaf is made of.
@@ -391,15 +341,14 @@ impl LeafSpec {
         Ok(LeafSpec { subject, sans, not_before, not_after, kind: KeyKind::for_original(cert.public_key()) })
     }
 
-    /// Generates the key and signs the leaf with `ca`.
-    fn build(&self, ca: &SigningCa, random: &dyn SecureRandom) -> Result<CertifiedKey, ForgeError> {
-        let key = self.kind.generate()?;
-        let spki = key.public_key_der();
+    /// Signs the leaf, with `key`'s public key, with `ca`.
+    fn build(&self, ca: &SigningCa, key: &LeafKey, random: &dyn SecureRandom) -> Result<CertifiedKey, ForgeError> {
+        let spki = &key.spki;
         let serial = random_serial(random)?;
 
         let validity = [time_of(self.not_before)?, time_of(self.not_after)?];
-        let rsa = self.kind == KeyKind::Rsa2048;
-        let leaf_key_id = key_identifier_of_spki(&spki);
+        let rsa = key.kind.is_rsa();
+        let leaf_key_id = key_identifier_of_spki(spki);
         let tbs = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_tagged(Tag::context(0), |w| w.write_u8(2)); // version v3
@@ -412,7 +361,7 @@ impl LeafSpec {
                     }
                 });
                 w.next().write_der(&self.subject);
-                w.next().write_der(&spki);
+                w.next().write_der(spki);
                 w.next().write_tagged(Tag::context(3), |w| {
                     w.write_sequence(|w| {
                         // basicConstraints: cA FALSE (the default, so an empty SEQUENCE).
@@ -447,13 +396,8 @@ impl LeafSpec {
         });
 
         let leaf_der = ca.sign_certificate(tbs)?;
-        let leaf_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signing_key = any_supported_type(&leaf_key).map_err(|e| ForgeError::KeyGeneration {
-            kind: self.kind.name(),
-            reason: format!("rustls refused it: {e}"),
-        })?;
         let chain = vec![CertificateDer::from(leaf_der), CertificateDer::from(ca.cert_der.clone())];
-        Ok(CertifiedKey::new(chain, signing_key))
+        Ok(CertifiedKey::new(chain, key.signing.clone()))
     }
 }
 
@@ -578,6 +522,11 @@ fn time_of(unix_s: i64) -> Result<CertTime, ForgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::KeyPair;
+
+    fn keys() -> LeafKeys {
+        LeafKeys::new(None, 3600)
+    }
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{ServerName, UnixTime};
     use std::time::Duration;
@@ -629,7 +578,7 @@ mod tests {
         let names = ["www.example.com", "example.com", "192.0.2.7"];
         let original = server_pki.issue(&names, "Example Org", Y2024, Y2027);
         let mut forger = forger(&resign_pki, 16);
-        let forged = forger.forge(&original.cert_der, true).expect("forged");
+        let forged = forger.forge(&mut keys(), &original.cert_der, true, Accepts::ANY).expect("forged");
         assert_eq!(forged.cert.len(), 2);
         assert_eq!(forged.cert[1].as_ref(), resign_pki.ca_cert_der().as_slice());
         assert!(forged.keys_match().is_ok(), "the key is the leaf's");
@@ -647,7 +596,7 @@ mod tests {
         let server_pki = Pki::new("Real Server CA");
         let resign_pki = Pki::new("Inspection CA");
         let original = server_pki.issue(&["a.example", "b.example", "2001:db8::1"], "Org, Inc.", Y2024, Y2027);
-        let forged = forger(&resign_pki, 4).forge(&original.cert_der, true).unwrap();
+        let forged = forger(&resign_pki, 4).forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
         let (o, f) = (parsed(&original.cert_der), parsed(leaf_of(&forged)));
         assert_eq!(f.subject().as_raw(), o.subject().as_raw(), "subject copied byte for byte");
         assert_eq!(f.subject().to_string(), o.subject().to_string());
@@ -719,11 +668,12 @@ mod tests {
             kind: KeyKind::EcdsaP384,
         };
         let random = rustls::crypto::aws_lc_rs::default_provider().secure_random;
-        let original = spec.build(&server_ca, random).unwrap().cert[0].as_ref().to_vec();
+        let key = keys().take(spec.kind, Accepts::ANY).unwrap().key;
+        let original = spec.build(&server_ca, &key, random).unwrap().cert[0].as_ref().to_vec();
         verify(&original, &server_pki.ca_cert_der(), "multi.example").expect("hand-built original verifies");
 
         let resign_pki = Pki::new("Inspection CA");
-        let forged = forger(&resign_pki, 4).forge(&original, true).unwrap();
+        let forged = forger(&resign_pki, 4).forge(&mut keys(), &original, true, Accepts::ANY).unwrap();
         let f = parsed(leaf_of(&forged));
         assert_eq!(f.subject().as_raw(), subject.as_slice());
         assert_eq!(f.subject().iter_organizational_unit().count(), 2);
@@ -768,10 +718,11 @@ mod tests {
             kind: KeyKind::EcdsaP256,
         };
         let random = rustls::crypto::aws_lc_rs::default_provider().secure_random;
-        let original = spec.build(&server_ca, random).unwrap().cert[0].as_ref().to_vec();
+        let key = keys().take(spec.kind, Accepts::ANY).unwrap().key;
+        let original = spec.build(&server_ca, &key, random).unwrap().cert[0].as_ref().to_vec();
         verify(&original, &server_pki.ca_cert_der(), "mv.example").expect("hand-built original verifies");
 
-        let forged = forger(&Pki::new("Inspection CA"), 4).forge(&original, true).unwrap();
+        let forged = forger(&Pki::new("Inspection CA"), 4).forge(&mut keys(), &original, true, Accepts::ANY).unwrap();
         let f = parsed(leaf_of(&forged));
         assert_eq!(f.subject().as_raw(), subject.as_slice(), "subject copied byte for byte");
         let rdn_sizes: Vec<usize> = f.subject().iter().map(|rdn| rdn.iter().count()).collect();
@@ -784,7 +735,7 @@ mod tests {
         // Pki's CA runs 2020..2050; the original runs to 2060.
         let original = server_pki.issue(&["long.example"], "Org", Y2024, Y2060);
         let resign_pki = Pki::new("Inspection CA");
-        let forged = forger(&resign_pki, 4).forge(&original.cert_der, true).unwrap();
+        let forged = forger(&resign_pki, 4).forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
         let f = parsed(leaf_of(&forged));
         assert_eq!(f.validity().not_before.timestamp(), Y2024);
         assert_eq!(f.validity().not_after.timestamp(), 2_524_608_000, "clipped to the CA's notAfter (2050)");
@@ -801,7 +752,7 @@ mod tests {
         let ca = params.self_signed(&key).unwrap();
         let ca_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut short = Forger::new(ca.der(), ca_key, 4).unwrap();
-        let forged = short.forge(&original.cert_der, true).unwrap();
+        let forged = short.forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
         let f = parsed(leaf_of(&forged));
         assert_eq!(f.validity().not_before.timestamp(), 1_735_689_600);
         assert_eq!(f.validity().not_after.timestamp(), Y2027);
@@ -812,22 +763,49 @@ mod tests {
     }
 
     #[test]
+    fn an_rsa_original_forged_before_the_pool_has_rsa_keys_gets_a_p256_copy_that_is_not_cached() {
+        let mut forger = forger(&Pki::new("Inspection CA"), 8);
+        let (maker, _orders) = crate::keys::KeyMaker::stalled();
+        let mut keys = LeafKeys::new(Some(&maker), 3600);
+        let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+        let mut params = CertificateParams::new(vec!["rsa.example".to_owned()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(Y2024).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(Y2027).unwrap();
+        let original = params.self_signed(&key).unwrap();
+        let first = forger.forge(&mut keys, original.der(), true, Accepts::ANY).unwrap();
+        assert_eq!(KeyKind::for_original(parsed(leaf_of(&first)).public_key()), KeyKind::EcdsaP256);
+        let second = forger.forge(&mut keys, original.der(), true, Accepts::ANY).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "a stand-in is not cached");
+        assert_eq!(forger.stats().hits, 0);
+        assert_eq!(keys.stats().fallbacks, 2);
+        // A client that accepts only RSA gets an RSA key made on the spot (the pool's own never came).
+        let rsa_only = Accepts { ecdsa_p256: false, ecdsa_p384: false, ecdsa_p521: false, ed25519: false, ..Accepts::ANY };
+        let third = forger.forge(&mut keys, original.der(), true, rsa_only).unwrap();
+        assert_eq!(KeyKind::for_original(parsed(leaf_of(&third)).public_key()), KeyKind::Rsa2048);
+        assert_eq!(keys.stats().made_on_path, 1);
+        // Exact now: cached.
+        let fourth = forger.forge(&mut keys, original.der(), true, Accepts::ANY).unwrap();
+        assert!(Arc::ptr_eq(&third, &fourth));
+        assert!(third.keys_match().is_ok());
+    }
+
+    #[test]
     fn key_type_follows_the_original() {
         let server_pki = Pki::new("Real Server CA");
         let resign_pki = Pki::new("Inspection CA");
         let mut forger = forger(&resign_pki, 8);
         let ec = server_pki.issue(&["ec.example"], "Org", Y2024, Y2027);
-        let forged = forger.forge(&ec.cert_der, true).unwrap();
+        let forged = forger.forge(&mut keys(), &ec.cert_der, true, Accepts::ANY).unwrap();
         assert_eq!(KeyKind::for_original(parsed(leaf_of(&forged)).public_key()), KeyKind::EcdsaP256);
         assert_eq!(forged.key.algorithm(), rustls::SignatureAlgorithm::ECDSA);
 
         for (alg, kind) in [
             (&rcgen::PKCS_ECDSA_P384_SHA384, KeyKind::EcdsaP384),
             (&rcgen::PKCS_ED25519, KeyKind::Ed25519),
-            (&rcgen::PKCS_RSA_SHA256, KeyKind::Rsa2048),
+            (&rcgen::PKCS_RSA_SHA256, KeyKind::Rsa3072),
         ] {
-            let key = if kind == KeyKind::Rsa2048 {
-                KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_4096).unwrap()
+            let key = if kind == KeyKind::Rsa3072 {
+                KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_3072).unwrap()
             } else {
                 KeyPair::generate_for(alg).unwrap()
             };
@@ -836,12 +814,12 @@ mod tests {
             params.not_after = time::OffsetDateTime::from_unix_timestamp(Y2027).unwrap();
             let original = params.self_signed(&key).unwrap();
             let spent_before = forger.stats().forge_ns;
-            let forged = forger.forge(original.der(), false).unwrap();
+            let forged = forger.forge(&mut keys(), original.der(), false, Accepts::ANY).unwrap();
             eprintln!("forge cost, {} original: {} us", kind.name(), (forger.stats().forge_ns - spent_before) / 1000);
             let f = parsed(leaf_of(&forged));
             assert_eq!(KeyKind::for_original(f.public_key()), kind);
-            if kind == KeyKind::Rsa2048 {
-                assert_eq!(f.public_key().parsed().unwrap().key_size(), 2048, "RSA 4096 becomes RSA 2048");
+            if kind == KeyKind::Rsa3072 {
+                assert_eq!(f.public_key().parsed().unwrap().key_size(), 3072, "the original's RSA size");
                 assert!(f.key_usage().unwrap().unwrap().value.key_encipherment());
             }
             assert!(forged.keys_match().is_ok());
@@ -871,10 +849,10 @@ mod tests {
             let ca_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
             let mut forger = Forger::new(ca.der(), ca_key, 4).unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
             assert_eq!(KeyKind::for_original(parsed(forger.untrusted_ca_der()).public_key()), kind);
-            let trusted = forger.forge(&original.cert_der, true).unwrap();
+            let trusted = forger.forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
             verify(leaf_of(&trusted), ca.der(), "kinds.example").unwrap_or_else(|e| panic!("{}: {e:?}", kind.name()));
             assert!(verify(leaf_of(&trusted), forger.untrusted_ca_der(), "kinds.example").is_err());
-            let untrusted = forger.forge(&original.cert_der, false).unwrap();
+            let untrusted = forger.forge(&mut keys(), &original.cert_der, false, Accepts::ANY).unwrap();
             verify(leaf_of(&untrusted), forger.untrusted_ca_der(), "kinds.example").unwrap();
             assert!(verify(leaf_of(&untrusted), ca.der(), "kinds.example").is_err());
             assert_eq!(KeyKind::for_original(parsed(leaf_of(&trusted)).public_key()), KeyKind::EcdsaP256);
@@ -887,7 +865,7 @@ mod tests {
         let resign_pki = Pki::new("Inspection CA");
         let original = server_pki.issue(&["selfish.example"], "Org", Y2024, Y2027);
         let mut forger = forger(&resign_pki, 8);
-        let forged = forger.forge(&original.cert_der, false).unwrap();
+        let forged = forger.forge(&mut keys(), &original.cert_der, false, Accepts::ANY).unwrap();
         assert!(verify(leaf_of(&forged), &resign_pki.ca_cert_der(), "selfish.example").is_err());
         verify(leaf_of(&forged), forger.untrusted_ca_der(), "selfish.example").unwrap();
         assert_eq!(forged.cert[1].as_ref(), forger.untrusted_ca_der());
@@ -898,7 +876,7 @@ mod tests {
             KeyKind::for_original(parsed(&resign_pki.ca_cert_der()).public_key())
         );
         // Trusted and untrusted copies of one original are cached apart.
-        let trusted = forger.forge(&original.cert_der, true).unwrap();
+        let trusted = forger.forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
         assert!(!Arc::ptr_eq(&trusted, &forged));
         assert_eq!(forger.stats().cached, 2);
     }
@@ -910,20 +888,20 @@ mod tests {
         let mut forger = forger(&resign_pki, 3);
         let originals: Vec<_> =
             (0..5).map(|i| server_pki.issue(&[&format!("h{i}.example")], "Org", Y2024, Y2027)).collect();
-        let first = forger.forge(&originals[0].cert_der, true).unwrap();
-        let again = forger.forge(&originals[0].cert_der, true).unwrap();
+        let first = forger.forge(&mut keys(), &originals[0].cert_der, true, Accepts::ANY).unwrap();
+        let again = forger.forge(&mut keys(), &originals[0].cert_der, true, Accepts::ANY).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         let stats = forger.stats();
         assert_eq!((stats.forged, stats.hits, stats.cached), (1, 1, 1));
         for original in &originals[1..] {
-            forger.forge(&original.cert_der, true).unwrap();
+            forger.forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
         }
         let stats = forger.stats();
         assert_eq!((stats.forged, stats.cached, stats.evicted), (5, 3, 2));
         // The oldest (0 and 1) went; 4 is still cached.
-        let latest = forger.forge(&originals[4].cert_der, true).unwrap();
+        let latest = forger.forge(&mut keys(), &originals[4].cert_der, true, Accepts::ANY).unwrap();
         assert_eq!(forger.stats().hits, 2);
-        let refreshed = forger.forge(&originals[0].cert_der, true).unwrap();
+        let refreshed = forger.forge(&mut keys(), &originals[0].cert_der, true, Accepts::ANY).unwrap();
         assert!(!Arc::ptr_eq(&refreshed, &first), "evicted, so forged anew");
         assert!(!Arc::ptr_eq(&refreshed, &latest));
         assert_eq!(forger.stats().cached, 3);
@@ -954,13 +932,13 @@ mod tests {
         }
         let mut errors = 0;
         for input in &inputs {
-            if let Err(e) = forger.forge(input, true) {
+            if let Err(e) = forger.forge(&mut keys(), input, true, Accepts::ANY) {
                 assert!(!e.to_string().is_empty());
                 errors += 1;
             }
         }
         assert!(errors >= 7, "at least the hand-made garbage fails");
-        let e = forger.forge(b"junk", true).unwrap_err();
+        let e = forger.forge(&mut keys(), b"junk", true, Accepts::ANY).unwrap_err();
         assert!(e.to_string().starts_with("the server's certificate cannot be re-signed"), "{e}");
     }
 
@@ -987,7 +965,7 @@ mod tests {
         let originals: Vec<_> =
             (0..50).map(|i| server_pki.issue(&[&format!("cost{i}.example")], "Org", Y2024, Y2027)).collect();
         for original in &originals {
-            forger.forge(&original.cert_der, true).unwrap();
+            forger.forge(&mut keys(), &original.cert_der, true, Accepts::ANY).unwrap();
         }
         let stats = forger.stats();
         assert_eq!(stats.forged, 50);

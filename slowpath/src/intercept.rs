@@ -16,6 +16,7 @@ use rustls::sign::CertifiedKey;
 use tlsgate_core::escalate::{TcpSeen, TcpSideSeen};
 use tlsgate_core::outcome::{TcpEnd, TlsClose};
 
+use crate::keys::Accepts;
 use crate::relay::{FailReason, Relay, RelayEvent, BACKLOG_LIMIT};
 use crate::tcp::{Limits, Segment, Takeover, TcpEndpoint, TcpState, TimestampState};
 
@@ -62,9 +63,9 @@ pub struct Timings {
 }
 
 /// Answers a Resign relay's request for the certificate to show the client:
-/// given the server's chain and whether it is trusted, the certified key (or
-/// `None`: the session fails).
-pub type CertificateFor<'a> = dyn FnMut(&[Vec<u8>], bool) -> Option<Arc<CertifiedKey>> + 'a;
+/// given the server's chain, whether it is trusted and the key types the
+/// client accepts, the certified key (or `None`: the session fails).
+pub type CertificateFor<'a> = dyn FnMut(&[Vec<u8>], bool, Accepts) -> Option<Arc<CertifiedKey>> + 'a;
 
 /// What [`Interception::drive`] hands the caller besides segments.
 #[derive(Debug, Default)]
@@ -311,7 +312,7 @@ impl Interception {
                     self.outcome.trusted = Some(trusted);
                     out.upstream_certificate = Some((chain, trusted));
                 }
-                RelayEvent::NeedCertificate { chain, trusted } => match forge(&chain, trusted) {
+                RelayEvent::NeedCertificate { chain, trusted, accepts } => match forge(&chain, trusted, accepts) {
                     Some(key) => self.relay.provide_certificate(key),
                     None => {
                         self.outcome.failed = Some((
@@ -473,6 +474,7 @@ mod tests {
     //! stacks), over scripted links with loss, on a virtual clock.
     use super::*;
     use crate::forge::Forger;
+    use crate::keys::LeafKeys;
     use crate::relay::ClientFacing;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection};
@@ -633,6 +635,7 @@ mod tests {
         server: Host,
         icpt: Interception,
         forger: Option<Forger>,
+        keys: LeafKeys,
         loss: Loss,
         peak_buffered: usize,
     }
@@ -659,7 +662,10 @@ mod tests {
                 }
             }
             let forger = &mut self.forger;
-            let mut forge = |chain: &[Vec<u8>], trusted: bool| forger.as_mut()?.forge(chain.first()?, trusted).ok();
+            let keys = &mut self.keys;
+            let mut forge = |chain: &[Vec<u8>], trusted: bool, accepts: Accepts| {
+                forger.as_mut()?.forge(keys, chain.first()?, trusted, accepts).ok()
+            };
             self.icpt.drive(now, &mut forge, &mut Output::default());
             while let Some((to_client, seg)) = self.icpt.poll_transmit(now) {
                 if !self.loss.keep() {
@@ -758,6 +764,7 @@ mod tests {
             server: Host::new(st, server, down),
             icpt: Interception::new(&s, relay, false, 0),
             forger,
+            keys: LeafKeys::new(None, 3600),
             loss: Loss { every: loss_every, count: 0 },
             peak_buffered: 0,
         }

@@ -33,6 +33,7 @@ use tlsgate_core::tls::{certificate_facts, CertVerifier};
 
 use crate::export::{DecryptedStream, Frames};
 use crate::forge::Forger;
+use crate::keys::{Accepts, KeyMaker, LeafKeyStats, LeafKeys};
 use crate::intercept::{Finished, Interception, Output};
 use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, Relay, RelayConfig};
@@ -42,6 +43,8 @@ use crate::wire::{segment_of, FlowTemplate};
 #[derive(Clone)]
 pub struct Interceptor {
     settings: SlowPathSettings,
+    /// Makes RSA leaf keys for every lcore's pool, off the lcores.
+    keys: Option<Arc<KeyMaker>>,
     idle_ns: u64,
     handshake_ns: u64,
     keylog: bool,
@@ -52,10 +55,13 @@ impl Interceptor {
     /// From the settings' `[slowpath]` and `[flows]` (a decrypted session
     /// idle for `decided_timeout` is reset; its handshakes get
     /// `inspecting_timeout`); `keylog`/`decrypted`: whether the control
-    /// thread writes a key log and a decrypted-traffic pcap.
+    /// thread writes a key log and a decrypted-traffic pcap. Starts the
+    /// thread that makes RSA leaf keys (on the caller's CPUs: call it
+    /// before the lcores start, from the control thread).
     pub fn new(settings: &SlowPathSettings, flows: &FlowSettings, keylog: bool, decrypted: bool) -> Interceptor {
         Interceptor {
             settings: settings.clone(),
+            keys: KeyMaker::start(),
             idle_ns: u64::from(flows.decided_timeout) * NS,
             handshake_ns: u64::from(flows.inspecting_timeout) * NS,
             keylog,
@@ -140,6 +146,10 @@ tlsgate_core::counters! {
         plaintext_to_client,
         /// Certificates forged (forged-certificate cache misses).
         certificates_forged,
+        /// Forges that used another key type than the original's, its pool not yet filled (not cached).
+        leaf_key_fallbacks,
+        /// RSA leaf keys made on the lcore, for a client that accepts no key type the pool held.
+        leaf_keys_made_on_path,
         /// Records for the control thread lost to a full ring.
         records_lost,
         /// Server identity probes started.
@@ -207,6 +217,8 @@ pub struct SlowLcore {
     workers: usize,
     flows: HashMap<FlowKey, Flow, RandomState>,
     forgers: HashMap<[u8; 32], Forger, RandomState>,
+    /// The forged certificates' keys, shared by its forgers.
+    keys: LeafKeys,
     known: HashMap<[u8; 32], Arc<CertifiedKey>, RandomState>,
     /// By the policy's address (the Arc kept inside keeps it valid).
     policies: HashMap<usize, PolicyMaterials, RandomState>,
@@ -243,7 +255,9 @@ impl SlowLcore {
     /// Slow-path lcore `index` of the data plane, serving `workers` workers;
     /// `seed` seeds the probes' ports and sequence numbers.
     pub fn new(cfg: Interceptor, index: usize, workers: usize, seed: u64) -> SlowLcore {
+        let keys = LeafKeys::new(cfg.keys.as_deref(), cfg.settings.leaf_key_lifetime);
         SlowLcore {
+            keys,
             cfg,
             index,
             workers,
@@ -449,10 +463,11 @@ impl SlowLcore {
             };
             let mut forged = 0u64;
             let mut shown = None;
-            let mut forge = |chain: &[Vec<u8>], trusted: bool| -> Option<Arc<CertifiedKey>> {
+            let keys = &mut self.keys;
+            let mut forge = |chain: &[Vec<u8>], trusted: bool, accepts: Accepts| -> Option<Arc<CertifiedKey>> {
                 let f = forger.as_deref_mut()?;
                 let before = f.stats().forged;
-                let k = f.forge(chain.first()?, trusted).ok()?;
+                let k = f.forge(keys, chain.first()?, trusted, accepts).ok()?;
                 forged += f.stats().forged - before;
                 shown = Some(if trusted { ShownCertificate::Forged } else { ShownCertificate::ForgedUntrusted });
                 Some(k)
@@ -606,6 +621,10 @@ impl SlowLcore {
     fn update_gauges(&mut self) {
         self.counters.sessions_now = self.flows.len() as u64;
         self.counters.forged_cached_now = self.forgers.values().map(|f| f.stats().cached).sum();
+        self.keys.receive();
+        let LeafKeyStats { fallbacks, made_on_path, .. } = self.keys.stats();
+        self.counters.leaf_key_fallbacks = fallbacks;
+        self.counters.leaf_keys_made_on_path = made_on_path;
     }
 
     /// Starts a probe: its flow is announced to the worker that will see its

@@ -3,7 +3,7 @@
 //! TCP connections of each over mid-stream ([`tcp`]: endpoints continuing the
 //! state observed on the wire) with rustls facing the client and the server
 //! between them ([`relay`]), [`forge`] makes and caches the re-signed
-//! certificates, [`wire`] turns segments into frames and back, [`export`]
+//! certificates (with keys [`keys`] makes ahead of need), [`wire`] turns segments into frames and back, [`export`]
 //! writes decrypted streams as synthetic TCP, and one upstream certificate
 //! verifier serves the relay and the probe.
 //!
@@ -16,6 +16,7 @@
 pub mod export;
 pub mod forge;
 pub mod intercept;
+pub mod keys;
 pub mod lcore;
 pub mod probe;
 pub mod relay;

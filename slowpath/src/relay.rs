@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tlsgate_config::hex::hex;
 
+use crate::keys::Accepts;
 use crate::verify::{ChainJudge, UpstreamVerifier};
 use tlsgate_core::outcome::{Side as Peer, TlsClose};
 
@@ -88,6 +89,8 @@ pub enum RelayEvent {
         chain: Vec<Vec<u8>>,
         /// The chain verified against `upstream_roots` for the SNI.
         trusted: bool,
+        /// The key types the client accepts.
+        accepts: Accepts,
     },
     /// Both handshakes are done.
     Established {
@@ -170,6 +173,8 @@ pub struct Relay {
     upstream_seen: Arc<Mutex<UpstreamSeen>>,
     /// The certificate to show the client, once known.
     shown: Option<Arc<CertifiedKey>>,
+    /// The key types the client's ClientHello lets a server present.
+    client_accepts: Accepts,
     /// TLS bytes received and not yet processed, per side.
     client_tls: Vec<u8>,
     server_tls: Vec<u8>,
@@ -202,6 +207,7 @@ impl Relay {
             upstream: None,
             upstream_seen: Arc::new(Mutex::new(UpstreamSeen::default())),
             shown: None,
+            client_accepts: Accepts::ANY,
             client_tls: Vec::new(),
             server_tls: Vec::new(),
             client_out: Vec::new(),
@@ -469,6 +475,7 @@ impl Relay {
         let hello = accepted.client_hello();
         let sni = hello.server_name().map(str::to_owned);
         let alpn: Vec<Vec<u8>> = hello.alpn().map(|list| list.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+        self.client_accepts = Accepts::of_client_hello(hello.signature_schemes(), hello.cipher_suites());
         self.client = ClientSide::Held(Box::new(accepted));
         self.events.push_back(RelayEvent::ClientHello { sni: sni.clone(), alpn: alpn.clone() });
 
@@ -535,7 +542,9 @@ impl Relay {
             progress = true;
             self.events.push_back(RelayEvent::UpstreamCertificate { chain: chain.clone(), trusted });
             match &self.client_facing {
-                ClientFacing::Resign => self.events.push_back(RelayEvent::NeedCertificate { chain, trusted }),
+                ClientFacing::Resign => {
+                    self.events.push_back(RelayEvent::NeedCertificate { chain, trusted, accepts: self.client_accepts })
+                }
                 ClientFacing::KnownKey(key) => self.shown = Some(key.clone()),
             }
         }
