@@ -179,6 +179,21 @@ pub struct WorkerSettings {
     /// Slots in each worker-to-worker dispatch ring (software dispatch only).
     #[serde(default = "default_dispatch_ring")]
     pub dispatch_ring: u32,
+    /// How idle workers and slow-path lcores wait for traffic.
+    #[serde(default)]
+    pub idle: IdleMode,
+}
+
+/// `[workers] idle`: what an lcore does when a poll finds nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdleMode {
+    /// Spin 50 us, then sleep 10 us at a time (up to 500 us after a second of
+    /// silence): lcores can share CPUs with other work, at a wake-up latency.
+    #[default]
+    Backoff,
+    /// Never sleep: each lcore keeps its CPU busy, for dedicated (isolated) cores.
+    Poll,
 }
 
 /// `[mempool]`.
@@ -805,7 +820,11 @@ impl Settings {
                 .into_iter()
                 .map(|(a, b)| PortPair { a: Spanned::new(0..0, a), b: Spanned::new(0..0, b) })
                 .collect(),
-            workers: WorkerSettings { lcores: Spanned::new(0..0, lcores), dispatch_ring: default_dispatch_ring() },
+            workers: WorkerSettings {
+                lcores: Spanned::new(0..0, lcores),
+                dispatch_ring: default_dispatch_ring(),
+                idle: IdleMode::default(),
+            },
             mempool: MempoolSettings::default(),
             queues: QueueSettings::default(),
             flows: FlowSettings::default(),

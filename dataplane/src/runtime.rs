@@ -112,6 +112,8 @@ pub struct SlowPathIo {
     pub counters: Arc<SharedSlowPathCounters>,
     /// Turns false at shutdown.
     pub running: Arc<AtomicBool>,
+    /// How it waits when idle (`[workers] idle`).
+    pub idle: tlsgate_config::IdleMode,
 }
 
 /// The code a slow-path lcore runs ([`crate::slow_lcore`] runs the
@@ -281,6 +283,7 @@ impl Dataplane {
                 pool,
                 counters,
                 running: running.clone(),
+                idle: settings.workers.idle,
             });
         }
         let mut links = links.into_iter();
@@ -294,7 +297,8 @@ impl Dataplane {
             let dispatch = (steering == FlowSteering::SoftwareDispatch).then_some(Dispatch { to, from });
             let counters = Arc::new(SharedCounters::new(ports.len()));
             shared.push(counters.clone());
-            let mut worker = Worker::new(i, nworkers, wports, dispatch, counters, running.clone());
+            let mut worker =
+                Worker::new(i, nworkers, wports, dispatch, counters, running.clone()).with_idle(settings.workers.idle);
             if let Some(policy) = &opts.policy {
                 let inspector = Inspector::new(i, policy.clone(), &settings.flows, port_names.clone())
                     .map_err(StartError::Policy)?

@@ -11,10 +11,11 @@ use tlsgate_core::escalate::{SlowRecord, SlowUpdate, ToSlowPath};
 use tlsgate_core::packet::{flow_hash, worker_for};
 use tlsgate_slowpath::lcore::{FrameOf, Interceptor, Link, SlowLcore, SlowPathCounters};
 
-use crate::dpdk::{pause, tsc, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{tsc, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
 use crate::metrics::{Latencies, LATENCY_PUBLISH_NS};
 use crate::runtime::{SlowPath, SlowPathIo};
 use crate::stats::SharedSlowPathCounters;
+use crate::worker::Backoff;
 
 /// How long the lcore keeps sending FINs and retransmissions at shutdown.
 const SHUTDOWN: Duration = Duration::from_millis(200);
@@ -41,6 +42,7 @@ struct SlowLoop {
     /// When (clock ns) the latencies were last published.
     latencies_published: u64,
     running: Arc<AtomicBool>,
+    idle: tlsgate_config::IdleMode,
 }
 
 /// What the sans-IO lcore sends through: tx queues, update rings, the record ring.
@@ -111,7 +113,7 @@ impl SlowLoop {
     fn new(cfg: &Interceptor, io: SlowPathIo) -> SlowLoop {
         let workers = io.handed.len();
         let lcore = SlowLcore::new(cfg.clone(), io.index, workers, tsc());
-        let SlowPathIo { ports, flows, packets, updates, handed, records, pool, counters, running, .. } = io;
+        let SlowPathIo { ports, flows, packets, updates, handed, records, pool, counters, running, idle, .. } = io;
         let tx = (0..ports.len()).map(|_| Burst::new()).collect();
         let handed = handed.into_iter().map(|r| (r, Burst::new())).collect();
         let io = Io {
@@ -124,26 +126,31 @@ impl SlowLoop {
             latencies: Latencies::default(),
         };
         let (published, running) = (counters, running);
-        SlowLoop { lcore, io, flows, packets, handed, clock: Clock::new(), published, latencies_published: 0, running }
+        SlowLoop {
+            lcore,
+            io,
+            flows,
+            packets,
+            handed,
+            clock: Clock::new(),
+            published,
+            latencies_published: 0,
+            running,
+            idle,
+        }
     }
 }
 
 impl SlowLoop {
     fn run(mut self) -> i32 {
         let mut rx = Burst::new();
-        let mut idle = 0u32;
+        let mut idle = Backoff::new(self.idle);
         while self.running.load(Ordering::Relaxed) {
             let work = self.poll_once(&mut rx);
             if work > 0 {
-                idle = 0;
+                idle.reset();
             } else {
-                idle = idle.saturating_add(1);
-                if idle < 256 {
-                    pause();
-                } else {
-                    // Short sleeps: a decrypting lcore has timers to keep.
-                    std::thread::sleep(Duration::from_micros(if idle < 1024 { 20 } else { 200 }));
-                }
+                idle.wait();
             }
         }
         self.shutdown(&mut rx);

@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dpdk::{pause, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{
+    pause, precise_sleeps, tsc, tsc_hz, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue,
+};
 use crate::metrics::{Latencies, LATENCY_PUBLISH_NS};
 use crate::stats::{DropReason, SharedCounters, WorkerCounters};
+use tlsgate_config::IdleMode;
 use tlsgate_core::escalate::{SlowUpdate, ToSlowPath};
 use tlsgate_core::event::SessionEvent;
 use tlsgate_core::inspect::{Inspector, Output, Reset, Verdict};
@@ -136,6 +139,7 @@ pub struct Worker {
     /// When (clock ns) they were last published.
     latencies_published: u64,
     running: Arc<AtomicBool>,
+    idle: IdleMode,
 }
 
 /// What `keep` decided for a packet that `take` then receives.
@@ -183,7 +187,14 @@ impl Worker {
             latencies: Latencies::default(),
             latencies_published: 0,
             running,
+            idle: IdleMode::default(),
         }
+    }
+
+    /// How it waits when idle (`[workers] idle`).
+    pub fn with_idle(mut self, idle: IdleMode) -> Worker {
+        self.idle = idle;
+        self
     }
 
     /// Adds the decryption-policy stage.
@@ -212,7 +223,7 @@ impl Worker {
     /// Runs until `running` turns false, then drains and publishes final counters.
     pub fn run(mut self) -> i32 {
         let mut rx = Burst::new();
-        let mut idle = Backoff::default();
+        let mut idle = Backoff::new(self.idle);
         self.clock = Clock::new();
         while self.running.load(Ordering::Relaxed) {
             let work = self.poll_once(&mut rx);
@@ -748,16 +759,38 @@ fn drop_index(r: DropReason) -> usize {
     r as usize
 }
 
-/// Idle back-off: spin briefly, then sleep with growing intervals, so that a
-/// machine with more lcores than CPUs is not spun to death by idle workers.
-#[derive(Default)]
+/// What an lcore does after a poll that found nothing (`[workers] idle`).
+/// Back-off: spin for 50 us of silence (a flow's next packet usually comes
+/// sooner), then sleep 10 us at a time (with the thread's timer slack at 1 us,
+/// so a sleep is about what it asks for, not the default 50 us more); after
+/// 10 ms of silence 100 us, after a second 500 us. The first busy poll
+/// starts over. Poll: never sleep. Either way the caller is told every so
+/// often that it may do its housekeeping.
 pub struct Backoff {
+    mode: IdleMode,
     empty: u32,
+    idle_since: u64,
+    ticks_per_us: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(IdleMode::Backoff)
+    }
 }
 
 impl Backoff {
-    const SPINS: u32 = 256;
-    const MAX_SLEEP_US: u64 = 500;
+    /// Empty polls before the clock is read (a burst's gaps are shorter).
+    const FIRST_SPINS: u32 = 64;
+    const SPIN_US: u64 = 50;
+    /// Empty polls between two housekeeping calls in poll mode.
+    const POLL_HOUSEKEEPING: u32 = 1024;
+
+    /// A back-off of this mode, for the calling lcore (sets its timer slack).
+    pub fn new(mode: IdleMode) -> Backoff {
+        precise_sleeps();
+        Backoff { mode, empty: 0, idle_since: 0, ticks_per_us: (tsc_hz() / 1_000_000).max(1) }
+    }
 
     /// Traffic arrived: back to spinning.
     #[inline]
@@ -765,16 +798,33 @@ impl Backoff {
         self.empty = 0;
     }
 
-    /// Waits after an empty poll. Returns true when it slept.
+    /// Waits after an empty poll. Returns true when it slept (or, polling,
+    /// every 1024 empty polls): time for housekeeping.
     #[inline]
     pub fn wait(&mut self) -> bool {
         self.empty = self.empty.saturating_add(1);
-        if self.empty < Self::SPINS {
+        if self.mode == IdleMode::Poll {
+            pause();
+            return self.empty.is_multiple_of(Self::POLL_HOUSEKEEPING);
+        }
+        if self.empty < Self::FIRST_SPINS {
             pause();
             return false;
         }
-        let step = ((self.empty - Self::SPINS) / 8).min(10);
-        let us = (4u64 << step).min(Self::MAX_SLEEP_US);
+        let now = tsc();
+        if self.empty == Self::FIRST_SPINS {
+            self.idle_since = now;
+        }
+        let idle_us = now.wrapping_sub(self.idle_since) / self.ticks_per_us;
+        let us = match idle_us {
+            0..Self::SPIN_US => {
+                pause();
+                return false;
+            }
+            0..10_000 => 10,
+            0..1_000_000 => 100,
+            _ => 500,
+        };
         std::thread::sleep(Duration::from_micros(us));
         true
     }

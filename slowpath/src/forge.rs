@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::keys::{Accepts, KeyKind, LeafKey, LeafKeys};
 use ahash::RandomState;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, SerialNumber};
 use rustls::crypto::aws_lc_rs::sign::any_supported_type;
@@ -27,7 +28,6 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
-use crate::keys::{Accepts, KeyKind, LeafKey, LeafKeys};
 use yasna::models::{GeneralizedTime, ObjectIdentifier, UTCTime};
 use yasna::{DERWriter, Tag};
 
@@ -779,7 +779,8 @@ mod tests {
         assert_eq!(forger.stats().hits, 0);
         assert_eq!(keys.stats().fallbacks, 2);
         // A client that accepts only RSA gets an RSA key made on the spot (the pool's own never came).
-        let rsa_only = Accepts { ecdsa_p256: false, ecdsa_p384: false, ecdsa_p521: false, ed25519: false, ..Accepts::ANY };
+        let rsa_only =
+            Accepts { ecdsa_p256: false, ecdsa_p384: false, ecdsa_p521: false, ed25519: false, ..Accepts::ANY };
         let third = forger.forge(&mut keys, original.der(), true, rsa_only).unwrap();
         assert_eq!(KeyKind::for_original(parsed(leaf_of(&third)).public_key()), KeyKind::Rsa2048);
         assert_eq!(keys.stats().made_on_path, 1);

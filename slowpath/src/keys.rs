@@ -373,12 +373,7 @@ impl LeafKeys {
             match made {
                 Ok(made) => {
                     self.stats.made_by_maker += 1;
-                    pool.keys.push(Arc::new(LeafKey {
-                        kind,
-                        spki: made.spki,
-                        signing: made.signing,
-                        made_ns: now,
-                    }));
+                    pool.keys.push(Arc::new(LeafKey { kind, spki: made.spki, signing: made.signing, made_ns: now }));
                 }
                 // Ordered again when a forge next needs the kind.
                 Err(_) => self.stats.failures += 1,
@@ -560,7 +555,8 @@ mod tests {
             keys.take(KeyKind::EcdsaP384, Accepts::ANY).unwrap();
         }
         assert_eq!(keys.held(KeyKind::EcdsaP384), KEYS_PER_KIND);
-        let old: Vec<usize> = keys.pools[KeyKind::EcdsaP384.index()].keys.iter().map(|k| Arc::as_ptr(k) as usize).collect();
+        let old: Vec<usize> =
+            keys.pools[KeyKind::EcdsaP384.index()].keys.iter().map(|k| Arc::as_ptr(k) as usize).collect();
         std::thread::sleep(Duration::from_millis(1100));
         let t = keys.take(KeyKind::EcdsaP384, Accepts::ANY).unwrap();
         assert!(!old.contains(&(Arc::as_ptr(&t.key) as usize)), "a new key after the lifetime");
@@ -573,7 +569,8 @@ mod tests {
     fn what_a_client_hello_accepts() {
         use CipherSuite as C;
         use SignatureScheme as S;
-        let tls13 = Accepts::of_client_hello(&[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256], &[C::TLS13_AES_128_GCM_SHA256]);
+        let tls13 =
+            Accepts::of_client_hello(&[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256], &[C::TLS13_AES_128_GCM_SHA256]);
         assert!(tls13.rsa && tls13.ecdsa_p256 && !tls13.ecdsa_p384 && !tls13.ed25519);
         let rsa_suites = Accepts::of_client_hello(
             &[S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256],

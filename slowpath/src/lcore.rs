@@ -33,8 +33,8 @@ use tlsgate_core::tls::{certificate_facts, CertVerifier};
 
 use crate::export::{DecryptedStream, Frames};
 use crate::forge::Forger;
-use crate::keys::{Accepts, KeyMaker, LeafKeyStats, LeafKeys};
 use crate::intercept::{Finished, Interception, Output};
+use crate::keys::{Accepts, KeyMaker, LeafKeyStats, LeafKeys};
 use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, Relay, RelayConfig};
 use crate::wire::{segment_of, FlowTemplate};

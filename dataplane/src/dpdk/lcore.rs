@@ -32,6 +32,16 @@ pub fn pause() {
     unsafe { dpdk_sys::tg_pause() }
 }
 
+/// Makes the calling thread's sleeps last what they ask for: its timer slack
+/// (how late the kernel may wake it, 50 us by default) set to 1 us. An idle
+/// lcore sleeps in steps of 10 us; with the default slack each would be 60.
+pub fn precise_sleeps() {
+    // SAFETY: PR_SET_TIMERSLACK takes a value and affects only the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
+    }
+}
+
 /// Wall-clock time from the TSC: one `clock_gettime` at start, then cheap
 /// reads. Workers and slow-path lcores keep time with it, so the TSvals the
 /// workers see and the ones the slow path continues come from one kind of clock.

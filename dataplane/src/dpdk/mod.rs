@@ -14,7 +14,7 @@ mod ring;
 pub mod telemetry;
 
 pub use eal::{preflight, runtime_dir, Eal, EalError};
-pub use lcore::{lcore_id, pause, tsc, tsc_hz, Clock, LaunchError, LcoreHandle};
+pub use lcore::{lcore_id, pause, precise_sleeps, tsc, tsc_hz, Clock, LaunchError, LcoreHandle};
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::{Mempool, MempoolError};
 pub use port::{Port, PortError, PortInfo, PortSetup, PortStats, RxQueue, TxQueue};

@@ -865,8 +865,8 @@ fn forge(servers: usize, sessions: usize, cache: usize, rsa: usize) {
     use rustls_pki_types::pem::PemObject;
     use tlsgate_perf::handshake::Pki;
     use tlsgate_slowpath::forge::Forger;
-    use tlsgate_slowpath::keys::{Accepts, KeyKind, LeafKeys, KEYS_PER_KIND};
     use tlsgate_slowpath::keys::KeyMaker;
+    use tlsgate_slowpath::keys::{Accepts, KeyKind, LeafKeys, KEYS_PER_KIND};
     let servers = servers.max(1);
     let origin = Pki::new("Origin CA");
     let resign = Pki::new("Inspection CA");
