@@ -236,11 +236,27 @@ impl Pki {
     /// If a name is not ASCII, or a time is outside years 1..=9999 (caller errors in test code).
     pub fn issue(&self, dns_names: &[&str], org: &str, not_before: i64, not_after: i64) -> Leaf {
         let key = KeyPair::generate().expect("generating a P-256 key only fails without randomness");
+        self.issue_with_key(dns_names, org, not_before, not_after, &key)
+    }
+
+    /// As [`Pki::issue`], for the given key (of any type rcgen signs with),
+    /// so that many certificates can share a few keys.
+    ///
+    /// # Panics
+    /// As [`Pki::issue`].
+    pub fn issue_with_key(
+        &self,
+        dns_names: &[&str],
+        org: &str,
+        not_before: i64,
+        not_after: i64,
+        key: &KeyPair,
+    ) -> Leaf {
         let serial = serial_number(self.next_serial.fetch_add(1, Ordering::Relaxed), &key);
         let mut params = leaf_params(dns_names, not_before, not_after, serial.clone());
         params.distinguished_name.push(DnType::OrganizationName, org);
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).expect("signing a leaf with the CA key");
-        Leaf::from_parts(&cert, &key, &serial)
+        let cert = params.signed_by(key, &self.ca, &self.ca_key).expect("signing a leaf with the CA key");
+        Leaf::from_parts(&cert, key, &serial)
     }
 
     /// A CRL signed by this CA revoking the serials of `revoked`, issued

@@ -5,10 +5,17 @@
 //! gets a fresh set of network namespaces; the configurations alternate over
 //! the rounds and the median is reported.
 //!
-//! `session-bench run` drives it all (as root). `serve` and `load` are the
-//! server and the load generator it starts inside the namespaces: rustls on
-//! both ends, one short session per connection (full handshake, an HTTP/1.0
-//! request, a 1 KiB answer, close).
+//! `session-bench run` drives it all (as root), and measures decrypt-resign a
+//! second time with a cold forged-certificate cache: 1,000 server
+//! certificates (half RSA-2048, half ECDSA P-256), each session to the next
+//! one, tlsgate's cache one certificate long. `session-bench latency`
+//! measures time to first byte and handshake time of sessions opened one at a
+//! time with a pause between them (a quiet client), direct, through
+//! do-not-decrypt and decrypt-resign (warm cache), with `[workers] idle` at
+//! its default back-off and at `poll`. `serve`, `load` and `probe` are the
+//! server, the load generator and the latency client it starts inside the
+//! namespaces: rustls on both ends, one short session per connection (full
+//! handshake, an HTTP/1.0 request, a 1 KiB answer, close).
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
 use tlsgate_perf::handshake::Pki;
 use tlsgate_tests::netns::{Reaper, Topology};
 use tlsgate_tests::{run_with_limit, signal, text, tlsgate, wait_with_limit, Scratch};
@@ -38,33 +46,68 @@ fn main() {
             arg("--threads", "16").parse().unwrap_or(16),
             arg("--seconds", "5").parse().unwrap_or(5.0),
         ),
+        Some("probe") => probe(
+            &arg("--connect", "127.0.0.1:4433"),
+            &arg("--sni", "bench.test"),
+            Path::new(&arg("--dir", ".")),
+            arg("--sessions", "200").parse().unwrap_or(200),
+            arg("--gap-ms", "10").parse().unwrap_or(10),
+        ),
         Some("run") => run(
             arg("--seconds", "5").parse().unwrap_or(5.0),
             arg("--rounds", "3").parse().unwrap_or(3),
             &arg("--only", ""),
             arg("--clients", "16").parse().unwrap_or(16),
         ),
+        Some("latency") => latency(
+            arg("--sessions", "200").parse().unwrap_or(200),
+            arg("--rounds", "3").parse().unwrap_or(3),
+            arg("--gap-ms", "10").parse().unwrap_or(10),
+        ),
         _ => {
-            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | serve ... | load ...");
+            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | latency [--sessions N] [--rounds N] [--gap-ms MS] | serve ... | load ... | probe ...");
             std::process::exit(2);
         }
     }
 }
 
+/// The server's certificates: bench.test's, and s0.bench.test to s999.bench.test's.
+#[derive(Debug)]
+struct BySni {
+    bench: Arc<CertifiedKey>,
+    many: Vec<Arc<CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let many = hello
+            .server_name()
+            .and_then(|n| n.strip_suffix(".bench.test")?.strip_prefix('s')?.parse::<usize>().ok())
+            .and_then(|i| self.many.get(i));
+        Some(many.unwrap_or(&self.bench).clone())
+    }
+}
+
 /// The server: one thread per connection, each a full TLS handshake and a 1 KiB answer.
 fn serve(bind: &str, dir: &Path) {
-    let chain = vec![
-        CertificateDer::from_pem_file(dir.join("server.pem")).expect("server.pem"),
-        CertificateDer::from_pem_file(dir.join("webca.pem")).expect("webca.pem"),
-    ];
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let webca = CertificateDer::from_pem_file(dir.join("webca.pem")).expect("webca.pem");
+    let certified = |cert: CertificateDer<'static>, key: PrivateKeyDer<'static>| {
+        let key = provider.key_provider.load_private_key(key).expect("a usable key");
+        Arc::new(CertifiedKey::new(vec![cert, webca.clone()], key))
+    };
+    let bench = certified(
+        CertificateDer::from_pem_file(dir.join("server.pem")).expect("server.pem"),
+        PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key"),
+    );
+    let certs = CertificateDer::pem_file_iter(dir.join("many.pem")).expect("many.pem").flatten();
+    let keys = PrivateKeyDer::pem_file_iter(dir.join("many.key")).expect("many.key").flatten();
+    let many = certs.zip(keys).map(|(c, k)| certified(c, k)).collect();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("certificate and key");
+        .with_cert_resolver(Arc::new(BySni { bench, many }));
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     let cfg = Arc::new(cfg);
@@ -99,32 +142,21 @@ fn serve(bind: &str, dir: &Path) {
 /// `seconds`; prints `sessions failures seconds` (sessions that ended inside
 /// the window).
 fn load(connect: &str, sni: &str, dir: &Path, threads: usize, seconds: f64) {
-    let mut roots = rustls::RootCertStore::empty();
-    for f in ["webca.pem", "corpca.pem"] {
-        for c in CertificateDer::pem_file_iter(dir.join(f)).expect("CA file").flatten() {
-            roots.add(c).expect("a CA certificate");
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // Every session a full handshake: nothing is resumed.
-    cfg.resumption = rustls::client::Resumption::disabled();
-    let cfg = Arc::new(cfg);
+    let cfg = client_config(dir);
     let addr: SocketAddr = connect.parse().expect("address:port");
-    let name = ServerName::try_from(sni.to_owned()).expect("a DNS name");
+    let names = server_names(sni);
+    let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (cfg, name, stop, ok, failed) = (cfg.clone(), name.clone(), stop.clone(), ok.clone(), failed.clone());
+            let (cfg, names, next) = (cfg.clone(), names.clone(), next.clone());
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let result = one_session(&cfg, &name, addr);
+                    let name = &names[next.fetch_add(1, Ordering::Relaxed) as usize % names.len()];
+                    let result = one_session(&cfg, name, addr).map(|_| ());
                     // Only sessions that ended inside the window count, either way.
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -148,14 +180,61 @@ fn load(connect: &str, sni: &str, dir: &Path, threads: usize, seconds: f64) {
     println!("{ok} {failed} {window:.3}");
 }
 
-fn one_session(cfg: &Arc<rustls::ClientConfig>, name: &ServerName<'static>, addr: SocketAddr) -> Result<(), String> {
+/// A client trusting the web root and the inspection CA, never resuming.
+fn client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for f in ["webca.pem", "corpca.pem"] {
+        for c in CertificateDer::pem_file_iter(dir.join(f)).expect("CA file").flatten() {
+            roots.add(c).expect("a CA certificate");
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every session a full handshake: nothing is resumed.
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}
+
+/// The SNIs a load or probe cycles through: `many` is s0.bench.test to s999.bench.test.
+fn server_names(sni: &str) -> Arc<Vec<ServerName<'static>>> {
+    let names: Vec<String> =
+        if sni == "many" { (0..MANY).map(|i| format!("s{i}.bench.test")).collect() } else { vec![sni.to_owned()] };
+    Arc::new(names.into_iter().map(|n| ServerName::try_from(n).expect("a DNS name")).collect())
+}
+
+/// Server certificates of the cold-cache measurement.
+const MANY: usize = 1000;
+
+/// Times of one session, from the start of its TCP connect.
+struct Timings {
+    handshake: Duration,
+    first_byte: Duration,
+}
+
+fn one_session(
+    cfg: &Arc<rustls::ClientConfig>,
+    name: &ServerName<'static>,
+    addr: SocketAddr,
+) -> Result<Timings, String> {
+    let started = Instant::now();
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
     sock.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut tls = rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| e.to_string())?;
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    let handshake = started.elapsed();
     let mut s = rustls::Stream::new(&mut tls, &mut sock);
     s.write_all(b"GET / HTTP/1.0\r\nHost: bench.test\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut body = Vec::new();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).map_err(|e| e.to_string())?;
+    let first_byte = started.elapsed();
+    let mut body = first.to_vec();
     let mut r = BufReader::new(s);
     match r.read_to_end(&mut body) {
         Ok(_) => {}
@@ -166,7 +245,22 @@ fn one_session(cfg: &Arc<rustls::ClientConfig>, name: &ServerName<'static>, addr
     if body.len() < 1024 {
         return Err(format!("short answer: {} bytes", body.len()));
     }
-    Ok(())
+    Ok(Timings { handshake, first_byte })
+}
+
+/// The latency client: `sessions` sessions one after another, `gap_ms`
+/// apart; prints each one's handshake time and time to first byte, in us.
+fn probe(connect: &str, sni: &str, dir: &Path, sessions: usize, gap_ms: u64) {
+    let cfg = client_config(dir);
+    let addr: SocketAddr = connect.parse().expect("address:port");
+    let names = server_names(sni);
+    for i in 0..sessions {
+        match one_session(&cfg, &names[i % names.len()], addr) {
+            Ok(t) => println!("{} {}", t.handshake.as_micros(), t.first_byte.as_micros()),
+            Err(e) => eprintln!("session {i}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(gap_ms));
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -174,7 +268,14 @@ enum Setup {
     Direct,
     DoNotDecrypt,
     Resign,
+    /// Decrypt-resign, sessions to 1,000 server certificates in turn, every one already forged.
+    ResignWarm,
+    /// The same, tlsgate's forged cache one long: every session forges.
+    ResignCold,
     Sslsplit,
+    /// As DoNotDecrypt and Resign, with `[workers] idle = "poll"`.
+    DoNotDecryptPoll,
+    ResignPoll,
 }
 
 impl Setup {
@@ -183,9 +284,28 @@ impl Setup {
             Setup::Direct => "direct (Linux bridge)",
             Setup::DoNotDecrypt => "tlsgate, do-not-decrypt",
             Setup::Resign => "tlsgate, decrypt-resign",
+            Setup::ResignWarm => "tlsgate, decrypt-resign, 1000 warm",
+            Setup::ResignCold => "tlsgate, decrypt-resign, 1000 cold",
             Setup::Sslsplit => "sslsplit 0.5.5",
+            Setup::DoNotDecryptPoll => "tlsgate, do-not-decrypt, poll",
+            Setup::ResignPoll => "tlsgate, decrypt-resign, poll",
         }
     }
+
+    /// The SNI its clients ask for.
+    fn sni(self) -> &'static str {
+        if matches!(self, Setup::ResignWarm | Setup::ResignCold) {
+            "many"
+        } else {
+            "bench.test"
+        }
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// `only`: one setup by name (direct, do-not-decrypt, decrypt-resign, sslsplit), to profile it alone.
@@ -193,42 +313,131 @@ fn run(seconds: f64, rounds: usize, only: &str, clients: usize) {
     let dir = Scratch::new("session-bench");
     make_pki(&dir.0);
     let me = std::env::current_exe().expect("own path");
-    let all = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::Sslsplit];
+    let all =
+        [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::ResignWarm, Setup::ResignCold, Setup::Sslsplit];
     let setups: Vec<Setup> = all.into_iter().filter(|s| only.is_empty() || s.name().contains(only)).collect();
+    let rate = |setup: Setup, tag: u8| {
+        in_setup(setup, &me, &dir.0, tag, |topo, connect| {
+            if setup == Setup::ResignWarm {
+                // Every one of the 1,000 certificates forged before the window opens.
+                let o = load_cmd(topo, &me, &dir.0, connect, setup.sni(), clients, 3.0);
+                assert!(parse_load(&o).0 >= MANY as u64, "the warm-up pass reached every server: {}", text(&o));
+            }
+            let o = load_cmd(topo, &me, &dir.0, connect, setup.sni(), clients, seconds);
+            let (ok, failed, secs) = parse_load(&o);
+            if failed > ok / 100 {
+                eprintln!("{}: {failed} sessions failed of {}", setup.name(), ok + failed);
+            }
+            ok as f64 / secs.max(0.001)
+        })
+    };
     if setups.len() != all.len() {
         for s in &setups {
-            let rate = measure(*s, &me, &dir.0, seconds, 40, clients);
-            println!("{}: {rate:.0} sessions/s", s.name());
+            println!("{}: {:.0} sessions/s", s.name(), rate(*s, 40));
         }
         return;
     }
     let mut results: Vec<(Setup, Vec<f64>)> = setups.iter().map(|s| (*s, Vec::new())).collect();
     for round in 0..rounds {
         for (i, setup) in setups.iter().enumerate() {
-            let rate = measure(*setup, &me, &dir.0, seconds, 40 + (round * setups.len() + i) as u8, clients);
-            eprintln!("round {} {}: {:.0} sessions/s", round + 1, setup.name(), rate);
-            results[i].1.push(rate);
+            let r = rate(*setup, 40 + (round * setups.len() + i) as u8);
+            eprintln!("round {} {}: {:.0} sessions/s", round + 1, setup.name(), r);
+            results[i].1.push(r);
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let direct = median(&results[0].1);
     let dnd = median(&results[1].1);
+    let warm = median(&results[3].1);
     println!(
         "new TLS sessions per second ({rounds} rounds of {seconds} s, median; {clients} clients, one full handshake each):"
     );
-    println!("{:<28} {:>10} {:>10} {:>16}", "path", "sessions/s", "vs direct", "vs do-not-decrypt");
+    println!("{:<32} {:>10} {:>10} {:>18} {:>10}", "path", "sessions/s", "vs direct", "vs do-not-decrypt", "vs warm");
     for (setup, v) in &results {
         let m = median(v);
-        println!("{:<28} {:>10.0} {:>9.0}% {:>15.0}%", setup.name(), m, 100.0 * m / direct, 100.0 * m / dnd);
+        let vs_warm = if matches!(setup, Setup::ResignWarm | Setup::ResignCold) {
+            format!("{:.0}%", 100.0 * m / warm)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<32} {:>10.0} {:>9.0}% {:>17.0}% {:>10}",
+            setup.name(),
+            m,
+            100.0 * m / direct,
+            100.0 * m / dnd,
+            vs_warm
+        );
     }
 }
 
-/// One measurement: fresh namespaces, the middle box of `setup`, the server, the load.
-fn measure(setup: Setup, me: &Path, dir: &Path, seconds: f64, tag: u8, clients: usize) -> f64 {
+/// Handshake time and time to first byte, p50/p90/p99 over every round's
+/// sessions (the first five of each round left out: they warm ARP and the
+/// forged cache).
+fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
+    let dir = Scratch::new("session-bench");
+    make_pki(&dir.0);
+    let me = std::env::current_exe().expect("own path");
+    let setups = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptPoll, Setup::ResignPoll];
+    let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut results: Vec<(Setup, hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)> =
+        setups.iter().map(|s| (*s, new_hist(), new_hist())).collect();
+    for round in 0..rounds {
+        for (i, setup) in setups.iter().enumerate() {
+            let tag = 40 + (round * setups.len() + i) as u8;
+            let out = in_setup(*setup, &me, &dir.0, tag, |topo, connect| {
+                run_with_limit(
+                    topo.exec(&topo.cli, me.to_str().unwrap())
+                        .args(["probe", "--connect", connect, "--sni", setup.sni(), "--dir"])
+                        .arg(&dir.0)
+                        .args(["--sessions", &(sessions + 5).to_string(), "--gap-ms", &gap_ms.to_string()]),
+                    Duration::from_secs(60 + (sessions as u64) * (gap_ms + 100) / 1000),
+                )
+            });
+            let (_, hs, ttfb) = &mut results[i];
+            let mut n = 0;
+            for line in String::from_utf8_lossy(&out.stdout).lines().skip(5) {
+                let mut it = line.split_whitespace().filter_map(|v| v.parse::<u64>().ok());
+                if let (Some(h), Some(t)) = (it.next(), it.next()) {
+                    let _ = hs.record(h.max(1));
+                    let _ = ttfb.record(t.max(1));
+                    n += 1;
+                }
+            }
+            eprintln!("round {} {}: {n} sessions", round + 1, setup.name());
+        }
+    }
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!("latency of new sessions ({rounds} rounds of {sessions} sessions one at a time, {gap_ms} ms apart; ms):");
+    println!(
+        "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "path", "hs p50", "hs p90", "hs p99", "ttfb p50", "ttfb p90", "ttfb p99"
+    );
+    for (setup, hs, ttfb) in &results {
+        println!(
+            "{:<32} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            setup.name(),
+            ms(hs, 0.5),
+            ms(hs, 0.9),
+            ms(hs, 0.99),
+            ms(ttfb, 0.5),
+            ms(ttfb, 0.9),
+            ms(ttfb, 0.99)
+        );
+    }
+    let p50 = |i: usize| ms(&results[i].2, 0.5);
+    println!(
+        "ttfb p50 added: do-not-decrypt over direct {:+.2} ms, decrypt-resign over do-not-decrypt {:+.2} ms; with idle = poll {:+.2} and {:+.2} ms",
+        p50(1) - p50(0),
+        p50(2) - p50(1),
+        p50(3) - p50(0),
+        p50(4) - p50(3)
+    );
+}
+
+/// Runs `body` with `setup` standing: fresh namespaces, its middle box, the
+/// server, and one session through (bounded); `body` gets the topology and
+/// the address to connect to. Everything is torn down after.
+fn in_setup<T>(setup: Setup, me: &Path, dir: &Path, tag: u8, body: impl FnOnce(&Topology, &str) -> T) -> T {
     let topo = Topology::new(tag);
     let mut middle: Option<Reaper> = None;
     let mut connect = format!("{}:4433", topo.srv_ip);
@@ -243,8 +452,13 @@ fn measure(setup: Setup, me: &Path, dir: &Path, seconds: f64, tag: u8, clients: 
             sh(&["link", "set", &topo.mid_srv_if, "master", "br0"]);
             sh(&["link", "set", "br0", "up"]);
         }
-        Setup::DoNotDecrypt | Setup::Resign => {
-            let action = if setup == Setup::Resign {
+        Setup::DoNotDecrypt
+        | Setup::Resign
+        | Setup::ResignWarm
+        | Setup::ResignCold
+        | Setup::DoNotDecryptPoll
+        | Setup::ResignPoll => {
+            let action = if matches!(setup, Setup::Resign | Setup::ResignWarm | Setup::ResignCold | Setup::ResignPoll) {
                 "action = \"decrypt-resign\"\nca = \"corp\""
             } else {
                 "action = \"do-not-decrypt\""
@@ -255,13 +469,19 @@ fn measure(setup: Setup, me: &Path, dir: &Path, seconds: f64, tag: u8, clients: 
                 format!(
                     "[policy]\ndefault_action = \"do-not-decrypt\"\n\n[trust]\nca_files = [\"webca.pem\"]\n\n\
                      [[ca]]\nname = \"corp\"\ncert = \"corpca.pem\"\nkey = \"corpca.key\"\n\n\
-                     [[rule]]\nname = \"bench\"\n{action}\nsni = [\"bench.test\"]\n"
+                     [[rule]]\nname = \"bench\"\n{action}\nsni = [\"bench.test\", \"*.bench.test\"]\n"
                 ),
             )
             .unwrap();
+            let mut settings = topo.settings_with_slow_path(1, 1);
+            if matches!(setup, Setup::DoNotDecryptPoll | Setup::ResignPoll) {
+                settings = settings.replace("[workers]\n", "[workers]\nidle = \"poll\"\n");
+            }
+            if setup == Setup::ResignCold {
+                settings = settings.replace("[slowpath]\n", "[slowpath]\nforged_cache = 1\n");
+            }
             let cfg = dir.join(format!("tlsgate-{tag}.toml"));
-            std::fs::write(&cfg, format!("policy = \"{}\"\n{}", policy.display(), topo.settings_with_slow_path(1, 1)))
-                .unwrap();
+            std::fs::write(&cfg, format!("policy = \"{}\"\n{settings}", policy.display())).unwrap();
             middle =
                 Some(start_middle(&topo, tlsgate().to_str().unwrap(), &["run", "--config", cfg.to_str().unwrap()]));
         }
@@ -298,18 +518,14 @@ fn measure(setup: Setup, me: &Path, dir: &Path, seconds: f64, tag: u8, clients: 
     // Up when one session gets through (bounded).
     let start = Instant::now();
     loop {
-        let o = load_cmd(&topo, me, dir, &connect, 1, 0.3);
+        let o = load_cmd(&topo, me, dir, &connect, "bench.test", 1, 0.3);
         if parse_load(&o).0 > 0 {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "{setup:?}: no session within 30 s: {}", text(&o));
         std::thread::sleep(Duration::from_millis(300));
     }
-    let o = load_cmd(&topo, me, dir, &connect, clients, seconds);
-    let (ok, failed, secs) = parse_load(&o);
-    if failed > ok / 100 {
-        eprintln!("{}: {failed} sessions failed of {}", setup.name(), ok + failed);
-    }
+    let result = body(&topo, &connect);
     // Both stop cleanly on SIGTERM. sslsplit forks an unprivileged child that
     // outlives a killed parent, so whatever is left of it is ended by name.
     if let Some(child) = middle.as_mut().and_then(|r| r.0.take()) {
@@ -323,7 +539,7 @@ fn measure(setup: Setup, me: &Path, dir: &Path, seconds: f64, tag: u8, clients: 
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    ok as f64 / secs.max(0.001)
+    result
 }
 
 /// The middle box, at a higher priority than the load generator and the
@@ -348,12 +564,13 @@ fn load_cmd(
     me: &Path,
     dir: &Path,
     connect: &str,
+    sni: &str,
     threads: usize,
     seconds: f64,
 ) -> std::process::Output {
     run_with_limit(
         topo.exec(&topo.cli, me.to_str().unwrap())
-            .args(["load", "--connect", connect, "--sni", "bench.test", "--dir"])
+            .args(["load", "--connect", connect, "--sni", sni, "--dir"])
             .arg(dir)
             .args(["--threads", &threads.to_string(), "--seconds", &seconds.to_string()]),
         Duration::from_secs_f64(seconds + 30.0),
@@ -384,6 +601,23 @@ fn make_pki(dir: &Path) {
         ("corpca.pem", corp.ca_cert_pem()),
         ("corpca.key", corp.ca_key_pem()),
     ];
+    // The cold-cache servers: distinct certificates on a few shared keys
+    // (forging costs the same whatever the original's key; only its type and
+    // size count), even ones RSA-2048, odd ones P-256.
+    let rsa: Vec<rcgen::KeyPair> = (0..4)
+        .map(|_| {
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("an RSA key")
+        })
+        .collect();
+    let ec: Vec<rcgen::KeyPair> = (0..4).map(|_| rcgen::KeyPair::generate().expect("a P-256 key")).collect();
+    let (mut certs, mut keys) = (String::new(), String::new());
+    for i in 0..MANY {
+        let key = if i % 2 == 0 { &rsa[i / 2 % 4] } else { &ec[i / 2 % 4] };
+        let leaf = web.issue_with_key(&[&format!("s{i}.bench.test")], "Bench", now - 86_400, now + 30 * 86_400, key);
+        certs.push_str(&leaf.cert_pem);
+        keys.push_str(&leaf.key_pem);
+    }
+    let files = files.into_iter().chain([("many.pem", certs), ("many.key", keys)]);
     for (name, body) in files {
         let p: PathBuf = dir.join(name);
         std::fs::write(&p, body).unwrap();
