@@ -816,14 +816,16 @@ impl Backoff {
             self.idle_since = now;
         }
         let idle_us = now.wrapping_sub(self.idle_since) / self.ticks_per_us;
-        let us = match idle_us {
-            0..Self::SPIN_US => {
-                pause();
-                return false;
-            }
-            0..10_000 => 10,
-            0..1_000_000 => 100,
-            _ => 500,
+        if idle_us < Self::SPIN_US {
+            pause();
+            return false;
+        }
+        let us = if idle_us < 10_000 {
+            10
+        } else if idle_us < 1_000_000 {
+            100
+        } else {
+            500
         };
         std::thread::sleep(Duration::from_micros(us));
         true

@@ -252,7 +252,7 @@ impl Pki {
         not_after: i64,
         key: &KeyPair,
     ) -> Leaf {
-        let serial = serial_number(self.next_serial.fetch_add(1, Ordering::Relaxed), &key);
+        let serial = serial_number(self.next_serial.fetch_add(1, Ordering::Relaxed), key);
         let mut params = leaf_params(dns_names, not_before, not_after, serial.clone());
         params.distinguished_name.push(DnType::OrganizationName, org);
         let cert = params.signed_by(key, &self.ca, &self.ca_key).expect("signing a leaf with the CA key");
