@@ -131,7 +131,7 @@ impl Interception {
         Interception {
             client: TcpEndpoint::takeover(client_facing, limits.clone(), now_ns),
             server: TcpEndpoint::takeover(server_facing, limits, now_ns),
-            relay,
+            relay: relay.with_plaintext_copies(keep_plaintext),
             to_client: Vec::new(),
             to_server: Vec::new(),
             scratch: Vec::new(),
@@ -326,12 +326,12 @@ impl Interception {
                     self.outcome.timings.established_ns.get_or_insert(since);
                     self.outcome.established = Some((upstream_version, upstream_cipher, client_version, alpn));
                 }
-                RelayEvent::Plaintext { from_client, data } => {
+                RelayEvent::Plaintext { from_client, len, data } => {
                     self.outcome.timings.first_plaintext_ns.get_or_insert(since);
                     if from_client {
-                        self.outcome.bytes_to_server += data.len() as u64;
+                        self.outcome.bytes_to_server += len as u64;
                     } else {
-                        self.outcome.bytes_to_client += data.len() as u64;
+                        self.outcome.bytes_to_client += len as u64;
                     }
                     if self.keep_plaintext {
                         out.plaintext.push((from_client, data));

@@ -107,7 +107,10 @@ pub enum RelayEvent {
     Plaintext {
         /// Sent by the client (else by the server).
         from_client: bool,
-        /// The bytes.
+        /// How many bytes.
+        len: usize,
+        /// The bytes; empty when the relay was told not to copy them
+        /// ([`Relay::with_plaintext_copies`]).
         data: Vec<u8>,
     },
     /// One NSS key log line (`CLIENT_RANDOM ...`, `CLIENT_HANDSHAKE_TRAFFIC_SECRET ...`, ...) of either
@@ -192,6 +195,8 @@ pub struct Relay {
     close_forwarded_to_client: bool,
     ended: bool,
     failed_by_client: bool,
+    /// Copy the plaintext into the events (only for export).
+    plaintext_copies: bool,
 }
 
 impl Relay {
@@ -222,7 +227,16 @@ impl Relay {
             close_forwarded_to_client: false,
             ended: false,
             failed_by_client: false,
+            plaintext_copies: true,
         }
+    }
+
+    /// Whether [`RelayEvent::Plaintext`] carries a copy of the bytes (the
+    /// default) or only their count: a relay whose plaintext nobody exports
+    /// copies nothing more than moving it from one side to the other takes.
+    pub fn with_plaintext_copies(mut self, copies: bool) -> Relay {
+        self.plaintext_copies = copies;
+        self
     }
 
     /// Offers the server only the versions the client offered (of TLS 1.2
@@ -436,6 +450,7 @@ impl Relay {
                     plain: &mut self.to_server_plain,
                     from_client: true,
                     closed: &mut self.client_sent_close,
+                    copies: self.plaintext_copies,
                 };
                 match pump(conn, side, &mut self.events, || false) {
                     Ok(progress) => Ok(progress),
@@ -460,6 +475,7 @@ impl Relay {
             plain: &mut self.to_client_plain,
             from_client: false,
             closed: &mut self.server_sent_close,
+            copies: self.plaintext_copies,
         };
         // A CertificateRequest stops the feeding: it is reported before the
         // client side goes any further.
@@ -595,12 +611,19 @@ impl Relay {
         if let Some(conn) = &mut self.upstream {
             progress |= write_plaintext(conn.writer(), &mut self.to_server_plain);
             // Room in the backlog: read what the connection already decrypted.
-            let eof = read_plaintext(conn.reader(), &mut self.to_client_plain, false, &mut self.events);
+            let eof = read_plaintext(
+                conn.reader(),
+                &mut self.to_client_plain,
+                false,
+                self.plaintext_copies,
+                &mut self.events,
+            );
             self.server_sent_close |= eof;
         }
         if let ClientSide::Tls(conn) = &mut self.client {
             progress |= write_plaintext(conn.writer(), &mut self.to_client_plain);
-            let eof = read_plaintext(conn.reader(), &mut self.to_server_plain, true, &mut self.events);
+            let eof =
+                read_plaintext(conn.reader(), &mut self.to_server_plain, true, self.plaintext_copies, &mut self.events);
             self.client_sent_close |= eof;
         }
         progress
@@ -803,6 +826,8 @@ struct Side<'a> {
     from_client: bool,
     /// Set when the peer closed (close_notify read).
     closed: &'a mut bool,
+    /// Copy the plaintext into the events.
+    copies: bool,
 }
 
 enum PumpError {
@@ -823,7 +848,7 @@ fn pump<D>(
 ) -> Result<bool, PumpError> {
     let mut progress = false;
     loop {
-        *side.closed |= read_plaintext(conn.reader(), side.plain, side.from_client, events);
+        *side.closed |= read_plaintext(conn.reader(), side.plain, side.from_client, side.copies, events);
         if side.tls.is_empty() || side.plain.len() >= BACKLOG_LIMIT {
             return Ok(progress);
         }
@@ -844,6 +869,7 @@ fn read_plaintext(
     mut reader: rustls::Reader<'_>,
     backlog: &mut VecDeque<u8>,
     from_client: bool,
+    copies: bool,
     events: &mut VecDeque<RelayEvent>,
 ) -> bool {
     let mut buf = [0u8; 16 * 1024];
@@ -853,7 +879,8 @@ fn read_plaintext(
             Ok(0) => return true,
             Ok(n) => {
                 backlog.extend(&buf[..n]);
-                events.push_back(RelayEvent::Plaintext { from_client, data: buf[..n].to_vec() });
+                let data = if copies { buf[..n].to_vec() } else { Vec::new() };
+                events.push_back(RelayEvent::Plaintext { from_client, len: n, data });
             }
             // WouldBlock: nothing more decrypted yet; UnexpectedEof cannot happen as the relay
             // never signals EOF to rustls.
@@ -1275,7 +1302,7 @@ mod tests {
             .events
             .iter()
             .filter_map(|e| match e {
-                RelayEvent::Plaintext { from_client: true, data } => Some(data.len()),
+                RelayEvent::Plaintext { from_client: true, data, .. } => Some(data.len()),
                 _ => None,
             })
             .sum();

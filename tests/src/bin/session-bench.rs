@@ -59,13 +59,24 @@ fn main() {
             &arg("--only", ""),
             arg("--clients", "16").parse().unwrap_or(16),
         ),
+        Some("fetch") => fetch(
+            &arg("--connect", "127.0.0.1:4433"),
+            Path::new(&arg("--dir", ".")),
+            arg("--bytes", "1048576").parse().unwrap_or(1 << 20),
+            arg("--parallel", "1").parse().unwrap_or(1),
+        ),
+        Some("bulk") => bulk(
+            arg("--mib", "256").parse().unwrap_or(256),
+            arg("--rounds", "3").parse().unwrap_or(3),
+            &arg("--only", ""),
+        ),
         Some("latency") => latency(
             arg("--sessions", "200").parse().unwrap_or(200),
             arg("--rounds", "3").parse().unwrap_or(3),
             arg("--gap-ms", "10").parse().unwrap_or(10),
         ),
         _ => {
-            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | latency [--sessions N] [--rounds N] [--gap-ms MS] | serve ... | load ... | probe ...");
+            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] | latency [--sessions N] [--rounds N] [--gap-ms MS] | serve ... | load ... | probe ...");
             std::process::exit(2);
         }
     }
@@ -129,9 +140,21 @@ fn serve(bind: &str, dir: &Path) {
                     Ok(n) => got.extend_from_slice(&req[..n]),
                 }
             }
-            let mut answer = b"HTTP/1.0 200 OK\r\nContent-Length: 1024\r\n\r\n".to_vec();
-            answer.extend_from_slice(&[b'x'; 1024]);
-            let _ = s.write_all(&answer);
+            // `GET /bulk/N`: N bytes; anything else: 1 KiB.
+            let bulk = std::str::from_utf8(&got)
+                .ok()
+                .and_then(|r| r.strip_prefix("GET /bulk/")?.split(' ').next()?.parse::<u64>().ok());
+            let len = bulk.unwrap_or(1024);
+            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+            let chunk = [b'x'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if s.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
             tls.send_close_notify();
             let _ = tls.complete_io(&mut sock);
         });
@@ -317,7 +340,7 @@ fn run(seconds: f64, rounds: usize, only: &str, clients: usize) {
         [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::ResignWarm, Setup::ResignCold, Setup::Sslsplit];
     let setups: Vec<Setup> = all.into_iter().filter(|s| only.is_empty() || s.name().contains(only)).collect();
     let rate = |setup: Setup, tag: u8| {
-        in_setup(setup, &me, &dir.0, tag, |topo, connect| {
+        in_setup(setup, &me, &dir.0, tag, |topo, connect, _| {
             if setup == Setup::ResignWarm {
                 // Every one of the 1,000 certificates forged before the window opens.
                 let o = load_cmd(topo, &me, &dir.0, connect, setup.sni(), clients, 3.0);
@@ -384,7 +407,7 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
     for round in 0..rounds {
         for (i, setup) in setups.iter().enumerate() {
             let tag = 40 + (round * setups.len() + i) as u8;
-            let out = in_setup(*setup, &me, &dir.0, tag, |topo, connect| {
+            let out = in_setup(*setup, &me, &dir.0, tag, |topo, connect, _| {
                 run_with_limit(
                     topo.exec(&topo.cli, me.to_str().unwrap())
                         .args(["probe", "--connect", connect, "--sni", setup.sni(), "--dir"])
@@ -437,7 +460,13 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
 /// Runs `body` with `setup` standing: fresh namespaces, its middle box, the
 /// server, and one session through (bounded); `body` gets the topology and
 /// the address to connect to. Everything is torn down after.
-fn in_setup<T>(setup: Setup, me: &Path, dir: &Path, tag: u8, body: impl FnOnce(&Topology, &str) -> T) -> T {
+fn in_setup<T>(
+    setup: Setup,
+    me: &Path,
+    dir: &Path,
+    tag: u8,
+    body: impl FnOnce(&Topology, &str, Option<u32>) -> T,
+) -> T {
     let topo = Topology::new(tag);
     let mut middle: Option<Reaper> = None;
     let mut connect = format!("{}:4433", topo.srv_ip);
@@ -525,7 +554,8 @@ fn in_setup<T>(setup: Setup, me: &Path, dir: &Path, tag: u8, body: impl FnOnce(&
         assert!(start.elapsed() < Duration::from_secs(30), "{setup:?}: no session within 30 s: {}", text(&o));
         std::thread::sleep(Duration::from_millis(300));
     }
-    let result = body(&topo, &connect);
+    let pid = middle.as_ref().and_then(|r| r.0.as_ref()).map(|c| c.id());
+    let result = body(&topo, &connect, pid);
     // Both stop cleanly on SIGTERM. sslsplit forks an unprivileged child that
     // outlives a killed parent, so whatever is left of it is ended by name.
     if let Some(child) = middle.as_mut().and_then(|r| r.0.take()) {
@@ -584,6 +614,147 @@ fn parse_load(o: &std::process::Output) -> (u64, u64, f64) {
     let failed = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     let secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(1.0);
     (ok, failed, secs)
+}
+
+/// The bulk client: `parallel` sessions at once, each fetching `bytes`;
+/// prints the bytes received and the seconds from the first connect to the
+/// last byte.
+fn fetch(connect: &str, dir: &Path, bytes: u64, parallel: usize) {
+    let cfg = client_config(dir);
+    let addr: SocketAddr = connect.parse().expect("address:port");
+    let name = ServerName::try_from("bench.test").expect("a DNS name");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..parallel)
+        .map(|_| {
+            let (cfg, name) = (cfg.clone(), name.clone());
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+                sock.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+                let mut tls = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
+                let mut s = rustls::Stream::new(&mut tls, &mut sock);
+                s.write_all(format!("GET /bulk/{bytes} HTTP/1.0\r\nHost: bench.test\r\n\r\n").as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut got = 0u64;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got += n as u64,
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok(got)
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => eprintln!("fetch: {e}"),
+            Err(_) => eprintln!("fetch: a client thread panicked"),
+        }
+    }
+    println!("{total} {:.4}", start.elapsed().as_secs_f64());
+}
+
+/// Bulk transfer: one session and 8 at once, each moving `mib` MiB from the
+/// server to the client, direct, through do-not-decrypt, decrypt-resign and
+/// sslsplit, alternating over `rounds`; Gbit/s (median) and, for tlsgate,
+/// the CPU cycles its process spent per byte moved (all its lcores).
+/// `only`: the setups whose name holds it (to profile one alone).
+fn bulk(mib: u64, rounds: usize, only: &str) {
+    let dir = Scratch::new("session-bench");
+    make_pki(&dir.0);
+    let me = std::env::current_exe().expect("own path");
+    let setups: Vec<Setup> = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::Sslsplit]
+        .into_iter()
+        .filter(|s| s.name().contains(only))
+        .collect();
+    let bytes = mib << 20;
+    let hz = tsc_hz_estimate();
+    // (setup, parallel) -> (Gbit/s samples, cycles/byte samples)
+    let mut results: Vec<(Setup, usize, Vec<f64>, Vec<f64>)> =
+        setups.iter().flat_map(|s| [(*s, 1, Vec::new(), Vec::new()), (*s, 8, Vec::new(), Vec::new())]).collect();
+    for round in 0..rounds {
+        for (i, setup) in setups.iter().enumerate() {
+            let tag = 40 + (round * setups.len() + i) as u8;
+            // tlsgate's CPU time is its process's; sslsplit's is spread over its children.
+            let tlsgate = !matches!(setup, Setup::Direct | Setup::Sslsplit);
+            let samples = in_setup(*setup, &me, &dir.0, tag, |topo, connect, pid| {
+                let pid = pid.filter(|_| tlsgate);
+                [1usize, 8].map(|parallel| {
+                    let cpu0 = pid.map(process_cpu_seconds);
+                    let o = run_with_limit(
+                        topo.exec(&topo.cli, me.to_str().unwrap())
+                            .args(["fetch", "--connect", connect, "--dir"])
+                            .arg(&dir.0)
+                            .args(["--bytes", &bytes.to_string(), "--parallel", &parallel.to_string()]),
+                        Duration::from_secs(300),
+                    );
+                    let cpu = pid.map(process_cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
+                    let out = String::from_utf8_lossy(&o.stdout);
+                    let mut it = out.split_whitespace();
+                    let got: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let secs: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+                    // Each answer's header comes on top of its body.
+                    if got < bytes * parallel as u64 {
+                        eprintln!(
+                            "{} x{parallel}: {got} of {} bytes: {}",
+                            setup.name(),
+                            bytes * parallel as u64,
+                            text(&o)
+                        );
+                    }
+                    let gbps = got as f64 * 8.0 / secs.max(1e-3) / 1e9;
+                    let cpb = cpu.map_or(f64::NAN, |c| c * hz / got.max(1) as f64);
+                    (parallel, gbps, cpb)
+                })
+            });
+            for (parallel, gbps, cpb) in samples {
+                eprintln!("round {} {} x{parallel}: {gbps:.2} Gbit/s, {cpb:.2} cycles/byte", round + 1, setup.name());
+                let r = results.iter_mut().find(|r| r.0 == *setup && r.1 == parallel).expect("a row per setup");
+                r.2.push(gbps);
+                r.3.push(cpb);
+            }
+        }
+    }
+    let rate = |s: Setup, p: usize| results.iter().find(|r| r.0 == s && r.1 == p).map_or(f64::NAN, |r| median(&r.2));
+    println!("bulk transfer, {mib} MiB per session ({rounds} rounds, median):");
+    println!("{:<32} {:>9} {:>12} {:>18} {:>14}", "path", "sessions", "Gbit/s", "vs do-not-decrypt", "cycles/byte");
+    for (setup, parallel, g, c) in &results {
+        let cpb = median(c);
+        println!(
+            "{:<32} {:>9} {:>12.2} {:>17.0}% {:>14}",
+            setup.name(),
+            parallel,
+            median(g),
+            100.0 * median(g) / rate(Setup::DoNotDecrypt, *parallel),
+            if cpb.is_nan() { String::new() } else { format!("{cpb:.2}") }
+        );
+    }
+}
+
+/// CPU seconds (user and system) a process has used, from /proc.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counting the state as 0.
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
+    ticks as f64 / 100.0
+}
+
+/// The CPU's clock in Hz, as the kernel reports it (for cycles per byte).
+fn tsc_hz_estimate() -> f64 {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .map_or(2.0e9, |mhz| mhz * 1e6)
 }
 
 /// The web root the policy trusts, the server's certificate for bench.test,
