@@ -199,23 +199,37 @@ impl Dataplane {
         }
         let pool =
             Mempool::new("tlsgate_pkts", settings.mempool.mbufs, settings.mempool.cache, settings.mempool.data_room)?;
-        // RSS would spread flows over the slow path's queues too; with a slow
-        // path, workers find their flows by software dispatch.
-        let rss = nworkers > 1 && nslow == 0 && ports.iter().all(Port::offers_rss);
-        let steering = match (nworkers, rss) {
-            (1, _) => FlowSteering::SingleWorker,
-            (_, true) => FlowSteering::SymmetricRss,
-            (_, false) => FlowSteering::SoftwareDispatch,
-        };
-        let setup = PortSetup {
+        // With a slow path, RSS must leave the slow lcores' queues out (their
+        // flows come through the rings): only a device whose redirection table
+        // can be programmed will do; others are steered in software.
+        let rss = nworkers > 1
+            && if nslow == 0 {
+                ports.iter().all(Port::offers_rss)
+            } else {
+                ports.iter().all(Port::offers_rss_with_reta)
+            };
+        let mut setup = PortSetup {
             queues: (nworkers + nslow) as u16,
             rx_descriptors: settings.queues.rx_descriptors,
             tx_descriptors: settings.queues.tx_descriptors,
             rss,
+            rss_queues: nworkers as u16,
         };
         for p in &mut ports {
             p.configure(setup, &pool)?;
         }
+        // A port whose driver refused the table fell back to no RSS: then all do.
+        if rss && !ports.iter().all(Port::rss_active) {
+            setup.rss = false;
+            for p in &mut ports {
+                p.configure(setup, &pool)?;
+            }
+        }
+        let steering = match (nworkers, setup.rss) {
+            (1, _) => FlowSteering::SingleWorker,
+            (_, true) => FlowSteering::SymmetricRss,
+            (_, false) => FlowSteering::SoftwareDispatch,
+        };
 
         // Software dispatch: rings[from][to], one SPSC ring per ordered pair.
         let mut producers: Vec<Vec<Option<_>>> = (0..nworkers).map(|_| (0..nworkers).map(|_| None).collect()).collect();

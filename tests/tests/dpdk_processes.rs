@@ -123,3 +123,62 @@ fn null_forwarding_stops_on_sigint_with_one_worker() {
     assert_eq!(n(p, "rx_packets"), n(&c["ports"][1], "tx_packets") + n(p, "dropped"), "{c}");
     assert_eq!(c["steering"], "single worker");
 }
+
+/// Runs `tlsgate run` on two net_tap ports (which spread flows by RSS but have
+/// no redirection table to program) with two workers, with or without a
+/// slow-path lcore, and returns the steering it chose.
+fn tap_steering(slow_path: bool) -> String {
+    let dir = Scratch::new(&format!("tapsteer{slow_path}"));
+    let cfg = dir.path("tap.toml");
+    let policy = dir.path("policy.toml");
+    std::fs::write(&policy, "[policy]\ndefault_action = \"do-not-decrypt\"\n").unwrap();
+    let tag = std::process::id() % 10_000;
+    let (lcores, slow) = if slow_path { ("(0-3)@(0-1)", "\n[slowpath]\nlcores = [3]\n") } else { ("(0-2)@(0-1)", "") };
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"policy = "policy.toml"
+
+[eal]
+args = ["--no-huge", "--no-shconf", "--no-pci", "--no-telemetry", "-m", "512", "--lcores={lcores}",
+        "--vdev=net_tap0,iface=tgs{tag}a", "--vdev=net_tap1,iface=tgs{tag}b"]
+
+[[pair]]
+a = "net_tap0"
+b = "net_tap1"
+
+[workers]
+lcores = [1, 2]
+{slow}"#
+        ),
+    )
+    .unwrap();
+    let json = dir.path("counters.json");
+    let child = Command::new(tlsgate())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--counters-json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let o = wait_with_limit(child, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o));
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| panic!("{e}\n{}", text(&o)))).unwrap();
+    c["steering"].as_str().unwrap_or_else(|| panic!("no steering in {c}")).to_owned()
+}
+
+#[test]
+fn rss_leaves_the_slow_path_queues_out_or_steering_falls_back_to_software() {
+    let _g = dpdk_lock();
+    // Without a slow path every queue is a worker's: RSS spreads flows over all.
+    assert_eq!(tap_steering(false), "symmetric RSS");
+    // With one, RSS would hand flows to the slow lcore's queue too; net_tap has
+    // no redirection table to keep them off it, so workers steer in software.
+    assert_eq!(tap_steering(true), "software dispatch");
+}

@@ -72,6 +72,8 @@ pub struct PortInfo {
     pub rss_offloads: u64,
     /// RSS key length in bytes.
     pub rss_key_len: u8,
+    /// Entries of the RSS redirection table (0: none the driver lets us set).
+    pub reta_size: u16,
 }
 
 /// How a port is to be set up.
@@ -85,6 +87,10 @@ pub struct PortSetup {
     pub tx_descriptors: u16,
     /// Ask for symmetric RSS across the rx queues.
     pub rss: bool,
+    /// With RSS, spread flows over the first this many rx queues only (the
+    /// workers'; the slow-path lcores' queues after them get nothing from
+    /// RSS): the redirection table is programmed so, and read back. 0: all.
+    pub rss_queues: u16,
 }
 
 /// Port counters as the driver reports them.
@@ -160,6 +166,12 @@ impl Port {
         self.info.rss_offloads & RSS_IP != 0
     }
 
+    /// Whether the device can spread flows by RSS over a chosen subset of its
+    /// queues: RSS with a redirection table the driver lets us program.
+    pub fn offers_rss_with_reta(&self) -> bool {
+        self.offers_rss() && self.info.reta_size > 0
+    }
+
     fn fail(&self, op: &'static str, rc: i32) -> PortError {
         PortError::Call { name: self.name.clone(), op, reason: super::strerror(rc) }
     }
@@ -227,6 +239,64 @@ impl Port {
             }
         }
         self.queues = q;
+        if self.rss && setup.rss_queues > 0 && setup.rss_queues < q {
+            match self.restrict_rss(setup.rss_queues) {
+                Ok(()) => {}
+                // A driver that reports a table but refuses to set it (or sets
+                // it otherwise): no RSS, software dispatch instead.
+                Err(_) => {
+                    return self.configure(PortSetup { rss: false, ..setup }, pool);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Programs the RSS redirection table so that entry i sends to queue
+    /// i mod `queues`, then reads it back: flows land on the first `queues`
+    /// rx queues only.
+    pub fn restrict_rss(&self, queues: u16) -> Result<(), PortError> {
+        let size = self.info.reta_size as usize;
+        let group = dpdk_sys::RTE_ETH_RETA_GROUP_SIZE as usize;
+        if size == 0 || queues == 0 {
+            return Err(PortError::Call {
+                name: self.name.clone(),
+                op: "rte_eth_dev_rss_reta_update",
+                reason: "the driver has no redirection table".into(),
+            });
+        }
+        let mut table: Vec<dpdk_sys::rte_eth_rss_reta_entry64> = reta_spread(size, queues)
+            .chunks(group)
+            .map(|chunk| {
+                let mut e = dpdk_sys::rte_eth_rss_reta_entry64 { mask: u64::MAX, reta: [0; 64] };
+                if chunk.len() < 64 {
+                    e.mask = (1u64 << chunk.len()) - 1;
+                }
+                e.reta[..chunk.len()].copy_from_slice(chunk);
+                e
+            })
+            .collect();
+        // SAFETY: table holds size.div_ceil(64) entries, as the call reads for
+        // a table of `size` entries; valid port id.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_rss_reta_update(self.id, table.as_mut_ptr(), size as u16) };
+        if rc != 0 {
+            return Err(self.fail("rte_eth_dev_rss_reta_update", rc));
+        }
+        let mut read: Vec<dpdk_sys::rte_eth_rss_reta_entry64> =
+            table.iter().map(|e| dpdk_sys::rte_eth_rss_reta_entry64 { mask: e.mask, reta: [u16::MAX; 64] }).collect();
+        // SAFETY: as above, the driver writes the masked entries.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_rss_reta_query(self.id, read.as_mut_ptr(), size as u16) };
+        if rc != 0 {
+            return Err(self.fail("rte_eth_dev_rss_reta_query", rc));
+        }
+        let got: Vec<u16> = read.iter().flat_map(|e| e.reta.iter().copied()).take(size).collect();
+        if got.iter().any(|&q| q >= queues) {
+            return Err(PortError::Call {
+                name: self.name.clone(),
+                op: "rte_eth_dev_rss_reta_query",
+                reason: format!("the table read back sends flows to queue {} or above", queues),
+            });
+        }
         Ok(())
     }
 
@@ -370,7 +440,14 @@ fn port_info(id: u16) -> Result<PortInfo, String> {
         max_tx_queues: info.max_tx_queues,
         rss_offloads: info.flow_type_rss_offloads,
         rss_key_len: info.hash_key_size,
+        reta_size: info.reta_size,
     })
+}
+
+/// A redirection table of `size` entries over queues `0..queues`, each queue
+/// as often as the next (entry i to queue i mod queues).
+pub fn reta_spread(size: usize, queues: u16) -> Vec<u16> {
+    (0..size).map(|i| (i % queues.max(1) as usize) as u16).collect()
 }
 
 /// Names of every port the EAL found, for error messages.
@@ -392,5 +469,22 @@ fn known_ports() -> String {
         "no ports".into()
     } else {
         names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reta_spread;
+
+    #[test]
+    fn the_redirection_table_names_only_worker_queues_and_each_as_often() {
+        for (size, workers) in [(64, 2), (128, 3), (512, 7), (52, 4)] {
+            let t = reta_spread(size, workers);
+            assert_eq!(t.len(), size);
+            assert!(t.iter().all(|&q| q < workers), "{size} entries over {workers} queues: {t:?}");
+            let counts: Vec<usize> = (0..workers).map(|w| t.iter().filter(|&&q| q == w).count()).collect();
+            let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(hi - lo <= 1, "uneven spread {counts:?}");
+        }
     }
 }
