@@ -188,8 +188,9 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IdleMode {
-    /// Spin 50 us, then sleep 10 us at a time (up to 500 us after a second of
-    /// silence): lcores can share CPUs with other work, at a wake-up latency.
+    /// Spin 50 us, poll between yields of the CPU up to 2 ms, then sleep 10 us
+    /// at a time (up to 500 us after a second of silence): lcores can share
+    /// CPUs with other work, at a wake-up latency.
     #[default]
     Backoff,
     /// Never sleep: each lcore keeps its CPU busy, for dedicated (isolated) cores.

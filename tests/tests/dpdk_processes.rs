@@ -57,10 +57,16 @@ fn run_null(workers: usize, sig: &str) -> (std::process::Output, serde_json::Val
     let dir = Scratch::new(&format!("null{workers}{sig}"));
     let cfg = dir.path("null.toml");
     std::fs::write(&cfg, null_settings(workers)).unwrap();
+    run_and_stop(&dir, &cfg, sig)
+}
+
+/// Runs `tlsgate run --config cfg` for 1.5 s, stops it with `sig`, returns
+/// (output, counters written at the stop).
+fn run_and_stop(dir: &Scratch, cfg: &std::path::Path, sig: &str) -> (std::process::Output, serde_json::Value) {
     let json = dir.path("counters.json");
     let child = Command::new(tlsgate())
         .args(["run", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .args(["--stats-interval", "0.3", "--counters-json"])
         .arg(&json)
         .stdin(Stdio::null())
@@ -153,23 +159,7 @@ lcores = [1, 2]
         ),
     )
     .unwrap();
-    let json = dir.path("counters.json");
-    let child = Command::new(tlsgate())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .args(["--counters-json"])
-        .arg(&json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, "TERM");
-    let o = wait_with_limit(child, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", text(&o));
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| panic!("{e}\n{}", text(&o)))).unwrap();
+    let (_, c) = run_and_stop(&dir, &cfg, "TERM");
     c["steering"].as_str().unwrap_or_else(|| panic!("no steering in {c}")).to_owned()
 }
 

@@ -12,10 +12,14 @@
 //! measures time to first byte and handshake time of sessions opened one at a
 //! time with a pause between them (a quiet client), direct, through
 //! do-not-decrypt and decrypt-resign (warm cache), with `[workers] idle` at
-//! its default back-off and at `poll`. `serve`, `load` and `probe` are the
-//! server, the load generator and the latency client it starts inside the
-//! namespaces: rustls on both ends, one short session per connection (full
-//! handshake, an HTTP/1.0 request, a 1 KiB answer, close).
+//! its default back-off and at `poll`; by default tlsgate's lcores get CPU 1
+//! and the client and server CPU 0, as an appliance with cores of its own
+//! between two hosts (`--cpus shared` lets them all share both). `session-bench
+//! bulk` moves 256 MiB over one session and over 8 at once through the same
+//! paths. `serve`, `load`, `probe` and `fetch` are the server, the load
+//! generator, the latency client and the bulk client it starts inside the
+//! namespaces: rustls on both ends, one session per connection (full
+//! handshake, an HTTP/1.0 request, a 1 KiB answer or a bulk body, close).
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -74,9 +78,10 @@ fn main() {
             arg("--sessions", "200").parse().unwrap_or(200),
             arg("--rounds", "3").parse().unwrap_or(3),
             arg("--gap-ms", "10").parse().unwrap_or(10),
+            if arg("--cpus", "split") == "shared" { Cpus::Shared } else { Cpus::Split },
         ),
         _ => {
-            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] | latency [--sessions N] [--rounds N] [--gap-ms MS] | serve ... | load ... | probe ...");
+            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] | latency [--sessions N] [--rounds N] [--gap-ms MS] [--cpus split|shared] | serve ... | load ... | probe ...");
             std::process::exit(2);
         }
     }
@@ -296,9 +301,10 @@ enum Setup {
     /// The same, tlsgate's forged cache one long: every session forges.
     ResignCold,
     Sslsplit,
-    /// As DoNotDecrypt and Resign, with `[workers] idle = "poll"`.
+    /// As DoNotDecrypt, with `[workers] idle = "poll"` and no slow path.
+    /// (Decrypt-resign polling needs a CPU for its worker and one for its
+    /// slow-path lcore besides the hosts': more than two.)
     DoNotDecryptPoll,
-    ResignPoll,
 }
 
 impl Setup {
@@ -311,7 +317,6 @@ impl Setup {
             Setup::ResignCold => "tlsgate, decrypt-resign, 1000 cold",
             Setup::Sslsplit => "sslsplit 0.5.5",
             Setup::DoNotDecryptPoll => "tlsgate, do-not-decrypt, poll",
-            Setup::ResignPoll => "tlsgate, decrypt-resign, poll",
         }
     }
 
@@ -321,6 +326,33 @@ impl Setup {
             "many"
         } else {
             "bench.test"
+        }
+    }
+}
+
+/// Where the processes of a measurement run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cpus {
+    /// Anywhere: the middle box, the clients and the server share both CPUs.
+    Shared,
+    /// The middle box's lcores on one CPU, the clients and the server on the
+    /// other, as an appliance with cores of its own between two hosts.
+    Split,
+}
+
+/// The CPU the middle box gets with [`Cpus::Split`]; the hosts get CPU 0.
+const APPLIANCE_CPU: usize = 1;
+
+impl Cpus {
+    /// A command running `me` in namespace `ns`, on the hosts' CPU when split.
+    fn hosts(self, topo: &Topology, ns: &str, me: &Path) -> Command {
+        match self {
+            Cpus::Shared => topo.exec(ns, me.to_str().unwrap()),
+            Cpus::Split => {
+                let mut c = topo.exec(ns, "taskset");
+                c.args(["-c", "0", me.to_str().unwrap()]);
+                c
+            }
         }
     }
 }
@@ -340,7 +372,7 @@ fn run(seconds: f64, rounds: usize, only: &str, clients: usize) {
         [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::ResignWarm, Setup::ResignCold, Setup::Sslsplit];
     let setups: Vec<Setup> = all.into_iter().filter(|s| only.is_empty() || s.name().contains(only)).collect();
     let rate = |setup: Setup, tag: u8| {
-        in_setup(setup, &me, &dir.0, tag, |topo, connect, _| {
+        in_setup(setup, Cpus::Shared, &me, &dir.0, tag, |topo, connect, _| {
             if setup == Setup::ResignWarm {
                 // Every one of the 1,000 certificates forged before the window opens.
                 let o = load_cmd(topo, &me, &dir.0, connect, setup.sni(), clients, 3.0);
@@ -396,20 +428,20 @@ fn run(seconds: f64, rounds: usize, only: &str, clients: usize) {
 /// Handshake time and time to first byte, p50/p90/p99 over every round's
 /// sessions (the first five of each round left out: they warm ARP and the
 /// forged cache).
-fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
+fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus) {
     let dir = Scratch::new("session-bench");
     make_pki(&dir.0);
     let me = std::env::current_exe().expect("own path");
-    let setups = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptPoll, Setup::ResignPoll];
+    let setups = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptPoll];
     let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut results: Vec<(Setup, hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)> =
         setups.iter().map(|s| (*s, new_hist(), new_hist())).collect();
     for round in 0..rounds {
         for (i, setup) in setups.iter().enumerate() {
             let tag = 40 + (round * setups.len() + i) as u8;
-            let out = in_setup(*setup, &me, &dir.0, tag, |topo, connect, _| {
+            let out = in_setup(*setup, cpus, &me, &dir.0, tag, |topo, connect, _| {
                 run_with_limit(
-                    topo.exec(&topo.cli, me.to_str().unwrap())
+                    cpus.hosts(topo, &topo.cli, &me)
                         .args(["probe", "--connect", connect, "--sni", setup.sni(), "--dir"])
                         .arg(&dir.0)
                         .args(["--sessions", &(sessions + 5).to_string(), "--gap-ms", &gap_ms.to_string()]),
@@ -430,7 +462,13 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
         }
     }
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!("latency of new sessions ({rounds} rounds of {sessions} sessions one at a time, {gap_ms} ms apart; ms):");
+    let placed = match cpus {
+        Cpus::Split => "tlsgate's lcores on CPU 1, client and server on CPU 0",
+        Cpus::Shared => "every process on either CPU",
+    };
+    println!(
+        "latency of new sessions ({rounds} rounds of {sessions} sessions one at a time, {gap_ms} ms apart; {placed}; ms):"
+    );
     println!(
         "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "path", "hs p50", "hs p90", "hs p99", "ttfb p50", "ttfb p90", "ttfb p99"
@@ -449,11 +487,10 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
     }
     let p50 = |i: usize| ms(&results[i].2, 0.5);
     println!(
-        "ttfb p50 added: do-not-decrypt over direct {:+.2} ms, decrypt-resign over do-not-decrypt {:+.2} ms; with idle = poll {:+.2} and {:+.2} ms",
+        "ttfb p50 added: do-not-decrypt over direct {:+.2} ms, decrypt-resign over do-not-decrypt {:+.2} ms; do-not-decrypt with idle = poll over direct {:+.2} ms",
         p50(1) - p50(0),
         p50(2) - p50(1),
-        p50(3) - p50(0),
-        p50(4) - p50(3)
+        p50(3) - p50(0)
     );
 }
 
@@ -462,6 +499,7 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64) {
 /// the address to connect to. Everything is torn down after.
 fn in_setup<T>(
     setup: Setup,
+    cpus: Cpus,
     me: &Path,
     dir: &Path,
     tag: u8,
@@ -481,13 +519,8 @@ fn in_setup<T>(
             sh(&["link", "set", &topo.mid_srv_if, "master", "br0"]);
             sh(&["link", "set", "br0", "up"]);
         }
-        Setup::DoNotDecrypt
-        | Setup::Resign
-        | Setup::ResignWarm
-        | Setup::ResignCold
-        | Setup::DoNotDecryptPoll
-        | Setup::ResignPoll => {
-            let action = if matches!(setup, Setup::Resign | Setup::ResignWarm | Setup::ResignCold | Setup::ResignPoll) {
+        Setup::DoNotDecrypt | Setup::Resign | Setup::ResignWarm | Setup::ResignCold | Setup::DoNotDecryptPoll => {
+            let action = if matches!(setup, Setup::Resign | Setup::ResignWarm | Setup::ResignCold) {
                 "action = \"decrypt-resign\"\nca = \"corp\""
             } else {
                 "action = \"do-not-decrypt\""
@@ -502,12 +535,22 @@ fn in_setup<T>(
                 ),
             )
             .unwrap();
-            let mut settings = topo.settings_with_slow_path(1, 1);
-            if matches!(setup, Setup::DoNotDecryptPoll | Setup::ResignPoll) {
+            // Do-not-decrypt polling runs without a slow path: a polling lcore
+            // needs a CPU of its own, and the appliance has one here.
+            let slow = usize::from(setup != Setup::DoNotDecryptPoll);
+            let mut settings = topo.settings_with_slow_path(1, slow);
+            if setup == Setup::DoNotDecryptPoll {
                 settings = settings.replace("[workers]\n", "[workers]\nidle = \"poll\"\n");
             }
             if setup == Setup::ResignCold {
                 settings = settings.replace("[slowpath]\n", "[slowpath]\nforged_cache = 1\n");
+            }
+            if cpus == Cpus::Split {
+                // Every lcore (control, worker, slow path) on the appliance's CPU.
+                settings = settings.replace(
+                    "\"--log-level=warning\",",
+                    &format!("\"--log-level=warning\", \"--lcores=(0-2)@{APPLIANCE_CPU}\","),
+                );
             }
             let cfg = dir.join(format!("tlsgate-{tag}.toml"));
             std::fs::write(&cfg, format!("policy = \"{}\"\n{settings}", policy.display())).unwrap();
@@ -535,8 +578,8 @@ fn in_setup<T>(
             connect = format!("{mid_ip}:8443");
         }
     }
-    let server = topo
-        .exec(&topo.srv, me.to_str().unwrap())
+    let server = cpus
+        .hosts(&topo, &topo.srv, me)
         .args(["serve", "--bind", "0.0.0.0:4433", "--dir"])
         .arg(dir)
         .stdout(Stdio::null())
@@ -682,7 +725,7 @@ fn bulk(mib: u64, rounds: usize, only: &str) {
             let tag = 40 + (round * setups.len() + i) as u8;
             // tlsgate's CPU time is its process's; sslsplit's is spread over its children.
             let tlsgate = !matches!(setup, Setup::Direct | Setup::Sslsplit);
-            let samples = in_setup(*setup, &me, &dir.0, tag, |topo, connect, pid| {
+            let samples = in_setup(*setup, Cpus::Shared, &me, &dir.0, tag, |topo, connect, pid| {
                 let pid = pid.filter(|_| tlsgate);
                 [1usize, 8].map(|parallel| {
                     let cpu0 = pid.map(process_cpu_seconds);
