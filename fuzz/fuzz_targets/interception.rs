@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 icpt.on_server_segment(&seg, now);
             }
         }
-        icpt.drive(now, &mut |_, _| None, &mut Output::default());
+        icpt.drive(now, &mut |_, _, _| None, &mut Output::default());
         while icpt.poll_transmit(now).is_some() {}
         let _ = icpt.finished(now, 60_000_000_000);
         rest = &rest[2 + len..];
