@@ -301,6 +301,10 @@ enum Setup {
     /// The same, tlsgate's forged cache one long: every session forges.
     ResignCold,
     Sslsplit,
+    /// As DoNotDecrypt, with no slow path (on af_packet the kernel spreads
+    /// flows over the slow-path lcores' queues too, and they hand those
+    /// packets to the worker: one more hop).
+    DoNotDecryptAlone,
     /// As DoNotDecrypt, with `[workers] idle = "poll"` and no slow path.
     /// (Decrypt-resign polling needs a CPU for its worker and one for its
     /// slow-path lcore besides the hosts': more than two.)
@@ -316,6 +320,7 @@ impl Setup {
             Setup::ResignWarm => "tlsgate, decrypt-resign, 1000 warm",
             Setup::ResignCold => "tlsgate, decrypt-resign, 1000 cold",
             Setup::Sslsplit => "sslsplit 0.5.5",
+            Setup::DoNotDecryptAlone => "tlsgate, do-not-decrypt, no slow path",
             Setup::DoNotDecryptPoll => "tlsgate, do-not-decrypt, poll",
         }
     }
@@ -432,7 +437,7 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus) {
     let dir = Scratch::new("session-bench");
     make_pki(&dir.0);
     let me = std::env::current_exe().expect("own path");
-    let setups = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptPoll];
+    let setups = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptAlone, Setup::DoNotDecryptPoll];
     let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut results: Vec<(Setup, hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)> =
         setups.iter().map(|s| (*s, new_hist(), new_hist())).collect();
@@ -470,12 +475,12 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus) {
         "latency of new sessions ({rounds} rounds of {sessions} sessions one at a time, {gap_ms} ms apart; {placed}; ms):"
     );
     println!(
-        "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "path", "hs p50", "hs p90", "hs p99", "ttfb p50", "ttfb p90", "ttfb p99"
     );
     for (setup, hs, ttfb) in &results {
         println!(
-            "{:<32} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            "{:<38} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             setup.name(),
             ms(hs, 0.5),
             ms(hs, 0.9),
@@ -487,10 +492,11 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus) {
     }
     let p50 = |i: usize| ms(&results[i].2, 0.5);
     println!(
-        "ttfb p50 added: do-not-decrypt over direct {:+.2} ms, decrypt-resign over do-not-decrypt {:+.2} ms; do-not-decrypt with idle = poll over direct {:+.2} ms",
+        "ttfb p50 added: do-not-decrypt over direct {:+.2} ms, decrypt-resign over do-not-decrypt {:+.2} ms; do-not-decrypt without a slow path over direct {:+.2} ms, polling {:+.2} ms",
         p50(1) - p50(0),
         p50(2) - p50(1),
-        p50(3) - p50(0)
+        p50(3) - p50(0),
+        p50(4) - p50(0)
     );
 }
 
@@ -519,7 +525,12 @@ fn in_setup<T>(
             sh(&["link", "set", &topo.mid_srv_if, "master", "br0"]);
             sh(&["link", "set", "br0", "up"]);
         }
-        Setup::DoNotDecrypt | Setup::Resign | Setup::ResignWarm | Setup::ResignCold | Setup::DoNotDecryptPoll => {
+        Setup::DoNotDecrypt
+        | Setup::Resign
+        | Setup::ResignWarm
+        | Setup::ResignCold
+        | Setup::DoNotDecryptAlone
+        | Setup::DoNotDecryptPoll => {
             let action = if matches!(setup, Setup::Resign | Setup::ResignWarm | Setup::ResignCold) {
                 "action = \"decrypt-resign\"\nca = \"corp\""
             } else {
@@ -537,7 +548,7 @@ fn in_setup<T>(
             .unwrap();
             // Do-not-decrypt polling runs without a slow path: a polling lcore
             // needs a CPU of its own, and the appliance has one here.
-            let slow = usize::from(setup != Setup::DoNotDecryptPoll);
+            let slow = usize::from(!matches!(setup, Setup::DoNotDecryptPoll | Setup::DoNotDecryptAlone));
             let mut settings = topo.settings_with_slow_path(1, slow);
             if setup == Setup::DoNotDecryptPoll {
                 settings = settings.replace("[workers]\n", "[workers]\nidle = \"poll\"\n");
