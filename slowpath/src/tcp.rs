@@ -1796,12 +1796,6 @@ mod tests {
             }
         }
     }
-}
-
-#[cfg(test)]
-mod copy_out_tests {
-    use super::copy_out;
-    use std::collections::VecDeque;
 
     #[test]
     fn a_range_of_a_wrapped_ring_is_copied_as_it_reads() {

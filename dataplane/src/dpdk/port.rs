@@ -269,7 +269,7 @@ impl Port {
             .chunks(group)
             .map(|chunk| {
                 let mut e = dpdk_sys::rte_eth_rss_reta_entry64 { mask: u64::MAX, reta: [0; 64] };
-                if chunk.len() < 64 {
+                if chunk.len() < group {
                     e.mask = (1u64 << chunk.len()) - 1;
                 }
                 e.reta[..chunk.len()].copy_from_slice(chunk);
