@@ -18,6 +18,7 @@ pub mod forge;
 pub mod intercept;
 pub mod keys;
 pub mod lcore;
+pub mod passive;
 pub mod probe;
 pub mod relay;
 pub mod tcp;
