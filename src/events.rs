@@ -133,6 +133,9 @@ impl EventLog {
         let o = &ev.outcome;
         let action = if o.asked == o.carried_out {
             o.carried_out.name().to_string()
+        } else if o.cause == tlsgate_core::outcome::Cause::ReadPassively {
+            // Forwarded untouched is what a passive rule asks.
+            format!("{} (passive)", o.asked.name())
         } else {
             s.not_as_asked += 1;
             format!("{} (asked: {})", o.carried_out.name(), o.asked.name())

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod control;
+mod decrypt;
 mod doctor;
 mod events;
 mod plaintext;
@@ -93,6 +94,13 @@ enum Command {
         /// (the output capture has the rewritten answers; needs --policy).
         #[arg(long)]
         strip_ech: bool,
+        /// NSS key log (`SSLKEYLOGFILE`): every session whose secrets it holds is decrypted.
+        #[arg(long, value_name = "FILE")]
+        keylog: Option<PathBuf>,
+        /// Where to write the decrypted sessions (key log, and passive
+        /// `decrypt-known-key` rules of --policy) as synthetic TCP streams (pcap).
+        #[arg(long, value_name = "FILE")]
+        decrypted: Option<PathBuf>,
     },
 }
 
@@ -128,12 +136,16 @@ fn main() -> ExitCode {
             handshake_buffer,
             checksums,
             strip_ech,
+            keylog,
+            decrypted,
         } => {
             let how = replay::How {
                 handshake: if handshake == "decision" { HandshakeEvents::Decision } else { HandshakeEvents::Full },
                 handshake_buffer,
                 verify_checksums: checksums == "verify",
                 strip_ech,
+                keylog,
+                decrypted,
             };
             let output = Output { stats_interval, counters_json, events, reopen: None };
             replay::replay(&pcap, out.as_deref(), policy.as_deref(), how, output)

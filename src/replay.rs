@@ -30,6 +30,10 @@ pub struct How {
     pub verify_checksums: bool,
     /// `[dns] strip_ech`.
     pub strip_ech: bool,
+    /// `--keylog`: sessions to decrypt with an NSS key log.
+    pub keylog: Option<PathBuf>,
+    /// `--decrypted`: where decrypted sessions are written.
+    pub decrypted: Option<PathBuf>,
 }
 
 /// `tlsgate replay --pcap IN [--out OUT]`.
@@ -38,12 +42,20 @@ pub fn replay(
     out: Option<&Path>,
     policy: Option<&Path>,
     how: How,
-    output: Output,
+    mut output: Output,
 ) -> Result<(), Failure> {
     let policy = match policy {
         Some(p) => Some(Arc::new(Policy::load(p).map_err(Failure::Config)?)),
         None => None,
     };
+    let keylog = match &how.keylog {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            Failure::Config(ConfigError::at(None, None, None, Some("--keylog"), format!("{}: {e}", p.display())))
+        })?),
+        None => None,
+    };
+    let passive = policy.as_ref().is_some_and(|p| !p.passive_keys().is_empty());
+    let reading = keylog.is_some() || passive || how.decrypted.is_some();
     let arg_err = |field: &str, msg: String| Failure::Config(ConfigError::at(None, None, None, Some(field), msg));
     let scratch = Scratch::new().map_err(|e| Failure::Runtime(format!("cannot make a scratch directory: {e}")))?;
     let shown = input;
@@ -114,11 +126,16 @@ pub fn replay(
     // After validation: the replay's policy comes apart from its settings.
     settings.dns.strip_ech = how.strip_ech;
 
+    // The reading pass matches sessions to their events: it needs them even when not asked for.
+    if reading && output.events.is_none() {
+        output.events = Some(scratch.path("events.json"));
+    }
+    let events_from = output.events.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
     eprintln!("tlsgate: replaying {} ({expected} packets) -> {}", shown.display(), out_path.display());
     let mut last_progress = (0u64, Instant::now());
     let result = run_until(
         &settings,
-        StartOptions { policy, replay_times: Some(times.into()), slow_path: None },
+        StartOptions { policy: policy.clone(), replay_times: Some(times.into()), slow_path: None },
         &output,
         |dp| {
             let mut rx = 0;
@@ -147,6 +164,13 @@ pub fn replay(
         summary.print();
     }
     print_flows(&out_path);
+    if let (true, Some(events)) = (reading, &output.events) {
+        let how = crate::decrypt::Reading { keylog, policy: policy.as_deref(), decrypted: how.decrypted.as_deref() };
+        let lines = crate::decrypt::read(input, events, events_from, how).map_err(Failure::Runtime)?;
+        for l in lines {
+            println!("{l}");
+        }
+    }
     Ok(())
 }
 

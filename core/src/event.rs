@@ -424,6 +424,10 @@ impl Outcome {
                 side.name()
             )),
             Cause::FlowEnded(end) => judged(flow_end(*end).to_string()),
+            Cause::ReadPassively => format!(
+                "{rule} matched ({asked}, passive): RSA key exchange with the imported certificate, so the session \
+                 can be read with its key; the flow was forwarded untouched"
+            ),
             Cause::Decrypted { shown, end } => {
                 let how = match shown {
                     ShownCertificate::Forged => "the server's certificate re-signed by the rule's CA",

@@ -106,6 +106,9 @@ pub enum Cause {
     /// The flow ended (or stopped being watched) before the handshake was
     /// complete; the policy judged what was known.
     FlowEnded(FlowEnd),
+    /// A passive `decrypt-known-key` rule: the flow forwarded untouched, its
+    /// RSA key exchange read with the imported key.
+    ReadPassively,
     /// Decrypted by the slow path.
     Decrypted {
         /// What the client was shown.
@@ -361,6 +364,7 @@ impl Cause {
             Cause::HandshakeFailed(HandshakeFailure::Malformed(..)) => "handshake_malformed",
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(..)) => "handshake_too_large",
             Cause::FlowEnded(_) => "flow_ended_before_handshake",
+            Cause::ReadPassively => "read_passively",
             Cause::Decrypted { .. } => "decrypted",
             Cause::UntrustedRejected { .. } => "untrusted_certificate_rejected",
             Cause::TakeoverFailed(f) => match f.reason {
@@ -408,6 +412,8 @@ pub const REASON_CODES: &[(&str, &str)] = &[
     ("handshake_malformed", "a side sent malformed TLS; judged on what was known"),
     ("handshake_too_large", "a handshake exceeds `flows.handshake_buffer`; judged on what was known"),
     ("flow_ended_before_handshake", "the flow closed, went idle, was reused, or the appliance stopped before the handshake completed"),
+    ("read_passively", "a passive decrypt-known-key rule matched a session with RSA key exchange and the imported certificate: forwarded untouched, read with the key where a reader runs (replay; `decrypt` says what was read)"),
+    ("undecryptable_not_passively_decryptable", "a passive decrypt-known-key rule matched, but the session cannot be read without taking it over: (EC)DHE key exchange, TLS 1.3, an unknown cipher suite, or another certificate than the imported one"),
     ("decrypted", "decrypted by the slow path; `decrypt` says how it ended"),
     ("untrusted_certificate_rejected", "the server's certificate is not trusted; the client rejected the untrusted copy, as it would the original"),
     ("client_rejected_certificate", "taken over; the client rejected the re-signed certificate (pinning): later sessions to the SNI are excluded"),
@@ -456,6 +462,7 @@ mod tests {
             Cause::HandshakeFailed(HandshakeFailure::Malformed(Side::Server, String::new())),
             Cause::HandshakeFailed(HandshakeFailure::TooLarge(Side::Client, 1)),
             Cause::FlowEnded(FlowEnd::Idle),
+            Cause::ReadPassively,
             Cause::Decrypted { shown: ShownCertificate::Forged, end: end.clone() },
             Cause::UntrustedRejected { end: end.clone() },
             Cause::HandshakesIncomplete { end: end.clone() },

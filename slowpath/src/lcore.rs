@@ -376,7 +376,7 @@ impl SlowLcore {
                 }
                 Some(ClientFacing::Resign)
             }
-            Action::DecryptKnownKey { known_key } => {
+            Action::DecryptKnownKey { known_key, .. } => {
                 let kk = esc.policy.known_keys().get(known_key)?;
                 if let Some(k) = self.known.get(&kk.cert_sha256) {
                     return Some(ClientFacing::KnownKey(k.clone()));

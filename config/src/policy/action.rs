@@ -44,10 +44,13 @@ pub enum Action {
     Block,
     /// Drop, and reset both ends.
     BlockWithReset,
-    /// Terminate TLS with an imported server certificate and key.
+    /// Terminate TLS with an imported server certificate and key, or (passive)
+    /// read it with the key while the flow passes untouched.
     DecryptKnownKey {
         /// Index into [`Policy::known_keys`](super::Policy::known_keys).
         known_key: usize,
+        /// `mode = "passive"`: never taken over; RSA key exchange is read with the key.
+        passive: bool,
     },
     /// Terminate TLS with a copy of the server certificate re-signed by a CA.
     DecryptResign {
@@ -77,6 +80,11 @@ impl Action {
     /// (`decrypt-known-key` or `decrypt-resign`).
     pub fn is_decrypt(self) -> bool {
         matches!(self, Action::DecryptKnownKey { .. } | Action::DecryptResign { .. })
+    }
+
+    /// A decrypt action that reads the session without taking it over.
+    pub fn is_passive(self) -> bool {
+        matches!(self, Action::DecryptKnownKey { passive: true, .. })
     }
 }
 
@@ -116,11 +124,15 @@ pub enum Undecryptable {
     /// `ech_required`) when the re-signed session did not accept it: its
     /// real server name is sealed to the server's ECH key.
     Ech,
+    /// A passive `decrypt-known-key` rule matched a session that cannot be
+    /// read without taking it over: (EC)DHE key exchange, TLS 1.3, a cipher
+    /// suite passive decryption does not know, or another certificate than the key's.
+    NotPassivelyDecryptable,
 }
 
 impl Undecryptable {
     /// Every reason, in the policy file's order.
-    pub const ALL: [Undecryptable; 10] = [
+    pub const ALL: [Undecryptable; 11] = [
         Undecryptable::Sslv2,
         Undecryptable::Compressed,
         Undecryptable::UnknownCipher,
@@ -131,6 +143,7 @@ impl Undecryptable {
         Undecryptable::ClientAuth,
         Undecryptable::Quic,
         Undecryptable::Ech,
+        Undecryptable::NotPassivelyDecryptable,
     ];
 
     /// The key in `[policy.undecryptable]` and the reason in events.
@@ -146,6 +159,7 @@ impl Undecryptable {
             Undecryptable::ClientAuth => "client_auth",
             Undecryptable::Quic => "quic",
             Undecryptable::Ech => "ech",
+            Undecryptable::NotPassivelyDecryptable => "not_passively_decryptable",
         }
     }
 
@@ -168,6 +182,7 @@ impl Undecryptable {
             Undecryptable::ClientAuth => "undecryptable_client_auth",
             Undecryptable::Quic => "undecryptable_quic",
             Undecryptable::Ech => "undecryptable_ech",
+            Undecryptable::NotPassivelyDecryptable => "undecryptable_not_passively_decryptable",
         }
     }
 
@@ -215,7 +230,7 @@ mod tests {
             Action::DoNotDecrypt,
             Action::Block,
             Action::BlockWithReset,
-            Action::DecryptKnownKey { known_key: 0 },
+            Action::DecryptKnownKey { known_key: 0, passive: false },
             Action::DecryptResign { ca: 0 },
         ];
         assert_eq!(all.map(Action::name), Action::NAMES);

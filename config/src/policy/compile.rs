@@ -48,7 +48,7 @@ pub(super) fn compile(rules: Vec<RuleSpec>, certificates: &[CertificateObject], 
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r.action {
-            Action::DecryptKnownKey { known_key } => known_keys.get(known_key).map(|k| (i, k.cert_sha256)),
+            Action::DecryptKnownKey { known_key, .. } => known_keys.get(known_key).map(|k| (i, k.cert_sha256)),
             _ => None,
         })
         .collect();

@@ -31,7 +31,7 @@ use crate::ConfigError;
 pub(super) struct Source {
     pub default_action: FinalAction,
     /// Per [`Undecryptable::index`]; `None` = inherit.
-    pub undecryptable: [Option<FinalAction>; 10],
+    pub undecryptable: [Option<FinalAction>; 11],
     pub trust: Trust,
     pub cas: Vec<CaObject>,
     pub known_keys: Vec<KnownKey>,
@@ -56,8 +56,8 @@ pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigErr
     })?;
 
     let u = p.undecryptable.as_ref();
-    let given: [Option<&Spanned<String>>; 10] = match u {
-        None => [None; 10],
+    let given: [Option<&Spanned<String>>; 11] = match u {
+        None => [None; 11],
         Some(u) => [
             u.sslv2.as_ref(),
             u.compressed.as_ref(),
@@ -69,9 +69,10 @@ pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Source, ConfigErr
             u.client_auth.as_ref(),
             u.quic.as_ref(),
             u.ech.as_ref(),
+            u.not_passively_decryptable.as_ref(),
         ],
     };
-    let mut undecryptable = [None; 10];
+    let mut undecryptable = [None; 11];
     for (reason, value) in Undecryptable::ALL.into_iter().zip(given) {
         let Some(value) = value else { continue };
         let v = value.get_ref().as_str();
@@ -300,6 +301,7 @@ struct UndecryptableSection {
     client_auth: Option<Spanned<String>>,
     quic: Option<Spanned<String>>,
     ech: Option<Spanned<String>>,
+    not_passively_decryptable: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -336,6 +338,8 @@ struct RuleEntry {
     enabled: Option<Spanned<bool>>,
     action: Spanned<String>,
     known_key: Option<Spanned<String>>,
+    /// `active` (take over, the default) or `passive`, with decrypt-known-key.
+    mode: Option<Spanned<String>>,
     ca: Option<Spanned<String>>,
     source_networks: List,
     dest_networks: List,
@@ -467,6 +471,9 @@ fn check_rule(
             _ => {}
         }
     }
+    if let (Some(m), false) = (&r.mode, action_name == "decrypt-known-key") {
+        return Err(ctx.err(m.span(), &f("mode"), "`mode` goes only with action = \"decrypt-known-key\"".to_string()));
+    }
     let action = match (action_name, &r.known_key, &r.ca) {
         ("decrypt-known-key", Some(k), _) => {
             let wanted = k.get_ref().trim();
@@ -474,7 +481,29 @@ fn check_rule(
                 .iter()
                 .position(|o| o.name == wanted)
                 .ok_or_else(|| ctx.err(k.span(), &f("known_key"), format!("no [[known_key]] is named {wanted:?}")))?;
-            Action::DecryptKnownKey { known_key }
+            let passive = match r.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+                None | Some((_, "active")) => false,
+                Some((_, "passive")) => {
+                    // Passive reading decrypts the premaster secret with the key: only RSA can.
+                    let k = &known_keys[known_key];
+                    if !k.is_rsa() {
+                        return Err(ctx.err(
+                            r.mode.as_ref().map_or(r.action.span(), |m| m.span()),
+                            &f("mode"),
+                            format!(
+                                "mode = \"passive\" needs an RSA key: [[known_key]] {:?} holds another kind, and only \
+                                 RSA key exchange can be read without taking the session over",
+                                k.name
+                            ),
+                        ));
+                    }
+                    true
+                }
+                Some((m, other)) => {
+                    return Err(ctx.err(m.span(), &f("mode"), format!("unknown mode {other:?}: use active or passive")))
+                }
+            };
+            Action::DecryptKnownKey { known_key, passive }
         }
         ("decrypt-resign", _, Some(c)) => {
             let wanted = c.get_ref().trim();

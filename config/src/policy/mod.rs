@@ -36,7 +36,7 @@ pub struct Policy {
     source: Option<PathBuf>,
     default_action: FinalAction,
     /// Per [`Undecryptable::index`]: (action, given in the file rather than inherited).
-    undecryptable: [(FinalAction, bool); 10],
+    undecryptable: [(FinalAction, bool); 11],
     trust: Trust,
     cas: Vec<CaObject>,
     known_keys: Vec<KnownKey>,
@@ -103,6 +103,22 @@ impl Policy {
         &self.known_keys
     }
 
+    /// The imported keys enabled passive `decrypt-known-key` rules read sessions with.
+    pub fn passive_keys(&self) -> Vec<&KnownKey> {
+        let mut used: Vec<usize> = self
+            .rules
+            .iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| match r.action {
+                Action::DecryptKnownKey { known_key, passive: true } => Some(known_key),
+                _ => None,
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used.into_iter().filter_map(|i| self.known_keys.get(i)).collect()
+    }
+
     /// The policy in words, for `tlsgate policy check`: the default and
     /// undecryptable actions, each rule in order with its action and
     /// conditions, and the objects loaded.
@@ -127,9 +143,11 @@ impl Policy {
         );
         for (i, (r, cond)) in self.rules.iter().zip(&self.conditions).enumerate() {
             let action = match r.action {
-                Action::DecryptKnownKey { known_key } => {
-                    format!("decrypt-known-key with {:?}", self.known_keys[known_key].name)
-                }
+                Action::DecryptKnownKey { known_key, passive } => format!(
+                    "decrypt-known-key with {:?}{}",
+                    self.known_keys[known_key].name,
+                    if passive { ", passive (read, never taken over)" } else { "" }
+                ),
                 Action::DecryptResign { ca } => format!("decrypt-resign with CA {:?}", self.cas[ca].name),
                 a => a.name().to_owned(),
             };
@@ -211,7 +229,7 @@ mod tests {
             rules,
             [
                 ("block-bad-hosts", Action::Block, true),
-                ("intranet", Action::DecryptKnownKey { known_key: 0 }, true),
+                ("intranet", Action::DecryptKnownKey { known_key: 0, passive: false }, true),
                 ("resign", Action::DecryptResign { ca: 0 }, true),
                 ("watch", Action::Monitor, false),
             ]
@@ -258,7 +276,7 @@ mod tests {
         }));
         match p.evaluate(&f, false) {
             Evaluation::Decided(d) => {
-                assert_eq!((d.rule, d.action), (Some(1), Action::DecryptKnownKey { known_key: 0 }))
+                assert_eq!((d.rule, d.action), (Some(1), Action::DecryptKnownKey { known_key: 0, passive: false }))
             }
             e => panic!("{e:?}"),
         }

@@ -1195,7 +1195,9 @@ impl Judge {
             return Step::Undecided(Verdict::Drop(DropReason::Held));
         }
         let mut resolution = resolution;
-        if undecided {
+        // A passive rule never takes the flow over: it is carried out once the server's side is seen.
+        let passive = matches!(&s.phase, Phase::DecryptPending { decision, .. } if decision.action.is_passive());
+        if undecided && !passive {
             if let Phase::DecryptPending { refused: None, .. } = s.phase {
                 match self.take_over(s, seg, now) {
                     TakeOver::Escalate(lcore) => return Step::TakenOver(lcore),
@@ -1404,6 +1406,9 @@ impl Judge {
     /// the worker can: an undecryptable case the handshake shows, else
     /// do-not-decrypt for `otherwise`.
     fn carry_out_decrypt(&mut self, s: &mut Session, d: Decision, otherwise: Option<Cause>) -> Resolution {
+        if d.action.is_passive() {
+            return self.carry_out_passive(s, d);
+        }
         let sh = s.facts.server_hello.as_ref();
         let reason = if s.facts.client_cert_requested {
             Some(Undecryptable::ClientAuth)
@@ -1435,6 +1440,40 @@ impl Judge {
                 missing: d.missing_facts,
                 tls: true,
             },
+        }
+    }
+
+    /// A passive known-key decision, with the server's side seen: forwarded
+    /// untouched when the session can be read with the key (RSA key exchange,
+    /// TLS 1.2 or older, no compression, the server showing exactly the key's
+    /// certificate), else `undecryptable.not_passively_decryptable`.
+    fn carry_out_passive(&mut self, s: &mut Session, d: Decision) -> Resolution {
+        use crate::tls::suites::{self, KeyExchange};
+        let key_cert = match d.action {
+            Action::DecryptKnownKey { known_key, .. } => s.policy.known_keys().get(known_key).map(|k| k.cert_sha256),
+            _ => None,
+        };
+        let readable = s.facts.server_hello.as_ref().is_some_and(|h| {
+            h.compression == 0
+                && h.version != Some(TlsVersion::Tls13)
+                && suites::by_id(h.cipher_suite).is_some_and(|c| c.kx == KeyExchange::Rsa)
+        }) && (s.facts.certificate.as_ref().is_some_and(|c| Some(c.sha256) == key_cert)
+            // A resumed session shows no certificate: the reader opens it if it saw the session it resumes.
+            || s.facts.server_hello.as_ref().is_some_and(|h| h.resumed));
+        if !readable {
+            let mut r = self.undecryptable(s, Undecryptable::NotPassivelyDecryptable, Some(d.action), d.rule);
+            r.monitors = d.monitor_rules;
+            return r;
+        }
+        Resolution {
+            action: FinalAction::DoNotDecrypt,
+            asked: d.action,
+            rule: d.rule,
+            cause: Cause::ReadPassively,
+            cut_short: None,
+            monitors: d.monitor_rules,
+            missing: d.missing_facts,
+            tls: true,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod observer;
 pub mod prelude;
 pub mod reassembly;
 pub mod status;
+pub mod suites;
 
 pub use certificate::{certificate_facts, CertificateError};
 pub use client_hello::{client_hello_facts, ClientHelloError};

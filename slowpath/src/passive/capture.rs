@@ -3,7 +3,7 @@
 //! synthetic TCP stream (the decrypted pcap, the mirror port). Sans-IO:
 //! frames and their times in, frames and session reports out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use tlsgate_core::packet::{tcp_flags, Addr, TcpFrame};
@@ -37,7 +37,12 @@ pub struct CaptureReader {
     done: Vec<SessionReport>,
     /// Flows not tracked because the table was full.
     pub flows_not_tracked: u64,
+    /// When set, imported server keys read only these (client, server) flows.
+    passive_only_for: Option<HashSet<(Endpoint, Endpoint)>>,
 }
+
+/// An address and port.
+pub type Endpoint = (IpAddr, u16);
 
 /// (lower address and port, higher address and port).
 type FlowKey = ((Addr, u16), (Addr, u16));
@@ -62,7 +67,20 @@ struct Flow {
 impl CaptureReader {
     /// A reader with these keys, tracking at most `max_flows` flows at once.
     pub fn new(keys: Keys, max_flows: usize) -> CaptureReader {
-        CaptureReader { keys, flows: HashMap::new(), max_flows, done: Vec::new(), flows_not_tracked: 0 }
+        CaptureReader {
+            keys,
+            flows: HashMap::new(),
+            max_flows,
+            done: Vec::new(),
+            flows_not_tracked: 0,
+            passive_only_for: None,
+        }
+    }
+
+    /// Imported server keys are used only on these (client, server) flows (the
+    /// policy's passive decisions); the key log still opens any session.
+    pub fn passive_only_for(&mut self, flows: HashSet<(Endpoint, Endpoint)>) {
+        self.passive_only_for = Some(flows);
     }
 
     /// One frame captured at `ns`; decrypted frames are appended to `out`.
@@ -125,6 +143,12 @@ impl CaptureReader {
             flow.tls = false;
         }
         let mut plain = Plaintext::new();
+        if let (Some(client_is_low), Some(only)) = (flow.client_is_low, &self.passive_only_for) {
+            let ip = |a: &Addr| to_ip(a, flow.ipv6);
+            let (low, high) = ((ip(&flow.key.0 .0), flow.key.0 .1), (ip(&flow.key.1 .0), flow.key.1 .1));
+            let ends = if client_is_low { (low, high) } else { (high, low) };
+            flow.session.use_server_keys = only.contains(&ends);
+        }
         if let Some(client_is_low) = flow.client_is_low {
             for s in 0..2 {
                 let from_client = (s == 0) == client_is_low;

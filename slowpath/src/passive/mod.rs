@@ -8,7 +8,7 @@ pub mod capture;
 pub mod kdf;
 pub mod keylog;
 pub mod record;
-pub mod suite;
+pub use tlsgate_core::tls::suites as suite;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -227,6 +227,8 @@ pub struct PassiveSession {
     report: Report,
     /// The keys were looked for (at the first ChangeCipherSpec, or TLS 1.3's ServerHello).
     keyed: bool,
+    /// Whether imported server keys may read this session (else only a key log).
+    pub use_server_keys: bool,
 }
 
 /// One direction: 0 is the client's, 1 the server's.
@@ -298,6 +300,7 @@ impl PassiveSession {
             tls13: None,
             report: Report::default(),
             keyed: false,
+            use_server_keys: true,
         }
     }
 
@@ -548,7 +551,11 @@ impl PassiveSession {
             };
             let premaster = match (&h.encrypted_premaster, suite.kx) {
                 (Some(enc), KeyExchange::Rsa) => {
-                    let known = keys.server_keys.iter().find(|k| Some(k.cert_sha256) == h.cert_sha256);
+                    let known = keys
+                        .server_keys
+                        .iter()
+                        .filter(|_| self.use_server_keys)
+                        .find(|k| Some(k.cert_sha256) == h.cert_sha256);
                     match known {
                         Some(k) => Some((k.premaster(enc, h.client_version), Mode::Passive)),
                         None => keys
@@ -570,7 +577,7 @@ impl PassiveSession {
                 Unreadable::ResumedUnseen
             } else if suite.kx != KeyExchange::Rsa {
                 Unreadable::EphemeralKeyExchange
-            } else if !keys.server_keys.is_empty() && h.cert_sha256.is_some() {
+            } else if self.use_server_keys && !keys.server_keys.is_empty() && h.cert_sha256.is_some() {
                 Unreadable::OtherCertificate
             } else {
                 Unreadable::NoKey
@@ -787,4 +794,3 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
     body.extend_from_slice(&der(0x04, pkcs1));
     der(0x30, &body)
 }
-

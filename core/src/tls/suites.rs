@@ -1,5 +1,6 @@
 //! The cipher suites passive and key-log decryption read: how each one
-//! exchanges its key, protects its records and derives its keys.
+//! exchanges its key, protects its records and derives its keys. The
+//! inspector asks it whether a passive rule can read a session at all.
 
 /// How the premaster secret is agreed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
