@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -70,16 +70,18 @@ pub fn read(capture: &Path, events: &Path, events_from: u64, how: Reading) -> Re
         Some(p) => Some(PlaintextOut::open(None, Some(p))?),
         None => None,
     };
-    let f = File::open(capture).map_err(|e| format!("{}: {e}", capture.display()))?;
-    let mut pcap = pcap_file::pcap::PcapReader::new(BufReader::new(f)).map_err(|e| e.to_string())?;
+    // Read whole: a read interrupted by one of the process's signals is retried by `fs::read`.
+    let raw = std::fs::read(capture).map_err(|e| format!("{}: {e}", capture.display()))?;
+    let bad = |e: pcap_file::PcapError| format!("reading {}: {e}", capture.display());
+    let mut pcap = pcap_file::pcap::PcapReader::new(&raw[..]).map_err(bad)?;
     let mut frames = Vec::new();
     let mut last = 0;
     while let Some(p) = pcap.next_packet() {
-        let p = p.map_err(|e| e.to_string())?;
+        let p = p.map_err(bad)?;
         last = p.timestamp.as_nanos() as u64;
         reader.frame(last, &p.data, &mut frames);
         if let Some(o) = &mut out {
-            o.frames(&frames).map_err(|e| e.to_string())?;
+            o.frames(&frames).map_err(|e| format!("writing the decrypted capture: {e}"))?;
         }
         frames.clear();
     }
@@ -104,6 +106,20 @@ pub fn read(capture: &Path, events: &Path, events_from: u64, how: Reading) -> Re
         if let Some(o) = e.as_object_mut() {
             o.insert("decrypt".into(), decrypt_object(r));
         }
+    }
+    // Sessions the data plane wrote no event for (a replay without a policy only bridges): their own.
+    for (r, _) in reports.iter().zip(&used).filter(|(r, used)| !**used && r.report.mode.is_some()) {
+        lines.push(json!({
+            "timestamp": tlsgate_core::event::eve_timestamp(r.first_ns),
+            "event_type": "tls",
+            "src_ip": r.client.0.to_string(),
+            "src_port": r.client.1,
+            "dest_ip": r.server.0.to_string(),
+            "dest_port": r.server.1,
+            "proto": "TCP",
+            "tls": { "version": r.report.version },
+            "decrypt": decrypt_object(r),
+        }));
     }
     let mut f = File::create(events).map_err(|e| format!("{}: {e}", events.display()))?;
     f.write_all(before.as_bytes()).map_err(|e| e.to_string())?;

@@ -57,6 +57,15 @@ pub fn replay(
     let passive = policy.as_ref().is_some_and(|p| !p.passive_keys().is_empty());
     let reading = keylog.is_some() || passive || how.decrypted.is_some();
     let arg_err = |field: &str, msg: String| Failure::Config(ConfigError::at(None, None, None, Some(field), msg));
+    if let Some(d) = &how.decrypted {
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if same(d, input) || out.is_some_and(|o| same(d, o)) {
+            return Err(arg_err("--decrypted", format!("{}: the capture read or written already", d.display())));
+        }
+    }
     let scratch = Scratch::new().map_err(|e| Failure::Runtime(format!("cannot make a scratch directory: {e}")))?;
     let shown = input;
     let gunzipped;

@@ -1,0 +1,362 @@
+//! Passive and key-log decryption of sessions made by real stacks (OpenSSL
+//! and GnuTLS, captured on loopback by tcpdump), one session per cipher suite,
+//! each read back by `tlsgate replay` and compared with what the client sent
+//! and received; and pcapFS's capture, whose decrypted HTTP body `tshark`
+//! exports byte for byte.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tlsgate_core::packet::{tcp_flags, TcpFrame};
+use tlsgate_tests::capture::{Capture, Reaped};
+use tlsgate_tests::{dpdk_lock, pcap_frames, run_with_limit, testdata, text, tlsgate, Scratch};
+
+const ADDR: &str = "127.0.0.83";
+/// gnutls-serv listens on every address: a port no other test uses.
+const PORT: u16 = 4483;
+/// The resumption test's own server, beside the suites' one.
+const RESUME_ADDR: &str = "127.0.0.84";
+const RESUME_PORT: u16 = 4484;
+const REQUEST: &[u8] = b"GET /passive HTTP/1.0\r\nHost: lab.test\r\n\r\n";
+
+/// One session to make: OpenSSL with these s_server/s_client arguments, or
+/// GnuTLS with this priority string; `rsa`: RSA key exchange, which the
+/// imported key reads.
+struct Case {
+    name: &'static str,
+    openssl: &'static [&'static str],
+    gnutls: Option<&'static str>,
+    rsa: bool,
+}
+
+const fn ossl(name: &'static str, openssl: &'static [&'static str], rsa: bool) -> Case {
+    Case { name, openssl, gnutls: None, rsa }
+}
+
+const fn gnutls(name: &'static str, priority: &'static str) -> Case {
+    Case { name, openssl: &[], gnutls: Some(priority), rsa: true }
+}
+
+const CASES: &[Case] = &[
+    ossl("AES128-SHA", &["-tls1_2", "-cipher", "AES128-SHA:@SECLEVEL=0"], true),
+    ossl("AES256-SHA", &["-tls1_2", "-cipher", "AES256-SHA:@SECLEVEL=0"], true),
+    ossl("AES128-SHA without encrypt-then-MAC", &["-tls1_2", "-cipher", "AES128-SHA:@SECLEVEL=0", "-no_etm"], true),
+    ossl("AES128-SHA256", &["-tls1_2", "-cipher", "AES128-SHA256"], true),
+    ossl("AES256-SHA256", &["-tls1_2", "-cipher", "AES256-SHA256"], true),
+    ossl("AES128-GCM-SHA256", &["-tls1_2", "-cipher", "AES128-GCM-SHA256"], true),
+    ossl("AES256-GCM-SHA384", &["-tls1_2", "-cipher", "AES256-GCM-SHA384"], true),
+    ossl("AES128-CCM", &["-tls1_2", "-cipher", "AES128-CCM"], true),
+    ossl("AES256-CCM", &["-tls1_2", "-cipher", "AES256-CCM"], true),
+    ossl("AES128-CCM8", &["-tls1_2", "-cipher", "AES128-CCM8:@SECLEVEL=0"], true),
+    ossl("AES256-CCM8", &["-tls1_2", "-cipher", "AES256-CCM8:@SECLEVEL=0"], true),
+    ossl("NULL-MD5", &["-tls1_2", "-cipher", "NULL-MD5:@SECLEVEL=0"], true),
+    ossl("NULL-SHA", &["-tls1_2", "-cipher", "NULL-SHA:@SECLEVEL=0"], true),
+    ossl("NULL-SHA256", &["-tls1_2", "-cipher", "NULL-SHA256:@SECLEVEL=0"], true),
+    ossl("TLS 1.0 AES128-SHA", &["-tls1", "-cipher", "AES128-SHA:@SECLEVEL=0"], true),
+    ossl("TLS 1.1 AES256-SHA", &["-tls1_1", "-cipher", "AES256-SHA:@SECLEVEL=0"], true),
+    // Debian's OpenSSL has no 3DES or RC4 suites; GnuTLS still does.
+    gnutls("3DES-CBC-SHA", "NONE:+VERS-TLS1.2:+3DES-CBC:+RSA:+SHA1:+COMP-NULL:+SIGN-ALL"),
+    gnutls("TLS 1.0 3DES-CBC-SHA", "NONE:+VERS-TLS1.0:+3DES-CBC:+RSA:+SHA1:+COMP-NULL:+SIGN-ALL"),
+    gnutls("RC4-SHA", "NONE:+VERS-TLS1.2:+ARCFOUR-128:+RSA:+SHA1:+COMP-NULL:+SIGN-ALL"),
+    gnutls("RC4-MD5", "NONE:+VERS-TLS1.2:+ARCFOUR-128:+RSA:+MD5:+COMP-NULL:+SIGN-ALL"),
+    // Only a key log opens these.
+    ossl("ECDHE-RSA-AES256-GCM-SHA384", &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"], false),
+    ossl("ECDHE-RSA-CHACHA20-POLY1305", &["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"], false),
+    ossl("ECDHE-RSA-AES128-SHA256", &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA256"], false),
+    ossl("DHE-RSA-AES128-CCM8", &["-tls1_2", "-cipher", "DHE-RSA-AES128-CCM8:@SECLEVEL=0"], false),
+    ossl("TLS_AES_128_GCM_SHA256", &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"], false),
+    ossl("TLS_AES_256_GCM_SHA384", &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"], false),
+    ossl("TLS_CHACHA20_POLY1305_SHA256", &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"], false),
+    ossl("TLS_AES_128_CCM_SHA256", &["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256"], false),
+    ossl("TLS_AES_128_CCM_8_SHA256", &["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_8_SHA256"], false),
+];
+
+/// An RSA-2048 server certificate and key (mode 600, as policies require).
+fn rsa_server_certificate(dir: &Scratch) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let o = run_with_limit(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-subj", "/CN=lab.test", "-addext", "subjectAltName=DNS:lab.test", "-days", "30"]),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = Command::new("chmod").arg("600").arg(&key).status();
+    (cert, key)
+}
+
+/// Runs `client` with REQUEST on its stdin; returns what it printed.
+fn run_client(mut client: Command) -> Vec<u8> {
+    let mut child = client.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("client");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(REQUEST);
+        // Let the response arrive before stdin's end makes the client say goodbye.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    tlsgate_tests::wait_with_limit(child, Duration::from_secs(10)).stdout
+}
+
+/// Makes one session per case, captured; returns the capture, the key log
+/// and what each client received.
+fn make_sessions(dir: &Scratch, cert: &Path, key: &Path) -> (PathBuf, PathBuf, Vec<Vec<u8>>) {
+    let capture = Capture::start(&dir.path("sessions.pcap"), ADDR, PORT);
+    let keylog = dir.path("keys.log");
+    let mut received = Vec::new();
+    for case in CASES {
+        let server = match case.gnutls {
+            None => Command::new("openssl")
+                .args(["s_server", "-accept", &format!("{ADDR}:{PORT}"), "-naccept", "1", "-www"])
+                .arg("-cert")
+                .arg(cert)
+                .arg("-key")
+                .arg(key)
+                .args(case.openssl)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn(),
+            Some(priority) => Command::new("gnutls-serv")
+                .args(["--http", "-p", &PORT.to_string(), "--priority", priority])
+                .arg("--x509certfile")
+                .arg(cert)
+                .arg("--x509keyfile")
+                .arg(key)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn(),
+        };
+        let _server = Reaped(server.expect("server"));
+        std::thread::sleep(Duration::from_millis(400));
+        let client = match case.gnutls {
+            None => {
+                let mut c = Command::new("openssl");
+                c.args(["s_client", "-connect", &format!("{ADDR}:{PORT}"), "-quiet", "-keylogfile"])
+                    .arg(&keylog)
+                    .args(case.openssl);
+                c
+            }
+            Some(priority) => {
+                let mut c = Command::new("gnutls-cli");
+                c.args(["--insecure", "-p", &PORT.to_string(), ADDR, "--priority", priority])
+                    .env("SSLKEYLOGFILE", &keylog);
+                c
+            }
+        };
+        let got = run_client(client);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("HTTP/1.0 200"), "{}: the client got no page: {text}", case.name);
+        received.push(got);
+    }
+    (capture.finish(), keylog, received)
+}
+
+/// Each session's client port, in the capture's order (their SYNs).
+fn client_ports(capture: &Path) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for f in pcap_frames(capture) {
+        if let Some(t) = TcpFrame::parse(&f) {
+            if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) && !ports.contains(&t.src_port) {
+                ports.push(t.src_port);
+            }
+        }
+    }
+    ports
+}
+
+/// The plaintext of a decrypted capture: by client port, (to the server, to the client).
+fn plaintext(decrypted: &Path, server_port: u16) -> BTreeMap<u16, (Vec<u8>, Vec<u8>)> {
+    let mut out: BTreeMap<u16, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    for f in pcap_frames(decrypted) {
+        let t = TcpFrame::parse(&f).expect("decrypted frames are TCP");
+        if t.dst_port == server_port {
+            out.entry(t.src_port).or_default().0.extend_from_slice(t.payload());
+        } else {
+            out.entry(t.dst_port).or_default().1.extend_from_slice(t.payload());
+        }
+    }
+    out
+}
+
+fn replay(dir: &Scratch, tag: &str, capture: &Path, args: &[&std::ffi::OsStr]) -> (Vec<Value>, PathBuf, String) {
+    let (events, decrypted) = (dir.path(&format!("{tag}.json")), dir.path(&format!("{tag}.pcap")));
+    let o = run_with_limit(
+        Command::new(tlsgate())
+            .args(["replay", "--pcap"])
+            .arg(capture)
+            .arg("--events")
+            .arg(&events)
+            .arg("--decrypted")
+            .arg(&decrypted)
+            .args(args),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let events = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    (events, decrypted, String::from_utf8_lossy(&o.stdout).to_string())
+}
+
+/// A policy whose one rule reads sessions to `cert` passively with `key`.
+fn passive_policy(dir: &Scratch, cert: &Path, key: &Path) -> PathBuf {
+    let policy = dir.path("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[policy]\ndefault_action = \"do-not-decrypt\"\n[[known_key]]\nname = \"lab\"\ncert = {:?}\nkey = {:?}\n\
+             [[rule]]\nname = \"lab-passive\"\naction = \"decrypt-known-key\"\nknown_key = \"lab\"\nmode = \"passive\"\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+fn event_of(events: &[Value], port: u16) -> &Value {
+    events.iter().find(|e| e["src_port"] == port && e["event_type"] == "tls").unwrap_or_else(|| {
+        let seen: Vec<String> = events.iter().map(|e| format!("{}:{}", e["event_type"], e["src_port"])).collect();
+        panic!("no tls event from port {port}; events: {seen:?}")
+    })
+}
+
+#[test]
+fn every_cipher_suite_is_read_passively_or_with_the_key_log_as_real_stacks_spoke_it() {
+    let dir = Scratch::new("passive-suites");
+    let (cert, key) = rsa_server_certificate(&dir);
+    let (capture, keylog, received) = make_sessions(&dir, &cert, &key);
+    let ports = client_ports(&capture);
+    assert_eq!(ports.len(), CASES.len(), "one connection per case");
+    let policy = passive_policy(&dir, &cert, &key);
+    let _dpdk = dpdk_lock();
+    // The policy's passive rule, no key log: RSA key exchange only.
+    let (events, decrypted, _) = replay(&dir, "passive", &capture, &["--policy".as_ref(), policy.as_os_str()]);
+    let plain = plaintext(&decrypted, PORT);
+    for ((case, port), got) in CASES.iter().zip(&ports).zip(&received) {
+        let e = event_of(&events, *port);
+        if case.rsa {
+            assert_eq!(e["policy"]["reason_code"], "read_passively", "{}: {e}", case.name);
+            assert_eq!(e["decrypt"]["mode"], "passive", "{}: {e}", case.name);
+            assert_eq!(e["decrypt"]["records_failed"], 0, "{}: {e}", case.name);
+            let (to_server, to_client) = plain.get(port).unwrap_or_else(|| panic!("{}: nothing decrypted", case.name));
+            assert_eq!(to_server, REQUEST, "{}", case.name);
+            check_response(case, to_client, got);
+        } else {
+            assert_eq!(e["policy"]["reason_code"], "undecryptable_not_passively_decryptable", "{}: {e}", case.name);
+            assert!(!plain.contains_key(port), "{}", case.name);
+        }
+    }
+    // The key log, no policy: every session.
+    let (events, decrypted, stdout) = replay(&dir, "keylog", &capture, &["--keylog".as_ref(), keylog.as_os_str()]);
+    let plain = plaintext(&decrypted, PORT);
+    for ((case, port), got) in CASES.iter().zip(&ports).zip(&received) {
+        let e = event_of(&events, *port);
+        assert_eq!(e["decrypt"]["mode"], "keylog", "{}: {e}\n{stdout}", case.name);
+        assert_eq!(e["decrypt"]["records_failed"], 0, "{}: {e}", case.name);
+        // At least the Finished each way, the request and the response.
+        assert!(e["decrypt"]["records_to_server"].as_u64() >= Some(2), "{}: {e}", case.name);
+        assert!(e["decrypt"]["records_to_client"].as_u64() >= Some(2), "{}: {e}", case.name);
+        let (to_server, to_client) = plain.get(port).unwrap_or_else(|| panic!("{}: nothing decrypted", case.name));
+        assert_eq!(to_server, REQUEST, "{}", case.name);
+        check_response(case, to_client, got);
+    }
+}
+
+/// OpenSSL's `-quiet` client prints exactly what it received; GnuTLS's prints
+/// its own lines around it.
+fn check_response(case: &Case, decrypted: &[u8], client_got: &[u8]) {
+    assert!(decrypted.starts_with(b"HTTP/1.0 200"), "{}: {:?}", case.name, String::from_utf8_lossy(decrypted));
+    if case.gnutls.is_none() {
+        assert_eq!(decrypted, client_got, "{}", case.name);
+    } else {
+        assert!(client_got.windows(decrypted.len()).any(|w| w == decrypted), "{}", case.name);
+    }
+}
+
+#[test]
+fn pcapfs_capture_decrypted_in_replay_gives_tshark_the_http_object() {
+    let dir = Scratch::new("passive-pcapfs");
+    let base = testdata().join("pcapfs/feature_test");
+    let key = dir.path("server.key");
+    std::fs::copy(base.join("keyfiles/server_private.key"), &key).unwrap();
+    let _ = Command::new("chmod").arg("600").arg(&key).status();
+    let policy = passive_policy(&dir, &base.join("expected_output/tls/1-193_TLSCertificate.pem"), &key);
+    let _dpdk = dpdk_lock();
+    let keylog = base.join("keyfiles/master_and_premaster.key");
+    let (events, decrypted, stdout) = replay(
+        &dir,
+        "both",
+        &base.join("feature_test.pcap"),
+        &["--policy".as_ref(), policy.as_os_str(), "--keylog".as_ref(), keylog.as_os_str()],
+    );
+    assert!(stdout.contains("decrypted: 3 of 3 TLS session(s) (2 passive, 1 key log)"), "{stdout}");
+    let modes: Vec<&str> = events.iter().filter_map(|e| e["decrypt"]["mode"].as_str()).collect();
+    assert_eq!(modes, ["keylog", "passive", "passive"]);
+    // tshark follows the synthetic stream and carves the page s_server sent.
+    let objects = dir.path("objects");
+    let o = run_with_limit(
+        Command::new("tshark")
+            .arg("-r")
+            .arg(&decrypted)
+            .args(["-q", "--export-objects"])
+            .arg(format!("http,{}", objects.display())),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let carved = std::fs::read(objects.join("%2f")).expect("tshark exported the GET / response body");
+    assert_eq!(carved, std::fs::read(base.join("expected_output/http/4-117")).unwrap());
+}
+
+#[test]
+fn resumed_sessions_are_read_with_the_master_secret_of_the_session_they_resume() {
+    let dir = Scratch::new("passive-resume");
+    let (cert, key) = rsa_server_certificate(&dir);
+    let capture = Capture::start(&dir.path("resume.pcap"), RESUME_ADDR, RESUME_PORT);
+    let mut received = Vec::new();
+    // By session ID (the server keeps no tickets), then by ticket.
+    for server_args in [&["-no_ticket"][..], &[][..]] {
+        let server = Command::new("openssl")
+            .args(["s_server", "-accept", &format!("{RESUME_ADDR}:{RESUME_PORT}"), "-naccept", "2", "-www", "-tls1_2"])
+            .args(["-cipher", "AES128-GCM-SHA256", "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(server_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let _server = Reaped(server);
+        std::thread::sleep(Duration::from_millis(400));
+        let session = dir.path("session.pem");
+        for flag in ["-sess_out", "-sess_in"] {
+            let mut c = Command::new("openssl");
+            c.args(["s_client", "-connect", &format!("{RESUME_ADDR}:{RESUME_PORT}"), "-quiet", "-tls1_2"])
+                .arg(flag)
+                .arg(&session);
+            received.push(run_client(c));
+        }
+    }
+    let capture = capture.finish();
+    let ports = client_ports(&capture);
+    assert_eq!(ports.len(), 4);
+    let policy = passive_policy(&dir, &cert, &key);
+    let _dpdk = dpdk_lock();
+    let (events, decrypted, _) = replay(&dir, "resume-read", &capture, &["--policy".as_ref(), policy.as_os_str()]);
+    let plain = plaintext(&decrypted, RESUME_PORT);
+    for (i, (port, got)) in ports.iter().zip(&received).enumerate() {
+        let e = event_of(&events, *port);
+        assert_eq!(e["decrypt"]["mode"], "passive", "session {i}: {e}");
+        assert_eq!(e["decrypt"]["resumed"], i % 2 == 1, "session {i}: {e}");
+        assert_eq!(plain[port].0, REQUEST, "session {i}");
+        assert_eq!(&plain[port].1, got, "session {i}");
+    }
+}
