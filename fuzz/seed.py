@@ -2,7 +2,7 @@
 """Seeds the fuzz targets from real captures.
 
 Each classic pcap under ../shared/testdata (or the folders given) becomes one
-input of the `inspector`, `interception` and `normalizer` targets: its
+input of the `inspector`, `interception`, `passive` and `normalizer` targets: its
 frames in order, each behind a 2-byte big-endian length, as those targets
 read them; the same frames sent as IP fragments (in order, reversed, with an
 overlapping copy) seed `defragment` and `normalizer`. Each of
@@ -301,7 +301,7 @@ def main():
             if not fs:
                 continue
             blob = b"".join(struct.pack(">H", len(f)) + f for f in fs)
-            for target in ("inspector", "interception"):
+            for target in ("inspector", "interception", "passive"):
                 write(target, pcap.stem, blob[:MAX_INPUT])
             # The normalizer's first byte picks its settings.
             write("normalizer", pcap.stem, b"\0" + blob[:MAX_INPUT])

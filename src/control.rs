@@ -101,12 +101,15 @@ pub fn run(config: &Path, mut out: Output) -> Result<(), Failure> {
     out.reopen = Some(reopen);
     let policy_path = settings.policy_path();
     let slow_path = (!settings.slowpath.lcores.get_ref().is_empty()).then(|| {
-        Arc::new(Interceptor::new(
-            &settings.slowpath,
-            &settings.flows,
-            settings.keylog_path().is_some(),
-            settings.decrypted_pcap_path().is_some(),
-        )) as Arc<dyn tlsgate_dataplane::runtime::SlowPath>
+        Arc::new(
+            Interceptor::new(
+                &settings.slowpath,
+                &settings.flows,
+                settings.keylog_path().is_some(),
+                settings.decrypted_pcap_path().is_some(),
+            )
+            .with_mirror(settings.mirror.port.is_some()),
+        ) as Arc<dyn tlsgate_dataplane::runtime::SlowPath>
     });
     let opts = StartOptions { policy, replay_times: None, slow_path };
     run_until(&settings, opts, &out, |dp| {

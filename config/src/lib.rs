@@ -19,7 +19,7 @@ pub use hex::{colon_hex, hex};
 pub use policy::{check_crl, Policy};
 pub use settings::{
     Checksums, Conflicts, DnsSettings, EalSettings, EventSettings, FlowSettings, FragmentSettings, FragmentsWhenFull,
-    HandshakeEvents, IdleMode, MempoolSettings, MetricsSettings, Midstream, NormalizeSettings, PinnedAction, PortPair,
-    PreludeProtocol, PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull, Unjudged, WhenFull,
-    WorkerSettings,
+    HandshakeEvents, IdleMode, MempoolSettings, MetricsSettings, Midstream, MirrorSettings, NormalizeSettings,
+    PinnedAction, PortPair, PreludeProtocol, PreludeSettings, QueueSettings, Settings, SlowPathSettings, SlowWhenFull,
+    Unjudged, WhenFull, WorkerSettings,
 };

@@ -49,6 +49,9 @@ pub struct Settings {
     /// Prometheus metrics.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// Decrypted sessions sent live out of a port of their own.
+    #[serde(default)]
+    pub mirror: MirrorSettings,
     /// The decryption policy file (relative to this file's folder). Without
     /// one, tlsgate is a plain bridge.
     pub policy: Option<Spanned<PathBuf>>,
@@ -85,6 +88,42 @@ pub struct DnsSettings {
     /// start Encrypted Client Hello and their real server name stays in clear.
     #[serde(default)]
     pub strip_ech: bool,
+}
+
+/// `[mirror]`: each decrypted session, as the synthetic TCP stream the
+/// decrypted pcap holds, sent live out of a DPDK port in no pair (a NIC, or
+/// af_packet/tap toward a local IDS), from the slow-path lcore that owns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSettings {
+    /// The port (as the EAL names it).
+    pub port: Option<Spanned<String>>,
+    /// Destination MAC of the mirrored frames (`aa:bb:cc:dd:ee:ff`); without
+    /// it, the flow's own.
+    pub mac: Option<Spanned<String>>,
+}
+
+impl MirrorSettings {
+    /// The destination MAC, parsed (validation has checked it).
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.mac.as_ref().and_then(|m| parse_mac(m.get_ref()))
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with `-`).
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.trim().split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *m = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
 }
 
 /// The event log: where, and how much of each handshake its events carry.
@@ -832,6 +871,7 @@ impl Settings {
             slowpath: SlowPathSettings::default(),
             dns: DnsSettings::default(),
             metrics: MetricsSettings::default(),
+            mirror: MirrorSettings::default(),
             policy: None,
             events: EventSettings::default(),
             source: None,
@@ -892,6 +932,23 @@ impl Settings {
         }
         if lcores.len() > 64 {
             return Err(self.err(text, at, "workers.lcores", "at most 64 workers"));
+        }
+        if let Some(m) = &self.mirror.mac {
+            if parse_mac(m.get_ref()).is_none() {
+                let msg = format!("{:?} is not a MAC address: write it as aa:bb:cc:dd:ee:ff", m.get_ref());
+                return Err(self.err(text, Some(m.span().start), "mirror.mac", msg));
+            }
+        }
+        if let Some(p) = &self.mirror.port {
+            let at = Some(p.span().start);
+            if seen.contains(&p.get_ref().as_str()) {
+                let msg = format!("port {:?} is in a [[pair]]: the mirror needs a port of its own", p.get_ref());
+                return Err(self.err(text, at, "mirror.port", msg));
+            }
+            if self.slowpath.lcores.get_ref().is_empty() {
+                let msg = "the mirror carries decrypted sessions: it needs a slow path ([slowpath] lcores)";
+                return Err(self.err(text, at, "mirror.port", msg));
+            }
         }
         let slow = self.slowpath.lcores.get_ref();
         let slow_at = Some(self.slowpath.lcores.span().start);

@@ -291,6 +291,8 @@ impl SessionEvent {
             o.insert(
                 "decrypt".into(),
                 json!({
+                    // Taken over by the slow path (a replay's reader says passive or keylog).
+                    "mode": "takeover",
                     "client_version": d.client_version,
                     "server_version": d.server_version,
                     "alpn": d.alpn,

@@ -114,6 +114,8 @@ pub struct SlowPathIo {
     pub running: Arc<AtomicBool>,
     /// How it waits when idle (`[workers] idle`).
     pub idle: tlsgate_config::IdleMode,
+    /// Its queue pair on the mirror port (`[mirror]`), and the destination MAC.
+    pub mirror: Option<(RxQueue, TxQueue, Option<[u8; 6]>)>,
 }
 
 /// The code a slow-path lcore runs ([`crate::slow_lcore`] runs the
@@ -144,6 +146,8 @@ pub struct Dataplane {
 #[derive(Default)]
 struct SlowRuntime {
     lcores: Vec<u32>,
+    /// The mirror port (`[mirror]`), kept open while the lcores send on it.
+    mirror: Option<Port>,
     io: Vec<SlowPathIo>,
     code: Option<Arc<dyn SlowPath>>,
     handles: Vec<LcoreHandle>,
@@ -225,6 +229,15 @@ impl Dataplane {
                 p.configure(setup, &pool)?;
             }
         }
+        // The mirror: a queue pair per slow-path lcore, no RSS (nothing is received there).
+        let mut mirror = match (&settings.mirror.port, nslow) {
+            (Some(name), 1..) => {
+                let mut m = Port::by_name(name.get_ref())?;
+                m.configure(PortSetup { queues: nslow as u16, rss: false, rss_queues: 1, ..setup }, &pool)?;
+                Some(m)
+            }
+            _ => None,
+        };
         let steering = match (nworkers, setup.rss) {
             (1, _) => FlowSteering::SingleWorker,
             (_, true) => FlowSteering::SymmetricRss,
@@ -285,6 +298,10 @@ impl Dataplane {
             for port in ports.iter_mut() {
                 qs.push(port.queue_pair((nworkers + k) as u16).expect("queue < queues, configured above"));
             }
+            let mirror_q = mirror.as_mut().map(|m| {
+                let (rx, tx) = m.queue_pair(k as u16).expect("queue < queues, configured above");
+                (rx, tx, settings.mirror.mac())
+            });
             slow.io.push(SlowPathIo {
                 index: k,
                 ports: qs,
@@ -298,6 +315,7 @@ impl Dataplane {
                 counters,
                 running: running.clone(),
                 idle: settings.workers.idle,
+                mirror: mirror_q,
             });
         }
         let mut links = links.into_iter();
@@ -342,6 +360,10 @@ impl Dataplane {
             p.start()?;
             p.set_promiscuous();
         }
+        if let Some(m) = &mirror {
+            m.start()?;
+        }
+        slow.mirror = mirror;
         Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates, slow })
     }
 
@@ -439,7 +461,7 @@ impl Dataplane {
         let slow = self.slow_counters();
         let workers = self.shared.iter().map(|s| s.snapshot()).collect();
         let ports = self.ports.iter().map(Port::stats).collect();
-        for p in &self.ports {
+        for p in self.ports.iter().chain(&self.slow.mirror) {
             p.stop();
             p.close();
         }

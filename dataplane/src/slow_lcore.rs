@@ -56,6 +56,15 @@ struct Io {
     counters: SlowPathCounters,
     /// The latencies of the sessions logged since the last publication.
     latencies: Latencies,
+    /// The mirror port's queue pair, what is staged for it, and the destination MAC.
+    mirror: Option<Mirror>,
+}
+
+struct Mirror {
+    rx: RxQueue,
+    tx: TxQueue,
+    staged: Burst,
+    mac: Option<[u8; 6]>,
 }
 
 impl Link for Io {
@@ -84,6 +93,26 @@ impl Link for Io {
         }
     }
 
+    fn mirror_frame(&mut self, frame: &[u8]) {
+        let Some(m) = &mut self.mirror else { return };
+        let Some(mut mbuf) = Mbuf::from_bytes(&self.pool, frame) else {
+            self.counters.mirror_dropped += 1;
+            return;
+        };
+        if let Some(mac) = m.mac {
+            if let Some(dst) = mbuf.data_mut().get_mut(..6) {
+                dst.copy_from_slice(&mac);
+            }
+        }
+        if m.staged.is_full() {
+            self.send_mirror();
+        }
+        let Some(m) = &mut self.mirror else { return };
+        if m.staged.push(mbuf).is_err() {
+            self.counters.mirror_dropped += 1;
+        }
+    }
+
     fn record(&mut self, record: SlowRecord) {
         if let SlowRecord::Event(ev) = &record {
             self.latencies.record(ev);
@@ -95,6 +124,23 @@ impl Link for Io {
 }
 
 impl Io {
+    /// Sends what is staged for the mirror; what its queue has no room for is
+    /// dropped (a decrypted session never waits for the mirror). Frames
+    /// arriving on the mirror port are dropped.
+    fn send_mirror(&mut self) {
+        let Some(m) = &mut self.mirror else { return };
+        if !m.staged.is_empty() {
+            let staged = m.staged.len() as u64;
+            let n = m.tx.send(&mut m.staged) as u64;
+            self.counters.mirrored += n;
+            self.counters.mirror_dropped += staged - n;
+            m.staged.clear();
+        }
+        let mut rx = Burst::new();
+        m.rx.recv(&mut rx);
+        rx.clear();
+    }
+
     fn send_port(&mut self, p: usize) {
         if self.tx[p].is_empty() {
             return;
@@ -113,7 +159,10 @@ impl SlowLoop {
     fn new(cfg: &Interceptor, io: SlowPathIo) -> SlowLoop {
         let workers = io.handed.len();
         let lcore = SlowLcore::new(cfg.clone(), io.index, workers, tsc());
-        let SlowPathIo { ports, flows, packets, updates, handed, records, pool, counters, running, idle, .. } = io;
+        let SlowPathIo {
+            ports, flows, packets, updates, handed, records, pool, counters, running, idle, mirror, ..
+        } = io;
+        let mirror = mirror.map(|(rx, tx, mac)| Mirror { rx, tx, staged: Burst::new(), mac });
         let tx = (0..ports.len()).map(|_| Burst::new()).collect();
         let handed = handed.into_iter().map(|r| (r, Burst::new())).collect();
         let io = Io {
@@ -124,6 +173,7 @@ impl SlowLoop {
             pool,
             counters: SlowPathCounters::default(),
             latencies: Latencies::default(),
+            mirror,
         };
         let (published, running) = (counters, running);
         SlowLoop {
@@ -223,6 +273,7 @@ impl SlowLoop {
         for p in 0..self.io.tx.len() {
             self.io.send_port(p);
         }
+        self.io.send_mirror();
         for (ring, staged) in &mut self.handed {
             if !staged.is_empty() {
                 ring.send_burst(staged);

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod handshake;
+pub mod passive;
 pub mod pcap_out;
 pub mod quic;
 pub mod traffic;

@@ -49,6 +49,8 @@ pub struct Interceptor {
     handshake_ns: u64,
     keylog: bool,
     decrypted: bool,
+    /// `[mirror]`: decrypted streams also go out of the mirror port.
+    mirror: bool,
 }
 
 impl Interceptor {
@@ -66,7 +68,19 @@ impl Interceptor {
             handshake_ns: u64::from(flows.inspecting_timeout) * NS,
             keylog,
             decrypted,
+            mirror: false,
         }
+    }
+
+    /// Sends each decrypted session's synthetic stream to [`Link::mirror_frame`] as well.
+    pub fn with_mirror(mut self, mirror: bool) -> Interceptor {
+        self.mirror = mirror;
+        self
+    }
+
+    /// Whether sessions' plaintext becomes synthetic frames (a pcap or a mirror takes them).
+    fn streams(&self) -> bool {
+        self.decrypted || self.mirror
     }
 }
 
@@ -152,6 +166,10 @@ tlsgate_core::counters! {
         leaf_keys_made_on_path,
         /// Records for the control thread lost to a full ring.
         records_lost,
+        /// Decrypted frames sent to the mirror port.
+        mirrored,
+        /// Decrypted frames the mirror port had no room for (or no mbuf), dropped.
+        mirror_dropped,
         /// Server identity probes started.
         probes,
         /// Probes that learned the server's certificate.
@@ -167,6 +185,9 @@ pub trait Link {
     fn update(&mut self, worker: usize, update: SlowUpdate);
     /// Hands the control thread a record.
     fn record(&mut self, record: SlowRecord);
+    /// Sends a decrypted stream's frame out of the mirror port (never waits:
+    /// a frame without room is dropped and counted). Without a mirror, nothing.
+    fn mirror_frame(&mut self, _frame: &[u8]) {}
 }
 
 /// What a frame from a worker belonged to.
@@ -315,7 +336,7 @@ impl SlowLcore {
         let offered = esc.facts.client_hello.as_ref().map(|c| c.versions.clone()).unwrap_or_default();
         let relay = Relay::new(relay)
             .with_client_versions(offered.contains(&TlsVersion::Tls12), offered.contains(&TlsVersion::Tls13));
-        let icpt = Interception::new(&esc.tcp, relay, self.cfg.decrypted, now)
+        let icpt = Interception::new(&esc.tcp, relay, self.cfg.streams(), now)
             .with_handshake_timeout(now, self.cfg.handshake_ns);
         let shown = match esc.decision.action {
             Action::DecryptKnownKey { .. } => Some(ShownCertificate::KnownKey),
@@ -484,7 +505,7 @@ impl SlowLcore {
         if !out.keylog.is_empty() && self.cfg.keylog {
             link.record(SlowRecord::KeyLog(std::mem::take(&mut out.keylog)));
         }
-        if self.cfg.decrypted && !out.plaintext.is_empty() {
+        if self.cfg.streams() && !out.plaintext.is_empty() {
             let mut frames = Frames::new();
             if flow.stream.is_none() {
                 if let Some(t) = &flow.template {
@@ -496,7 +517,7 @@ impl SlowLcore {
                     st.data(*from_client, data, now, &mut frames);
                 }
             }
-            link.record(SlowRecord::Decrypted(frames));
+            self.export(frames, link);
         }
         if flow.icpt.outcome.failed.is_some() && flow.failure_action.is_none() && !flow.rejected_as_expected {
             self.on_failure(&mut flow, link);
@@ -714,6 +735,18 @@ impl SlowLcore {
         }
     }
 
+    /// A decrypted stream's frames: to the mirror port, and to the control thread for the pcap.
+    fn export(&self, frames: Frames, link: &mut dyn Link) {
+        if self.cfg.mirror {
+            for (_, f) in &frames {
+                link.mirror_frame(f);
+            }
+        }
+        if self.cfg.decrypted {
+            link.record(SlowRecord::Decrypted(frames));
+        }
+    }
+
     /// A session is over: its event, and the worker forgets the flow.
     fn finish(&mut self, flow: &mut Flow, how: Option<Finished>, now: u64, link: &mut dyn Link) {
         flow.finished = Some((now, how));
@@ -724,7 +757,7 @@ impl SlowLcore {
         if let Some(st) = &mut flow.stream {
             let mut frames = Frames::new();
             st.finish(now, &mut frames);
-            link.record(SlowRecord::Decrypted(frames));
+            self.export(frames, link);
         }
         let ev = self.session_event(flow, how, now);
         if matches!(ev.outcome.cause, Cause::Decrypted { .. }) {

@@ -101,6 +101,16 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         rsa: usize,
     },
+    /// Passive reading (a key log opens a TLS 1.2 session) in MB/s on one core,
+    /// beside a takeover's record work on as many bytes (open, seal again).
+    Passive {
+        /// MiB the session moves from the server.
+        #[arg(long, default_value_t = 256)]
+        mib: usize,
+        /// Rounds; the best of each is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// One handshake measurement in this process (used by `handshakes`).
     HandshakesChild {
         #[arg(long)]
@@ -192,6 +202,7 @@ fn main() {
     match cli.command {
         Cmd::Forward { workers, seconds, rounds, pmd, json } => forward(&pmd, &workers, seconds, rounds.max(1), json),
         Cmd::Forge { servers, sessions, cache, rsa } => forge(servers, sessions, cache, rsa),
+        Cmd::Passive { mib, rounds } => passive(mib, rounds),
         Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
             handshakes(&pcap, rules, seconds, rounds.max(1), json)
         }
@@ -945,6 +956,31 @@ fn forge(servers: usize, sessions: usize, cache: usize, rsa: usize) {
         );
         println!("  (waited {filled_ms:.0} ms more for the key maker to fill the RSA-2048 pool)");
         assert_eq!(keys.stats().made_on_path, 0);
+    }
+}
+
+fn passive(mib: usize, rounds: usize) {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    println!("passive reading vs a takeover's record work, one TLS 1.2 session of {mib} MiB from the server, one core, best of {rounds}");
+    println!("  {:<48} {:>14} {:>16} {:>7}", "suite", "passive MB/s", "takeover MB/s", "ratio");
+    for suite in [
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ] {
+        match tlsgate_perf::passive::measure(suite, mib, rounds) {
+            Ok(r) => println!(
+                "  {:<48} {:>14.0} {:>16.0} {:>6.2}x",
+                r.suite,
+                r.passive_mb_s,
+                r.takeover_mb_s,
+                r.passive_mb_s / r.takeover_mb_s
+            ),
+            Err(e) => {
+                eprintln!("tlsgate-perf passive: {e}");
+                std::process::exit(1);
+            }
+        }
     }
 }
 
