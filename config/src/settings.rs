@@ -1176,6 +1176,24 @@ lcores = [1, 2]
     }
 
     #[test]
+    fn the_mirror_needs_a_port_of_its_own_a_slow_path_and_a_real_mac() {
+        let with = |mirror: &str, slow: &str| {
+            Settings::parse(&format!("{GOOD}[slowpath]\nlcores = [{slow}]\n[mirror]\n{mirror}\n"), None)
+        };
+        let s = with("port = \"net_null2\"\nmac = \"02:00:5e:10:00:01\"", "3").unwrap();
+        assert_eq!(s.mirror.mac(), Some([2, 0, 0x5e, 0x10, 0, 1]));
+        let e = with("port = \"net_null1\"", "3").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("mirror.port"));
+        assert!(e.message.contains("is in a [[pair]]"), "{e}");
+        let e = with("port = \"net_null2\"", "").unwrap_err();
+        assert!(e.message.contains("needs a slow path"), "{e}");
+        for bad in ["02:00:5e:10:00", "02:00:5e:10:00:zz", "0200.5e10.0001"] {
+            let e = with(&format!("port = \"net_null2\"\nmac = \"{bad}\""), "3").unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("mirror.mac"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn explicit_lcores_are_kept() {
         let text = GOOD.replace("\"--no-huge\",", "\"--no-huge\", \"-l\", \"0-2\",");
         let s = Settings::parse(&text, None).unwrap();

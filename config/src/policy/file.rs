@@ -818,6 +818,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn passive_mode_goes_with_an_rsa_known_key_only() {
+        let fx = fixture();
+        let rule = "known_key = \"intranet\"\ncertificate";
+        // The fixture's key is ECDSA: passive reading cannot use it.
+        let e = error(&fx, rule, "known_key = \"intranet\"\nmode = \"passive\"\ncertificate");
+        assert_eq!(e.field.as_deref(), Some("rule[1] \"intranet\".mode"), "{e}");
+        assert!(e.message.contains("needs an RSA key"), "{e}");
+        let e = error(&fx, rule, "known_key = \"intranet\"\nmode = \"sideways\"\ncertificate");
+        assert!(e.message.contains("use active or passive"), "{e}");
+        let e = error(&fx, "action = \"block\"\n", "action = \"block\"\nmode = \"passive\"\n");
+        assert!(e.message.contains("goes only with action = \"decrypt-known-key\""), "{e}");
+        // With an RSA key it loads, passive.
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["intranet.example".into()]).unwrap().self_signed(&rsa).unwrap();
+        write(fx.dir.path(), "intranet.pem", &cert.pem(), 0o644);
+        write(fx.dir.path(), "keys/intranet.key", &rsa.serialize_pem(), 0o600);
+        let src = check(&fx, &GOOD.replacen(rule, "known_key = \"intranet\"\nmode = \"passive\"\ncertificate", 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(src.rules.iter().any(|r| r.action.is_some_and(Action::is_passive)));
+        assert!(src.known_keys[0].is_rsa());
+    }
+
     const KNOWN_KEY_TWICE: &str =
         "[[known_key]]\nname = \"intranet\"\ncert = \"intranet.pem\"\nkey = \"keys/intranet.key\"\n\n[[certificate]]\nname = \"bad-cert\"";
 
