@@ -21,6 +21,14 @@ fn path(rel: &str) -> PathBuf {
 /// Reads the capture through a reader with `keys`: the sessions' reports,
 /// and the plaintext of each decrypted stream (by client port, both directions in order).
 fn read(keys: Keys) -> (Vec<SessionReport>, BTreeMap<u16, Vec<u8>>) {
+    read_reshaped(keys, |f| vec![f])
+}
+
+/// The capture's frames, each through `reshape` (which may cut it up or reorder), then as [`read`].
+fn read_reshaped(
+    keys: Keys,
+    reshape: impl Fn(Vec<u8>) -> Vec<Vec<u8>>,
+) -> (Vec<SessionReport>, BTreeMap<u16, Vec<u8>>) {
     let f = std::fs::File::open(path("feature_test.pcap")).unwrap();
     let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
     let mut reader = CaptureReader::new(keys, 1000);
@@ -29,7 +37,9 @@ fn read(keys: Keys) -> (Vec<SessionReport>, BTreeMap<u16, Vec<u8>>) {
     while let Some(p) = r.next_packet() {
         let p = p.unwrap();
         last = p.timestamp.as_nanos() as u64;
-        reader.frame(last, &p.data, &mut frames);
+        for f in reshape(p.data.to_vec()) {
+            reader.frame(last, &f, &mut frames);
+        }
     }
     let reports = reader.finish(last, &mut frames);
     let mut plain: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
@@ -73,6 +83,51 @@ fn sessions_to_the_imported_key_are_read_passively_and_match_pcapfs() {
     let r = report(&reports, 43090);
     assert_eq!((r.mode, r.unreadable), (None, Some(Unreadable::OtherCertificate)));
     assert!(!plain.contains_key(&43090));
+}
+
+/// An IPv4 TCP frame with payload cut in two at `at`: (first part, second part).
+fn split(frame: &[u8], at: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    let t = TcpFrame::parse(frame)?;
+    let payload = t.payload();
+    if t.ipv6 || payload.len() < 2 {
+        return None;
+    }
+    let header = frame.len() - payload.len();
+    let part = |range: std::ops::Range<usize>, seq: u32| {
+        let mut f = frame[..header].to_vec();
+        f.extend_from_slice(&payload[range]);
+        let ip_len = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+        f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        f
+    };
+    let at = at.clamp(1, payload.len() - 1);
+    Some((part(0..at, t.seq), part(at..payload.len(), t.seq.wrapping_add(at as u32))))
+}
+
+#[test]
+fn segments_cut_small_and_delivered_out_of_order_read_the_same() {
+    // Every segment in two, the second half first: ClientHellos and records span
+    // segments, and the reader puts each stream back in order.
+    let (reports, plain) = read_reshaped(Keys::new(None, vec![server_key()]), |f| match split(&f, 7) {
+        Some((a, b)) => vec![b, a],
+        None => vec![f],
+    });
+    assert_eq!(plain[&51124], expected("tls/1-1726_TLS"));
+    assert_eq!(plain[&51024], expected("tls/2-1624_TLS"));
+    assert_eq!(report(&reports, 51124).mode, Some(Mode::Passive));
+    // In order, cut after 3 bytes and after 700: the ClientHello's record header itself spans segments.
+    for at in [3, 700] {
+        let (_, plain) = read_reshaped(Keys::new(None, vec![server_key()]), |f| match split(&f, at) {
+            Some((a, b)) => vec![a, b],
+            None => vec![f],
+        });
+        assert_eq!(plain[&51124], expected("tls/1-1726_TLS"), "cut at {at}");
+    }
+    // And each retransmitted: the copies change nothing.
+    let (_, plain) = read_reshaped(Keys::new(None, vec![server_key()]), |f| vec![f.clone(), f]);
+    assert_eq!(plain[&51124], expected("tls/1-1726_TLS"));
 }
 
 #[test]

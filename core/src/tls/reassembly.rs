@@ -205,6 +205,17 @@ impl StreamReassembler {
         self.cap
     }
 
+    /// Drops the bytes already read (no retransmission is compared with them
+    /// any more); unread and out-of-order bytes stay.
+    pub fn forget_read(&mut self) {
+        if self.read == self.contiguous.len() {
+            self.contiguous.clear();
+        } else {
+            self.contiguous.drain(..self.read);
+        }
+        self.read = 0;
+    }
+
     /// Frees every buffer (the stream position is kept).
     pub fn release(&mut self) {
         self.head_offset = self.end_offset();

@@ -14,7 +14,7 @@ use crate::export::{DecryptedStream, Frames};
 use crate::wire::FlowTemplate;
 
 /// Bytes each direction's reassembler holds out of order.
-const REASSEMBLY_CAP: usize = 4 << 20;
+const REASSEMBLY_CAP: usize = 1 << 20;
 
 /// One TLS session read, for its event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,8 @@ struct Flow {
     key: FlowKey,
     /// Not TLS: no ClientHello began the client's stream.
     tls: bool,
+    /// Bytes of the client's stream read so far.
+    client_bytes: u64,
 }
 
 impl CaptureReader {
@@ -120,6 +122,7 @@ impl CaptureReader {
                 ipv6: t.ipv6,
                 key,
                 tls: true,
+                client_bytes: 0,
             };
             self.flows.insert(key, flow);
         }
@@ -156,15 +159,19 @@ impl CaptureReader {
                 if bytes.is_empty() {
                     continue;
                 }
-                if from_client && flow.session.report().cipher_suite.is_none() && !flow.session_started() {
+                // TLS or not is told by the client stream's first bytes (a ClientHello may span segments).
+                if from_client && flow.client_bytes == 0 {
                     flow.tls &= looks_like_client_hello(bytes) || bytes.len() < 6;
+                }
+                if from_client {
+                    flow.client_bytes += bytes.len() as u64;
                 }
                 let n = bytes.len();
                 if flow.tls {
                     flow.session.feed(&mut self.keys, from_client, bytes, &mut plain);
                 }
                 flow.streams[s].consume(n);
-                flow.streams[s].release();
+                flow.streams[s].forget_read();
             }
         }
         if !plain.is_empty() {
