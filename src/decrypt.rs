@@ -175,6 +175,7 @@ fn decrypt_object(r: &SessionReport) -> Value {
         "records_not_decrypted": rep.records_not_decrypted,
         "reason_code": if rep.mac_failures > 0 { Some("decryption_error") } else { rep.unreadable.map(|u| u.code()) },
         "resumed": rep.resumed,
+        "extended_master_secret": rep.extended_master_secret,
         "truncated": rep.truncated,
     })
 }

@@ -89,6 +89,10 @@ pub struct DecryptFacts {
     pub bytes_to_server: u64,
     /// Plaintext bytes relayed from the server to the client.
     pub bytes_to_client: u64,
+    /// Protected records from the client (encrypted handshake, data, alerts, post-handshake messages).
+    pub records_to_server: u64,
+    /// Protected records from the server.
+    pub records_to_client: u64,
     /// From the takeover to the server's certificate (the handshake toward the server), ns.
     pub server_handshake_ns: Option<u64>,
     /// From then to both handshakes complete (the handshake toward the client), ns.
@@ -300,6 +304,8 @@ impl SessionEvent {
                     "shown_certificate": d.shown_certificate.map(ShownCertificate::name),
                     "bytes_to_server": d.bytes_to_server,
                     "bytes_to_client": d.bytes_to_client,
+                    "records_to_server": d.records_to_server,
+                    "records_to_client": d.records_to_client,
                     "server_handshake_ms": d.server_handshake_ns.map(|n| n as f64 / 1e6),
                     "client_handshake_ms": d.client_handshake_ns.map(|n| n as f64 / 1e6),
                     "first_plaintext_ms": d.first_plaintext_ns.map(|n| n as f64 / 1e6),

@@ -47,6 +47,8 @@ pub struct Outcome {
     pub bytes_to_server: u64,
     /// Plaintext relayed server to client.
     pub bytes_to_client: u64,
+    /// Protected records received from the client, and from the server.
+    pub records: (u64, u64),
     /// How long its steps took.
     pub timings: Timings,
 }
@@ -179,6 +181,7 @@ impl Interception {
                 break;
             }
         }
+        self.outcome.records = self.relay.protected_records();
         self.carry_closes();
         self.tie_windows();
         self.check_timeouts(now_ns);

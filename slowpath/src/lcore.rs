@@ -809,6 +809,8 @@ impl SlowLcore {
             shown_certificate: flow.shown,
             bytes_to_server: o.bytes_to_server,
             bytes_to_client: o.bytes_to_client,
+            records_to_server: o.records.0,
+            records_to_client: o.records.1,
             server_handshake_ns: o.timings.server_certificate_ns,
             client_handshake_ns: o
                 .timings

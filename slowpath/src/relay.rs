@@ -197,6 +197,49 @@ pub struct Relay {
     failed_by_client: bool,
     /// Copy the plaintext into the events (only for export).
     plaintext_copies: bool,
+    /// Protected records received from the client, and from the server.
+    records: (ProtectedRecords, ProtectedRecords),
+}
+
+/// Counts the protected records of one direction's TLS byte stream as it
+/// arrives (before rustls opens them): every record after the side's
+/// ChangeCipherSpec, and every application_data record (TLS 1.3 sends all its
+/// protected records as such), handshake and alerts included.
+#[derive(Debug, Clone, Default)]
+struct ProtectedRecords {
+    /// Header bytes of the record being crossed, and how much of its body is left.
+    header: Vec<u8>,
+    body_left: usize,
+    after_ccs: bool,
+    count: u64,
+}
+
+impl ProtectedRecords {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() < 5 {
+                return;
+            }
+            let kind = self.header[0];
+            self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            self.header.clear();
+            match kind {
+                20 => self.after_ccs = true,
+                23 => self.count += 1,
+                21 | 22 if self.after_ccs => self.count += 1,
+                _ => {}
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -228,6 +271,7 @@ impl Relay {
             ended: false,
             failed_by_client: false,
             plaintext_copies: true,
+            records: Default::default(),
         }
     }
 
@@ -265,6 +309,12 @@ impl Relay {
     pub fn from_server(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
         self.accept_input(false, bytes)?;
         self.pump()
+    }
+
+    /// Protected records received (client to server, server to client): the
+    /// encrypted handshake records, data, alerts and post-handshake messages.
+    pub fn protected_records(&self) -> (u64, u64) {
+        (self.records.0.count, self.records.1.count)
     }
 
     /// TLS bytes to send to the client, appended to `out`; returns how many.
@@ -383,6 +433,11 @@ impl Relay {
     fn accept_input(&mut self, from_client: bool, bytes: &[u8]) -> Result<(), RelayError> {
         if self.ended {
             return Err(RelayError::Ended);
+        }
+        if from_client {
+            self.records.0.feed(bytes);
+        } else {
+            self.records.1.feed(bytes);
         }
         let (pending, side) =
             if from_client { (&mut self.client_tls, "client") } else { (&mut self.server_tls, "server") };
@@ -984,6 +1039,28 @@ impl KeyLog for NssKeyLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protected_records_are_counted_across_any_cut() {
+        let rec = |kind: u8, len: usize| {
+            let mut r = vec![kind, 3, 3, (len >> 8) as u8, len as u8];
+            r.extend(std::iter::repeat(0xab).take(len));
+            r
+        };
+        // TLS 1.2: hello in clear, CCS, Finished, two data records, an alert.
+        let tls12: Vec<u8> = [rec(22, 300), rec(20, 1), rec(22, 40), rec(23, 1000), rec(23, 5), rec(21, 26)].concat();
+        // TLS 1.3: ServerHello in clear, compatibility CCS, then everything as application_data.
+        let tls13: Vec<u8> = [rec(22, 90), rec(20, 1), rec(23, 2000), rec(23, 53), rec(23, 300)].concat();
+        for (bytes, want) in [(tls12, 4), (tls13, 3)] {
+            for cut in [1, 3, 5, 7, 64, 4096] {
+                let mut c = ProtectedRecords::default();
+                for piece in bytes.chunks(cut) {
+                    c.feed(piece);
+                }
+                assert_eq!(c.count, want, "cut {cut}");
+            }
+        }
+    }
     use rustls::pki_types::PrivateKeyDer;
     use rustls::server::WebPkiClientVerifier;
     use rustls::{Connection, ProtocolVersion, SupportedProtocolVersion};

@@ -161,7 +161,14 @@ fn decrypted_sessions_on_the_mirror_port_give_tshark_every_object_as_curl_got_it
         got.push((name.to_string(), b));
     }
     let (_, events) = stop_and_read_events(&mut gate, &dir.join("events.json"));
-    assert!(events.iter().filter(|e| e["policy"]["reason_code"] == "decrypted").count() >= 3, "{events:?}");
+    let decrypted: Vec<_> = events.iter().filter(|e| e["policy"]["reason_code"] == "decrypted").collect();
+    assert!(decrypted.len() >= 3, "{events:?}");
+    for e in &decrypted {
+        // TLS 1.3 both ways: the client's Finished and request at least; the server's flight, ticket(s) and answer.
+        assert_eq!(e["decrypt"]["mode"], "takeover", "{e}");
+        assert!(e["decrypt"]["records_to_server"].as_u64() >= Some(2), "{e}");
+        assert!(e["decrypt"]["records_to_client"].as_u64() >= Some(3), "{e}");
+    }
     std::thread::sleep(Duration::from_millis(500));
     let _ = Command::new("kill").args(["-INT", &dump.0.id().to_string()]).status();
     drop(dump);

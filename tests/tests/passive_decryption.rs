@@ -63,10 +63,20 @@ const CASES: &[Case] = &[
     gnutls("TLS 1.0 3DES-CBC-SHA", "NONE:+VERS-TLS1.0:+3DES-CBC:+RSA:+SHA1:+COMP-NULL:+SIGN-ALL"),
     gnutls("RC4-SHA", "NONE:+VERS-TLS1.2:+ARCFOUR-128:+RSA:+SHA1:+COMP-NULL:+SIGN-ALL"),
     gnutls("RC4-MD5", "NONE:+VERS-TLS1.2:+ARCFOUR-128:+RSA:+MD5:+COMP-NULL:+SIGN-ALL"),
+    // Without the extended master secret: the master secret from the randoms alone.
+    gnutls(
+        "AES128-SHA without extended master secret",
+        "NONE:+VERS-TLS1.2:+AES-128-CBC:+RSA:+SHA1:+COMP-NULL:+SIGN-ALL:%NO_SESSION_HASH",
+    ),
+    gnutls(
+        "AES256-GCM-SHA384 without extended master secret",
+        "NONE:+VERS-TLS1.2:+AES-256-GCM:+RSA:+AEAD:+COMP-NULL:+SIGN-ALL:%NO_SESSION_HASH",
+    ),
     // Only a key log opens these.
     ossl("ECDHE-RSA-AES256-GCM-SHA384", &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"], false),
     ossl("ECDHE-RSA-CHACHA20-POLY1305", &["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"], false),
     ossl("ECDHE-RSA-AES128-SHA256", &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA256"], false),
+    ossl("ECDHE-RSA-AES256-SHA384", &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA384"], false),
     ossl("DHE-RSA-AES128-CCM8", &["-tls1_2", "-cipher", "DHE-RSA-AES128-CCM8:@SECLEVEL=0"], false),
     ossl("TLS_AES_128_GCM_SHA256", &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"], false),
     ossl("TLS_AES_256_GCM_SHA384", &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"], false),
@@ -246,6 +256,8 @@ fn every_cipher_suite_is_read_passively_or_with_the_key_log_as_real_stacks_spoke
             assert_eq!(e["policy"]["reason_code"], "read_passively", "{}: {e}", case.name);
             assert_eq!(e["decrypt"]["mode"], "passive", "{}: {e}", case.name);
             assert_eq!(e["decrypt"]["records_failed"], 0, "{}: {e}", case.name);
+            let ems = !case.name.contains("without extended master secret");
+            assert_eq!(e["decrypt"]["extended_master_secret"], ems, "{}: {e}", case.name);
             let (to_server, to_client) = plain.get(port).unwrap_or_else(|| panic!("{}: nothing decrypted", case.name));
             assert_eq!(to_server, REQUEST, "{}", case.name);
             check_response(case, to_client, got);

@@ -101,6 +101,8 @@ pub struct Report {
     pub records_not_decrypted: u64,
     /// The session resumed one whose master secret was learned earlier.
     pub resumed: bool,
+    /// The master secret was derived with the extended master secret (RFC 7627).
+    pub extended_master_secret: bool,
     /// A record cut short by the end of the stream.
     pub truncated: bool,
 }
@@ -538,6 +540,7 @@ impl PassiveSession {
             }
         }
         if found.is_none() && !resumed {
+            self.report.extended_master_secret = h.client_ems && h.server_ems;
             let session_hash = if h.client_ems && h.server_ems {
                 match &h.session_hash {
                     Some(s) => Some(s.as_slice()),
