@@ -1044,7 +1044,7 @@ mod tests {
     fn protected_records_are_counted_across_any_cut() {
         let rec = |kind: u8, len: usize| {
             let mut r = vec![kind, 3, 3, (len >> 8) as u8, len as u8];
-            r.extend(std::iter::repeat(0xab).take(len));
+            r.extend(std::iter::repeat_n(0xab, len));
             r
         };
         // TLS 1.2: hello in clear, CCS, Finished, two data records, an alert.
