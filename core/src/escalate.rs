@@ -108,6 +108,23 @@ pub enum ToSlowPath {
     /// A segment of a flow it decrypts that came in IP fragments, reassembled
     /// by the worker (too large for an mbuf of the packet ring).
     Frame(Vec<u8>),
+    /// A copy of a packet the worker forwarded, of a flow a passive rule may
+    /// read (undecided yet) or reads.
+    Copy(Vec<u8>),
+    /// A flow a passive known-key rule reads: its event, completed with what
+    /// was read when the flow ends, and the key to read it with.
+    Passive(Box<PassiveWatch>),
+}
+
+/// What a slow-path lcore needs to read a flow passively.
+#[derive(Debug)]
+pub struct PassiveWatch {
+    /// The session's event, as the worker decided it (`read_passively`).
+    pub event: SessionEvent,
+    /// The policy the decision was taken by, and its known key's index.
+    pub policy: Arc<Policy>,
+    /// Index into the policy's known keys.
+    pub known_key: usize,
 }
 
 /// A server whose certificate a decrypt decision needed at the ClientHello

@@ -72,9 +72,17 @@ pub struct SessionEvent {
     pub dns: Option<Box<crate::dns::EchStrip>>,
 }
 
-/// What the slow path did with a session it took over.
+/// What the slow path did with a session it took over (or read passively).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecryptFacts {
+    /// How it was read: `None` taken over; `passive` read with a known key, the flow untouched.
+    pub mode: Option<&'static str>,
+    /// Records whose MAC or tag failed (passive reading; the direction is read no further).
+    pub records_failed: u64,
+    /// Protected records not opened (passive reading: no keys, or after a failure).
+    pub records_not_decrypted: u64,
+    /// Why reading failed or stopped (passive reading: `decryption_error`, `no_key`, ...).
+    pub reason_code: Option<&'static str>,
     /// TLS version with the client (tlsgate's server side).
     pub client_version: Option<&'static str>,
     /// TLS version with the server (tlsgate's client side).
@@ -295,8 +303,11 @@ impl SessionEvent {
             o.insert(
                 "decrypt".into(),
                 json!({
-                    // Taken over by the slow path (a replay's reader says passive or keylog).
-                    "mode": "takeover",
+                    // Taken over by the slow path, or read passively (a replay's reader also says keylog).
+                    "mode": d.mode.unwrap_or("takeover"),
+                    "records_failed": d.records_failed,
+                    "records_not_decrypted": d.records_not_decrypted,
+                    "reason_code": d.reason_code,
                     "client_version": d.client_version,
                     "server_version": d.server_version,
                     "alpn": d.alpn,

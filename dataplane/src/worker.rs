@@ -654,7 +654,12 @@ fn inspect(
     } else {
         ins.inspector.on_packet(&m.to_vec(), p, now, out)
     };
-    let verdict = if out.escalations.is_empty() && out.probes.is_empty() && out.to_slow_path.is_empty() {
+    let verdict = if out.escalations.is_empty()
+        && out.probes.is_empty()
+        && out.to_slow_path.is_empty()
+        && out.copies.is_empty()
+        && out.passive.is_empty()
+    {
         verdict
     } else {
         hand_over(ins, slow_flows, now, out, verdict)
@@ -692,6 +697,24 @@ fn hand_over(
     for (lcore, frame) in std::mem::take(&mut out.to_slow_path) {
         if let Some(ring) = slow_flows.get_mut(lcore as usize) {
             let _ = ring.push(Box::new(ToSlowPath::Frame(frame)));
+        }
+    }
+    // Passive reading: copies of forwarded packets, then the flows a rule chose to read.
+    for (lcore, frame) in std::mem::take(&mut out.copies) {
+        let sent =
+            slow_flows.get_mut(lcore as usize).is_some_and(|r| r.push(Box::new(ToSlowPath::Copy(frame))).is_ok());
+        if !sent {
+            ins.inspector.passive_copy_lost();
+        }
+    }
+    for (lcore, watch) in std::mem::take(&mut out.passive) {
+        let refused = match slow_flows.get_mut(lcore as usize) {
+            Some(ring) => ring.push(Box::new(ToSlowPath::Passive(watch))).err(),
+            None => Some(Box::new(ToSlowPath::Passive(watch))),
+        };
+        // Not handed over: the event is written now, without what reading would have said.
+        if let Some(ToSlowPath::Passive(w)) = refused.map(|b| *b) {
+            out.events.push(w.event);
         }
     }
     for probe in std::mem::take(&mut out.probes) {

@@ -35,6 +35,7 @@ use crate::export::{DecryptedStream, Frames};
 use crate::forge::Forger;
 use crate::intercept::{Finished, Interception, Output};
 use crate::keys::{Accepts, KeyMaker, LeafKeyStats, LeafKeys};
+use crate::passive::live::LiveReader;
 use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, Relay, RelayConfig};
 use crate::wire::{segment_of, FlowTemplate};
@@ -124,6 +125,8 @@ const NS: u64 = 1_000_000_000;
 const LINGER_NS: u64 = 2 * NS;
 /// How often sessions' timers are looked at.
 const SWEEP_NS: u64 = NS / 1000;
+/// Flows a slow-path lcore reads passively at once (undecided ones included).
+const PASSIVE_FLOWS: usize = 65_536;
 /// How often every session is looked at (idle, handshake deadline).
 const FULL_SWEEP_NS: u64 = NS / 10;
 /// Servers whose last certificate this lcore remembers.
@@ -166,6 +169,10 @@ tlsgate_core::counters! {
         leaf_keys_made_on_path,
         /// Records for the control thread lost to a full ring.
         records_lost,
+        /// Copies of forwarded packets received, of flows a passive rule reads or may read.
+        passive_copies,
+        /// Sessions read passively to their end (no record failed).
+        sessions_read_passively,
         /// Decrypted frames sent to the mirror port.
         mirrored,
         /// Decrypted frames the mirror port had no room for (or no mbuf), dropped.
@@ -255,6 +262,8 @@ pub struct SlowLcore {
     probes: HashMap<FlowKey, RunningProbe, RandomState>,
     /// For probes' ports and sequence numbers.
     rng: u64,
+    /// Flows read passively (copies of their packets from the workers).
+    passive: LiveReader,
 }
 
 /// A probe and what it needs to send and to report.
@@ -292,6 +301,7 @@ impl SlowLcore {
             learned: HashMap::default(),
             probes: HashMap::default(),
             rng: seed | 1,
+            passive: LiveReader::new(PASSIVE_FLOWS),
         }
     }
 
@@ -305,6 +315,28 @@ impl SlowLcore {
                     self.drive(&key, now, link);
                 }
             }
+            ToSlowPath::Copy(frame) => {
+                self.counters.passive_copies += 1;
+                let (mut frames, mut events) = (Frames::new(), Vec::new());
+                self.passive.copy(now, &frame, &mut frames, &mut events);
+                self.passive_out(frames, events, link);
+            }
+            ToSlowPath::Passive(watch) => self.passive.watch(*watch, now),
+        }
+    }
+
+    /// What passive reading made: decrypted frames (pcap, mirror) and the events of sessions that ended.
+    fn passive_out(&mut self, frames: Frames, events: Vec<SessionEvent>, link: &mut dyn Link) {
+        if !frames.is_empty() {
+            self.export(frames, link);
+        }
+        for ev in events {
+            if let Some(d) = &ev.decrypt {
+                self.counters.sessions_read_passively += u64::from(d.reason_code.is_none());
+                self.counters.plaintext_to_server += d.bytes_to_server;
+                self.counters.plaintext_to_client += d.bytes_to_client;
+            }
+            link.record(SlowRecord::Event(Box::new(ev)));
         }
     }
 
@@ -316,6 +348,9 @@ impl SlowLcore {
         }
         self.last_sweep = now;
         self.sweep(now, link);
+        let (mut frames, mut events) = (Frames::new(), Vec::new());
+        self.passive.expire(now, self.cfg.handshake_ns, self.cfg.idle_ns, &mut frames, &mut events);
+        self.passive_out(frames, events, link);
         true
     }
 
@@ -894,6 +929,9 @@ impl SlowLcore {
 
     /// At shutdown, after [`SlowLcore::close_all`]: every session still open gets its event.
     pub fn finish_all(&mut self, now: u64, link: &mut dyn Link) {
+        let (mut frames, mut events) = (Frames::new(), Vec::new());
+        self.passive.finish(now, &mut frames, &mut events);
+        self.passive_out(frames, events, link);
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for k in keys {
             if let Some(mut f) = self.flows.remove(&k) {

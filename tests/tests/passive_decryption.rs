@@ -372,3 +372,94 @@ fn resumed_sessions_are_read_with_the_master_secret_of_the_session_they_resume()
         assert_eq!(&plain[port].1, got, "session {i}");
     }
 }
+
+#[test]
+fn a_passive_rule_on_a_live_flow_reads_it_while_the_client_sees_the_server_itself() {
+    use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Topology};
+    let _g = dpdk_lock();
+    let topo = Topology::new(24);
+    let dir = Scratch::new("passive-live");
+    let (cert, key) = rsa_server_certificate(&dir);
+    let policy = passive_policy(&dir, &cert, &key);
+    let settings =
+        topo.settings_with_slow_path(1, 1).replace("[slowpath]\n", "[slowpath]\ndecrypted_pcap = \"decrypted.pcap\"\n");
+    let cfg = dir.path("tlsgate.toml");
+    std::fs::write(&cfg, format!("policy = {:?}\nevents = \"events.json\"\n{settings}", policy.display().to_string()))
+        .unwrap();
+    let counters = dir.path("counters.json");
+    let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", counters.to_str().unwrap()]);
+    let server = topo
+        .exec(&topo.srv, "openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("{}:443", topo.srv_ip),
+            "-www",
+            "-tls1_2",
+            "-cipher",
+            "AES128-GCM-SHA256",
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let _server = Reaped(server);
+    let connect = format!("{}:443", topo.srv_ip);
+    // The certificate the client is shown: the server's own, byte for byte (retried while things come up).
+    let start = std::time::Instant::now();
+    let shown = loop {
+        let o = run_with_limit(
+            topo.exec(&topo.cli, "openssl").args(["s_client", "-connect", &connect, "-showcerts"]),
+            Duration::from_secs(10),
+        );
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if text.contains("BEGIN CERTIFICATE") {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no handshake through tlsgate: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let own = std::fs::read_to_string(&cert).unwrap();
+    let body = |pem: &str| -> String {
+        let b = pem.split("-----BEGIN CERTIFICATE-----").nth(1).unwrap_or_default();
+        b.split("-----END CERTIFICATE-----").next().unwrap_or_default().split_whitespace().collect()
+    };
+    assert_eq!(body(&shown), body(&own), "the client sees the server's own certificate");
+    let mut c = topo.exec(&topo.cli, "openssl");
+    c.args(["s_client", "-connect", &connect, "-quiet"]);
+    let page = run_client(c);
+    assert!(String::from_utf8_lossy(&page).contains("HTTP/1.0 200"), "{}", String::from_utf8_lossy(&page));
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, events) = stop_and_read_events(&mut gate, &dir.path("events.json"));
+    let read: Vec<&Value> = events.iter().filter(|e| e["decrypt"]["bytes_to_server"] == REQUEST.len()).collect();
+    assert_eq!(read.len(), 1, "{events:?}");
+    let e = read[0];
+    assert_eq!(e["policy"]["reason_code"], "read_passively", "{e}");
+    assert_eq!(e["policy"]["actual_action"], "do-not-decrypt", "{e}");
+    assert_eq!(e["decrypt"]["mode"], "passive", "{e}");
+    assert_eq!(e["decrypt"]["bytes_to_client"], page.len(), "{e}");
+    assert_eq!(e["decrypt"]["records_failed"], 0, "{e}");
+    assert!(e["decrypt"]["reason_code"].is_null(), "{e}");
+    // The plaintext in the decrypted pcap, as the client sent and got it.
+    let mut to_server = Vec::new();
+    let mut to_client = Vec::new();
+    for f in pcap_frames(&dir.path("decrypted.pcap")) {
+        let t = TcpFrame::parse(&f).expect("TCP");
+        if t.dst_port == 443 {
+            to_server.extend_from_slice(t.payload());
+        } else {
+            to_client.extend_from_slice(t.payload());
+        }
+    }
+    assert_eq!(to_server, REQUEST);
+    assert_eq!(to_client, page);
+    let c: Value = serde_json::from_slice(&std::fs::read(&counters).unwrap()).unwrap();
+    assert!(c["slow_path"][0]["passive_copies"].as_u64() > Some(10), "{c}");
+    // The -showcerts session and the page's, both read (the first carried no data).
+    assert_eq!(c["slow_path"][0]["sessions_read_passively"], 2, "{c}");
+    assert_eq!(c["slow_path"][0]["flows_taken_over"], 0, "{c}");
+}

@@ -47,6 +47,8 @@ pub struct Policy {
     known_key_rules: Vec<(usize, [u8; 32])>,
     /// Some enabled rule decrypts.
     may_decrypt: bool,
+    /// Some enabled rule reads sessions passively.
+    may_read_passively: bool,
     /// Each rule's conditions in words, for [`Policy::summary`].
     conditions: Vec<String>,
     index: RuleIndex,
@@ -101,6 +103,11 @@ impl Policy {
     /// The imported keys for `decrypt-known-key`; `Action::DecryptKnownKey::known_key` indexes this.
     pub fn known_keys(&self) -> &[KnownKey] {
         &self.known_keys
+    }
+
+    /// Whether an enabled rule reads sessions passively (`decrypt-known-key`, `mode = "passive"`).
+    pub fn has_passive_rules(&self) -> bool {
+        self.may_read_passively
     }
 
     /// The imported keys enabled passive `decrypt-known-key` rules read sessions with.
@@ -171,6 +178,7 @@ impl Policy {
     fn from_source(src: Source, path: Option<&Path>) -> Policy {
         let Source { default_action, undecryptable, trust, cas, known_keys, certificates, rules } = src;
         let compiled = compile::compile(rules, &certificates, &known_keys);
+        let may_read_passively = compiled.rules.iter().any(|r| r.enabled && r.action.is_passive());
         Policy {
             source: path.map(Path::to_path_buf),
             default_action,
@@ -190,6 +198,7 @@ impl Policy {
             rules: compiled.rules,
             known_key_rules: compiled.known_key_rules,
             may_decrypt: compiled.may_decrypt,
+            may_read_passively,
             conditions: compiled.conditions,
             index: compiled.index,
         }

@@ -28,7 +28,7 @@ use tlsgate_config::{
     SlowPathSettings, SlowWhenFull, Unjudged, WhenFull,
 };
 
-use crate::escalate::{Escalation, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
+use crate::escalate::{Escalation, PassiveWatch, ProbeRequest, SlowUpdate, TcpSeen, TcpSideSeen};
 use crate::event::SessionEvent;
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::fragment::{Defrag, Defragmenter, FragmentLimits, Refusal};
@@ -125,6 +125,11 @@ pub struct Output {
     pub released: Vec<Vec<u8>>,
     /// Whole segments (reassembled from IP fragments) for a slow-path lcore.
     pub to_slow_path: Vec<(u8, Vec<u8>)>,
+    /// Copies of forwarded packets for the slow-path lcore that reads (or
+    /// may read) their flow passively.
+    pub copies: Vec<(u8, Vec<u8>)>,
+    /// Flows a passive rule decided to read, for their slow-path lcore.
+    pub passive: Vec<(u8, Box<PassiveWatch>)>,
     /// Fragments of a datagram whose flow another worker owns (by index), to
     /// hand to it; they arrived on this packet's port.
     pub redirected: Vec<(usize, Vec<u8>)>,
@@ -242,6 +247,8 @@ crate::counters! {
         dns_untouched_malformed,
         /// DNS answers with ECH forwarded untouched: they came in IP fragments.
         dns_untouched_fragmented,
+        /// Copies for passive reading the slow path's ring had no room for (the session's reading fails).
+        passive_copies_lost,
     }
 }
 
@@ -456,6 +463,11 @@ impl Inspector {
         self.judge.verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)?;
         self.judge.policy = policy;
         Ok(())
+    }
+
+    /// A copy for passive reading (in [`Output::copies`]) could not be handed over.
+    pub fn passive_copy_lost(&mut self) {
+        self.judge.counters.passive_copies_lost += 1;
     }
 
     /// Inspects one frame that arrived on port index `ingress` at `now_ns`.
@@ -727,7 +739,7 @@ impl Inspector {
         // sent no payload yet (a SYN flood's), or one closed and decided.
         let evictable = |state: &FlowState| match state {
             FlowState::Inspecting(s) => s.seen == Seen::Nothing,
-            FlowState::Bypass { fins } | FlowState::Blocked { fins } => *fins == 3,
+            FlowState::Bypass { fins } | FlowState::Blocked { fins } | FlowState::Passive { fins, .. } => *fins == 3,
             FlowState::Guarded(g) => g.fins == 3,
             FlowState::Intercepted(_) => false,
         };
@@ -764,6 +776,16 @@ impl Inspector {
         out: &mut Output,
     ) -> Verdict {
         let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
+        // A flow a passive rule reads, or may still read: its slow-path lcore gets a copy of every packet.
+        let copy_to = match state {
+            FlowState::Passive { lcore, .. } => Some(*lcore),
+            FlowState::Inspecting(s) => self.judge.passive_lcore(s),
+            _ => None,
+        };
+        if let Some(lcore) = copy_to {
+            out.copies.push((lcore, t.frame().to_vec()));
+        }
+        let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
         if let FlowState::Inspecting(s) = state {
             let side = usize::from(from_lo != s.client_is_lo);
             if s.entered_by[side].is_none() {
@@ -786,7 +808,7 @@ impl Inspector {
         let settings = &self.judge.settings;
         let decided_ns = if closed { settings.closed_timeout } else { settings.decided_timeout } as u64 * NS;
         match state {
-            FlowState::Bypass { .. } => {
+            FlowState::Bypass { .. } | FlowState::Passive { .. } => {
                 self.table.touch(id, now, decided_ns);
                 Verdict::Forward
             }
@@ -878,6 +900,23 @@ impl Inspector {
                         self.table.touch(id, now, inspecting_ns);
                         return if sent_after_held { Verdict::Drop(DropReason::Held) } else { Verdict::Forward };
                     }
+                }
+                // Read passively on the appliance: the slow-path lcore that got the flow's copies
+                // writes the event when the flow ends, with what it read.
+                let reader = match state {
+                    FlowState::Inspecting(s) if r.cause == Cause::ReadPassively => self.judge.passive_lcore(s),
+                    _ => None,
+                };
+                if let Some(lcore) = reader {
+                    if let Some(s) = state.read_passively(lcore) {
+                        let (policy, asked) = (s.policy.clone(), r.asked);
+                        self.judge.emit(s, r, now, now, out);
+                        if let (Some(event), Action::DecryptKnownKey { known_key, .. }) = (out.events.pop(), asked) {
+                            out.passive.push((lcore, Box::new(PassiveWatch { event, policy, known_key })));
+                        }
+                    }
+                    self.table.touch(id, now, decided_ns);
+                    return if sent_after_held { Verdict::Drop(DropReason::Held) } else { Verdict::Forward };
                 }
                 if let Some(mut s) = state.settle(action) {
                     let decided_at = match &s.phase {
@@ -1666,6 +1705,13 @@ impl Judge {
     }
 
     /// Ends a session with its event (dated `decided_at`); its facts move into the event.
+    /// The slow-path lcore that gets copies of an undecided flow's packets:
+    /// one runs, and a passive rule may read the session.
+    fn passive_lcore(&self, s: &Session) -> Option<u8> {
+        let slow = self.slow.as_ref().filter(|p| p.lcores > 0)?;
+        s.policy.has_passive_rules().then(|| (s.flow_id % slow.lcores as u64) as u8)
+    }
+
     fn emit(&mut self, s: Box<Session>, r: Resolution, decided_at: u64, now: u64, out: &mut Output) {
         self.counters.sessions += 1;
         match r.action {

@@ -36,6 +36,14 @@ pub(super) enum FlowState {
     /// Being decrypted on this slow-path lcore; it owns the connection,
     /// FIN and RST included.
     Intercepted(u8),
+    /// Forwarded untouched, like `Bypass`, and read by this slow-path lcore
+    /// (a passive known-key rule): every packet is copied to it.
+    Passive {
+        /// The lcore reading it.
+        lcore: u8,
+        /// FIN seen from lo (bit 0) and hi (bit 1).
+        fins: u8,
+    },
 }
 
 impl FlowState {
@@ -47,6 +55,15 @@ impl FlowState {
             FinalAction::Block | FinalAction::BlockWithReset => FlowState::Blocked { fins },
         };
         match std::mem::replace(self, to) {
+            FlowState::Inspecting(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The flow is read passively by slow-path lcore `lcore`: its session comes out.
+    pub(super) fn read_passively(&mut self, lcore: u8) -> Option<Box<Session>> {
+        let fins = self.fins();
+        match std::mem::replace(self, FlowState::Passive { lcore, fins }) {
             FlowState::Inspecting(s) => Some(s),
             _ => None,
         }
@@ -69,7 +86,7 @@ impl FlowState {
     pub(super) fn fins(&self) -> u8 {
         match self {
             FlowState::Inspecting(s) => s.fins,
-            FlowState::Bypass { fins } | FlowState::Blocked { fins } => *fins,
+            FlowState::Bypass { fins } | FlowState::Blocked { fins } | FlowState::Passive { fins, .. } => *fins,
             FlowState::Guarded(g) => g.fins,
             FlowState::Intercepted(_) => 0,
         }
@@ -83,7 +100,7 @@ impl FlowState {
                 s.fins |= bit;
                 s.fins
             }
-            FlowState::Bypass { fins } | FlowState::Blocked { fins } => {
+            FlowState::Bypass { fins } | FlowState::Blocked { fins } | FlowState::Passive { fins, .. } => {
                 *fins |= bit;
                 *fins
             }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use tlsgate_core::packet::{tcp_flags, Addr, TcpFrame};
 use tlsgate_core::tls::reassembly::StreamReassembler;
 
-use super::{Keys, PassiveSession, Plaintext, Report};
+use super::{Keys, PassiveSession, Plaintext, Report, ServerKey};
 use crate::export::{DecryptedStream, Frames};
 use crate::wire::FlowTemplate;
 
@@ -49,6 +49,8 @@ type FlowKey = ((Addr, u16), (Addr, u16));
 
 struct Flow {
     first_ns: u64,
+    /// Time of its last frame.
+    last_ns: u64,
     /// Whether the lower endpoint of the key is the client; unknown until a SYN or a ClientHello.
     client_is_low: Option<bool>,
     /// Reassembly of what the low endpoint sent, and the high one.
@@ -113,6 +115,7 @@ impl CaptureReader {
             }
             let flow = Flow {
                 first_ns: ns,
+                last_ns: ns,
                 client_is_low: None,
                 streams: [StreamReassembler::new(REASSEMBLY_CAP), StreamReassembler::new(REASSEMBLY_CAP)],
                 templates: [None, None],
@@ -127,6 +130,7 @@ impl CaptureReader {
             self.flows.insert(key, flow);
         }
         let Some(flow) = self.flows.get_mut(&key) else { return };
+        flow.last_ns = ns;
         if flow.templates[side].is_none() {
             flow.templates[side] = Some(FlowTemplate::from_client_frame(&t));
         }
@@ -187,6 +191,68 @@ impl CaptureReader {
         }
     }
 
+    /// Adds an imported server key (once per certificate).
+    pub fn add_server_key(&mut self, key: ServerKey) {
+        if !self.keys.server_keys.iter().any(|k| k.cert_sha256 == key.cert_sha256) {
+            self.keys.server_keys.push(key);
+        }
+    }
+
+    /// Whether a key for this certificate is held.
+    pub fn has_server_key(&self, cert_sha256: &[u8; 32]) -> bool {
+        self.keys.server_keys.iter().any(|k| &k.cert_sha256 == cert_sha256)
+    }
+
+    /// Imported keys may read this (client, server) flow too (see [`CaptureReader::passive_only_for`]).
+    pub fn allow(&mut self, flow: (Endpoint, Endpoint)) {
+        self.passive_only_for.get_or_insert_with(HashSet::new).insert(flow);
+    }
+
+    /// Forgets a flow no longer allowed (its event was written).
+    pub fn disallow(&mut self, flow: &(Endpoint, Endpoint)) {
+        if let Some(s) = &mut self.passive_only_for {
+            s.remove(flow);
+        }
+    }
+
+    /// The sessions whose flows ended since the last call.
+    pub fn take_done(&mut self) -> Vec<SessionReport> {
+        std::mem::take(&mut self.done)
+    }
+
+    /// Ends the flows with no frame for `idle_ns` (`watched` ones: `watched_idle_ns`).
+    pub fn expire(&mut self, ns: u64, idle_ns: u64, watched_idle_ns: u64, out: &mut Frames) {
+        let only = self.passive_only_for.clone().unwrap_or_default();
+        let stale: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                let limit = if f.endpoints().is_some_and(|e| only.contains(&e)) { watched_idle_ns } else { idle_ns };
+                ns.saturating_sub(f.last_ns) > limit
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(f) = self.flows.remove(&k) {
+                self.close(f, ns, out);
+            }
+        }
+    }
+
+    /// Flows held now.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Ends every flow still open; the sessions go to [`CaptureReader::take_done`].
+    pub fn close_all(&mut self, ns: u64, out: &mut Frames) {
+        let mut left: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        left.sort_by_key(|f| f.first_ns);
+        for f in left {
+            self.close(f, ns, out);
+        }
+    }
+
     /// Ends every flow still open (the capture ended); returns the sessions read.
     pub fn finish(mut self, ns: u64, out: &mut Frames) -> Vec<SessionReport> {
         let mut left: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
@@ -216,6 +282,14 @@ impl CaptureReader {
 }
 
 impl Flow {
+    /// (client, server), once the client is known.
+    fn endpoints(&self) -> Option<(Endpoint, Endpoint)> {
+        let client_is_low = self.client_is_low?;
+        let ip = |a: &Addr| to_ip(a, self.ipv6);
+        let (low, high) = ((ip(&self.key.0 .0), self.key.0 .1), (ip(&self.key.1 .0), self.key.1 .1));
+        Some(if client_is_low { (low, high) } else { (high, low) })
+    }
+
     /// The client's stream began with a ClientHello.
     fn session_started(&self) -> bool {
         self.session.hello.client_random.is_some()

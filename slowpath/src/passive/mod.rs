@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod kdf;
 pub mod keylog;
+pub mod live;
 pub mod record;
 pub use tlsgate_core::tls::suites as suite;
 
