@@ -220,6 +220,58 @@ pub fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A link for a mirror port, in the middle namespace: tlsgate sends on one
+/// end (`tlsgate_if`, for an af_packet vdev), tcpdump writes what arrives on
+/// the other into a pcap (TCP only); IPv6 is off there, so that nothing else speaks.
+pub struct MirrorLink {
+    /// The end tlsgate sends on.
+    pub tlsgate_if: String,
+    pcap: std::path::PathBuf,
+    dump: Option<Child>,
+}
+
+impl MirrorLink {
+    /// Makes the link (`tag`: two letters naming it) and starts tcpdump writing `pcap`.
+    pub fn new(topo: &Topology, tag: &str, pcap: &std::path::Path) -> MirrorLink {
+        let id = std::process::id() % 10000;
+        let (a, b) = (format!("tg{tag}A{id}"), format!("tg{tag}B{id}"));
+        must(&["ip", "-n", &topo.mid, "link", "add", &a, "type", "veth", "peer", "name", &b]);
+        must(&["ip", "netns", "exec", &topo.mid, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        must(&["ip", "-n", &topo.mid, "link", "set", &a, "up"]);
+        must(&["ip", "-n", &topo.mid, "link", "set", &b, "up"]);
+        let dump = topo
+            .exec(&topo.mid, "tcpdump")
+            .args(["-i", &b, "-U", "--immediate-mode", "-B", "32768", "-Z", "root", "tcp", "-w"])
+            .arg(pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump (scripts/setup installs it)");
+        // tcpdump listens within a moment; what tlsgate sends comes later still.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        MirrorLink { tlsgate_if: a, pcap: pcap.to_path_buf(), dump: Some(dump) }
+    }
+
+    /// Stops tcpdump (it writes out what it holds) and returns the frames that arrived.
+    pub fn frames(mut self) -> Vec<Vec<u8>> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if let Some(mut d) = self.dump.take() {
+            crate::signal(&d, "INT");
+            let _ = d.wait();
+        }
+        crate::pcap_frames(&self.pcap)
+    }
+}
+
+impl Drop for MirrorLink {
+    fn drop(&mut self) {
+        if let Some(d) = &mut self.dump {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in [&self.cli, &self.mid, &self.srv] {

@@ -6,12 +6,13 @@
 //! decrypted pcap file.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tlsgate_core::packet::TcpFrame;
-use tlsgate_tests::capture::Reaped;
-use tlsgate_tests::netns::{payload, sha256_hex, start_https_server, start_tlsgate, stop_and_read_events, Topology};
+use tlsgate_tests::netns::{
+    payload, sha256_hex, start_https_server, start_tlsgate, stop_and_read_events, MirrorLink, Topology,
+};
 use tlsgate_tests::{dpdk_lock, pcap_frames, run_with_limit, text, Scratch};
 
 /// The MAC the mirrored frames are sent to.
@@ -91,27 +92,9 @@ fn decrypted_sessions_on_the_mirror_port_give_tshark_every_object_as_curl_got_it
     .unwrap();
 
     // The mirror link: tlsgate on one end, tcpdump (the IDS) on the other, both in the middle namespace.
-    let (mirror_if, ids_if) =
-        (format!("tgmA{}", std::process::id() % 10000), format!("tgmB{}", std::process::id() % 10000));
-    for args in [
-        vec!["ip", "-n", &topo.mid, "link", "add", &mirror_if, "type", "veth", "peer", "name", &ids_if],
-        vec!["ip", "-n", &topo.mid, "link", "set", &mirror_if, "up"],
-        vec!["ip", "-n", &topo.mid, "link", "set", &ids_if, "up"],
-        vec!["ip", "netns", "exec", &topo.mid, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-    ] {
-        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    }
     let mirror_pcap = dir.join("mirror.pcap");
-    let dump = topo
-        .exec(&topo.mid, "tcpdump")
-        .args(["-i", &ids_if, "-U", "--immediate-mode", "-Z", "root", "-w"])
-        .arg(&mirror_pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    let dump = Reaped(dump);
+    let link = MirrorLink::new(&topo, "m", &mirror_pcap);
+    let mirror_if = link.tlsgate_if.clone();
 
     let settings = topo
         .settings_with_slow_path(1, 1)
@@ -169,17 +152,18 @@ fn decrypted_sessions_on_the_mirror_port_give_tshark_every_object_as_curl_got_it
         assert!(e["decrypt"]["records_to_server"].as_u64() >= Some(2), "{e}");
         assert!(e["decrypt"]["records_to_client"].as_u64() >= Some(3), "{e}");
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill").args(["-INT", &dump.0.id().to_string()]).status();
-    drop(dump);
 
     // What arrived on the mirror: to the IDS's MAC, and what tshark carves from it.
-    let frames = pcap_frames(&mirror_pcap);
+    let frames = link.frames();
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&counters).unwrap()).unwrap();
     assert!(!frames.is_empty(), "nothing arrived on the mirror; counters: {}", c["slow_path"]);
     let mac: Vec<u8> = IDS_MAC.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
     let mirrored: Vec<&Vec<u8>> = frames.iter().filter(|f| TcpFrame::parse(f).is_some()).collect();
     assert!(mirrored.iter().all(|f| f[..6] == mac[..]), "every mirrored frame goes to the IDS's MAC");
+    // The same streams as the decrypted pcap file (the destination MAC aside).
+    let file: Vec<Vec<u8>> = pcap_frames(&dir.join("decrypted.pcap")).into_iter().map(|f| f[6..].to_vec()).collect();
+    let wire: Vec<Vec<u8>> = mirrored.iter().map(|f| f[6..].to_vec()).collect();
+    assert_eq!(wire, file, "the mirror carries the decrypted pcap's frames");
     let objects = dir.join("objects");
     let o = run_with_limit(
         Command::new("tshark")
@@ -194,10 +178,6 @@ fn decrypted_sessions_on_the_mirror_port_give_tshark_every_object_as_curl_got_it
         let carved = std::fs::read(objects.join(name)).unwrap_or_else(|e| panic!("tshark carved no {name}: {e}"));
         assert_eq!(sha256_hex(&carved), sha256_hex(body), "{name} on the mirror as curl got it");
     }
-    // The same streams as the decrypted pcap file (the destination MAC aside).
-    let file: Vec<Vec<u8>> = pcap_frames(&dir.join("decrypted.pcap")).into_iter().map(|f| f[6..].to_vec()).collect();
-    let wire: Vec<Vec<u8>> = mirrored.iter().map(|f| f[6..].to_vec()).collect();
-    assert_eq!(wire, file, "the mirror carries the decrypted pcap's frames");
     assert_eq!(c["slow_path"][0]["mirrored"].as_u64(), Some(file.len() as u64), "{c}");
     assert_eq!(c["slow_path"][0]["mirror_dropped"].as_u64(), Some(0), "{c}");
 }

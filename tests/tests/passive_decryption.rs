@@ -375,33 +375,15 @@ fn resumed_sessions_are_read_with_the_master_secret_of_the_session_they_resume()
 
 #[test]
 fn a_passive_rule_on_a_live_flow_reads_it_while_the_client_sees_the_server_itself() {
-    use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, Topology};
+    use tlsgate_tests::netns::{start_tlsgate, stop_and_read_events, MirrorLink, Topology};
     let _g = dpdk_lock();
     let topo = Topology::new(24);
     let dir = Scratch::new("passive-live");
     let (cert, key) = rsa_server_certificate(&dir);
     let policy = passive_policy(&dir, &cert, &key);
     // A mirror link beside: tlsgate on one end, tcpdump on the other.
-    let id = std::process::id() % 10000;
-    let (mirror_if, ids_if) = (format!("tgpA{id}"), format!("tgpB{id}"));
-    for args in [
-        vec!["ip", "-n", &topo.mid, "link", "add", &mirror_if, "type", "veth", "peer", "name", &ids_if],
-        vec!["ip", "-n", &topo.mid, "link", "set", &mirror_if, "up"],
-        vec!["ip", "-n", &topo.mid, "link", "set", &ids_if, "up"],
-    ] {
-        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    let mirror_pcap = dir.path("mirror.pcap");
-    let dump = topo
-        .exec(&topo.mid, "tcpdump")
-        .args(["-i", &ids_if, "-U", "--immediate-mode", "-Z", "root", "tcp", "-w"])
-        .arg(&mirror_pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    let dump = Reaped(dump);
+    let link = MirrorLink::new(&topo, "p", &dir.path("mirror.pcap"));
+    let mirror_if = link.tlsgate_if.clone();
     let settings = topo
         .settings_with_slow_path(1, 1)
         .replace("qpairs=2\"]", &format!("qpairs=2\", \"--vdev=net_af_packet2,iface={mirror_if}\"]"))
@@ -487,11 +469,8 @@ fn a_passive_rule_on_a_live_flow_reads_it_while_the_client_sees_the_server_itsel
     assert_eq!(to_server, REQUEST);
     assert_eq!(to_client, page);
     // And the same frames on the mirror port.
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill").args(["-INT", &dump.0.id().to_string()]).status();
-    drop(dump);
     let file: Vec<Vec<u8>> = pcap_frames(&dir.path("decrypted.pcap"));
-    assert_eq!(pcap_frames(&mirror_pcap), file, "the mirror carries the decrypted pcap's frames");
+    assert_eq!(link.frames(), file, "the mirror carries the decrypted pcap's frames");
     let c: Value = serde_json::from_slice(&std::fs::read(&counters).unwrap()).unwrap();
     assert!(c["slow_path"][0]["passive_copies"].as_u64() > Some(10), "{c}");
     // The -showcerts session and the page's, both read (the first carried no data).

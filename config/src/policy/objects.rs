@@ -55,19 +55,6 @@ impl CaObject {
     pub fn private_key(&self) -> PrivateKeyDer<'static> {
         private_key(&self.key_der, self.key_format)
     }
-
-    /// Whether the key is an RSA key (PKCS#1, or PKCS#8 with the rsaEncryption algorithm).
-    pub fn is_rsa(&self) -> bool {
-        const RSA_ENCRYPTION: [u8; 11] = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-        match self.key_format {
-            KeyFormat::Pkcs1 => true,
-            KeyFormat::Sec1 => false,
-            // PrivateKeyInfo: SEQUENCE { version, AlgorithmIdentifier { OID, ... }, ... }: the OID comes early.
-            KeyFormat::Pkcs8 => {
-                self.key_der.get(..32).unwrap_or(&self.key_der).windows(11).any(|w| w == RSA_ENCRYPTION)
-            }
-        }
-    }
 }
 
 impl fmt::Debug for CaObject {

@@ -424,21 +424,15 @@ impl PassiveSession {
     fn handshake_bytes(&mut self, keys: &mut Keys, d: usize, fragment: &[u8]) {
         self.dirs[d].handshake.extend_from_slice(fragment);
         loop {
-            let buf = &self.dirs[d].handshake;
-            if buf.len() < 4 {
-                return;
+            match next_message(&mut self.dirs[d].handshake) {
+                Ok(Some(msg)) => self.handshake_message(keys, d, &msg),
+                Ok(None) => return,
+                Err(TooLarge) => {
+                    self.report.unreadable.get_or_insert(Unreadable::HandshakeTooLarge);
+                    self.dirs[d].stopped = true;
+                    return;
+                }
             }
-            let len = (usize::from(buf[1]) << 16) | (usize::from(buf[2]) << 8) | usize::from(buf[3]);
-            if len > MAX_HANDSHAKE_MESSAGE {
-                self.report.unreadable.get_or_insert(Unreadable::HandshakeTooLarge);
-                self.dirs[d].stopped = true;
-                return;
-            }
-            if buf.len() < 4 + len {
-                return;
-            }
-            let msg: Vec<u8> = self.dirs[d].handshake.drain(..4 + len).collect();
-            self.handshake_message(keys, d, &msg);
         }
     }
 
@@ -630,20 +624,14 @@ impl PassiveSession {
     fn tls13_handshake(&mut self, d: usize, plaintext: &[u8]) {
         self.dirs[d].handshake.extend_from_slice(plaintext);
         loop {
-            let buf = &self.dirs[d].handshake;
-            if buf.len() < 4 {
-                return;
-            }
-            let len = (usize::from(buf[1]) << 16) | (usize::from(buf[2]) << 8) | usize::from(buf[3]);
-            if len > MAX_HANDSHAKE_MESSAGE {
-                self.dirs[d].stopped = true;
-                return;
-            }
-            if buf.len() < 4 + len {
-                return;
-            }
-            let kind = buf[0];
-            self.dirs[d].handshake.drain(..4 + len);
+            let kind = match next_message(&mut self.dirs[d].handshake) {
+                Ok(Some(msg)) => msg[0],
+                Ok(None) => return,
+                Err(TooLarge) => {
+                    self.dirs[d].stopped = true;
+                    return;
+                }
+            };
             let Some(suite) = self.hello.suite else { return };
             let next = match kind {
                 // Finished: the application traffic secret from the key log.
@@ -675,6 +663,24 @@ impl PassiveSession {
             keys.cache.insert(SessionCache::key(1, t), m, mode);
         }
     }
+}
+
+/// A handshake message longer than [`MAX_HANDSHAKE_MESSAGE`].
+struct TooLarge;
+
+/// The next whole handshake message (type, length, body) taken from `buf`, if it holds one.
+fn next_message(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, TooLarge> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = (usize::from(buf[1]) << 16) | (usize::from(buf[2]) << 8) | usize::from(buf[3]);
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(TooLarge);
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some(buf.drain(..4 + len).collect()))
 }
 
 struct ClientHelloFacts {
