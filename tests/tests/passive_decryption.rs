@@ -477,3 +477,50 @@ fn a_passive_rule_on_a_live_flow_reads_it_while_the_client_sees_the_server_itsel
     assert_eq!(c["slow_path"][0]["sessions_read_passively"], 2, "{c}");
     assert_eq!(c["slow_path"][0]["flows_taken_over"], 0, "{c}");
 }
+
+#[test]
+fn ssl3_sessions_from_tlslite_are_read_passively() {
+    // tlslite-ng (scripts/setup puts it in target/pyenv): Debian's OpenSSL and GnuTLS no longer speak SSL 3.0.
+    const SSL3_ADDR: &str = "127.0.0.85";
+    const SSL3_PORT: u16 = 4485;
+    let dir = Scratch::new("passive-ssl3");
+    let (cert, key) = rsa_server_certificate(&dir);
+    let python = tlsgate_tests::repo().join("target/pyenv/bin/python");
+    let script = tlsgate_tests::repo().join("tests/e2e/tlslite_session.py");
+    let capture = Capture::start(&dir.path("ssl3.pcap"), SSL3_ADDR, SSL3_PORT);
+    let mut exchanged = Vec::new();
+    let ciphers = ["aes128", "3des", "rc4", "rc4-md5"];
+    for cipher in ciphers {
+        let o = run_with_limit(
+            Command::new(&python)
+                .arg(&script)
+                .args([SSL3_ADDR, &SSL3_PORT.to_string()])
+                .arg(&cert)
+                .arg(&key)
+                .args(["ssl3", cipher]),
+            Duration::from_secs(60),
+        );
+        assert!(o.status.success(), "{cipher}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let mut lines =
+            out.lines().map(|l| (0..l.len()).step_by(2).map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap()));
+        let (request, page): (Vec<u8>, Vec<u8>) = (lines.next().unwrap().collect(), lines.next().unwrap().collect());
+        assert!(page.starts_with(b"HTTP/1.0 200"), "{cipher}");
+        exchanged.push((request, page));
+    }
+    let capture = capture.finish();
+    let ports = client_ports(&capture);
+    assert_eq!(ports.len(), ciphers.len());
+    let policy = passive_policy(&dir, &cert, &key);
+    let _dpdk = dpdk_lock();
+    let (events, decrypted, _) = replay(&dir, "ssl3-read", &capture, &["--policy".as_ref(), policy.as_os_str()]);
+    let plain = plaintext(&decrypted, SSL3_PORT);
+    for ((cipher, port), (request, page)) in ciphers.iter().zip(&ports).zip(&exchanged) {
+        let e = event_of(&events, *port);
+        assert_eq!(e["decrypt"]["version"], "SSLv3", "{cipher}: {e}");
+        assert_eq!(e["decrypt"]["mode"], "passive", "{cipher}: {e}");
+        assert_eq!(e["decrypt"]["records_failed"], 0, "{cipher}: {e}");
+        assert_eq!(&plain[port].0, request, "{cipher}");
+        assert_eq!(&plain[port].1, page, "{cipher}");
+    }
+}
