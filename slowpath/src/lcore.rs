@@ -125,8 +125,10 @@ const NS: u64 = 1_000_000_000;
 const LINGER_NS: u64 = 2 * NS;
 /// How often sessions' timers are looked at.
 const SWEEP_NS: u64 = NS / 1000;
-/// Flows a slow-path lcore reads passively at once (undecided ones included).
-const PASSIVE_FLOWS: usize = 65_536;
+/// Flows a slow-path lcore reads passively at once (undecided ones included),
+/// and how far each direction may be reordered: at most 2 GiB held out of order.
+const PASSIVE_FLOWS: usize = 8_192;
+const PASSIVE_WINDOW: usize = 128 << 10;
 /// How often every session is looked at (idle, handshake deadline).
 const FULL_SWEEP_NS: u64 = NS / 10;
 /// Servers whose last certificate this lcore remembers.
@@ -301,7 +303,7 @@ impl SlowLcore {
             learned: HashMap::default(),
             probes: HashMap::default(),
             rng: seed | 1,
-            passive: LiveReader::new(PASSIVE_FLOWS),
+            passive: LiveReader::new(PASSIVE_FLOWS, PASSIVE_WINDOW),
         }
     }
 

@@ -13,7 +13,7 @@ use super::{Keys, PassiveSession, Plaintext, Report, ServerKey};
 use crate::export::{DecryptedStream, Frames};
 use crate::wire::FlowTemplate;
 
-/// Bytes each direction's reassembler holds out of order.
+/// Bytes each direction's reassembler holds out of order, by default.
 const REASSEMBLY_CAP: usize = 1 << 20;
 
 /// One TLS session read, for its event.
@@ -39,6 +39,8 @@ pub struct CaptureReader {
     pub flows_not_tracked: u64,
     /// When set, imported server keys read only these (client, server) flows.
     passive_only_for: Option<HashSet<(Endpoint, Endpoint)>>,
+    /// Each direction's reassembly window.
+    window: usize,
 }
 
 /// An address and port.
@@ -78,7 +80,15 @@ impl CaptureReader {
             done: Vec::new(),
             flows_not_tracked: 0,
             passive_only_for: None,
+            window: REASSEMBLY_CAP,
         }
+    }
+
+    /// Each direction holds at most `window` bytes out of order (a stream
+    /// reordered further is not read on).
+    pub fn with_window(mut self, window: usize) -> CaptureReader {
+        self.window = window;
+        self
     }
 
     /// Imported server keys are used only on these (client, server) flows (the
@@ -117,7 +127,7 @@ impl CaptureReader {
                 first_ns: ns,
                 last_ns: ns,
                 client_is_low: None,
-                streams: [StreamReassembler::new(REASSEMBLY_CAP), StreamReassembler::new(REASSEMBLY_CAP)],
+                streams: [StreamReassembler::new(self.window), StreamReassembler::new(self.window)],
                 templates: [None, None],
                 session: PassiveSession::new(),
                 decrypted: None,

@@ -23,9 +23,9 @@ pub struct LiveReader {
 }
 
 impl LiveReader {
-    /// A reader holding at most `max_flows` flows.
-    pub fn new(max_flows: usize) -> LiveReader {
-        let mut reader = CaptureReader::new(Keys::default(), max_flows);
+    /// A reader holding at most `max_flows` flows, each direction reordered by at most `window` bytes.
+    pub fn new(max_flows: usize, window: usize) -> LiveReader {
+        let mut reader = CaptureReader::new(Keys::default(), max_flows).with_window(window);
         reader.passive_only_for(Default::default());
         LiveReader { reader, pending: HashMap::new(), keys_refused: 0 }
     }

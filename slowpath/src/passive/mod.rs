@@ -212,9 +212,9 @@ impl SessionCache {
 /// Largest record (a TLSCiphertext: 2^14 + 2048 bytes of fragment).
 const MAX_RECORD: usize = 5 + (1 << 14) + 2048;
 /// Largest handshake message kept (a certificate chain).
-const MAX_HANDSHAKE_MESSAGE: usize = 256 * 1024;
+const MAX_HANDSHAKE_MESSAGE: usize = 128 * 1024;
 /// Most handshake bytes kept for the extended master secret's session hash.
-const MAX_TRANSCRIPT: usize = 512 * 1024;
+const MAX_TRANSCRIPT: usize = 192 * 1024;
 
 /// Application plaintext, in the order read: (sent by the client, bytes).
 pub type Plaintext = Vec<(bool, Vec<u8>)>;
