@@ -187,6 +187,8 @@ fn plan_svcb(m: &[u8], start: usize, end: usize, rdlength_at: usize, plan: &mut 
                 cut += value_end - at;
                 found = true;
             }
+            // A list of 2-byte keys, given once (RFC 9460 §8): anything else cannot be rewritten safely.
+            KEY_MANDATORY if len % 2 != 0 || mandatory.is_some() => return Err(DnsError::Malformed),
             KEY_MANDATORY => mandatory = Some((at, value_end)),
             _ => {}
         }
@@ -496,6 +498,27 @@ mod tests {
         let mf = rr(&POINTER_TO_QNAME, 4, &[2, 1, 0, 3, 4, 5, 6]);
         let https = rr(&POINTER_TO_QNAME, TYPE_HTTPS, &https_rdata(2, &[0], &[param(KEY_ECH, &[0; 16])]));
         assert_eq!(strip_ech(&answer("a.test", 1, &[mf, https], &[])), Err(DnsError::Malformed));
+    }
+
+    #[test]
+    fn a_mandatory_list_of_odd_length_or_given_twice_is_malformed() {
+        // Its keys are 2 bytes each, and it is given once; an odd-length list
+        // naming ech would be rewritten with a length its bytes do not have
+        // (found by the fuzzer).
+        let odd = https_rdata(1, &[0], &[param(0, &[0, 1, 0, 5, 0]), param(KEY_ECH, &[0; 16])]);
+        let m = answer("a.test", TYPE_HTTPS, &[rr(&POINTER_TO_QNAME, TYPE_HTTPS, &odd)], &[]);
+        assert_eq!(strip_ech(&m), Err(DnsError::Malformed));
+        let twice = https_rdata(1, &[0], &[param(0, &[0, 5]), param(0, &[0, 5]), param(KEY_ECH, &[0; 16])]);
+        let m = answer("a.test", TYPE_HTTPS, &[rr(&POINTER_TO_QNAME, TYPE_HTTPS, &twice)], &[]);
+        assert_eq!(strip_ech(&m), Err(DnsError::Malformed));
+        // The fuzzer's own input.
+        let found: &[u8] = &[
+            66, 66, 133, 128, 0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 64, 0, 1, 192, 12, 0, 64, 0, 1, 0, 0, 1, 44, 0, 55, 0, 1,
+            3, 119, 119, 119, 4, 115, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11, 12, 13, 14, 15, 192, 12, 0, 5,
+            0, 1, 51, 0, 5, 0, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 192, 12, 0, 8, 0, 1, 0, 255,
+            1, 44, 0, 6, 3, 119, 119, 119, 192, 12, 192, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 10, 0, 0, 2,
+        ];
+        assert_eq!(strip_ech(found), Err(DnsError::Malformed));
     }
 
     #[test]
