@@ -30,7 +30,7 @@ struct Lines(Mutex<String>);
 
 impl rustls::KeyLog for Lines {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        use tlsgate_config::hex;
         if let Ok(mut s) = self.0.lock() {
             s.push_str(&format!("{label} {} {}\n", hex(client_random), hex(secret)));
         }
@@ -128,21 +128,7 @@ fn session(suite: SupportedCipherSuite, mib: usize) -> Result<(Wire, String, usi
     let (mut client, mut server) = pair(suite, Some(log.clone()))?;
     let mut wire = Wire::new();
     let mut step = |from: &mut Connection, to: &mut Connection, from_client: bool| -> Result<usize, String> {
-        let mut bytes = Vec::new();
-        while from.wants_write() {
-            from.write_tls(&mut bytes).map_err(|e| e.to_string())?;
-        }
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            to.read_tls(&mut rest).map_err(|e| e.to_string())?;
-            to.process_new_packets().map_err(|e| e.to_string())?;
-            let mut sink = vec![0u8; 64 * 1024];
-            while let Ok(n) = std::io::Read::read(&mut to.reader(), &mut sink) {
-                if n == 0 {
-                    break;
-                }
-            }
-        }
+        let bytes = pass(from, to)?;
         let n = bytes.len();
         if n > 0 {
             wire.push((from_client, bytes));
@@ -173,21 +159,8 @@ fn session(suite: SupportedCipherSuite, mib: usize) -> Result<(Wire, String, usi
 }
 
 fn handshake(client: &mut Connection, server: &mut Connection) -> Result<(), String> {
-    /// Moves what `from` has to send into `to`; returns how many bytes.
-    fn pass(from: &mut Connection, to: &mut Connection) -> Result<usize, String> {
-        let mut bytes = Vec::new();
-        while from.wants_write() {
-            from.write_tls(&mut bytes).map_err(|e| e.to_string())?;
-        }
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            to.read_tls(&mut rest).map_err(|e| e.to_string())?;
-            to.process_new_packets().map_err(|e| e.to_string())?;
-        }
-        Ok(bytes.len())
-    }
     for _ in 0..16 {
-        let moved = pass(client, server)? + pass(server, client)?;
+        let moved = pass(client, server)?.len() + pass(server, client)?.len();
         if moved == 0 {
             break;
         }
@@ -196,6 +169,27 @@ fn handshake(client: &mut Connection, server: &mut Connection) -> Result<(), Str
         return Err("handshake stalled".into());
     }
     Ok(())
+}
+
+/// Moves what `from` has to send into `to` (whose plaintext is read and
+/// dropped); returns the bytes moved.
+fn pass(from: &mut Connection, to: &mut Connection) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut bytes).map_err(|e| e.to_string())?;
+    }
+    let mut rest = &bytes[..];
+    let mut sink = vec![0u8; 64 * 1024];
+    while !rest.is_empty() {
+        to.read_tls(&mut rest).map_err(|e| e.to_string())?;
+        to.process_new_packets().map_err(|e| e.to_string())?;
+        while let Ok(n) = std::io::Read::read(&mut to.reader(), &mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 /// A client and a server speaking TLS 1.2 with `suite` only, the server with

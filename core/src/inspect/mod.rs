@@ -785,7 +785,6 @@ impl Inspector {
         if let Some(lcore) = copy_to {
             out.copies.push((lcore, t.frame().to_vec()));
         }
-        let Some(state) = self.table.get_mut(id) else { return Verdict::Forward };
         if let FlowState::Inspecting(s) = state {
             let side = usize::from(from_lo != s.client_is_lo);
             if s.entered_by[side].is_none() {
