@@ -133,13 +133,17 @@ fn null_forwarding_stops_on_sigint_with_one_worker() {
 /// Runs `tlsgate run` on two net_tap ports (which spread flows by RSS but have
 /// no redirection table to program) with two workers, with or without a
 /// slow-path lcore, and returns the steering it chose.
-fn tap_steering(slow_path: bool) -> String {
-    let dir = Scratch::new(&format!("tapsteer{slow_path}"));
-    let cfg = dir.path("tap.toml");
+fn steering(pmd: &str, slow_path: bool) -> String {
+    let dir = Scratch::new(&format!("steer{pmd}{slow_path}"));
+    let cfg = dir.path("steer.toml");
     let policy = dir.path("policy.toml");
     std::fs::write(&policy, "[policy]\ndefault_action = \"do-not-decrypt\"\n").unwrap();
     let tag = std::process::id() % 10_000;
     let (lcores, slow) = if slow_path { ("(0-3)@(0-1)", "\n[slowpath]\nlcores = [3]\n") } else { ("(0-2)@(0-1)", "") };
+    let (a, b) = match pmd {
+        "tap" => (format!("net_tap0,iface=tgs{tag}a"), format!("net_tap1,iface=tgs{tag}b")),
+        _ => (format!("net_{pmd}0"), format!("net_{pmd}1")),
+    };
     std::fs::write(
         &cfg,
         format!(
@@ -147,11 +151,11 @@ fn tap_steering(slow_path: bool) -> String {
 
 [eal]
 args = ["--no-huge", "--no-shconf", "--no-pci", "--no-telemetry", "-m", "512", "--lcores={lcores}",
-        "--vdev=net_tap0,iface=tgs{tag}a", "--vdev=net_tap1,iface=tgs{tag}b"]
+        "--vdev={a}", "--vdev={b}"]
 
 [[pair]]
-a = "net_tap0"
-b = "net_tap1"
+a = "net_{pmd}0"
+b = "net_{pmd}1"
 
 [workers]
 lcores = [1, 2]
@@ -167,8 +171,11 @@ lcores = [1, 2]
 fn rss_leaves_the_slow_path_queues_out_or_steering_falls_back_to_software() {
     let _g = dpdk_lock();
     // Without a slow path every queue is a worker's: RSS spreads flows over all.
-    assert_eq!(tap_steering(false), "symmetric RSS");
+    assert_eq!(steering("tap", false), "symmetric RSS");
     // With one, RSS would hand flows to the slow lcore's queue too; net_tap has
     // no redirection table to keep them off it, so workers steer in software.
-    assert_eq!(tap_steering(true), "software dispatch");
+    assert_eq!(steering("tap", true), "software dispatch");
+    // net_null has a table tlsgate may write: RSS stays, restricted to the
+    // workers' queues (the table itself is checked by `dpdk-check wrappers`).
+    assert_eq!(steering("null", true), "symmetric RSS");
 }

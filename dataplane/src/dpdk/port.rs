@@ -282,15 +282,8 @@ impl Port {
         if rc != 0 {
             return Err(self.fail("rte_eth_dev_rss_reta_update", rc));
         }
-        let mut read: Vec<dpdk_sys::rte_eth_rss_reta_entry64> =
-            table.iter().map(|e| dpdk_sys::rte_eth_rss_reta_entry64 { mask: e.mask, reta: [u16::MAX; 64] }).collect();
-        // SAFETY: as above, the driver writes the masked entries.
-        let rc = unsafe { dpdk_sys::rte_eth_dev_rss_reta_query(self.id, read.as_mut_ptr(), size as u16) };
-        if rc != 0 {
-            return Err(self.fail("rte_eth_dev_rss_reta_query", rc));
-        }
-        let got: Vec<u16> = read.iter().flat_map(|e| e.reta.iter().copied()).take(size).collect();
-        if got.iter().any(|&q| q >= queues) {
+        let got = self.rss_table()?;
+        if got.len() != size || got.iter().any(|&q| q >= queues) {
             return Err(PortError::Call {
                 name: self.name.clone(),
                 op: "rte_eth_dev_rss_reta_query",
@@ -298,6 +291,34 @@ impl Port {
             });
         }
         Ok(())
+    }
+
+    /// The RSS redirection table as the driver reports it: entry i names the
+    /// rx queue of packets whose hash is i modulo the table's size.
+    pub fn rss_table(&self) -> Result<Vec<u16>, PortError> {
+        let size = self.info.reta_size as usize;
+        let group = dpdk_sys::RTE_ETH_RETA_GROUP_SIZE as usize;
+        if size == 0 {
+            return Err(PortError::Call {
+                name: self.name.clone(),
+                op: "rte_eth_dev_rss_reta_query",
+                reason: "the driver has no redirection table".into(),
+            });
+        }
+        let mut read: Vec<dpdk_sys::rte_eth_rss_reta_entry64> = (0..size.div_ceil(group))
+            .map(|i| {
+                let n = (size - i * group).min(group);
+                let mask = if n == group { u64::MAX } else { (1u64 << n) - 1 };
+                dpdk_sys::rte_eth_rss_reta_entry64 { mask, reta: [u16::MAX; 64] }
+            })
+            .collect();
+        // SAFETY: read holds size.div_ceil(64) entries, as the call writes for a
+        // table of `size` entries (the masked ones only); valid port id.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_rss_reta_query(self.id, read.as_mut_ptr(), size as u16) };
+        if rc != 0 {
+            return Err(self.fail("rte_eth_dev_rss_reta_query", rc));
+        }
+        Ok(read.iter().flat_map(|e| e.reta.iter().copied()).take(size).collect())
     }
 
     /// Starts the port.

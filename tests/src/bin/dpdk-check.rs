@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tlsgate_config::Settings;
-use tlsgate_dataplane::dpdk::{ring_pair, Burst, Eal, EalError, LcoreHandle, Mbuf, Mempool, Port, PortError};
+use tlsgate_dataplane::dpdk::{
+    ring_pair, Burst, Eal, EalError, LcoreHandle, Mbuf, Mempool, Port, PortError, PortSetup,
+};
 use tlsgate_dataplane::runtime::{Dataplane, FlowSteering, StartOptions};
 
 fn main() -> ExitCode {
@@ -133,6 +135,30 @@ fn wrappers() -> Result<String, String> {
     match Port::by_name("net_nothing9") {
         Err(PortError::NotFound { known, .. }) => check!(known.contains("net_null0"), "known ports listed: {known}"),
         _ => return Err("an unknown port must be NotFound".into()),
+    }
+
+    // RSS with a slow path: net_null has a redirection table the driver lets
+    // us write, so the path that keeps RSS off the slow lcores' queues runs
+    // against a driver here. Workers' queues come first; every entry read back
+    // names one of them, and each of them gets its share (the driver's own
+    // table, before, sends every flow to queue 0).
+    let mut p = p;
+    check!(p.offers_rss_with_reta(), "net_null offers RSS with a table: {:?}", p.info());
+    for (queues, workers) in [(3u16, 2u16), (4, 3), (2, 1)] {
+        let setup = PortSetup { queues, rx_descriptors: 256, tx_descriptors: 256, rss: true, rss_queues: workers };
+        p.configure(setup, &pool).map_err(|e| e.to_string())?;
+        check!(p.rss_active(), "RSS kept with {workers} worker queues of {queues}");
+        let table = p.rss_table().map_err(|e| e.to_string())?;
+        check!(table.len() == p.info().reta_size as usize, "the whole table read back ({} entries)", table.len());
+        for w in 0..queues {
+            let share = table.iter().filter(|&&q| q == w).count();
+            if w < workers {
+                let even = table.len() / workers as usize;
+                check!(share == even || share == even + 1, "worker queue {w} has {share} of {} entries", table.len());
+            } else {
+                check!(share == 0, "slow-path queue {w} is named by {share} entries: {table:?}");
+            }
+        }
     }
     Ok("wrappers: all checks passed".into())
 }
