@@ -281,6 +281,14 @@ pub struct FlowSettings {
     /// Handshake bytes buffered per direction while inspecting.
     #[serde(default = "default_handshake_buffer")]
     pub handshake_buffer: u32,
+    /// The largest server handshake message read whole (a certificate chain
+    /// past `handshake_buffer`), drawing on `large_message_budget`.
+    #[serde(default = "default_server_message_limit")]
+    pub server_message_limit: u32,
+    /// Bytes per worker for the server messages being read that are larger
+    /// than `handshake_buffer`, all together; 0: none is read.
+    #[serde(default = "default_large_message_budget")]
+    pub large_message_budget: u32,
     /// Idle timeout of a flow whose handshake is being watched, seconds.
     #[serde(default = "default_inspect_timeout")]
     pub inspecting_timeout: u32,
@@ -765,6 +773,12 @@ fn default_midstream() -> Midstream {
 fn default_handshake_buffer() -> u32 {
     64 * 1024
 }
+fn default_server_message_limit() -> u32 {
+    1 << 20
+}
+fn default_large_message_budget() -> u32 {
+    16 << 20
+}
 fn default_inspect_timeout() -> u32 {
     30
 }
@@ -788,6 +802,8 @@ impl Default for FlowSettings {
             when_full: default_when_full(),
             midstream: default_midstream(),
             handshake_buffer: default_handshake_buffer(),
+            server_message_limit: default_server_message_limit(),
+            large_message_budget: default_large_message_budget(),
             inspecting_timeout: default_inspect_timeout(),
             decided_timeout: default_decided_timeout(),
             closed_timeout: default_closed_timeout(),
@@ -1031,6 +1047,13 @@ impl Settings {
         if !(1024..=16 << 20).contains(&f.handshake_buffer) {
             return Err(self.err(text, None, "flows.handshake_buffer", "between 1024 bytes and 16 MiB"));
         }
+        if !(f.handshake_buffer..=16 << 20).contains(&f.server_message_limit) {
+            let msg = format!("between flows.handshake_buffer ({}) and 16 MiB", f.handshake_buffer);
+            return Err(self.err(text, None, "flows.server_message_limit", msg));
+        }
+        if f.large_message_budget > 1 << 30 {
+            return Err(self.err(text, None, "flows.large_message_budget", "at most 1 GiB per worker"));
+        }
         let p = &f.prelude;
         if !(256..=f.handshake_buffer).contains(&p.max_bytes) {
             let msg = format!("between 256 bytes and flows.handshake_buffer ({})", f.handshake_buffer);
@@ -1231,5 +1254,23 @@ lcores = [1, 2]
         assert!(e.message.contains("port 143 is listed for two protocols"), "{e}");
         let e = Settings::parse(&format!("{GOOD}\n[flows.prelude]\nmax_bytes = 100000000\n"), None).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("flows.prelude.max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn large_server_messages_are_bounded() {
+        let s = Settings::parse(GOOD, None).unwrap();
+        assert_eq!((s.flows.server_message_limit, s.flows.large_message_budget), (1 << 20, 16 << 20));
+        let flows = |body: &str| format!("{GOOD}\n[flows]\n{body}\n");
+        let s = Settings::parse(&flows("server_message_limit = 65536\nlarge_message_budget = 0"), None).unwrap();
+        assert_eq!((s.flows.server_message_limit, s.flows.large_message_budget), (65536, 0));
+        for (body, field) in [
+            ("server_message_limit = 1000", "flows.server_message_limit"),
+            ("handshake_buffer = 131072\nserver_message_limit = 65536", "flows.server_message_limit"),
+            ("server_message_limit = 33554432", "flows.server_message_limit"),
+            ("large_message_budget = 2147483648", "flows.large_message_budget"),
+        ] {
+            let e = Settings::parse(&flows(body), None).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{body}: {e}");
+        }
     }
 }

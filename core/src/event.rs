@@ -18,6 +18,10 @@ use crate::outcome::{
     ServerIdentitySource, ShownCertificate, SlowPathFull, TlsClose,
 };
 
+/// Subject alternative names an event lists at most (`tls.san`); past
+/// that, `tls.san_total` says how many the certificate has.
+pub const EVENT_SAN_MAX: usize = 100;
+
 /// What happened to one session, and why.
 #[derive(Debug, Clone)]
 pub struct SessionEvent {
@@ -198,9 +202,17 @@ impl SessionEvent {
             tls.insert("fingerprint_sha256".into(), json!(colon_hex(&c.sha256)));
             tls.insert("notbefore".into(), json!(eve_date(c.not_before)));
             tls.insert("notafter".into(), json!(eve_date(c.not_after)));
-            let mut san: Vec<String> = c.san_dns.clone();
-            san.extend(c.san_ip.iter().map(|ip| ip.to_string()));
+            // A certificate may name thousands; the event lists the first
+            // EVENT_SAN_MAX (the policy matched on all of them) and the count.
+            let total = c.san_dns.len() + c.san_ip.len();
+            let san: Vec<String> = (c.san_dns.iter().cloned())
+                .chain(c.san_ip.iter().map(|ip| ip.to_string()))
+                .take(EVENT_SAN_MAX)
+                .collect();
             tls.insert("san".into(), json!(san));
+            if total > EVENT_SAN_MAX {
+                tls.insert("san_total".into(), json!(total));
+            }
             tls.insert("key".into(), json!({ "type": c.key_type, "bits": c.key_bits }));
             tls.insert("signature_algorithm".into(), json!(c.signature_algorithm));
             tls.insert("certificate_source".into(), json!(self.certificate_source.name()));

@@ -13,7 +13,9 @@ use pcap_file::pcap::PcapReader;
 use tlsgate_config::facts::{
     cipher_suite_name, CertStatus, ClientHelloFacts, DistinguishedName, ServerHelloFacts, TlsVersion,
 };
-use tlsgate_core::tls::{certificate_facts, CertVerifier, Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+use tlsgate_core::tls::{
+    certificate_facts, CertVerifier, Direction, HandshakeObserver, LargeMessages, ObserverEvent, ObserverLimits,
+};
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/public");
 
@@ -432,6 +434,79 @@ fn fragmented_handshake_and_reordering() {
             assert_eq!(ours, theirs);
         }
     }
+}
+
+/// Feeds `flow`'s first `upto` segments, in capture order, to `o`.
+fn feed(flow: &Flow, o: &mut HandshakeObserver, upto: usize) -> Vec<ObserverEvent> {
+    for (dir, seq) in &flow.initial_seq {
+        o.set_initial_seq(*dir, *seq);
+    }
+    for (dir, seq, payload) in flow.segments.iter().take(upto) {
+        o.on_segment(*dir, *seq, payload);
+    }
+    std::iter::from_fn(|| o.poll_event()).collect()
+}
+
+#[test]
+fn a_large_server_message_draws_on_a_shared_budget() {
+    let flows = run_capture_with("zeek/tls-fragmented-handshake.pcap.gz", large());
+    let flow = flows.iter().find(|f| f.chain().is_some()).expect("a chain");
+    let chain = flow.chain().unwrap().clone();
+    let all = flow.segments.len();
+    let observer =
+        |large: &LargeMessages| HandshakeObserver::new(ObserverLimits::default()).with_large_messages(large.clone());
+    let chain_of = |events: &[ObserverEvent]| {
+        events.iter().find_map(|e| match e {
+            ObserverEvent::Certificate { chain } => Some(chain.clone()),
+            _ => None,
+        })
+    };
+
+    // With the default 64 KiB buffer and room in the budget: read whole, and
+    // the room given back once the message is read.
+    let budget = LargeMessages::new(1 << 20, 500_000);
+    let mut o = observer(&budget);
+    assert_eq!(chain_of(&feed(flow, &mut o, all)), Some(chain.clone()));
+    assert_eq!((budget.room(), budget.granted(), budget.refused()), (500_000, 1, 0));
+
+    // Two at once do not fit in 500,000 bytes: the second overflows as before
+    // (and is counted), the first goes on; its room comes back with it.
+    let mut first = observer(&budget);
+    let mut taken = 0;
+    while budget.room() == 500_000 && taken < all {
+        taken += 1;
+        first = observer(&budget);
+        feed(flow, &mut first, taken);
+    }
+    assert!(budget.room() < 500_000, "the first holds budget mid-message");
+    let mut second = observer(&budget);
+    let events = feed(flow, &mut second, all);
+    assert!(events.contains(&ObserverEvent::Overflow(Direction::ToClient)), "{events:?}");
+    assert_eq!(budget.refused(), 1);
+    drop(first);
+    assert_eq!(budget.room(), 500_000, "a dropped observer gives its room back");
+    let mut third = observer(&budget);
+    assert_eq!(chain_of(&feed(flow, &mut third, all)), Some(chain));
+
+    // Past the limit, no budget is asked for (nothing counted as refused).
+    let small = LargeMessages::new(100_000, 1 << 20);
+    let mut o = observer(&small);
+    assert!(feed(flow, &mut o, all).contains(&ObserverEvent::Overflow(Direction::ToClient)));
+    assert_eq!((small.room(), small.granted(), small.refused()), (1 << 20, 0, 0));
+
+    // Only a server's messages: a client's are held to the buffer. A record
+    // starting a 4,096-byte message, with a 1,024-byte buffer:
+    let start = |kind: u8| vec![22, 3, 3, 0, 8, kind, 0, 0x10, 0, 0, 0, 0, 0];
+    let budget = LargeMessages::new(1 << 20, 1 << 20);
+    let mut o = HandshakeObserver::new(ObserverLimits { max_buffer: 1024, ..ObserverLimits::default() })
+        .with_large_messages(budget.clone());
+    o.on_segment(Direction::ToClient, 1, &start(11));
+    assert_eq!(o.poll_event(), None, "the server's Certificate is waited for");
+    assert_eq!(budget.room(), (1 << 20) - 4096);
+    o.on_segment(Direction::ToServer, 1, &start(1));
+    assert_eq!(o.poll_event(), Some(ObserverEvent::Overflow(Direction::ToServer)));
+    drop(o);
+    assert_eq!(budget.room(), 1 << 20);
 }
 
 #[test]

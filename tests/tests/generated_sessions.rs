@@ -353,13 +353,14 @@ fn bad_traffic_becomes_reasons_not_failures() {
     };
     // Garbage both ways on 443.
     frames.extend(next(2001, b"\x00\x01\x02 this is no TLS at all", b"nor is this"));
-    // A ClientHello, then a Certificate message that claims 1 MB (and 1 MB follows).
+    // A ClientHello, then a Certificate message that claims 2 MiB, past
+    // `flows.server_message_limit` (and 1 MiB follows).
     let mut huge = Vec::new();
     let mut first = true;
     while huge.len() < (1 << 20) + 64 {
         let mut body = vec![0u8; 16_000];
         if first {
-            body[..4].copy_from_slice(&[11, 0x10, 0x00, 0x00]);
+            body[..4].copy_from_slice(&[11, 0x20, 0x00, 0x00]);
             first = false;
         }
         huge.extend_from_slice(&[0x16, 0x03, 0x03]);

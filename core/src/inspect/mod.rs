@@ -41,7 +41,7 @@ use crate::packet::{
 };
 use crate::tls::certificate::certificate_facts;
 use crate::tls::status::CertVerifier;
-use crate::tls::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits, PreludeLimits};
+use crate::tls::{Direction, HandshakeObserver, LargeMessages, ObserverEvent, ObserverLimits, PreludeLimits};
 use session::{FlowState, Phase, Resolution, Seen, Session};
 
 /// What happens to the packet just inspected.
@@ -166,6 +166,10 @@ crate::counters! {
         malformed,
         /// Handshakes larger than the buffer.
         overflow,
+        /// Server handshake messages larger than `flows.handshake_buffer` read whole (within `flows.server_message_limit`).
+        large_messages,
+        /// Server handshake messages within `flows.server_message_limit` left unread: the worker's `flows.large_message_budget` was in use (also counted as `overflow`).
+        large_messages_refused,
         /// Packets dropped by block verdicts.
         blocked_packets,
         /// Resets made.
@@ -290,6 +294,8 @@ struct Judge {
     /// When the table last forgot a flow to make room: while it does, a flow
     /// first seen mid-stream may be one it forgot, and is inspected.
     last_eviction_ns: Option<u64>,
+    /// Room for servers' large handshake messages, shared by this worker's observers.
+    large_messages: LargeMessages,
     counters: InspectCounters,
 }
 
@@ -398,6 +404,10 @@ impl Inspector {
                 next_flow: 0,
                 slow: None,
                 last_eviction_ns: None,
+                large_messages: LargeMessages::new(
+                    settings.server_message_limit as usize,
+                    settings.large_message_budget as usize,
+                ),
                 counters: InspectCounters::default(),
             },
         })
@@ -453,6 +463,8 @@ impl Inspector {
         c.quic_flows_now = self.quic.len() as u64;
         c.exclusions_now = self.judge.slow.as_ref().map_or(0, |s| s.exclusions.len() as u64);
         c.server_identities_now = self.judge.identities.as_ref().map_or(0, |i| i.len() as u64);
+        c.large_messages = self.judge.large_messages.granted();
+        c.large_messages_refused = self.judge.large_messages.refused();
         c
     }
 
@@ -1039,7 +1051,8 @@ impl Judge {
                 max_bytes: prelude.max_bytes as usize,
                 max_exchanges: prelude.max_exchanges,
             },
-        });
+        })
+        .with_large_messages(self.large_messages.clone());
         let id = (self.worker << 56) | self.next_flow;
         Session::new(id, self.policy.clone(), observer, SessionFacts::new(flow), client_is_lo)
     }
@@ -1391,6 +1404,11 @@ impl Judge {
         let key = ServerKey::new(s.facts.flow.dest_ip, s.facts.flow.dest_port, sni);
         // Servers show the same certificate session after session: nothing to learn.
         if cache.get(&key, now).is_some_and(|known| known.chain.first() == chain.first()) {
+            return;
+        }
+        // A chain read past `handshake_buffer` (see `LargeMessages`) is not
+        // remembered: each entry of the cache stays within that bound.
+        if chain.iter().map(Vec::len).sum::<usize>() > self.settings.handshake_buffer as usize {
             return;
         }
         cache.learn(
@@ -1884,6 +1902,7 @@ struct CertificateCache {
 
 impl CertificateCache {
     const CAPACITY: usize = 4096;
+    const LARGEST_KEPT: usize = crate::tls::DEFAULT_REASSEMBLY_CAP;
 
     fn facts(&mut self, der: &[u8]) -> Option<Arc<tlsgate_config::facts::CertificateFacts>> {
         let h = self.by_hash.hasher().hash_one(der);
@@ -1893,6 +1912,12 @@ impl CertificateCache {
             }
         }
         let f = Arc::new(certificate_facts(der).ok()?);
+        // A certificate larger than any handshake message of the default
+        // buffer is read each time it comes, not kept (the cache's memory stays
+        // within CAPACITY such certificates).
+        if der.len() > Self::LARGEST_KEPT {
+            return Some(f);
+        }
         if self.by_hash.len() >= Self::CAPACITY {
             self.by_hash.clear();
         }

@@ -15,7 +15,7 @@ pub mod suites;
 
 pub use certificate::{certificate_facts, CertificateError};
 pub use client_hello::{client_hello_facts, ClientHelloError};
-pub use observer::{Direction, HandshakeObserver, ObserverEvent, ObserverLimits};
+pub use observer::{Direction, HandshakeObserver, LargeMessages, ObserverEvent, ObserverLimits};
 pub use prelude::{NoTls, PreludeLimits};
 pub use reassembly::{ReassemblyError, StreamReassembler, DEFAULT_REASSEMBLY_CAP};
 pub use status::CertVerifier;

@@ -4,13 +4,17 @@
 //! segment and record boundaries, and reports what it learns as events, until
 //! each side turns encrypted. No I/O, no clock, no panics on wire data, and
 //! bounded memory: at most `max_buffer` reassembly bytes plus one handshake
-//! message of at most `max_buffer` bytes per direction.
+//! message of at most `max_buffer` bytes per direction; a server message up
+//! to [`LargeMessages`]' limit while the budget it shares with other
+//! observers has room for it (a certificate chain of a few hundred kilobytes).
 //!
 //! Record and handshake framing is done here; tls-parser reads the message
 //! bodies (ClientHello, ServerHello, Certificate). SSLv2-format hellos are
 //! read here (tls-parser has no SSLv2 support).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tls_parser::{
     parse_tls_handshake_msg_certificate, parse_tls_handshake_server_hello, parse_tls_server_hello_extension,
@@ -59,6 +63,84 @@ impl Default for ObserverLimits {
             connect: false,
             prelude_limits: PreludeLimits::default(),
         }
+    }
+}
+
+/// Room for server handshake messages larger than
+/// [`ObserverLimits::max_buffer`], shared by the observers of one worker: a
+/// message up to `limit` bytes is read whole while `budget` bytes, all such
+/// messages being read at once together, suffice; past that, or past `limit`,
+/// the observer overflows as for any other message. Clones share the budget.
+#[derive(Clone, Debug)]
+pub struct LargeMessages {
+    limit: usize,
+    room: Arc<AtomicUsize>,
+    granted: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+}
+
+impl LargeMessages {
+    /// Messages up to `limit` bytes, `budget` bytes of them at once.
+    pub fn new(limit: usize, budget: usize) -> Self {
+        LargeMessages {
+            limit,
+            room: Arc::new(AtomicUsize::new(budget)),
+            granted: Arc::new(AtomicU64::new(0)),
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// No message larger than `max_buffer`.
+    pub fn none() -> Self {
+        LargeMessages::new(0, 0)
+    }
+
+    /// Bytes of the budget not in use now.
+    pub fn room(&self) -> usize {
+        self.room.load(Ordering::Relaxed)
+    }
+
+    /// Messages read beyond `max_buffer` so far.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(Ordering::Relaxed)
+    }
+
+    /// Messages within `limit` that found the budget spent.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> Option<Grant> {
+        if bytes > self.limit {
+            return None;
+        }
+        let taken = self.room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |room| room.checked_sub(bytes));
+        if taken.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.granted.fetch_add(1, Ordering::Relaxed);
+        Some(Grant { bytes, room: self.room.clone() })
+    }
+}
+
+impl Default for LargeMessages {
+    fn default() -> Self {
+        LargeMessages::none()
+    }
+}
+
+/// Budget held by one side for the large message it is reading; given back
+/// when dropped.
+#[derive(Debug)]
+struct Grant {
+    bytes: usize,
+    room: Arc<AtomicUsize>,
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        self.room.fetch_add(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -130,6 +212,7 @@ pub enum ObserverEvent {
 #[derive(Debug)]
 pub struct HandshakeObserver {
     limits: ObserverLimits,
+    large: LargeMessages,
     to_server: Side,
     to_client: Side,
     events: VecDeque<ObserverEvent>,
@@ -163,6 +246,8 @@ struct Side {
     reassembly: StreamReassembler,
     /// Bytes of handshake messages not yet complete.
     handshake: Vec<u8>,
+    /// Budget held while a message larger than `max_buffer` is read.
+    grant: Option<Grant>,
     phase: Phase,
     alerts: u8,
 }
@@ -219,6 +304,7 @@ impl HandshakeObserver {
     pub fn new(limits: ObserverLimits) -> Self {
         let mut o = HandshakeObserver {
             limits,
+            large: LargeMessages::none(),
             to_server: Side::new(limits.max_buffer),
             to_client: Side::new(limits.max_buffer),
             events: VecDeque::new(),
@@ -230,6 +316,12 @@ impl HandshakeObserver {
             o.start_prelude(protocol);
         }
         o
+    }
+
+    /// Reads server handshake messages larger than `max_buffer` within `large`.
+    pub fn with_large_messages(mut self, large: LargeMessages) -> Self {
+        self.large = large;
+        self
     }
 
     /// Whether a cleartext prelude is being read.
@@ -596,7 +688,7 @@ impl HandshakeObserver {
         let mut step = Step::Continue;
         while let Some(&[kind, a, b, c]) = buffer.get(at..at + 4) {
             let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-            if len > self.limits.max_buffer {
+            if len > self.limits.max_buffer && !self.room_for(dir, len) {
                 self.fail(dir, ObserverEvent::Overflow(dir));
                 return Step::Wait;
             }
@@ -611,9 +703,35 @@ impl HandshakeObserver {
         if self.wants(dir) {
             let mut buffer = buffer;
             buffer.drain(..at.min(buffer.len()));
-            self.side_mut(dir).handshake = buffer;
+            let max = self.limits.max_buffer;
+            let side = self.side_mut(dir);
+            // A large message read: its budget goes back, and its memory.
+            let large_pending =
+                matches!(buffer.get(..4), Some(&[_, a, b, c]) if u32::from_be_bytes([0, a, b, c]) as usize > max);
+            if side.grant.is_some() && !large_pending {
+                side.grant = None;
+                buffer.shrink_to(max);
+            }
+            side.handshake = buffer;
         }
         step
+    }
+
+    /// Whether `dir` may read a handshake message of `len` bytes, larger
+    /// than `max_buffer`: a server's, within the large-message limit, with
+    /// the budget this side holds or can take.
+    fn room_for(&mut self, dir: Direction, len: usize) -> bool {
+        if dir != Direction::ToClient {
+            return false;
+        }
+        let large = self.large.clone();
+        let side = self.side_mut(dir);
+        if side.grant.as_ref().is_some_and(|g| g.bytes >= len) {
+            return true;
+        }
+        side.grant = None;
+        side.grant = large.take(len);
+        side.grant.is_some()
     }
 
     fn read_handshake_message(&mut self, dir: Direction, kind: u8, body: &[u8]) {
@@ -771,7 +889,13 @@ impl HandshakeObserver {
 
 impl Side {
     fn new(cap: usize) -> Side {
-        Side { reassembly: StreamReassembler::new(cap), handshake: Vec::new(), phase: Phase::First, alerts: 0 }
+        Side {
+            reassembly: StreamReassembler::new(cap),
+            handshake: Vec::new(),
+            grant: None,
+            phase: Phase::First,
+            alerts: 0,
+        }
     }
 
     fn buffered(&self) -> usize {
@@ -783,6 +907,7 @@ impl Side {
         self.phase = phase;
         self.reassembly.release();
         self.handshake = Vec::new();
+        self.grant = None;
     }
 }
 
