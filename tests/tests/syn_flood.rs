@@ -100,3 +100,66 @@ fn a_table_full_of_syns_still_decides_every_real_session() {
     assert_eq!(c.table_full, 0, "when_full never applied: there was always a SYN to forget");
     assert_eq!(c.midstream, 0, "the forgotten session was not taken for mid-stream");
 }
+
+/// A segment of an established connection (ACK, some payload) from `port`:
+/// what every long-lived connection sends after tlsgate starts.
+fn midstream(port: u16, seq: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([192, 0, 2, 10], [198, 51, 100, 20], 64)
+        .tcp(port, 443, seq, 64240)
+        .ack(1)
+        .write(&mut v, &[0x17; 200])
+        .unwrap();
+    v
+}
+
+#[test]
+fn mid_stream_connections_are_remembered_and_forgotten_first() {
+    let dir = Scratch::new("midstream-flood");
+    let pki = Pki::new("Flood CA");
+    let flows = FlowSettings { capacity: 64, ..FlowSettings::default() };
+    let ports: Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
+    let mut ins = Inspector::new(0, policy(&dir), &flows, ports).unwrap();
+    let mut out = Output::default();
+    let mut t = START_NS;
+
+    // Ten connections older than tlsgate, a hundred segments each: each is
+    // taken for mid-stream once, then known (a lookup a packet, no checksum,
+    // no second count).
+    for round in 0..100u32 {
+        for port in 0..10u16 {
+            t += 1_000;
+            assert_eq!(ins.on_packet(&midstream(20_000 + port, round * 200), 0, t, &mut out), Verdict::Forward);
+        }
+    }
+    assert_eq!((ins.counters().midstream, ins.flows()), (10, 10));
+
+    // A flood of them fills the table (what finds it full is not remembered) ...
+    for port in 0..640u16 {
+        t += 1_000;
+        assert_eq!(ins.on_packet(&midstream(30_000 + port, 0), 0, t, &mut out), Verdict::Forward);
+    }
+    assert_eq!(ins.flows(), 64);
+    // ... and costs real sessions nothing: each is decided by the policy, on
+    // a new 5-tuple or on one the table knew as mid-stream (its SYN starts a
+    // session), and a mid-stream entry is forgotten for each new one.
+    let known = 30_000;
+    for (port, sni) in [(40_300, "casino.test"), (40_301, "news.test"), (known, "casino.test")] {
+        for f in &session(&pki, port, sni, t) {
+            t += 1_000;
+            ins.on_packet(&f.data, ingress(&f.data), t, &mut out);
+        }
+    }
+    let decided: Vec<(u64, &str)> =
+        out.events.iter().map(|e| (e.flow.src_port as u64, e.outcome.carried_out.name())).collect();
+    assert_eq!(decided, vec![(40_300, "block"), (40_301, "do-not-decrypt"), (known as u64, "block")]);
+    let c = ins.counters();
+    assert_eq!(c.table_full, 0, "{c:?}");
+    assert_eq!(c.evicted, 2, "one for each new 5-tuple; the known one took its own slot: {c:?}");
+    // Forgetting a mid-stream connection does not make later ones suspect:
+    // a new one is still forwarded uninspected.
+    t += 1_000;
+    assert_eq!(ins.on_packet(&midstream(50_000, 0), 0, t, &mut out), Verdict::Forward);
+    assert_eq!(ins.counters().midstream, 10 + 640 + 1);
+}

@@ -737,7 +737,13 @@ impl Inspector {
         if !syn && !pressed {
             judge.counters.midstream += 1;
             match judge.settings.midstream {
-                Midstream::Bypass => return Err(Verdict::Forward),
+                Midstream::Bypass => {
+                    // Remembered while there is room (after a restart every
+                    // long-lived connection comes this way, packet after packet).
+                    let timeout = judge.settings.decided_timeout as u64 * NS;
+                    let _ = self.table.insert(key, FlowState::Midstream { fins: 0 }, now, timeout);
+                    return Err(Verdict::Forward);
+                }
                 Midstream::Block => return Err(Verdict::Drop(DropReason::Midstream)),
                 Midstream::Inspect => {}
             }
@@ -752,15 +758,20 @@ impl Inspector {
         let evictable = |state: &FlowState| match state {
             FlowState::Inspecting(s) => s.seen == Seen::Nothing,
             FlowState::Bypass { fins } | FlowState::Blocked { fins } | FlowState::Passive { fins, .. } => *fins == 3,
+            FlowState::Midstream { .. } => true,
             FlowState::Guarded(g) => g.fins == 3,
             FlowState::Intercepted(_) => false,
         };
         match self.table.insert_evicting(key, state, now, judge.settings.inspecting_timeout as u64 * NS, evictable) {
             Ok((id, evicted)) => {
                 judge.counters.flows += 1;
-                if evicted.is_some() {
+                if let Some((_, state)) = evicted {
                     judge.counters.evicted += 1;
-                    judge.last_eviction_ns = Some(now);
+                    // A forgotten mid-stream flow comes back as one: others
+                    // need not be inspected for it.
+                    if !matches!(state, FlowState::Midstream { .. }) {
+                        judge.last_eviction_ns = Some(now);
+                    }
                 }
                 Ok(id)
             }
@@ -819,7 +830,7 @@ impl Inspector {
         let settings = &self.judge.settings;
         let decided_ns = if closed { settings.closed_timeout } else { settings.decided_timeout } as u64 * NS;
         match state {
-            FlowState::Bypass { .. } | FlowState::Passive { .. } => {
+            FlowState::Bypass { .. } | FlowState::Midstream { .. } | FlowState::Passive { .. } => {
                 self.table.touch(id, now, decided_ns);
                 Verdict::Forward
             }

@@ -23,6 +23,14 @@ pub(super) enum FlowState {
         /// FIN seen from lo (bit 0) and hi (bit 1).
         fins: u8,
     },
+    /// First seen without its SYN and forwarded uninspected (`flows.midstream
+    /// = "bypass"`): remembered so that its later packets cost a lookup, and
+    /// the first to be forgotten when the table is full (forgetting it costs
+    /// nothing but that lookup's miss on its next packet).
+    Midstream {
+        /// FIN seen from lo (bit 0) and hi (bit 1).
+        fins: u8,
+    },
     /// Forwarded untouched, like `Bypass`, while the handshake bytes judged
     /// may still be sent again: a copy with other bytes is dropped, until
     /// the receiver acknowledges past them (it has them then, and discards
@@ -86,7 +94,10 @@ impl FlowState {
     pub(super) fn fins(&self) -> u8 {
         match self {
             FlowState::Inspecting(s) => s.fins,
-            FlowState::Bypass { fins } | FlowState::Blocked { fins } | FlowState::Passive { fins, .. } => *fins,
+            FlowState::Bypass { fins }
+            | FlowState::Midstream { fins }
+            | FlowState::Blocked { fins }
+            | FlowState::Passive { fins, .. } => *fins,
             FlowState::Guarded(g) => g.fins,
             FlowState::Intercepted(_) => 0,
         }
@@ -100,7 +111,10 @@ impl FlowState {
                 s.fins |= bit;
                 s.fins
             }
-            FlowState::Bypass { fins } | FlowState::Blocked { fins } | FlowState::Passive { fins, .. } => {
+            FlowState::Bypass { fins }
+            | FlowState::Midstream { fins }
+            | FlowState::Blocked { fins }
+            | FlowState::Passive { fins, .. } => {
                 *fins |= bit;
                 *fins
             }
