@@ -10,7 +10,7 @@ use crate::packet::{Addr, TcpFrame};
 
 /// A flow's identity, the same for both directions: the (address, port) pair
 /// that sorts lower is `lo`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     /// Lower endpoint address.
     pub lo_addr: Addr,
@@ -43,6 +43,17 @@ impl FlowKey {
         } else {
             (FlowKey { lo_addr: t.dst, hi_addr: t.src, lo_port: t.dst_port, hi_port: t.src_port, vlan }, false)
         }
+    }
+}
+
+/// Three words to the hasher (a derived `Hash` makes seven calls, two of
+/// them for the addresses' lengths): a lookup a packet hashes one of these.
+impl std::hash::Hash for FlowKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.lo_addr));
+        state.write_u128(u128::from_ne_bytes(self.hi_addr));
+        state.write_u64(u64::from(self.lo_port) | u64::from(self.hi_port) << 16 | u64::from(self.vlan) << 32);
     }
 }
 

@@ -146,6 +146,9 @@ enum Cmd {
         /// only spins (what any load of that CPU costs a worker on this machine).
         #[arg(long)]
         spin: bool,
+        /// With a do-not-decrypt policy: every packet through the inspector.
+        #[arg(long)]
+        policy: bool,
         #[arg(long)]
         mode: Mode,
         #[arg(long)]
@@ -216,8 +219,8 @@ fn main() {
                 }
             }
         }
-        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics, spin } => {
-            match child(pmd, mode, workers, seconds, metrics, spin) {
+        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics, spin, policy } => {
+            match child(pmd, mode, workers, seconds, metrics, spin, policy) {
                 Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
                 Err(e) => {
                     eprintln!("tlsgate-perf: {e}");
@@ -236,21 +239,34 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
     println!("  ring: net_ring loopback pair, {FLOWS} TCP flows, IMIX sizes, closed loop");
     println!("  flooded/off: metrics on under a scrape flood (200 connections held, scrapes back to back) / off");
     println!("  spin/off: metrics off, a thread spinning on the metrics CPU (CPU 0) / off");
+    println!("  policy: a do-not-decrypt policy, every packet through the inspector (each flow decided once)");
     println!(
-        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7} {:>12} {:>9}",
-        "pmd", "workers", "bare Mpps", "bare c/p", "tlsgate Mpps", "tlsgate c/p", "ratio", "flooded/off", "spin/off"
+        "{:>4} {:>7} {:>10} {:>9} {:>12} {:>11} {:>7} {:>12} {:>9} {:>11} {:>10}",
+        "pmd",
+        "workers",
+        "bare Mpps",
+        "bare c/p",
+        "tlsgate Mpps",
+        "tlsgate c/p",
+        "ratio",
+        "flooded/off",
+        "spin/off",
+        "policy Mpps",
+        "policy c/p"
     );
     for (&pmd, &w) in pmds.iter().flat_map(|p| workers.iter().map(move |w| (p, w))) {
         let mut bare = Vec::new();
         let mut tg = Vec::new();
         let mut tm = Vec::new();
         let mut ts = Vec::new();
+        let mut tp = Vec::new();
         for _ in 0..rounds {
-            for (mode, metrics, spin, out) in [
-                (Mode::Bare, false, false, &mut bare),
-                (Mode::Tlsgate, false, false, &mut tg),
-                (Mode::Tlsgate, true, false, &mut tm),
-                (Mode::Tlsgate, false, true, &mut ts),
+            for (mode, metrics, spin, policy, out) in [
+                (Mode::Bare, false, false, false, &mut bare),
+                (Mode::Tlsgate, false, false, false, &mut tg),
+                (Mode::Tlsgate, true, false, false, &mut tm),
+                (Mode::Tlsgate, false, true, false, &mut ts),
+                (Mode::Tlsgate, false, false, true, &mut tp),
             ] {
                 let mut c = Command::new(&exe);
                 c.args(["forward-child", "--mode", if mode == Mode::Bare { "bare" } else { "tlsgate" }]).args([
@@ -267,6 +283,9 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
                 if spin {
                     c.arg("--spin");
                 }
+                if policy {
+                    c.arg("--policy");
+                }
                 let o = c.output().expect("spawn own binary");
                 if !o.status.success() {
                     eprintln!("{}", String::from_utf8_lossy(&o.stderr));
@@ -281,9 +300,10 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
         let t = median(&tg);
         let m = median(&tm);
         let sp = median(&ts);
+        let p = median(&tp);
         let ratio = t.mpps / b.mpps;
         println!(
-            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}% {:>11.1}% {:>8.1}%",
+            "{:>4} {:>7} {:>10.2} {:>9.1} {:>12.2} {:>11.1} {:>6.1}% {:>11.1}% {:>8.1}% {:>11.2} {:>10.1}",
             pmd.name(),
             w,
             b.mpps,
@@ -292,11 +312,13 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
             t.cycles_per_packet,
             ratio * 100.0,
             m.mpps / t.mpps * 100.0,
-            sp.mpps / t.mpps * 100.0
+            sp.mpps / t.mpps * 100.0,
+            p.mpps,
+            p.cycles_per_packet
         );
         rows.push(serde_json::json!({
             "pmd": pmd.name(), "workers": w, "bare": b, "tlsgate": t, "metrics_flooded": m, "cpu0_spinning": sp,
-            "ratio": ratio
+            "with_policy": p, "ratio": ratio
         }));
     }
     if let Some(p) = json {
@@ -310,7 +332,15 @@ fn median(v: &[Sample]) -> Sample {
     v[v.len() / 2]
 }
 
-fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool, spin: bool) -> Result<Sample, String> {
+fn child(
+    pmd: Pmd,
+    mode: Mode,
+    workers: usize,
+    seconds: f64,
+    metrics: bool,
+    spin: bool,
+    with_policy: bool,
+) -> Result<Sample, String> {
     let lcores: Vec<u32> = (1..=workers as u32).collect();
     // Hugepages when the machine has them reserved (TLB misses on 4 KiB pages
     // would otherwise dominate what is measured), else plain memory.
@@ -326,7 +356,16 @@ fn child(pmd: Pmd, mode: Mode, workers: usize, seconds: f64, metrics: bool, spin
     )
     .map_err(|e| e.to_string())?;
     let eal = Eal::init(&settings.eal_args()).map_err(|e| e.to_string())?;
-    let mut prep = Dataplane::prepare(&eal, &settings, StartOptions::default()).map_err(|e| e.to_string())?;
+    // With a policy every packet goes through the inspector: on this load
+    // (no SYNs) each flow is taken for mid-stream once, then decided.
+    let policy = if with_policy {
+        let text = "[policy]\ndefault_action = \"do-not-decrypt\"\n";
+        Some(Arc::new(tlsgate_config::policy::Policy::parse(text, None).map_err(|e| e.to_string())?))
+    } else {
+        None
+    };
+    let mut prep = Dataplane::prepare(&eal, &settings, StartOptions { policy, ..StartOptions::default() })
+        .map_err(|e| e.to_string())?;
     let pool = prep.pool();
     // net_ring ports are loopbacks: seed them once and the frames circulate.
     let seeded = if pmd == Pmd::Ring { IN_FLIGHT * 2 * workers } else { 0 };
