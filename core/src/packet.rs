@@ -619,15 +619,26 @@ impl<'a> IpFragment<'a> {
 
 /// The ones' complement sum of `bytes` (as 16-bit big-endian words, an odd
 /// last byte padded), added to `acc`, unfolded.
-fn sum(mut acc: u64, bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(2);
-    for w in &mut words {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+///
+/// Read as little-endian 32-bit words into a 64-bit sum, which the compiler
+/// turns into vector adds (four to eight bytes a cycle more than 16-bit
+/// big-endian words): a 32-bit word is its two 16-bit halves modulo 0xffff,
+/// and a ones' complement sum of byte-swapped words is the byte-swapped sum
+/// (RFC 1071, 2(B)), swapped back once at the end.
+fn sum(acc: u64, bytes: &[u8]) -> u64 {
+    let mut quads = bytes.chunks_exact(4);
+    let mut le = 0u64;
+    for q in &mut quads {
+        le += u64::from(u32::from_le_bytes([q[0], q[1], q[2], q[3]]));
     }
-    if let [last] = words.remainder() {
-        acc += u64::from(*last) << 8;
+    let mut pairs = quads.remainder().chunks_exact(2);
+    for p in &mut pairs {
+        le += u64::from(u16::from_le_bytes([p[0], p[1]]));
     }
-    acc
+    if let [last] = pairs.remainder() {
+        le += u64::from(*last);
+    }
+    acc + u64::from(fold(le).swap_bytes())
 }
 
 /// The Internet checksum (RFC 1071) of the concatenation of `parts`, each
@@ -829,6 +840,36 @@ pub fn build_reset(t: &TcpFrame, toward_sender: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tcp_frame_tests {
     use super::*;
+
+    /// RFC 1071's definition, word by word.
+    fn sum_by_words(mut acc: u64, bytes: &[u8]) -> u64 {
+        let mut words = bytes.chunks_exact(2);
+        for w in &mut words {
+            acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        if let [last] = words.remainder() {
+            acc += u64::from(*last) << 8;
+        }
+        acc
+    }
+
+    #[test]
+    fn the_fast_sum_is_the_internet_checksum() {
+        // RFC 1071's example: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
+        assert_eq!(fold(sum(0, &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut bytes = Vec::new();
+        for len in 0..2100 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(if len % 7 == 0 { 0xff } else { x as u8 });
+            let acc = x >> 40;
+            assert_eq!(fold(sum(acc, &bytes)), fold(sum_by_words(acc, &bytes)), "{len} bytes");
+        }
+        assert_eq!(fold(sum(0, &[0xff; 1500])), fold(sum_by_words(0, &[0xff; 1500])));
+        assert_eq!(internet_checksum(&[&[], &[0; 3]]), 0xffff);
+    }
 
     fn frame(vlan: bool, v6: bool, payload: &[u8]) -> Vec<u8> {
         let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]);
