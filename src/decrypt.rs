@@ -163,7 +163,7 @@ pub fn read(capture: &Path, events: &Path, events_from: u64, how: Reading) -> Re
 /// The event's `decrypt` object for a session read (or not).
 fn decrypt_object(r: &SessionReport) -> Value {
     let rep = &r.report;
-    json!({
+    let mut v = json!({
         "mode": rep.mode.map(|m| m.name()),
         "version": rep.version,
         "cipher_suite": rep.cipher_suite.map(|c| format!("0x{c:04x}")),
@@ -177,7 +177,14 @@ fn decrypt_object(r: &SessionReport) -> Value {
         "resumed": rep.resumed,
         "extended_master_secret": rep.extended_master_secret,
         "truncated": rep.truncated,
-    })
+    });
+    if let Some(early) = rep.early_data {
+        v["early_data"] = json!(early.name());
+        if rep.early_data_refused_bytes > 0 {
+            v["early_data_refused_bytes"] = json!(rep.early_data_refused_bytes);
+        }
+    }
+    v
 }
 
 /// A `tls` event's client and server.

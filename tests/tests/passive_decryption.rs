@@ -524,3 +524,99 @@ fn ssl3_sessions_from_tlslite_are_read_passively() {
         assert_eq!(&plain[port].1, page, "{cipher}");
     }
 }
+
+/// TLS 1.3 0-RTT from OpenSSL, read with the key log: data the server took
+/// comes first in the plaintext; data it refused (a server that cannot
+/// resume the session, or one that asks for another key share first) is
+/// counted, not exported, and the rest of the session is read.
+#[test]
+fn tls13_early_data_taken_or_refused_is_read_with_the_key_log() {
+    const EARLY_ADDR: &str = "127.0.0.86";
+    const EARLY_PORT: u16 = 4486;
+    const EARLY: &[u8] = b"EARLY DATA: GET /zero-rtt\n";
+    let dir = Scratch::new("passive-early");
+    let (cert, key) = rsa_server_certificate(&dir);
+    let early = dir.path("early.txt");
+    std::fs::write(&early, EARLY).unwrap();
+    let keylog = dir.path("keys.log");
+    let session = dir.path("session.pem");
+    let capture = Capture::start(&dir.path("early.pcap"), EARLY_ADDR, EARLY_PORT);
+    // One server per session, its stdin held open (it stops at its end).
+    let serve = |extra: &[&str]| {
+        let child = Command::new("openssl")
+            .args(["s_server", "-accept", &format!("{EARLY_ADDR}:{EARLY_PORT}"), "-naccept", "1", "-tls1_3"])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        std::thread::sleep(Duration::from_millis(400));
+        Reaped(child)
+    };
+    let client = |extra: &[&std::ffi::OsStr]| {
+        let mut c = Command::new("openssl");
+        // -brief, not -quiet: the client leaves at its stdin's end (the echo
+        // server would never close first).
+        c.args(["s_client", "-connect", &format!("{EARLY_ADDR}:{EARLY_PORT}"), "-brief", "-tls1_3", "-keylogfile"])
+            .arg(&keylog)
+            .args(extra);
+        run_client(c);
+    };
+    let resume: [&std::ffi::OsStr; 4] =
+        ["-sess_in".as_ref(), session.as_os_str(), "-early_data".as_ref(), early.as_os_str()];
+    // A session whose ticket allows early data, then one that sends it and
+    // is taken (same server process: it knows the ticket).
+    let server = serve(&["-early_data", "-no_anti_replay", "-naccept", "2"]);
+    client(&["-sess_out".as_ref(), session.as_os_str()]);
+    client(&resume);
+    drop(server);
+    // Refused: a new server process cannot open the ticket (full handshake).
+    let server = serve(&[]);
+    client(&resume);
+    drop(server);
+    // Refused by a HelloRetryRequest (the server wants another group).
+    let server = serve(&["-groups", "P-256"]);
+    client(&resume);
+    drop(server);
+    let capture = capture.finish();
+    let ports = client_ports(&capture);
+    assert_eq!(ports.len(), 4, "{ports:?}");
+
+    let _dpdk = dpdk_lock();
+    let (events, decrypted, stdout) = replay(&dir, "early-read", &capture, &["--keylog".as_ref(), keylog.as_os_str()]);
+    assert!(stdout.contains("decrypted: 4 of 4"), "{stdout}");
+    let plain = plaintext(&decrypted, EARLY_PORT);
+    let expect = [(None, REQUEST.to_vec()), (Some("accepted"), [EARLY, REQUEST].concat())];
+    let refused = (Some("refused"), REQUEST.to_vec());
+    for (i, (port, (early_data, to_server))) in ports.iter().zip(expect.iter().chain([&refused, &refused])).enumerate()
+    {
+        let e = event_of(&events, *port);
+        let d = &e["decrypt"];
+        assert_eq!(d["mode"], "keylog", "session {i}: {e}");
+        assert_eq!(d["records_failed"], 0, "session {i}: {e}");
+        assert_eq!(d["early_data"].as_str(), *early_data, "session {i}: {e}");
+        assert_eq!(&plain[port].0, to_server, "session {i}: {e}");
+        if *early_data == Some("refused") {
+            assert_eq!(d["early_data_refused_bytes"], EARLY.len(), "session {i}: {e}");
+        }
+    }
+
+    // Without the early secret in the key log, the early records are
+    // counted as not decrypted and the rest is read.
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    let without: String =
+        text.lines().filter(|l| !l.starts_with("CLIENT_EARLY_TRAFFIC_SECRET")).map(|l| format!("{l}\n")).collect();
+    let keylog2 = dir.path("keys-without-early.log");
+    std::fs::write(&keylog2, without).unwrap();
+    let (events, decrypted, _) = replay(&dir, "early-unread", &capture, &["--keylog".as_ref(), keylog2.as_os_str()]);
+    let plain = plaintext(&decrypted, EARLY_PORT);
+    let e = event_of(&events, ports[1]);
+    assert_eq!(e["decrypt"]["early_data"], "not_decrypted", "{e}");
+    assert_eq!(e["decrypt"]["records_failed"], 0, "{e}");
+    assert_eq!(plain[&ports[1]].0, REQUEST, "{e}");
+}

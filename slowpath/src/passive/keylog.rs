@@ -9,6 +9,8 @@ use std::collections::HashMap;
 pub struct Secrets {
     /// `CLIENT_RANDOM`: a TLS 1.0-1.2 (or SSLv3) master secret.
     pub master: Option<[u8; 48]>,
+    /// TLS 1.3 `CLIENT_EARLY_TRAFFIC_SECRET` (0-RTT data).
+    pub client_early: Option<Vec<u8>>,
     /// TLS 1.3 `CLIENT_HANDSHAKE_TRAFFIC_SECRET`.
     pub client_handshake: Option<Vec<u8>>,
     /// TLS 1.3 `SERVER_HANDSHAKE_TRAFFIC_SECRET`.
@@ -27,7 +29,7 @@ pub struct KeyLog {
     rsa: HashMap<[u8; 8], Vec<u8>>,
     /// Lines that are neither comments nor a known label with good hex.
     pub bad_lines: usize,
-    /// Lines with a label this reader does not use (exporter and early secrets).
+    /// Lines with a label this reader does not use (exporter secrets).
     pub unused_lines: usize,
 }
 
@@ -36,6 +38,7 @@ impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
             .field("master", &self.master.is_some())
+            .field("client_early", &self.client_early.is_some())
             .field("client_handshake", &self.client_handshake.is_some())
             .field("server_handshake", &self.server_handshake.is_some())
             .field("client_traffic_0", &self.client_traffic_0.is_some())
@@ -78,13 +81,14 @@ impl KeyLog {
             let known = matches!(
                 label,
                 "CLIENT_RANDOM"
+                    | "CLIENT_EARLY_TRAFFIC_SECRET"
                     | "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
                     | "SERVER_HANDSHAKE_TRAFFIC_SECRET"
                     | "CLIENT_TRAFFIC_SECRET_0"
                     | "SERVER_TRAFFIC_SECRET_0"
             );
             if !known {
-                if matches!(label, "EXPORTER_SECRET" | "EARLY_EXPORTER_SECRET" | "CLIENT_EARLY_TRAFFIC_SECRET") {
+                if matches!(label, "EXPORTER_SECRET" | "EARLY_EXPORTER_SECRET") {
                     log.unused_lines += 1;
                 } else {
                     log.bad_lines += 1;
@@ -100,6 +104,7 @@ impl KeyLog {
             let s = log.by_random.entry(random).or_default();
             match label {
                 "CLIENT_RANDOM" => s.master = b.as_slice().try_into().ok(),
+                "CLIENT_EARLY_TRAFFIC_SECRET" => s.client_early = Some(b),
                 "CLIENT_HANDSHAKE_TRAFFIC_SECRET" => s.client_handshake = Some(b),
                 "SERVER_HANDSHAKE_TRAFFIC_SECRET" => s.server_handshake = Some(b),
                 "CLIENT_TRAFFIC_SECRET_0" => s.client_traffic_0 = Some(b),

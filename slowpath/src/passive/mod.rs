@@ -106,6 +106,32 @@ pub struct Report {
     pub extended_master_secret: bool,
     /// A record cut short by the end of the stream.
     pub truncated: bool,
+    /// TLS 1.3 0-RTT data the client sent, and what became of it.
+    pub early_data: Option<EarlyData>,
+    /// Bytes of 0-RTT data the server refused (not in the plaintext: the server never read them).
+    pub early_data_refused_bytes: u64,
+}
+
+/// What became of a client's TLS 1.3 0-RTT data (`decrypt.early_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyData {
+    /// The server took it (the client's EndOfEarlyData came): it is in the plaintext, first.
+    Accepted,
+    /// The server refused it (the client went on under its handshake keys without EndOfEarlyData).
+    Refused,
+    /// Sent, but the key log has no `CLIENT_EARLY_TRAFFIC_SECRET` for it.
+    NotDecrypted,
+}
+
+impl EarlyData {
+    /// The event log's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EarlyData::Accepted => "accepted",
+            EarlyData::Refused => "refused",
+            EarlyData::NotDecrypted => "not_decrypted",
+        }
+    }
 }
 
 /// An imported server certificate and its RSA key.
@@ -227,6 +253,8 @@ pub struct PassiveSession {
     transcript_overflow: bool,
     master: Option<[u8; 48]>,
     tls13: Option<Tls13>,
+    /// The client's 0-RTT phase, while it lasts.
+    early: Option<Early>,
     report: Report,
     /// The keys were looked for (at the first ChangeCipherSpec, or TLS 1.3's ServerHello).
     keyed: bool,
@@ -279,6 +307,26 @@ struct Tls13 {
     server_traffic: Option<Vec<u8>>,
 }
 
+/// The client's records after a ClientHello that offers 0-RTT data: under
+/// its early traffic secret until its EndOfEarlyData (the server took the
+/// data), or until a record opens under its handshake secret instead (the
+/// server refused it, and skipped those records).
+struct Early {
+    /// Openers for each suite the early secret may be for (its length tells
+    /// the hash; the ServerHello may come later in the capture than the data).
+    openers: Vec<RecordOpener>,
+    /// The client's handshake opener, once the ServerHello gave it.
+    next: Option<RecordOpener>,
+    /// Early plaintext, held until the server's answer is known.
+    held: Vec<u8>,
+    /// Early records opened, and not opened (no secret for them).
+    opened: u64,
+    unopened: u64,
+}
+
+/// Early plaintext held at most (past it, records are counted as not decrypted).
+const MAX_EARLY_HELD: usize = 256 * 1024;
+
 /// The ServerHello random of a TLS 1.3 HelloRetryRequest (RFC 8446 §4.1.3).
 const HELLO_RETRY_RANDOM: [u8; 32] = [
     0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11,
@@ -301,6 +349,7 @@ impl PassiveSession {
             transcript_overflow: false,
             master: None,
             tls13: None,
+            early: None,
             report: Report::default(),
             keyed: false,
             use_server_keys: true,
@@ -361,6 +410,14 @@ impl PassiveSession {
 
     fn record(&mut self, keys: &mut Keys, d: usize, header: &[u8; 5], fragment: &[u8], out: &mut Plaintext) {
         let content_type = header[0];
+        if d == 0 && self.early.is_some() && content_type != 23 {
+            // Beside 0-RTT records: a compatibility ChangeCipherSpec, or a
+            // second ClientHello after a HelloRetryRequest.
+            if content_type == 22 {
+                self.handshake_bytes(keys, d, fragment);
+            }
+            return;
+        }
         if self.dirs[d].protected && !(content_type == 20 && self.is_tls13()) {
             self.protected_record(d, header, fragment, out);
             return;
@@ -383,6 +440,10 @@ impl PassiveSession {
     }
 
     fn protected_record(&mut self, d: usize, header: &[u8; 5], fragment: &[u8], out: &mut Plaintext) {
+        if d == 0 && self.early.is_some() {
+            self.early_record(header, fragment, out);
+            return;
+        }
         let Some(opener) = self.dirs[d].opener.as_mut() else {
             self.report.records_not_decrypted += 1;
             return;
@@ -416,6 +477,63 @@ impl PassiveSession {
         }
     }
 
+    /// A client record while 0-RTT data may still come: early data, the
+    /// EndOfEarlyData that ends it, or the first record under the handshake
+    /// secret (the server refused the data).
+    fn early_record(&mut self, header: &[u8; 5], fragment: &[u8], out: &mut Plaintext) {
+        let Some(early) = self.early.as_mut() else { return };
+        let opened =
+            early.openers.iter_mut().enumerate().find_map(|(i, o)| Some((i, o.try_open(header, fragment).ok()?)));
+        if let Some((i, Opened { content_type, plaintext })) = opened {
+            // That suite's opener alone from now on.
+            let o = early.openers.swap_remove(i);
+            early.openers = vec![o];
+            early.opened += 1;
+            self.report.records_to_server += 1;
+            match content_type {
+                23 if early.held.len() + plaintext.len() <= MAX_EARLY_HELD => early.held.extend_from_slice(&plaintext),
+                23 => self.report.records_not_decrypted += 1,
+                // EndOfEarlyData: the server took the data; the handshake secret follows.
+                22 if plaintext.first() == Some(&5) => {
+                    let Some(early) = self.early.take() else { return };
+                    self.report.early_data = Some(EarlyData::Accepted);
+                    if !early.held.is_empty() {
+                        self.report.bytes_to_server += early.held.len() as u64;
+                        out.push((true, early.held));
+                    }
+                    self.dirs[0].opener = early.next;
+                }
+                _ => {}
+            }
+            return;
+        }
+        let handshake = early.next.as_mut().and_then(|o| o.try_open(header, fragment).ok());
+        let Some(Opened { content_type, plaintext }) = handshake else {
+            // 0-RTT data without its secret (or a record that is no record of this session's).
+            early.unopened += 1;
+            self.report.records_not_decrypted += 1;
+            return;
+        };
+        // The client went on without EndOfEarlyData: the server refused the early data.
+        let Some(early) = self.early.take() else { return };
+        self.end_early_refused(&early);
+        self.dirs[0].opener = early.next;
+        self.report.records_to_server += 1;
+        if content_type == 22 {
+            self.tls13_handshake(0, &plaintext);
+        }
+    }
+
+    /// The 0-RTT phase ended without the server taking the data.
+    fn end_early_refused(&mut self, early: &Early) {
+        if early.opened > 0 {
+            self.report.early_data = Some(EarlyData::Refused);
+            self.report.early_data_refused_bytes += early.held.len() as u64;
+        } else if early.unopened > 0 {
+            self.report.early_data = Some(EarlyData::NotDecrypted);
+        }
+    }
+
     fn is_tls13(&self) -> bool {
         self.hello.version == Some(Version::Tls13)
     }
@@ -440,6 +558,11 @@ impl PassiveSession {
         let body = &msg[4..];
         match (d, msg[0]) {
             (0, 1) => {
+                // A second ClientHello (after a HelloRetryRequest): any 0-RTT data was refused.
+                if let Some(early) = self.early.take() {
+                    self.end_early_refused(&early);
+                    self.dirs[0].protected = false;
+                }
                 if let Some(h) = parse_client_hello(body) {
                     self.hello.client_random = Some(h.random);
                     self.hello.client_version = h.version;
@@ -447,6 +570,9 @@ impl PassiveSession {
                     self.hello.client_ticket = h.ticket;
                     self.hello.client_ems = h.ems;
                     self.hello.client_etm = h.etm;
+                    if h.early_data {
+                        self.start_early(keys, &h.random);
+                    }
                 }
                 // A second ClientHello (after a HelloRetryRequest) starts the transcript anew.
                 self.transcript.clear();
@@ -454,6 +580,9 @@ impl PassiveSession {
             (1, 2) => {
                 let Some(h) = parse_server_hello(body) else { return };
                 if h.random == HELLO_RETRY_RANDOM {
+                    // TLS 1.3 already: the compatibility ChangeCipherSpecs
+                    // around it protect nothing.
+                    self.hello.version = Version::from_wire(h.version);
                     return;
                 }
                 self.hello.server_random = Some(h.random);
@@ -594,6 +723,23 @@ impl PassiveSession {
         self.dirs[1].pending = RecordOpener::tls12(version, &suite, &sk, etm);
     }
 
+    /// A ClientHello that offers 0-RTT data: the client's next records may
+    /// be under its early traffic secret (from the key log, for each TLS 1.3
+    /// suite of the secret's hash length).
+    fn start_early(&mut self, keys: &Keys, random: &[u8; 32]) {
+        let secret = keys.keylog.as_ref().and_then(|l| l.secrets(random)).and_then(|s| s.client_early.clone());
+        let openers = secret.map_or_else(Vec::new, |secret| {
+            [0x1301u16, 0x1302, 0x1303, 0x1304, 0x1305]
+                .into_iter()
+                .filter_map(suite::by_id)
+                .filter(|s| s.prf.output_len() == secret.len())
+                .filter_map(|s| RecordOpener::tls13(&s, &secret))
+                .collect()
+        });
+        self.early = Some(Early { openers, next: None, held: Vec::new(), opened: 0, unopened: 0 });
+        self.dirs[0].protected = true;
+    }
+
     /// TLS 1.3's ServerHello: both directions protected from here, with the key log's handshake secrets.
     fn tls13_keys(&mut self, keys: &mut Keys) {
         self.keyed = true;
@@ -612,7 +758,12 @@ impl PassiveSession {
         self.report.mode = Some(Mode::Keylog);
         for (d, secret) in [(0, &s.client_handshake), (1, &s.server_handshake)] {
             if let Some(secret) = secret {
-                self.dirs[d].opener = RecordOpener::tls13(&suite, secret);
+                let opener = RecordOpener::tls13(&suite, secret);
+                match &mut self.early {
+                    // The client's handshake records come after its 0-RTT data.
+                    Some(early) if d == 0 => early.next = opener,
+                    _ => self.dirs[d].opener = opener,
+                }
             }
         }
         self.tls13 =
@@ -690,6 +841,7 @@ struct ClientHelloFacts {
     ticket: Option<Vec<u8>>,
     ems: bool,
     etm: bool,
+    early_data: bool,
 }
 
 struct ServerHelloFacts {
@@ -754,7 +906,7 @@ fn parse_client_hello(body: &[u8]) -> Option<ClientHelloFacts> {
     let ext = extensions(&mut r);
     let has = |t: u16| ext.iter().any(|e| e.0 == t);
     let ticket = ext.iter().find(|e| e.0 == 35 && !e.1.is_empty()).map(|e| e.1.clone());
-    Some(ClientHelloFacts { version, random, session_id, ticket, ems: has(23), etm: has(22) })
+    Some(ClientHelloFacts { version, random, session_id, ticket, ems: has(23), etm: has(22), early_data: has(42) })
 }
 
 fn parse_server_hello(body: &[u8]) -> Option<ServerHelloFacts> {

@@ -106,6 +106,18 @@ impl RecordOpener {
         self.seq
     }
 
+    /// Opens one record if it is this opener's, the sequence number left as
+    /// it was when it is not: trial decryption, for TLS 1.3's 0-RTT records
+    /// and those that follow them (AEAD keys, which keep no other state).
+    pub fn try_open(&mut self, header: &[u8; 5], fragment: &[u8]) -> Result<Opened, RecordError> {
+        let seq = self.seq;
+        let opened = self.open(header, fragment);
+        if opened.is_err() {
+            self.seq = seq;
+        }
+        opened
+    }
+
     /// Opens one record: `header` is its 5-byte header, `fragment` what follows.
     pub fn open(&mut self, header: &[u8; 5], fragment: &[u8]) -> Result<Opened, RecordError> {
         let seq = self.seq;
