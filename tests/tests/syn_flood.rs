@@ -49,13 +49,18 @@ fn ingress(frame: &[u8]) -> usize {
     usize::from(TcpFrame::parse(frame).unwrap().dst_port != 443)
 }
 
-#[test]
-fn a_table_full_of_syns_still_decides_every_real_session() {
-    let dir = Scratch::new("syn-flood");
-    let pki = Pki::new("Flood CA");
+/// One worker's inspector with a table of 64 flows, under the policy above.
+fn small_table(tag: &str) -> (Scratch, Pki, Inspector) {
+    let dir = Scratch::new(tag);
     let flows = FlowSettings { capacity: 64, ..FlowSettings::default() };
     let ports: Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
-    let mut ins = Inspector::new(0, policy(&dir), &flows, ports).unwrap();
+    let ins = Inspector::new(0, policy(&dir), &flows, ports).unwrap();
+    (dir, Pki::new("Flood CA"), ins)
+}
+
+#[test]
+fn a_table_full_of_syns_still_decides_every_real_session() {
+    let (_dir, pki, mut ins) = small_table("syn-flood");
     let mut out = Output::default();
     let mut t = START_NS;
 
@@ -116,11 +121,7 @@ fn midstream(port: u16, seq: u32) -> Vec<u8> {
 
 #[test]
 fn mid_stream_connections_are_remembered_and_forgotten_first() {
-    let dir = Scratch::new("midstream-flood");
-    let pki = Pki::new("Flood CA");
-    let flows = FlowSettings { capacity: 64, ..FlowSettings::default() };
-    let ports: Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
-    let mut ins = Inspector::new(0, policy(&dir), &flows, ports).unwrap();
+    let (_dir, pki, mut ins) = small_table("midstream-flood");
     let mut out = Output::default();
     let mut t = START_NS;
 
