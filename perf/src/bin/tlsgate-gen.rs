@@ -16,6 +16,7 @@ use tlsgate_perf::handshake::{
     record_session, session_frames, tls_session, write_pcap, Flight, Frame, Leaf, Pki, SessionSpec, TlsVersionChoice,
     DEFAULT_START_UNIX_S,
 };
+use tlsgate_perf::traffic::IMIX;
 
 #[derive(Parser)]
 #[command(name = "tlsgate-gen", about = "tlsgate capture generator")]
@@ -54,6 +55,20 @@ enum Cmd {
         /// Bytes each session's server sends after the handshake.
         #[arg(long, default_value_t = 4 << 20)]
         bytes: usize,
+    },
+    /// Segments of many established TCP connections (no handshakes, no
+    /// SYN): once each flow is known, the packets of decided flows at scale,
+    /// for measuring the flow table beyond the caches.
+    Flows {
+        /// The pcap file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Distinct connections (at most 65,536).
+        #[arg(long, default_value_t = 65_536)]
+        flows: usize,
+        /// Frames in all, spread over the connections in turn.
+        #[arg(long, default_value_t = 1 << 20)]
+        frames: usize,
     },
     /// Many real QUIC sessions (quinn's client and server), one flow each, as
     /// one pcap: the input of the QUIC classification benchmark.
@@ -99,6 +114,19 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        Cmd::Flows { out, flows, frames } => {
+            let start = 1_767_225_600_000_000_000u64;
+            let frames: Vec<Frame> = tlsgate_perf::traffic::tcp_frames(frames, flows.clamp(1, 65_536), &IMIX)
+                .into_iter()
+                .enumerate()
+                .map(|(i, data)| Frame { unix_ns: start + i as u64 * 1_000, data })
+                .collect();
+            if let Err(e) = write_pcap(&out, &frames) {
+                eprintln!("tlsgate-gen: writing {}: {e}", out.display());
+                std::process::exit(1);
+            }
+            println!("wrote {} frames of {flows} connections to {}", frames.len(), out.display());
+        }
         Cmd::Bulk { out, sessions, bytes } => {
             let pki = Pki::new("Bulk Root");
             let leaf = pki.issue(&["bulk.test"], "Bulk", 1_700_000_000, 1_900_000_000);
