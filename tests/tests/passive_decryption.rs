@@ -600,6 +600,9 @@ fn tls13_early_data_taken_or_refused_is_read_with_the_key_log() {
         assert_eq!(d["mode"], "keylog", "session {i}: {e}");
         assert_eq!(d["records_failed"], 0, "session {i}: {e}");
         assert_eq!(d["early_data"].as_str(), *early_data, "session {i}: {e}");
+        // Only the session whose early data was taken resumed (the other
+        // servers could not open the ticket).
+        assert_eq!(d["resumed"], i == 1, "session {i}: {e}");
         assert_eq!(&plain[port].0, to_server, "session {i}: {e}");
         if *early_data == Some("refused") {
             assert_eq!(d["early_data_refused_bytes"], EARLY.len(), "session {i}: {e}");

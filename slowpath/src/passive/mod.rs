@@ -100,7 +100,8 @@ pub struct Report {
     pub mac_failures: u64,
     /// Protected records not opened (no keys, or after a failure).
     pub records_not_decrypted: u64,
-    /// The session resumed one whose master secret was learned earlier.
+    /// The session resumed one whose master secret was learned earlier
+    /// (TLS 1.3: the server took a pre-shared key).
     pub resumed: bool,
     /// The master secret was derived with the extended master secret (RFC 7627).
     pub extended_master_secret: bool,
@@ -595,6 +596,7 @@ impl PassiveSession {
                 self.report.version = self.hello.version.map(Version::name);
                 self.report.cipher_suite = Some(h.suite);
                 if self.is_tls13() {
+                    self.report.resumed = h.psk;
                     self.tls13_keys(keys);
                 }
             }
@@ -851,6 +853,8 @@ struct ServerHelloFacts {
     suite: u16,
     ems: bool,
     etm: bool,
+    /// TLS 1.3: the server took a pre-shared key (a resumption).
+    psk: bool,
 }
 
 /// A byte reader that never panics: every read past the end is `None`.
@@ -921,7 +925,7 @@ fn parse_server_hello(body: &[u8]) -> Option<ServerHelloFacts> {
         version = v;
     }
     let has = |t: u16| ext.iter().any(|e| e.0 == t);
-    Some(ServerHelloFacts { version, random, session_id, suite, ems: has(23), etm: has(22) })
+    Some(ServerHelloFacts { version, random, session_id, suite, ems: has(23), etm: has(22), psk: has(41) })
 }
 
 /// The first certificate of a TLS 1.0-1.2 Certificate message.
