@@ -173,7 +173,7 @@ fn decrypt_object(r: &SessionReport) -> Value {
         "bytes_to_client": rep.bytes_to_client,
         "records_failed": rep.mac_failures,
         "records_not_decrypted": rep.records_not_decrypted,
-        "reason_code": if rep.mac_failures > 0 { Some("decryption_error") } else { rep.unreadable.map(|u| u.code()) },
+        "reason_code": rep.reason_code(),
         "resumed": rep.resumed,
         "extended_master_secret": rep.extended_master_secret,
         "truncated": rep.truncated,

@@ -700,14 +700,14 @@ fn hand_over(
         }
     }
     // Passive reading: copies of forwarded packets, then the flows a rule chose to read.
-    for (lcore, frame) in std::mem::take(&mut out.copies) {
+    for (lcore, frame) in out.copies.drain(..) {
         let sent =
             slow_flows.get_mut(lcore as usize).is_some_and(|r| r.push(Box::new(ToSlowPath::Copy(frame))).is_ok());
         if !sent {
             ins.inspector.passive_copy_lost();
         }
     }
-    for (lcore, watch) in std::mem::take(&mut out.passive) {
+    for (lcore, watch) in out.passive.drain(..) {
         let refused = match slow_flows.get_mut(lcore as usize) {
             Some(ring) => ring.push(Box::new(ToSlowPath::Passive(watch))).err(),
             None => Some(Box::new(ToSlowPath::Passive(watch))),

@@ -933,8 +933,11 @@ impl Inspector {
                     if let Some(s) = state.read_passively(lcore) {
                         let (policy, asked) = (s.policy.clone(), r.asked);
                         self.judge.emit(s, r, now, now, out);
-                        if let (Some(event), Action::DecryptKnownKey { known_key, .. }) = (out.events.pop(), asked) {
-                            out.passive.push((lcore, Box::new(PassiveWatch { event, policy, known_key })));
+                        // The event waits for the reading (only a known-key rule reads passively).
+                        if let Action::DecryptKnownKey { known_key, .. } = asked {
+                            if let Some(event) = out.events.pop() {
+                                out.passive.push((lcore, Box::new(PassiveWatch { event, policy, known_key })));
+                            }
                         }
                     }
                     self.table.touch(id, now, decided_ns);
@@ -1732,7 +1735,6 @@ impl Judge {
         }
     }
 
-    /// Ends a session with its event (dated `decided_at`); its facts move into the event.
     /// The slow-path lcore that gets copies of an undecided flow's packets:
     /// one runs, and a passive rule may read the session.
     fn passive_lcore(&self, s: &Session) -> Option<u8> {
@@ -1740,6 +1742,7 @@ impl Judge {
         s.policy.has_passive_rules().then(|| (s.flow_id % slow.lcores as u64) as u8)
     }
 
+    /// Ends a session with its event (dated `decided_at`); its facts move into the event.
     fn emit(&mut self, s: Box<Session>, r: Resolution, decided_at: u64, now: u64, out: &mut Output) {
         self.counters.sessions += 1;
         match r.action {

@@ -74,20 +74,22 @@ impl Default for ObserverLimits {
 #[derive(Clone, Debug)]
 pub struct LargeMessages {
     limit: usize,
-    room: Arc<AtomicUsize>,
-    granted: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
+    shared: Arc<Budget>,
+}
+
+/// The budget and its counts, one allocation for all the worker's observers.
+#[derive(Debug)]
+struct Budget {
+    room: AtomicUsize,
+    granted: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl LargeMessages {
     /// Messages up to `limit` bytes, `budget` bytes of them at once.
     pub fn new(limit: usize, budget: usize) -> Self {
-        LargeMessages {
-            limit,
-            room: Arc::new(AtomicUsize::new(budget)),
-            granted: Arc::new(AtomicU64::new(0)),
-            refused: Arc::new(AtomicU64::new(0)),
-        }
+        let shared = Budget { room: AtomicUsize::new(budget), granted: AtomicU64::new(0), refused: AtomicU64::new(0) };
+        LargeMessages { limit, shared: Arc::new(shared) }
     }
 
     /// No message larger than `max_buffer`.
@@ -97,30 +99,30 @@ impl LargeMessages {
 
     /// Bytes of the budget not in use now.
     pub fn room(&self) -> usize {
-        self.room.load(Ordering::Relaxed)
+        self.shared.room.load(Ordering::Relaxed)
     }
 
     /// Messages read beyond `max_buffer` so far.
     pub fn granted(&self) -> u64 {
-        self.granted.load(Ordering::Relaxed)
+        self.shared.granted.load(Ordering::Relaxed)
     }
 
     /// Messages within `limit` that found the budget spent.
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     fn take(&self, bytes: usize) -> Option<Grant> {
         if bytes > self.limit {
             return None;
         }
-        let taken = self.room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |room| room.checked_sub(bytes));
-        if taken.is_err() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+        let b = &self.shared;
+        if b.room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |room| room.checked_sub(bytes)).is_err() {
+            b.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        self.granted.fetch_add(1, Ordering::Relaxed);
-        Some(Grant { bytes, room: self.room.clone() })
+        b.granted.fetch_add(1, Ordering::Relaxed);
+        Some(Grant { bytes, budget: self.shared.clone() })
     }
 }
 
@@ -135,12 +137,12 @@ impl Default for LargeMessages {
 #[derive(Debug)]
 struct Grant {
     bytes: usize,
-    room: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
 }
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        self.room.fetch_add(self.bytes, Ordering::Relaxed);
+        self.budget.room.fetch_add(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -724,11 +726,11 @@ impl HandshakeObserver {
         if dir != Direction::ToClient {
             return false;
         }
-        let large = self.large.clone();
-        let side = self.side_mut(dir);
+        let HandshakeObserver { large, to_client: side, .. } = self;
         if side.grant.as_ref().is_some_and(|g| g.bytes >= len) {
             return true;
         }
+        // What it held for a smaller message goes back before it asks again.
         side.grant = None;
         side.grant = large.take(len);
         side.grant.is_some()

@@ -232,12 +232,13 @@ impl CaptureReader {
 
     /// Ends the flows with no frame for `idle_ns` (`watched` ones: `watched_idle_ns`).
     pub fn expire(&mut self, ns: u64, idle_ns: u64, watched_idle_ns: u64, out: &mut Frames) {
-        let only = self.passive_only_for.clone().unwrap_or_default();
+        let only = self.passive_only_for.as_ref();
         let stale: Vec<FlowKey> = self
             .flows
             .iter()
             .filter(|(_, f)| {
-                let limit = if f.endpoints().is_some_and(|e| only.contains(&e)) { watched_idle_ns } else { idle_ns };
+                let watched = f.endpoints().is_some_and(|e| only.is_some_and(|o| o.contains(&e)));
+                let limit = if watched { watched_idle_ns } else { idle_ns };
                 ns.saturating_sub(f.last_ns) > limit
             })
             .map(|(k, _)| *k)
@@ -247,11 +248,6 @@ impl CaptureReader {
                 self.close(f, ns, out);
             }
         }
-    }
-
-    /// Flows held now.
-    pub fn flows(&self) -> usize {
-        self.flows.len()
     }
 
     /// Ends every flow still open; the sessions go to [`CaptureReader::take_done`].

@@ -18,8 +18,6 @@ pub struct LiveReader {
     reader: CaptureReader,
     /// Events waiting for their flow's end, by (client, server), with when the watch began.
     pending: HashMap<(Endpoint, Endpoint), (SessionEvent, u64)>,
-    /// Flows a watch came for with a key that could not be used (not RSA): counted.
-    pub keys_refused: u64,
 }
 
 impl LiveReader {
@@ -27,7 +25,7 @@ impl LiveReader {
     pub fn new(max_flows: usize, window: usize) -> LiveReader {
         let mut reader = CaptureReader::new(Keys::default(), max_flows).with_window(window);
         reader.passive_only_for(Default::default());
-        LiveReader { reader, pending: HashMap::new(), keys_refused: 0 }
+        LiveReader { reader, pending: HashMap::new() }
     }
 
     /// A copy of a packet the worker forwarded; decrypted frames to `out`,
@@ -40,10 +38,11 @@ impl LiveReader {
     /// A passive rule decided to read this flow: its event waits for the flow's end.
     pub fn watch(&mut self, w: PassiveWatch, now: u64) {
         let Some(k) = w.policy.known_keys().get(w.known_key) else { return };
+        // The policy took only RSA keys for passive rules; a key that still
+        // cannot serve leaves the session unread, and its event says `no_key`.
         if !self.reader.has_server_key(&k.cert_sha256) {
-            match ServerKey::new(&k.cert_der, &k.key_der, k.key_format == KeyFormat::Pkcs1) {
-                Ok(key) => self.reader.add_server_key(key),
-                Err(_) => self.keys_refused += 1,
+            if let Ok(key) = ServerKey::new(&k.cert_der, &k.key_der, k.key_format == KeyFormat::Pkcs1) {
+                self.reader.add_server_key(key);
             }
         }
         let ev = w.event;
@@ -88,11 +87,6 @@ impl LiveReader {
         }
     }
 
-    /// Flows held, and events waiting.
-    pub fn held(&self) -> (usize, usize) {
-        (self.reader.flows(), self.pending.len())
-    }
-
     fn collect(&mut self, events: &mut Vec<SessionEvent>) {
         for r in self.reader.take_done() {
             let ends = (r.client, r.server);
@@ -118,13 +112,7 @@ fn with_reading(mut ev: SessionEvent, r: Option<&SessionReport>) -> SessionEvent
             d.records_to_client = rep.records_to_client;
             d.records_failed = rep.mac_failures;
             d.records_not_decrypted = rep.records_not_decrypted;
-            d.reason_code = if rep.mac_failures > 0 {
-                Some("decryption_error")
-            } else if rep.mode.is_none() {
-                Some(rep.unreadable.unwrap_or(Unreadable::HandshakeNotSeen).code())
-            } else {
-                None
-            };
+            d.reason_code = rep.reason_code();
         }
         None => d.reason_code = Some(Unreadable::HandshakeNotSeen.code()),
     }

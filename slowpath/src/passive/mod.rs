@@ -113,6 +113,20 @@ pub struct Report {
     pub early_data_refused_bytes: u64,
 }
 
+impl Report {
+    /// `decrypt.reason_code`: `decryption_error` when a record failed, else
+    /// why the session was not read (`None` when it was).
+    pub fn reason_code(&self) -> Option<&'static str> {
+        if self.mac_failures > 0 {
+            Some("decryption_error")
+        } else if self.mode.is_none() {
+            Some(self.unreadable.unwrap_or(Unreadable::HandshakeNotSeen).code())
+        } else {
+            None
+        }
+    }
+}
+
 /// What became of a client's TLS 1.3 0-RTT data (`decrypt.early_data`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EarlyData {
