@@ -1,5 +1,8 @@
 /* Out-of-line copies of DPDK's static inline functions. Each is a direct call;
  * the compiler inlines DPDK's body here, so the cost over C is one call. */
+/* cpu_set_t and CPU_ISSET (rte_cpuset_t) are GNU extensions. */
+#define _GNU_SOURCE
+#include <sched.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_cycles.h>
@@ -12,6 +15,18 @@ int tg_errno(void) { return rte_errno; }
 unsigned tg_lcore_id(void) { return rte_lcore_id(); }
 uint64_t tg_rdtsc(void) { return rte_rdtsc(); }
 void tg_pause(void) { rte_pause(); }
+unsigned tg_lcore_cpus(unsigned lcore, uint64_t *mask, unsigned words)
+{
+    rte_cpuset_t set = rte_lcore_cpuset(lcore);
+    unsigned n = 0;
+    for (unsigned c = 0; c < CPU_SETSIZE && c / 64 < words; c++) {
+        if (CPU_ISSET(c, &set)) {
+            mask[c / 64] |= (uint64_t)1 << (c % 64);
+            n++;
+        }
+    }
+    return n;
+}
 
 uint16_t tg_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
 {

@@ -9,6 +9,8 @@ int tg_errno(void);
 unsigned tg_lcore_id(void);
 uint64_t tg_rdtsc(void);
 void tg_pause(void);
+/* The CPUs lcore `lcore` may run on, as a bit mask of `words` 64-bit words; returns how many. */
+unsigned tg_lcore_cpus(unsigned lcore, uint64_t *mask, unsigned words);
 
 uint16_t tg_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t tg_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

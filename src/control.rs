@@ -230,8 +230,14 @@ pub fn run_until(
     } else {
         format!(", decrypting on slow-path lcores {slow_lcores:?}")
     };
+    let sharing = dp.lcores_sharing_cpus();
+    let sharing_text = if sharing.is_empty() {
+        String::new()
+    } else {
+        format!("; lcores {sharing:?} share CPUs, so they yield when idle instead of spinning (give each its own core)")
+    };
     eprintln!(
-        "tlsgate: bridging {} with {} worker(s) on lcores {:?} ({}){slow_text}",
+        "tlsgate: bridging {} with {} worker(s) on lcores {:?} ({}){slow_text}{sharing_text}",
         settings
             .pairs
             .iter()
@@ -291,6 +297,7 @@ pub fn run_until(
         }
     }
     let dp_steering = dp.steering().name();
+    let dp_sharing = dp.lcores_sharing_cpus().to_vec();
     sd_notify("STOPPING=1");
     let report = dp.stop();
     for ev in &report.events {
@@ -307,7 +314,7 @@ pub fn run_until(
     print_final(&names, &lcores, &report, elapsed);
     drop(eal);
     if let Some(path) = &out.counters_json {
-        let json = counters_json(&names, &lcores, &report, elapsed, dp_steering);
+        let json = counters_json(&names, &lcores, &report, elapsed, (dp_steering, &dp_sharing));
         std::fs::write(path, json).map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
     }
     if report.exit_codes.iter().any(|&c| c != 0) {

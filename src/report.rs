@@ -126,8 +126,15 @@ fn join(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
 }
 
-/// The final counters as JSON: per port (ours and the driver's) and per worker.
-pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: Duration, steering: &str) -> String {
+/// The final counters as JSON: per port (ours and the driver's) and per
+/// worker, with how flows were steered and which lcores shared a CPU.
+pub fn counters_json(
+    ports: &[String],
+    lcores: &[u32],
+    r: &StopReport,
+    elapsed: Duration,
+    (steering, sharing): (&str, &[u32]),
+) -> String {
     let drops = |c: &PortCounters| {
         let mut m = serde_json::Map::new();
         for (reason, n) in DropReason::ALL.iter().zip(c.dropped) {
@@ -195,6 +202,7 @@ pub fn counters_json(ports: &[String], lcores: &[u32], r: &StopReport, elapsed: 
     serde_json::to_string_pretty(&serde_json::json!({
         "elapsed_seconds": elapsed.as_secs_f64(),
         "steering": steering,
+        "lcores_sharing_cpus": sharing,
         "ports": port_rows,
         "workers": worker_rows,
         "slow_path": slow_rows,

@@ -85,15 +85,20 @@ pub struct StartOptions {
     pub slow_path: Option<Arc<dyn SlowPath>>,
 }
 
-/// What a slow-path lcore is given: its own queue pair on every port, the
-/// rings to and from every worker, a ring to the control thread.
+/// What a slow-path lcore is given: its own queues on every port, the rings
+/// to and from every worker, a ring to the control thread.
 pub struct SlowPathIo {
     /// Which slow-path lcore this is (0..).
     pub index: usize,
-    /// Its queues, per port in the appliance's port list. The rx queue gets
-    /// whatever the driver spreads to it (af_packet fans flows out over every
-    /// queue); the slow path hands those packets to their workers.
-    pub ports: Vec<(RxQueue, TxQueue)>,
+    /// Its tx queue on every port, in the appliance's port list.
+    pub ports: Vec<TxQueue>,
+    /// Its rx queues that it polls itself, with their ports' indices: under
+    /// symmetric RSS only (the redirection table gives them nothing; what a
+    /// driver puts there anyway it hands to the flows' workers). Otherwise a
+    /// worker polls them: a driver without a table (af_packet fans flows out
+    /// over every queue) puts workers' flows there, and taking them straight
+    /// saves each packet a hop through this lcore.
+    pub rx: Vec<(usize, RxQueue)>,
     /// The ports' names, in the same order.
     pub port_names: Arc<[String]>,
     /// Flows escalated by each worker.
@@ -114,6 +119,8 @@ pub struct SlowPathIo {
     pub running: Arc<AtomicBool>,
     /// How it waits when idle (`[workers] idle`).
     pub idle: tlsgate_config::IdleMode,
+    /// Whether another lcore may run on its CPU (then it yields, never spins).
+    pub shares_cpu: bool,
     /// Its queue pair on the mirror port (`[mirror]`), and the destination MAC.
     pub mirror: Option<(RxQueue, TxQueue, Option<[u8; 6]>)>,
 }
@@ -136,6 +143,7 @@ pub struct Dataplane {
     running: Arc<AtomicBool>,
     handles: Vec<LcoreHandle>,
     steering: FlowSteering,
+    sharing: Vec<u32>,
     pool: Mempool,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
     policy_updates: Arc<PolicyUpdates>,
@@ -197,6 +205,7 @@ impl Dataplane {
             }
         }
         let nslow = slow_lcores.len();
+        let sharing = shared_cpus(eal, &lcores, &slow_lcores);
         let mut ports = Vec::new();
         for name in settings.port_names() {
             ports.push(Port::by_name(&name)?);
@@ -270,6 +279,9 @@ impl Dataplane {
         // Slow path: per (worker, slow lcore) four SPSC rings.
         let mut slow = SlowRuntime { lcores: slow_lcores, code: opts.slow_path.clone(), ..Default::default() };
         let mut links: Vec<SlowLinks> = (0..nworkers).map(|_| SlowLinks::default()).collect();
+        // The slow lcores' rx queues a worker polls, per worker and port.
+        let mut slow_rx: Vec<Vec<Vec<RxQueue>>> =
+            (0..nworkers).map(|_| ports.iter().map(|_| Vec::new()).collect()).collect();
         for k in 0..nslow {
             let ring = settings.slowpath.ring;
             let mut io_flows = Vec::new();
@@ -294,9 +306,15 @@ impl Dataplane {
             slow.records.push(rx);
             let counters = Arc::new(SharedSlowPathCounters::default());
             slow.counters.push(counters.clone());
-            let mut qs = Vec::new();
-            for port in ports.iter_mut() {
-                qs.push(port.queue_pair((nworkers + k) as u16).expect("queue < queues, configured above"));
+            let (mut tx, mut rx) = (Vec::new(), Vec::new());
+            for (pi, port) in ports.iter_mut().enumerate() {
+                let (r, t) = port.queue_pair((nworkers + k) as u16).expect("queue < queues, configured above");
+                tx.push(t);
+                if steering == FlowSteering::SymmetricRss {
+                    rx.push((pi, r));
+                } else {
+                    slow_rx[k % nworkers][pi].push(r);
+                }
             }
             let mirror_q = mirror.as_mut().map(|m| {
                 let (rx, tx) = m.queue_pair(k as u16).expect("queue < queues, configured above");
@@ -304,7 +322,8 @@ impl Dataplane {
             });
             slow.io.push(SlowPathIo {
                 index: k,
-                ports: qs,
+                ports: tx,
+                rx,
                 port_names: port_names.clone(),
                 flows: io_flows,
                 packets: io_packets,
@@ -315,22 +334,23 @@ impl Dataplane {
                 counters,
                 running: running.clone(),
                 idle: settings.workers.idle,
+                shares_cpu: sharing[nworkers + k],
                 mirror: mirror_q,
             });
         }
         let mut links = links.into_iter();
 
-        for (i, (to, from)) in producers.into_iter().zip(consumers).enumerate() {
+        for (i, ((to, from), slow_rx)) in producers.into_iter().zip(consumers).zip(slow_rx).enumerate() {
             let mut wports = Vec::new();
-            for (pi, port) in ports.iter_mut().enumerate() {
+            for ((pi, port), also) in ports.iter_mut().enumerate().zip(slow_rx) {
                 let (rx, tx) = port.queue_pair(i as u16).expect("queue i < queues, configured above");
-                wports.push(WorkerPort::new(rx, tx, pi ^ 1));
+                wports.push(WorkerPort::new(rx, tx, pi ^ 1).also_polling(also));
             }
             let dispatch = (steering == FlowSteering::SoftwareDispatch).then_some(Dispatch { to, from });
             let counters = Arc::new(SharedCounters::new(ports.len()));
             shared.push(counters.clone());
-            let mut worker =
-                Worker::new(i, nworkers, wports, dispatch, counters, running.clone()).with_idle(settings.workers.idle);
+            let mut worker = Worker::new(i, nworkers, wports, dispatch, counters, running.clone())
+                .with_idle(settings.workers.idle, sharing[i]);
             if let Some(policy) = &opts.policy {
                 let inspector = Inspector::new(i, policy.clone(), &settings.flows, port_names.clone())
                     .map_err(StartError::Policy)?
@@ -364,7 +384,8 @@ impl Dataplane {
             m.start()?;
         }
         slow.mirror = mirror;
-        Ok(Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates, slow })
+        let sharing = lcores.iter().chain(&slow.lcores).zip(&sharing).filter(|(_, &s)| s).map(|(&l, _)| l).collect();
+        Ok(Prepared { ports, shared, running, workers, lcores, steering, sharing, pool, events, policy_updates, slow })
     }
 
     /// The slow-path lcores in use.
@@ -390,6 +411,12 @@ impl Dataplane {
     /// How flows are steered to workers.
     pub fn steering(&self) -> FlowSteering {
         self.steering
+    }
+
+    /// The lcores (workers and slow path) that share a CPU with another: they
+    /// yield when idle instead of spinning.
+    pub fn lcores_sharing_cpus(&self) -> &[u32] {
+        &self.sharing
     }
 
     /// Puts a reloaded policy in force: sessions that begin after the workers
@@ -477,6 +504,7 @@ pub struct Prepared {
     workers: Vec<Worker>,
     lcores: Vec<u32>,
     steering: FlowSteering,
+    sharing: Vec<u32>,
     pool: Mempool,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
     policy_updates: Arc<PolicyUpdates>,
@@ -486,8 +514,19 @@ pub struct Prepared {
 impl Prepared {
     /// Launches each worker on its lcore.
     pub fn launch(self) -> Result<Dataplane, StartError> {
-        let Prepared { ports, shared, running, workers, lcores, steering, pool, events, policy_updates, mut slow } =
-            self;
+        let Prepared {
+            ports,
+            shared,
+            running,
+            workers,
+            lcores,
+            steering,
+            sharing,
+            pool,
+            events,
+            policy_updates,
+            mut slow,
+        } = self;
         let mut handles = Vec::new();
         if let Some(code) = slow.code.clone() {
             for (io, &l) in std::mem::take(&mut slow.io).into_iter().zip(&slow.lcores) {
@@ -510,7 +549,7 @@ impl Prepared {
                 }
             }
         }
-        Ok(Dataplane { ports, shared, running, handles, steering, pool, events, policy_updates, slow })
+        Ok(Dataplane { ports, shared, running, handles, steering, sharing, pool, events, policy_updates, slow })
     }
 
     /// Sends `pkts` out of port `port` on worker `worker`'s tx queue (before
@@ -553,4 +592,13 @@ pub struct StopReport {
     pub slow: Vec<SlowPathCounters>,
     /// Slow-path records not yet taken when the lcores stopped.
     pub slow_records: Vec<Box<SlowRecord>>,
+}
+
+/// For each lcore (workers, then slow-path lcores): whether another of them
+/// may run on one of its CPUs. Such lcores take turns on a CPU: one that spins
+/// while idle holds off the one that has a packet to pass on, so they yield
+/// instead (a test or a small box; production gives each lcore a core).
+fn shared_cpus(eal: &Eal, workers: &[u32], slow: &[u32]) -> Vec<bool> {
+    let cpus: Vec<Vec<usize>> = workers.iter().chain(slow).map(|&l| eal.lcore_cpus(l)).collect();
+    (0..cpus.len()).map(|i| (0..cpus.len()).any(|j| j != i && cpus[j].iter().any(|c| cpus[i].contains(c)))).collect()
 }

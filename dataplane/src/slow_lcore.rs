@@ -43,11 +43,14 @@ struct SlowLoop {
     latencies_published: u64,
     running: Arc<AtomicBool>,
     idle: tlsgate_config::IdleMode,
+    shares_cpu: bool,
 }
 
 /// What the sans-IO lcore sends through: tx queues, update rings, the record ring.
 struct Io {
-    ports: Vec<(RxQueue, TxQueue)>,
+    ports: Vec<TxQueue>,
+    /// The rx queues this lcore polls itself, with their ports' indices.
+    rx: Vec<(usize, RxQueue)>,
     tx: Vec<Burst>,
     updates: Vec<RingProducer<Box<SlowUpdate>>>,
     records: RingProducer<Box<SlowRecord>>,
@@ -145,7 +148,7 @@ impl Io {
         if self.tx[p].is_empty() {
             return;
         }
-        let n = self.ports[p].1.send(&mut self.tx[p]);
+        let n = self.ports[p].send(&mut self.tx[p]);
         self.counters.packets_out += n as u64;
         if self.tx[p].is_full() {
             // The queue is full; dropping is what a wire does, and TCP retransmits.
@@ -160,13 +163,27 @@ impl SlowLoop {
         let workers = io.handed.len();
         let lcore = SlowLcore::new(cfg.clone(), io.index, workers, tsc());
         let SlowPathIo {
-            ports, flows, packets, updates, handed, records, pool, counters, running, idle, mirror, ..
+            ports,
+            rx,
+            flows,
+            packets,
+            updates,
+            handed,
+            records,
+            pool,
+            counters,
+            running,
+            idle,
+            shares_cpu,
+            mirror,
+            ..
         } = io;
         let mirror = mirror.map(|(rx, tx, mac)| Mirror { rx, tx, staged: Burst::new(), mac });
         let tx = (0..ports.len()).map(|_| Burst::new()).collect();
         let handed = handed.into_iter().map(|r| (r, Burst::new())).collect();
         let io = Io {
             ports,
+            rx,
             tx,
             updates,
             records,
@@ -187,6 +204,7 @@ impl SlowLoop {
             latencies_published: 0,
             running,
             idle,
+            shares_cpu,
         }
     }
 }
@@ -194,7 +212,7 @@ impl SlowLoop {
 impl SlowLoop {
     fn run(mut self) -> i32 {
         let mut rx = Burst::new();
-        let mut idle = Backoff::new(self.idle);
+        let mut idle = Backoff::new(self.idle, self.shares_cpu);
         while self.running.load(Ordering::Relaxed) {
             let work = self.poll_once(&mut rx);
             if work > 0 {
@@ -249,8 +267,9 @@ impl SlowLoop {
             return 0;
         }
         let mut n = 0;
-        for p in 0..self.io.ports.len() {
-            n += self.io.ports[p].0.recv(rx);
+        for (p, q) in &mut self.io.rx {
+            let p = *p;
+            n += q.recv(rx);
             for mut m in rx.drain() {
                 let owner = flow_hash(m.data()).map_or(0, |h| worker_for(h, workers));
                 m.set_port(p as u16);

@@ -28,6 +28,9 @@ use tlsgate_core::packet::{flow_hash, worker_for};
 pub struct WorkerPort {
     /// This worker's rx queue on the port.
     pub rx: RxQueue,
+    /// Slow-path lcores' rx queues on the port that this worker polls too
+    /// (see [`crate::runtime::SlowPathIo::rx`]).
+    pub also_rx: Vec<RxQueue>,
     /// This worker's tx queue on the port.
     pub tx: TxQueue,
     /// Index (in the worker's port list) of the other side of the wire.
@@ -39,7 +42,13 @@ pub struct WorkerPort {
 impl WorkerPort {
     /// A port with its queues and the index of its peer.
     pub fn new(rx: RxQueue, tx: TxQueue, peer: usize) -> WorkerPort {
-        WorkerPort { rx, tx, peer, pending: Burst::new(), pending_bytes: 0 }
+        WorkerPort { rx, also_rx: Vec::new(), tx, peer, pending: Burst::new(), pending_bytes: 0 }
+    }
+
+    /// The same, polling `queues` (other lcores' rx queues on the port) too.
+    pub fn also_polling(mut self, queues: Vec<RxQueue>) -> WorkerPort {
+        self.also_rx = queues;
+        self
     }
 }
 
@@ -140,6 +149,7 @@ pub struct Worker {
     latencies_published: u64,
     running: Arc<AtomicBool>,
     idle: IdleMode,
+    shares_cpu: bool,
 }
 
 /// What `keep` decided for a packet that `take` then receives.
@@ -194,12 +204,15 @@ impl Worker {
             latencies_published: 0,
             running,
             idle: IdleMode::default(),
+            shares_cpu: false,
         }
     }
 
-    /// How it waits when idle (`[workers] idle`).
-    pub fn with_idle(mut self, idle: IdleMode) -> Worker {
+    /// How it waits when idle (`[workers] idle`), and whether another lcore
+    /// may run on its CPU (then it yields instead of spinning).
+    pub fn with_idle(mut self, idle: IdleMode, shares_cpu: bool) -> Worker {
         self.idle = idle;
+        self.shares_cpu = shares_cpu;
         self
     }
 
@@ -229,7 +242,7 @@ impl Worker {
     /// Runs until `running` turns false, then drains and publishes final counters.
     pub fn run(mut self) -> i32 {
         let mut rx = Burst::new();
-        let mut idle = Backoff::new(self.idle);
+        let mut idle = Backoff::new(self.idle, self.shares_cpu);
         self.clock = Clock::new();
         let housekeeping_ticks = (tsc_hz() / (1_000_000_000 / HOUSEKEEPING_NS)).max(1);
         let mut next_housekeeping = tsc();
@@ -310,109 +323,113 @@ impl Worker {
             work += self.receive_updates();
         }
         for p in 0..self.ports.len() {
-            let out = self.ports[p].peer;
-            let (ingress, egress) = two_mut(&mut self.ports, p, out);
-            if egress.pending.is_full() {
-                send_counted(egress, &mut self.counters.ports[out]);
-            }
-            let start = egress.pending.len();
-            let n = ingress.rx.recv(&mut egress.pending);
-            if n == 0 {
-                continue;
-            }
-            work += n;
-            let mut bytes = 0u64;
-            for m in egress.pending.tail(start) {
-                bytes += m.pkt_len() as u64;
-            }
-            let c = &mut self.counters.ports[p];
-            c.rx_packets += n as u64;
-            c.rx_bytes += bytes;
-            if self.dispatch.is_some() || self.inspection.is_some() {
-                // The hash and the inspector read each packet's headers: start
-                // those loads for the whole burst before the first one is needed.
-                for m in egress.pending.tail(start) {
-                    m.prefetch();
+            // Its own queue, then any slow-path lcore's it polls too.
+            for q in 0..=self.ports[p].also_rx.len() {
+                let out = self.ports[p].peer;
+                let (ingress, egress) = two_mut(&mut self.ports, p, out);
+                if egress.pending.is_full() {
+                    send_counted(egress, &mut self.counters.ports[out]);
                 }
-                let (me, nworkers) = (self.index, self.workers);
-                let mut removed_bytes = 0u64;
-                let fate = Cell::new(Fate::Keep);
-                let dispatch = &mut self.dispatch;
-                let inspection = &mut self.inspection;
-                let SlowLinks { flows: slow_flows, packets: slow_packets, .. } = &mut self.slow;
-                let out = &mut self.out;
-                let clock = &self.clock;
-                let last_ns = &mut self.last_ns;
-                let counters = &mut self.counters;
-                let c_dispatched = Cell::new(0u64);
-                let dispatching = dispatch.is_some();
-                // One clock read per burst: the packets of a burst arrived together.
-                let burst_now = clock.now_ns();
-                egress.pending.retain_from(
-                    start,
-                    |m| {
-                        if dispatching {
-                            let owner = flow_hash(m.data()).map_or(me, |h| worker_for(h, nworkers));
-                            if owner != me {
-                                fate.set(Fate::Dispatch(owner));
-                                return false;
+                let start = egress.pending.len();
+                let rx = if q == 0 { &mut ingress.rx } else { &mut ingress.also_rx[q - 1] };
+                let n = rx.recv(&mut egress.pending);
+                if n == 0 {
+                    continue;
+                }
+                work += n;
+                let mut bytes = 0u64;
+                for m in egress.pending.tail(start) {
+                    bytes += m.pkt_len() as u64;
+                }
+                let c = &mut self.counters.ports[p];
+                c.rx_packets += n as u64;
+                c.rx_bytes += bytes;
+                if self.dispatch.is_some() || self.inspection.is_some() {
+                    // The hash and the inspector read each packet's headers: start
+                    // those loads for the whole burst before the first one is needed.
+                    for m in egress.pending.tail(start) {
+                        m.prefetch();
+                    }
+                    let (me, nworkers) = (self.index, self.workers);
+                    let mut removed_bytes = 0u64;
+                    let fate = Cell::new(Fate::Keep);
+                    let dispatch = &mut self.dispatch;
+                    let inspection = &mut self.inspection;
+                    let SlowLinks { flows: slow_flows, packets: slow_packets, .. } = &mut self.slow;
+                    let out = &mut self.out;
+                    let clock = &self.clock;
+                    let last_ns = &mut self.last_ns;
+                    let counters = &mut self.counters;
+                    let c_dispatched = Cell::new(0u64);
+                    let dispatching = dispatch.is_some();
+                    // One clock read per burst: the packets of a burst arrived together.
+                    let burst_now = clock.now_ns();
+                    egress.pending.retain_from(
+                        start,
+                        |m| {
+                            if dispatching {
+                                let owner = flow_hash(m.data()).map_or(me, |h| worker_for(h, nworkers));
+                                if owner != me {
+                                    fate.set(Fate::Dispatch(owner));
+                                    return false;
+                                }
                             }
-                        }
-                        if let Some(ins) = inspection.as_mut() {
-                            let f = inspect(ins, slow_flows, burst_now, last_ns, m, p, out);
-                            fate.set(f);
-                            return f == Fate::Keep;
-                        }
-                        fate.set(Fate::Keep);
-                        true
-                    },
-                    |mut m| {
-                        removed_bytes += m.pkt_len() as u64;
-                        match fate.get() {
-                            Fate::Drop(r) => {
-                                counters.ports[p].dropped[r as usize] += 1;
-                                drop(m);
+                            if let Some(ins) = inspection.as_mut() {
+                                let f = inspect(ins, slow_flows, burst_now, last_ns, m, p, out);
+                                fate.set(f);
+                                return f == Fate::Keep;
                             }
-                            Fate::Replaced => drop(m),
-                            Fate::Dispatch(owner) => {
-                                m.set_port(p as u16);
-                                if let Some((ring, staged)) = dispatch.as_mut().and_then(|d| d.to[owner].as_mut()) {
-                                    c_dispatched.set(c_dispatched.get() + 1);
-                                    if let Err(m) = staged.push(m) {
-                                        ring.send_burst(staged);
+                            fate.set(Fate::Keep);
+                            true
+                        },
+                        |mut m| {
+                            removed_bytes += m.pkt_len() as u64;
+                            match fate.get() {
+                                Fate::Drop(r) => {
+                                    counters.ports[p].dropped[r as usize] += 1;
+                                    drop(m);
+                                }
+                                Fate::Replaced => drop(m),
+                                Fate::Dispatch(owner) => {
+                                    m.set_port(p as u16);
+                                    if let Some((ring, staged)) = dispatch.as_mut().and_then(|d| d.to[owner].as_mut()) {
+                                        c_dispatched.set(c_dispatched.get() + 1);
                                         if let Err(m) = staged.push(m) {
-                                            drop(m);
-                                            c_dispatched.set(c_dispatched.get() - 1);
-                                            counters.ports[p].dropped[DropReason::DispatchFull as usize] += 1;
+                                            ring.send_burst(staged);
+                                            if let Err(m) = staged.push(m) {
+                                                drop(m);
+                                                c_dispatched.set(c_dispatched.get() - 1);
+                                                counters.ports[p].dropped[DropReason::DispatchFull as usize] += 1;
+                                            }
                                         }
                                     }
                                 }
-                            }
-                            Fate::Escalate(lcore) => {
-                                m.set_port(p as u16);
-                                if let Err(r) = stage_for_slow_path(slow_packets, lcore, m) {
-                                    counters.ports[p].dropped[r as usize] += 1;
-                                } else {
-                                    counters.lcore.escalated_out += 1;
+                                Fate::Escalate(lcore) => {
+                                    m.set_port(p as u16);
+                                    if let Err(r) = stage_for_slow_path(slow_packets, lcore, m) {
+                                        counters.ports[p].dropped[r as usize] += 1;
+                                    } else {
+                                        counters.lcore.escalated_out += 1;
+                                    }
                                 }
+                                Fate::Keep => {}
                             }
-                            Fate::Keep => {}
-                        }
-                    },
-                );
-                self.counters.lcore.dispatched_out += c_dispatched.get();
-                bytes -= removed_bytes;
-                if !self.out.resets.is_empty() || !self.out.released.is_empty() {
-                    self.send_resets(p);
+                        },
+                    );
+                    self.counters.lcore.dispatched_out += c_dispatched.get();
+                    bytes -= removed_bytes;
+                    if !self.out.resets.is_empty() || !self.out.released.is_empty() {
+                        self.send_resets(p);
+                    }
+                    if !self.out.redirected.is_empty() {
+                        self.redirect(p);
+                    }
                 }
-                if !self.out.redirected.is_empty() {
-                    self.redirect(p);
-                }
+                let egress = &mut self.ports[out];
+                egress.pending_bytes += bytes;
+                // Send at once, while the mbufs are hot in this core's cache.
+                send_counted(egress, &mut self.counters.ports[out]);
             }
-            let egress = &mut self.ports[out];
-            egress.pending_bytes += bytes;
-            // Send at once, while the mbufs are hot in this core's cache.
-            send_counted(egress, &mut self.counters.ports[out]);
         }
         if self.dispatch.is_some() {
             work += self.receive_dispatched(rx);
@@ -803,10 +820,13 @@ fn drop_index(r: DropReason) -> usize {
 /// at a time (with the thread's timer slack at 1 us, so a sleep is about what
 /// it asks for, not the default 50 us more); after 100 ms of silence 100 us,
 /// after a second 500 us. The first busy poll starts over. Poll: never sleep.
-/// Either way the caller is told every so often that it may do its
-/// housekeeping.
+/// An lcore that shares its CPU with another lcore yields right after its
+/// first 64 empty polls (a few microseconds), polling mode too: while it
+/// spun, the other, perhaps with a packet to pass on to it, could not run. Either way the caller is told every so often
+/// that it may do its housekeeping.
 pub struct Backoff {
     mode: IdleMode,
+    shares_cpu: bool,
     empty: u32,
     idle_since: u64,
     ticks_per_us: u64,
@@ -814,7 +834,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff::new(IdleMode::Backoff)
+        Backoff::new(IdleMode::Backoff, false)
     }
 }
 
@@ -830,9 +850,9 @@ impl Backoff {
     const POLL_HOUSEKEEPING: u32 = 1024;
 
     /// A back-off of this mode, for the calling lcore (sets its timer slack).
-    pub fn new(mode: IdleMode) -> Backoff {
+    pub fn new(mode: IdleMode, shares_cpu: bool) -> Backoff {
         precise_sleeps();
-        Backoff { mode, empty: 0, idle_since: 0, ticks_per_us: (tsc_hz() / 1_000_000).max(1) }
+        Backoff { mode, shares_cpu, empty: 0, idle_since: 0, ticks_per_us: (tsc_hz() / 1_000_000).max(1) }
     }
 
     /// Traffic arrived: back to spinning.
@@ -847,6 +867,10 @@ impl Backoff {
     pub fn wait(&mut self) -> bool {
         self.empty = self.empty.saturating_add(1);
         if self.mode == IdleMode::Poll {
+            if self.shares_cpu {
+                std::thread::yield_now();
+                return self.empty.is_multiple_of(Self::YIELD_HOUSEKEEPING);
+            }
             pause();
             return self.empty.is_multiple_of(Self::POLL_HOUSEKEEPING);
         }
@@ -859,7 +883,7 @@ impl Backoff {
             self.idle_since = now;
         }
         let idle_us = now.wrapping_sub(self.idle_since) / self.ticks_per_us;
-        if idle_us < Self::SPIN_US {
+        if idle_us < Self::SPIN_US && !self.shares_cpu {
             pause();
             return false;
         }

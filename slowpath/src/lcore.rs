@@ -153,7 +153,7 @@ tlsgate_core::counters! {
         packets_in,
         /// Frames sent on this lcore's tx queues.
         packets_out,
-        /// Packets its rx queues got, handed to the workers that own their flows.
+        /// Packets its rx queues got (under symmetric RSS), handed to their flows' workers.
         packets_handed_to_workers,
         /// Frames dropped for want of an mbuf or tx room.
         tx_dropped,

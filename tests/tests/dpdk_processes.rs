@@ -134,12 +134,20 @@ fn null_forwarding_stops_on_sigint_with_one_worker() {
 /// no redirection table to program) with two workers, with or without a
 /// slow-path lcore, and returns the steering it chose.
 fn steering(pmd: &str, slow_path: bool) -> String {
+    let (_, c) = run_null_or_tap(pmd, slow_path, if slow_path { "(0-3)@(0-1)" } else { "(0-2)@(0-1)" });
+    c["steering"].as_str().unwrap_or_else(|| panic!("no steering in {c}")).to_owned()
+}
+
+/// `tlsgate run` on two ports of `pmd`, workers on lcores 1 and 2 (and a
+/// slow-path lcore 3), `--lcores` placing them; stopped by SIGTERM. Its
+/// output and final counters.
+fn run_null_or_tap(pmd: &str, slow_path: bool, lcores: &str) -> (std::process::Output, serde_json::Value) {
     let dir = Scratch::new(&format!("steer{pmd}{slow_path}"));
     let cfg = dir.path("steer.toml");
     let policy = dir.path("policy.toml");
     std::fs::write(&policy, "[policy]\ndefault_action = \"do-not-decrypt\"\n").unwrap();
     let tag = std::process::id() % 10_000;
-    let (lcores, slow) = if slow_path { ("(0-3)@(0-1)", "\n[slowpath]\nlcores = [3]\n") } else { ("(0-2)@(0-1)", "") };
+    let slow = if slow_path { "\n[slowpath]\nlcores = [3]\n" } else { "" };
     let (a, b) = match pmd {
         "tap" => (format!("net_tap0,iface=tgs{tag}a"), format!("net_tap1,iface=tgs{tag}b")),
         _ => (format!("net_{pmd}0"), format!("net_{pmd}1")),
@@ -163,8 +171,7 @@ lcores = [1, 2]
         ),
     )
     .unwrap();
-    let (_, c) = run_and_stop(&dir, &cfg, "TERM");
-    c["steering"].as_str().unwrap_or_else(|| panic!("no steering in {c}")).to_owned()
+    run_and_stop(&dir, &cfg, "TERM")
 }
 
 #[test]
@@ -178,4 +185,19 @@ fn rss_leaves_the_slow_path_queues_out_or_steering_falls_back_to_software() {
     // net_null has a table tlsgate may write: RSS stays, restricted to the
     // workers' queues (the table itself is checked by `dpdk-check wrappers`).
     assert_eq!(steering("null", true), "symmetric RSS");
+}
+
+#[test]
+fn lcores_that_share_a_cpu_are_named_and_told_to_yield() {
+    let _g = dpdk_lock();
+    // Both workers on CPU 1, the slow-path lcore on CPU 0 beside the main
+    // lcore (which polls nothing): the workers share.
+    let (o, c) = run_null_or_tap("null", true, "0@0,(1-2)@1,3@0");
+    assert_eq!(c["lcores_sharing_cpus"], serde_json::json!([1, 2]), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("lcores [1, 2] share CPUs, so they yield when idle"), "{err}");
+    // A CPU each: nobody shares, nothing said.
+    let (o, c) = run_null_or_tap("null", false, "0@0,1@1,2@0");
+    assert_eq!(c["lcores_sharing_cpus"], serde_json::json!([]), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("share CPUs"), "{}", text(&o));
 }

@@ -78,6 +78,19 @@ impl Eal {
         unsafe { dpdk_sys::rte_lcore_is_enabled(lcore) != 0 }
     }
 
+    /// The CPUs an enabled `lcore` may run on (`--lcores` maps lcores to CPU
+    /// sets; with `-l` each lcore runs on the CPU of its number).
+    pub fn lcore_cpus(&self, lcore: u32) -> Vec<usize> {
+        if !self.lcore_enabled(lcore) {
+            return Vec::new();
+        }
+        let mut mask = [0u64; 16];
+        // SAFETY: the EAL is initialised, lcore is enabled, and mask has room
+        // for the 16 words the call is told of.
+        unsafe { dpdk_sys::tg_lcore_cpus(lcore, mask.as_mut_ptr(), mask.len() as u32) };
+        (0..mask.len() * 64).filter(|&c| mask[c / 64] & (1 << (c % 64)) != 0).collect()
+    }
+
     /// Number of ethernet ports the EAL found (PCI devices and vdevs).
     pub fn port_count(&self) -> u16 {
         // SAFETY: the EAL is initialised.
