@@ -576,4 +576,11 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     assert!(frames.iter().any(|f| f.windows(needle.len()).any(|w| w == needle)), "plaintext in the decrypted pcap");
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(c["slow_path"][0]["sessions_decrypted"].as_u64().unwrap() >= 100, "{c}");
+    // af_packet fans flows out over the slow-path lcore's queue too; a worker
+    // polls it, so every packet received was received by a worker and none
+    // took a hop through the slow path.
+    assert_eq!(c["slow_path"][0]["packets_handed_to_workers"], 0, "{c}");
+    for port in c["ports"].as_array().unwrap() {
+        assert_eq!(port["rx_packets"], port["driver"]["ipackets"], "{port}");
+    }
 }
