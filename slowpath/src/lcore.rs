@@ -266,6 +266,8 @@ pub struct SlowLcore {
     rng: u64,
     /// Flows read passively (copies of their packets from the workers).
     passive: LiveReader,
+    /// The frame being made (kept: one buffer for every segment sent).
+    frame: Vec<u8>,
 }
 
 /// A probe and what it needs to send and to report.
@@ -289,6 +291,7 @@ impl SlowLcore {
     pub fn new(cfg: Interceptor, index: usize, workers: usize, seed: u64) -> SlowLcore {
         let keys = LeafKeys::new(cfg.keys.as_deref(), cfg.settings.leaf_key_lifetime);
         SlowLcore {
+            frame: Vec::new(),
             keys,
             cfg,
             index,
@@ -766,10 +769,13 @@ impl SlowLcore {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
+        let mut frame = std::mem::take(&mut self.frame);
         while let Some((to_client, seg)) = flow.icpt.poll_transmit(now) {
             let port = if to_client { client_port } else { server_port };
-            link.send_frame(port, &template.frame(to_client, &seg));
+            template.frame_into(to_client, &seg, &mut frame);
+            link.send_frame(port, &frame);
         }
+        self.frame = frame;
     }
 
     /// A decrypted stream's frames: to the mirror port, and to the control thread for the pcap.

@@ -565,8 +565,12 @@ fn in_setup<T>(
             }
             let cfg = dir.join(format!("tlsgate-{tag}.toml"));
             std::fs::write(&cfg, format!("policy = \"{}\"\n{settings}", policy.display())).unwrap();
-            middle =
-                Some(start_middle(&topo, tlsgate().to_str().unwrap(), &["run", "--config", cfg.to_str().unwrap()]));
+            let counters = dir.join(format!("counters-{tag}.json"));
+            middle = Some(start_middle(
+                &topo,
+                tlsgate().to_str().unwrap(),
+                &["run", "--config", cfg.to_str().unwrap(), "--counters-json", counters.to_str().unwrap()],
+            ));
         }
         Setup::Sslsplit => {
             // Routed, not bridged: sslsplit terminates the client's connection on
@@ -616,6 +620,9 @@ fn in_setup<T>(
         signal(&child, "TERM");
         let _ = wait_with_limit(child, Duration::from_secs(20));
     }
+    if let Ok(json) = std::fs::read(dir.join(format!("counters-{tag}.json"))) {
+        eprintln!("{}: {}", setup.name(), losses(&json));
+    }
     if setup == Setup::Sslsplit {
         let key = dir.join("corpca.key");
         for sig in ["-TERM", "-KILL"] {
@@ -624,6 +631,28 @@ fn in_setup<T>(
         }
     }
     result
+}
+
+/// What tlsgate lost, from its final counters: packets the driver missed
+/// (its rx rings full), packets it dropped by reason, frames the slow path
+/// could not send. A benchmark figure means little if packets were lost.
+fn losses(json: &[u8]) -> String {
+    let c: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut parts = Vec::new();
+    for p in c["ports"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("?");
+        parts.push(format!("{name} missed {}", n(&p["driver"]["imissed"])));
+        for (reason, count) in p["dropped_by_reason"].as_object().into_iter().flatten() {
+            if n(count) > 0 {
+                parts.push(format!("{name} dropped {reason} {}", n(count)));
+            }
+        }
+    }
+    for (i, l) in c["slow_path"].as_array().into_iter().flatten().enumerate() {
+        parts.push(format!("slow path {i} tx_dropped {}", n(&l["tx_dropped"])));
+    }
+    parts.join(", ")
 }
 
 /// The middle box, at a higher priority than the load generator and the
