@@ -108,7 +108,7 @@ pub fn frame_into(l2: &[u8], ipv6: bool, src: (Addr, u16), dst: (Addr, u16), seg
     let ack = if seg.flags & flags::ACK != 0 { seg.ack } else { 0 };
     out.extend_from_slice(&ack.to_be_bytes());
     let f = seg.flags & (flags::FIN | flags::SYN | flags::RST | flags::PSH | flags::ACK);
-    out.extend_from_slice(&[((20 + opts) / 4 << 4) as u8, f]);
+    out.extend_from_slice(&[(((20 + opts) / 4) << 4) as u8, f]);
     out.extend_from_slice(&seg.window.to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
     if let Some((val, ecr)) = seg.timestamps {
