@@ -111,6 +111,45 @@ pub struct DecryptFacts {
     pub client_handshake_ns: Option<u64>,
     /// From the takeover to the first plaintext byte relayed, ns.
     pub first_plaintext_ns: Option<u64>,
+    /// tlsgate's TCP connection with the client (a takeover's; passive reading has none).
+    pub tcp_client: Option<TcpFacts>,
+    /// tlsgate's TCP connection with the server.
+    pub tcp_server: Option<TcpFacts>,
+}
+
+/// How one of a taken-over session's TCP connections went, as tlsgate's
+/// endpoint on it counted: a slow transfer with retransmissions, timeouts or
+/// zero windows says which side was lossy or slow to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpFacts {
+    /// Segments sent (data, ACKs, FIN, retransmissions).
+    pub segments_sent: u64,
+    /// Segments received.
+    pub segments_received: u64,
+    /// Segments sent again (after a timeout, or three duplicate ACKs).
+    pub retransmissions: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+    /// Segments (or the new parts of them) that came ahead of a gap.
+    pub out_of_order: u64,
+    /// Out-of-order segments dropped for want of room.
+    pub out_of_order_dropped: u64,
+    /// Probes of the peer's zero window (it stopped reading).
+    pub zero_window_probes: u64,
+}
+
+impl TcpFacts {
+    fn json(&self) -> Value {
+        json!({
+            "segments_sent": self.segments_sent,
+            "segments_received": self.segments_received,
+            "retransmissions": self.retransmissions,
+            "timeouts": self.timeouts,
+            "out_of_order": self.out_of_order,
+            "out_of_order_dropped": self.out_of_order_dropped,
+            "zero_window_probes": self.zero_window_probes,
+        })
+    }
 }
 
 /// `2026-11-28T03:14:15.123456+0000`, EVE's timestamp form.
@@ -335,6 +374,9 @@ impl SessionEvent {
                     "ended": p.cause.decrypt_end().map(ended),
                 }),
             );
+            if let (Some(c), Some(s), Some(Value::Object(d))) = (&d.tcp_client, &d.tcp_server, o.get_mut("decrypt")) {
+                d.insert("tcp".into(), json!({ "client": c.json(), "server": s.json() }));
+            }
         }
         Value::Object(o)
     }

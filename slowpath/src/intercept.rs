@@ -124,6 +124,11 @@ pub enum Finished {
 }
 
 impl Interception {
+    /// Both endpoints' counters: toward the client, toward the server.
+    pub fn tcp_stats(&self) -> (crate::tcp::TcpStats, crate::tcp::TcpStats) {
+        (self.client.stats(), self.server.stats())
+    }
+
     /// Takes over a flow from what the wire showed (`seen`), with `relay`
     /// between the two TLS sessions, at `now_ns`. The client's segment that completed its
     /// ClientHello is then given to [`Interception::on_client_segment`].

@@ -21,7 +21,7 @@ use tlsgate_config::facts::{ServerHelloFacts, TlsVersion};
 use tlsgate_config::policy::{Action, FinalAction, Policy, Undecryptable};
 use tlsgate_config::{FlowSettings, PinnedAction, SlowPathSettings};
 use tlsgate_core::escalate::{Escalation, ProbeRequest, SlowRecord, SlowUpdate, ToSlowPath};
-use tlsgate_core::event::{DecryptFacts, SessionEvent};
+use tlsgate_core::event::{DecryptFacts, SessionEvent, TcpFacts};
 use tlsgate_core::flow::FlowKey;
 use tlsgate_core::identity::{ExclusionKey, ExclusionReason, ServerIdentity, ServerKey};
 use tlsgate_core::outcome::{
@@ -268,6 +268,19 @@ pub struct SlowLcore {
     passive: LiveReader,
     /// The frame being made (kept: one buffer for every segment sent).
     frame: Vec<u8>,
+}
+
+/// What an endpoint counted, as the event gives it.
+fn tcp_facts(s: crate::tcp::TcpStats) -> TcpFacts {
+    TcpFacts {
+        segments_sent: s.segments_sent,
+        segments_received: s.segments_received,
+        retransmissions: s.retransmissions,
+        timeouts: s.rto_expirations,
+        out_of_order: s.ooo_buffered + s.ooo_dropped,
+        out_of_order_dropped: s.ooo_dropped,
+        zero_window_probes: s.zero_window_probes,
+    }
 }
 
 /// A probe and what it needs to send and to report.
@@ -860,6 +873,8 @@ impl SlowLcore {
                 .established_ns
                 .map(|e| e.saturating_sub(o.timings.server_certificate_ns.unwrap_or(0))),
             first_plaintext_ns: o.timings.first_plaintext_ns,
+            tcp_client: Some(tcp_facts(flow.icpt.tcp_stats().0)),
+            tcp_server: Some(tcp_facts(flow.icpt.tcp_stats().1)),
             ..Default::default()
         };
         if let Some((up_version, cipher, client_version, alpn)) = &o.established {

@@ -522,6 +522,19 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     );
     assert!(shop.iter().any(|e| e["decrypt"]["bytes_to_client"].as_u64().unwrap() >= 20 << 20));
     assert!(shop.iter().any(|e| e["decrypt"]["bytes_to_server"].as_u64().unwrap() >= 20 << 20));
+    // Each of tlsgate's two TCP connections says how it went: 20 MiB to the
+    // client took at least as many segments as MSS-sized pieces; what the
+    // client sent is what the server got, so the counts match across.
+    let big = shop.iter().find(|e| e["decrypt"]["bytes_to_client"].as_u64().unwrap() >= 20 << 20).unwrap();
+    let tcp = &big["decrypt"]["tcp"];
+    let n = |side: &str, k: &str| tcp[side][k].as_u64().unwrap_or_else(|| panic!("decrypt.tcp.{side}.{k}: {big}"));
+    assert!(n("client", "segments_sent") >= (20 << 20) / 1460, "{big}");
+    assert!(n("server", "segments_received") >= (20 << 20) / 1460, "{big}");
+    for side in ["client", "server"] {
+        for k in ["retransmissions", "timeouts", "out_of_order", "out_of_order_dropped", "zero_window_probes"] {
+            assert!(tcp[side][k].is_u64(), "decrypt.tcp.{side}.{k}: {big}");
+        }
+    }
     // Every session ended by its peers: closed, or (the Python clients, whose
     // server sends no close_notify) by the client's alert at the bare FIN.
     let unclosed: Vec<_> = shop

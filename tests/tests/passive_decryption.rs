@@ -255,6 +255,8 @@ fn every_cipher_suite_is_read_passively_or_with_the_key_log_as_real_stacks_spoke
         if case.rsa {
             assert_eq!(e["policy"]["reason_code"], "read_passively", "{}: {e}", case.name);
             assert_eq!(e["decrypt"]["mode"], "passive", "{}: {e}", case.name);
+            // Read, not taken over: no TCP connection of tlsgate's to speak of.
+            assert!(e["decrypt"].get("tcp").is_none(), "{}: {e}", case.name);
             assert_eq!(e["decrypt"]["records_failed"], 0, "{}: {e}", case.name);
             let ems = !case.name.contains("without extended master secret");
             assert_eq!(e["decrypt"]["extended_master_secret"], ems, "{}: {e}", case.name);
