@@ -459,10 +459,10 @@ mod tests {
             // collide; the population swings past the point where it grows.
             let target = if (step / 20_000) % 2 == 0 { 700 } else { 200 };
             let r = rng();
-            if live.is_empty() || (live.len() < target && r % 4 != 0) || r % 7 == 0 {
+            if live.is_empty() || (live.len() < target && !r.is_multiple_of(4)) || r.is_multiple_of(7) {
                 // Homes at the end and at the start of the table, whatever its size.
                 let k = (rng() % 24) as u32;
-                let tag = if rng() % 2 == 0 { u32::MAX - k } else { k };
+                let tag = if rng().is_multiple_of(2) { u32::MAX - k } else { k };
                 ix.insert(tag, next);
                 live.push((next, tag));
                 next += 1;
@@ -472,7 +472,7 @@ mod tests {
                 assert_eq!(ix.find(tag, |x| x == id), None, "step {step}: removed {id} still found");
             }
             assert_eq!(ix.len, live.len());
-            if step % 997 == 0 {
+            if step.is_multiple_of(997) {
                 for &(id, tag) in &live {
                     assert_eq!(ix.find(tag, |x| x == id), Some(id), "step {step}: {id} lost");
                 }
