@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tlsgate_config::policy::Policy;
-use tlsgate_config::FlowSettings;
-use tlsgate_core::inspect::{Inspector, Output, Verdict};
+use tlsgate_config::{FlowSettings, Midstream};
+use tlsgate_core::inspect::{DropReason, Inspector, Output, Verdict};
 use tlsgate_core::packet::TcpFrame;
 use tlsgate_perf::handshake::{tls_session, Pki, SessionSpec};
 use tlsgate_tests::Scratch;
@@ -51,8 +51,11 @@ fn ingress(frame: &[u8]) -> usize {
 
 /// One worker's inspector with a table of 64 flows, under the policy above.
 fn small_table(tag: &str) -> (Scratch, Pki, Inspector) {
+    small_table_with(tag, FlowSettings { capacity: 64, ..FlowSettings::default() })
+}
+
+fn small_table_with(tag: &str, flows: FlowSettings) -> (Scratch, Pki, Inspector) {
     let dir = Scratch::new(tag);
-    let flows = FlowSettings { capacity: 64, ..FlowSettings::default() };
     let ports: Arc<[String]> = vec!["a".to_string(), "b".to_string()].into();
     let ins = Inspector::new(0, policy(&dir), &flows, ports).unwrap();
     (dir, Pki::new("Flood CA"), ins)
@@ -163,4 +166,30 @@ fn mid_stream_connections_are_remembered_and_forgotten_first() {
     t += 1_000;
     assert_eq!(ins.on_packet(&midstream(50_000, 0), 0, t, &mut out), Verdict::Forward);
     assert_eq!(ins.counters().midstream, 10 + 640 + 1);
+}
+
+#[test]
+fn blocked_mid_stream_connections_are_remembered_and_dropped_until_a_syn() {
+    let flows = FlowSettings { capacity: 64, midstream: Midstream::Block, ..FlowSettings::default() };
+    let (_dir, pki, mut ins) = small_table_with("midstream-block", flows);
+    let mut out = Output::default();
+    let mut t = START_NS;
+    // Ten connections older than tlsgate, a hundred segments each: every
+    // segment dropped, each connection counted and remembered once.
+    for round in 0..100u32 {
+        for port in 0..10u16 {
+            t += 1_000;
+            let v = ins.on_packet(&midstream(20_000 + port, round * 200), 0, t, &mut out);
+            assert_eq!(v, Verdict::Drop(DropReason::Midstream), "round {round} port {port}");
+        }
+    }
+    assert_eq!((ins.counters().midstream, ins.flows()), (10, 10));
+    // A SYN on one of their 5-tuples starts a session, decided by the policy.
+    for f in &session(&pki, 20_003, "news.test", t) {
+        t += 1_000;
+        ins.on_packet(&f.data, ingress(&f.data), t, &mut out);
+    }
+    let decided: Vec<(u64, &str)> =
+        out.events.iter().map(|e| (e.flow.src_port as u64, e.outcome.carried_out.name())).collect();
+    assert_eq!(decided, vec![(20_003, "do-not-decrypt")]);
 }

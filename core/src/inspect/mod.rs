@@ -736,18 +736,30 @@ impl Inspector {
             .is_some_and(|at| now.saturating_sub(at) <= judge.settings.inspecting_timeout as u64 * NS);
         if !syn && !pressed {
             judge.counters.midstream += 1;
-            match judge.settings.midstream {
-                Midstream::Bypass => {
-                    // Remembered while there is room (after a restart every
-                    // long-lived connection comes this way, packet after packet).
-                    let timeout = judge.settings.decided_timeout as u64 * NS;
-                    let _ = self.table.insert(key, FlowState::Midstream { fins: 0 }, now, timeout);
-                    return Err(Verdict::Forward);
-                }
-                Midstream::Block => return Err(Verdict::Drop(DropReason::Midstream)),
-                Midstream::Inspect => {}
-            }
+            let blocked = match judge.settings.midstream {
+                Midstream::Bypass => false,
+                Midstream::Block => true,
+                Midstream::Inspect => return self.new_session(t, key, from_lo, false, now),
+            };
+            // Remembered while there is room (after a restart every long-lived
+            // connection comes this way, packet after packet).
+            let timeout = judge.settings.decided_timeout as u64 * NS;
+            let _ = self.table.insert(key, FlowState::Midstream { fins: 0, blocked }, now, timeout);
+            return Err(if blocked { Verdict::Drop(DropReason::Midstream) } else { Verdict::Forward });
         }
+        self.new_session(t, key, from_lo, syn, now)
+    }
+
+    /// A flow whose packets are inspected from now on.
+    fn new_session(
+        &mut self,
+        t: &TcpFrame,
+        key: FlowKey,
+        from_lo: bool,
+        syn: bool,
+        now: u64,
+    ) -> Result<FlowId, Verdict> {
+        let judge = &mut self.judge;
         // The client sent the SYN; mid-stream, guess the side with the higher port.
         let client_is_lo = if syn { from_lo } else { key.lo_port > key.hi_port };
         let mut session = judge.new_session(t, key, client_is_lo);
@@ -830,9 +842,13 @@ impl Inspector {
         let settings = &self.judge.settings;
         let decided_ns = if closed { settings.closed_timeout } else { settings.decided_timeout } as u64 * NS;
         match state {
-            FlowState::Bypass { .. } | FlowState::Midstream { .. } | FlowState::Passive { .. } => {
+            FlowState::Bypass { .. } | FlowState::Midstream { blocked: false, .. } | FlowState::Passive { .. } => {
                 self.table.touch(id, now, decided_ns);
                 Verdict::Forward
+            }
+            FlowState::Midstream { blocked: true, .. } => {
+                self.table.touch(id, now, decided_ns);
+                Verdict::Drop(DropReason::Midstream)
             }
             FlowState::Guarded(g) => {
                 let from_client = from_lo == g.client_is_lo;

@@ -24,12 +24,15 @@ pub(super) enum FlowState {
         fins: u8,
     },
     /// First seen without its SYN and forwarded uninspected (`flows.midstream
-    /// = "bypass"`): remembered so that its later packets cost a lookup, and
-    /// the first to be forgotten when the table is full (forgetting it costs
-    /// nothing but that lookup's miss on its next packet).
+    /// = "bypass"`), or dropped (`"block"`): remembered so that its later
+    /// packets cost a lookup, and the first to be forgotten when the table is
+    /// full (forgetting it costs nothing but that lookup's miss on its next
+    /// packet, which is then judged the same way again).
     Midstream {
         /// FIN seen from lo (bit 0) and hi (bit 1).
         fins: u8,
+        /// Dropped (`"block"`), else forwarded.
+        blocked: bool,
     },
     /// Forwarded untouched, like `Bypass`, while the handshake bytes judged
     /// may still be sent again: a copy with other bytes is dropped, until
@@ -95,7 +98,7 @@ impl FlowState {
         match self {
             FlowState::Inspecting(s) => s.fins,
             FlowState::Bypass { fins }
-            | FlowState::Midstream { fins }
+            | FlowState::Midstream { fins, .. }
             | FlowState::Blocked { fins }
             | FlowState::Passive { fins, .. } => *fins,
             FlowState::Guarded(g) => g.fins,
@@ -112,7 +115,7 @@ impl FlowState {
                 s.fins
             }
             FlowState::Bypass { fins }
-            | FlowState::Midstream { fins }
+            | FlowState::Midstream { fins, .. }
             | FlowState::Blocked { fins }
             | FlowState::Passive { fins, .. } => {
                 *fins |= bit;
