@@ -166,28 +166,45 @@ fn make_sessions(dir: &Scratch, cert: &Path, key: &Path) -> (PathBuf, PathBuf, V
     (capture.finish(), keylog, received)
 }
 
-/// Each session's client port, in the capture's order (their SYNs).
-fn client_ports(capture: &Path) -> Vec<u16> {
-    let mut ports = Vec::new();
+/// A connection in a capture: its client port, and how many connections
+/// from that port came before it (the kernel may give a new loopback
+/// connection a port an earlier one used, its TIME_WAIT being on the server).
+type Conn = (u16, usize);
+
+/// Each session, in the capture's order (their SYNs; a SYN sent again is the
+/// same session).
+fn client_ports(capture: &Path) -> Vec<Conn> {
+    let mut syns: Vec<(u16, u32)> = Vec::new();
     for f in pcap_frames(capture) {
         if let Some(t) = TcpFrame::parse(&f) {
-            if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) && !ports.contains(&t.src_port) {
-                ports.push(t.src_port);
+            if t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) && !syns.contains(&(t.src_port, t.seq)) {
+                syns.push((t.src_port, t.seq));
             }
         }
     }
-    ports
+    syns.iter().enumerate().map(|(i, &(port, _))| (port, syns[..i].iter().filter(|s| s.0 == port).count())).collect()
 }
 
-/// The plaintext of a decrypted capture: by client port, (to the server, to the client).
-fn plaintext(decrypted: &Path, server_port: u16) -> BTreeMap<u16, (Vec<u8>, Vec<u8>)> {
-    let mut out: BTreeMap<u16, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+/// The plaintext of a decrypted capture: by connection, (to the server, to the client).
+fn plaintext(decrypted: &Path, server_port: u16) -> BTreeMap<Conn, (Vec<u8>, Vec<u8>)> {
+    let mut out: BTreeMap<Conn, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    // Per client port, the connection its frames belong to now (each SYN starts the next).
+    let mut current: BTreeMap<u16, usize> = BTreeMap::new();
     for f in pcap_frames(decrypted) {
         let t = TcpFrame::parse(&f).expect("decrypted frames are TCP");
-        if t.dst_port == server_port {
-            out.entry(t.src_port).or_default().0.extend_from_slice(t.payload());
+        let to_server = t.dst_port == server_port;
+        let port = if to_server { t.src_port } else { t.dst_port };
+        if to_server && t.has(tcp_flags::SYN) && !t.has(tcp_flags::ACK) {
+            let seen = out.keys().filter(|k| k.0 == port).count();
+            current.insert(port, seen);
+            out.entry((port, seen)).or_default();
+        }
+        let conn = (port, current.get(&port).copied().unwrap_or(0));
+        let entry = out.entry(conn).or_default();
+        if to_server {
+            entry.0.extend_from_slice(t.payload());
         } else {
-            out.entry(t.dst_port).or_default().1.extend_from_slice(t.payload());
+            entry.1.extend_from_slice(t.payload());
         }
     }
     out
@@ -231,10 +248,11 @@ fn passive_policy(dir: &Scratch, cert: &Path, key: &Path) -> PathBuf {
     policy
 }
 
-fn event_of(events: &[Value], port: u16) -> &Value {
-    events.iter().find(|e| e["src_port"] == port && e["event_type"] == "tls").unwrap_or_else(|| {
+/// A connection's tls event: the n-th from its client port.
+fn event_of(events: &[Value], (port, nth): Conn) -> &Value {
+    events.iter().filter(|e| e["src_port"] == port && e["event_type"] == "tls").nth(nth).unwrap_or_else(|| {
         let seen: Vec<String> = events.iter().map(|e| format!("{}:{}", e["event_type"], e["src_port"])).collect();
-        panic!("no tls event from port {port}; events: {seen:?}")
+        panic!("no tls event {nth} from port {port}; events: {seen:?}")
     })
 }
 
@@ -244,7 +262,7 @@ fn every_cipher_suite_is_read_passively_or_with_the_key_log_as_real_stacks_spoke
     let (cert, key) = rsa_server_certificate(&dir);
     let (capture, keylog, received) = make_sessions(&dir, &cert, &key);
     let ports = client_ports(&capture);
-    assert_eq!(ports.len(), CASES.len(), "one connection per case");
+    assert_eq!(ports.len(), CASES.len(), "one connection per case: {ports:?}");
     let policy = passive_policy(&dir, &cert, &key);
     let _dpdk = dpdk_lock();
     // The policy's passive rule, no key log: RSA key exchange only.
