@@ -356,6 +356,7 @@ impl Dataplane {
                     .map_err(StartError::Policy)?
                     .with_slow_path(nslow, &settings.slowpath)
                     .with_handshake_events(settings.events.handshake)
+                    .with_reading_past_blocks(opts.replay_times.is_some())
                     .with_dns(settings.dns)
                     .with_dispatch(if steering == FlowSteering::SoftwareDispatch { nworkers } else { 1 });
                 let (tx, rx) = ring_pair::<Box<SessionEvent>>(&format!("tg_events_{i}"), EVENT_RING)?;

@@ -15,10 +15,15 @@ const PLAIN: &str = "[policy]\ndefault_action = \"do-not-decrypt\"\n";
 
 /// Replays `pcap` with the plain policy and `args`; returns (events, output frames).
 fn replay(pcap: &Path, args: &[&str]) -> (Vec<serde_json::Value>, Vec<Vec<u8>>) {
+    replay_policy(pcap, PLAIN, args)
+}
+
+/// The same with `policy`.
+fn replay_policy(pcap: &Path, policy: &str, args: &[&str]) -> (Vec<serde_json::Value>, Vec<Vec<u8>>) {
     let _g = dpdk_lock();
     let dir = Scratch::new("fidelity");
     let pol = dir.path("policy.toml");
-    std::fs::write(&pol, PLAIN).unwrap();
+    std::fs::write(&pol, policy).unwrap();
     let r = replay_with(pcap, Some(&pol), &dir, args);
     (r.events, r.frames)
 }
@@ -83,6 +88,34 @@ fn a_session_decided_at_its_client_hello_still_logs_its_own_handshake() {
     assert_eq!(ev["tls"]["version"], "SSLv2", "{ev}");
     assert!(ev["tls"]["subject"].as_str().is_some_and(|s| s.contains("CN=plesk")), "{ev}");
     assert_eq!(ev["tls"]["certificate_source"], "handshake", "{ev}");
+}
+
+#[test]
+fn a_session_blocked_at_its_client_hello_logs_the_servers_answer_in_a_replay() {
+    // Inline the server never gets a blocked ClientHello; a capture holds its
+    // answer all the same, and the replay reads it for the event while every
+    // packet from the ClientHello on is dropped as inline.
+    for action in ["block", "block-with-reset"] {
+        let policy = format!("[policy]\ndefault_action = \"{action}\"\n");
+        let mut checked = 0;
+        for row in ground_truth() {
+            let pcap = testdata().join("zeek").join(&row["traces_used_by_test"]);
+            let (evs, frames) = replay_policy(&pcap, &policy, &[]);
+            let ev = event_of(&evs, &row);
+            let ctx = format!("{action}: {}: {ev}", pcap.display());
+            assert_eq!(ev["policy"]["actual_action"], action, "{ctx}");
+            assert_eq!(ev["tls"]["version"], zeek_version(&row["version"]), "{ctx}");
+            assert_eq!(ev["tls"]["cipher_suite"], row["cipher"].as_str(), "{ctx}");
+            let fps = &row["cert_chain_fps"];
+            if fps != "(empty)" && fps != "-" {
+                let leaf = fps.split(',').next().unwrap();
+                assert_eq!(ev["tls"]["fingerprint_sha256"].as_str().unwrap().replace(':', ""), leaf, "{ctx}");
+            }
+            assert!(frames.len() < pcap_frames(&pcap).len(), "{ctx}: nothing dropped");
+            checked += 1;
+        }
+        assert!(checked >= 6, "{action}: ground truth rows checked: {checked}");
+    }
 }
 
 #[test]

@@ -285,6 +285,10 @@ struct Judge {
     /// Sessions decided before the server's first flight are read on to it
     /// (`[events] handshake = "full"`).
     full_handshake: bool,
+    /// A replay: a session blocked at its ClientHello is read on through the
+    /// server's answer the capture holds, for its event (inline the server
+    /// never gets the ClientHello, so there is nothing to read).
+    reads_past_blocks: bool,
     port_names: Arc<[String]>,
     /// `[dns]`.
     dns: DnsSettings,
@@ -398,6 +402,7 @@ impl Inspector {
                 verifier,
                 settings: settings.clone(),
                 full_handshake: true,
+                reads_past_blocks: false,
                 port_names,
                 dns: DnsSettings::default(),
                 worker: worker as u64,
@@ -443,6 +448,14 @@ impl Inspector {
     /// How much of each handshake the events carry (default: full).
     pub fn with_handshake_events(mut self, mode: HandshakeEvents) -> Inspector {
         self.judge.full_handshake = mode == HandshakeEvents::Full;
+        self
+    }
+
+    /// Whether blocked sessions are read on to the server's answer for their
+    /// events (a replay, where the capture holds that answer; the packets
+    /// are dropped all the same).
+    pub fn with_reading_past_blocks(mut self, on: bool) -> Inspector {
+        self.judge.reads_past_blocks = on;
         self
     }
 
@@ -936,9 +949,15 @@ impl Inspector {
                     if self.judge.reads_on(s, &r, seg, now) {
                         s.phase = Phase::Observing { resolution: Box::new(r), decided_ns: now };
                         self.table.touch(id, now, inspecting_ns);
-                        return if sent_after_held { Verdict::Drop(DropReason::Held) } else { Verdict::Forward };
+                        return match action {
+                            FinalAction::DoNotDecrypt if sent_after_held => Verdict::Drop(DropReason::Held),
+                            FinalAction::DoNotDecrypt => Verdict::Forward,
+                            // Carried out now; the event waits for the server's answer.
+                            FinalAction::Block | FinalAction::BlockWithReset => self.block(action, seg, out),
+                        };
                     }
                 }
+                let read_on = matches!(state, FlowState::Inspecting(s) if matches!(s.phase, Phase::Observing { .. }));
                 // Read passively on the appliance: the slow-path lcore that got the flow's copies
                 // writes the event when the flow ends, with what it read.
                 let reader = match state {
@@ -971,24 +990,31 @@ impl Inspector {
                     }
                 }
                 self.table.touch(id, now, decided_ns);
-                let c = &mut self.judge.counters;
                 match action {
                     FinalAction::DoNotDecrypt if sent_after_held => Verdict::Drop(DropReason::Held),
                     FinalAction::DoNotDecrypt => Verdict::Forward,
-                    FinalAction::Block => {
-                        c.blocked_packets += 1;
+                    // A block read on was carried out (resets and all) at its decision.
+                    FinalAction::Block | FinalAction::BlockWithReset if read_on => {
+                        self.judge.counters.blocked_packets += 1;
                         Verdict::Drop(DropReason::Policy)
                     }
-                    FinalAction::BlockWithReset => {
-                        c.blocked_packets += 1;
-                        c.resets += 2;
-                        out.resets.push(Reset { toward_sender: false, frame: build_reset(seg.t, false) });
-                        out.resets.push(Reset { toward_sender: true, frame: build_reset(seg.t, true) });
-                        Verdict::Drop(DropReason::Policy)
-                    }
+                    FinalAction::Block | FinalAction::BlockWithReset => self.block(action, seg, out),
                 }
             }
         }
+    }
+
+    /// Carries out a block on the packet that decided it (with-reset: a
+    /// reset each way).
+    fn block(&mut self, action: FinalAction, seg: &Segment, out: &mut Output) -> Verdict {
+        let c = &mut self.judge.counters;
+        c.blocked_packets += 1;
+        if action == FinalAction::BlockWithReset {
+            c.resets += 2;
+            out.resets.push(Reset { toward_sender: false, frame: build_reset(seg.t, false) });
+            out.resets.push(Reset { toward_sender: true, frame: build_reset(seg.t, true) });
+        }
+        Verdict::Drop(DropReason::Policy)
     }
 }
 
@@ -1354,11 +1380,15 @@ impl Judge {
     }
 
     /// Whether a session just decided is read on to the server's first
-    /// flight for its event: forwarded (do-not-decrypt), TLS, still open,
-    /// and the flight not read yet.
+    /// flight for its event: forwarded (do-not-decrypt; or blocked, in a
+    /// replay), TLS, still open, and the flight not read yet.
     fn reads_on(&mut self, s: &mut Session, r: &Resolution, seg: &Segment, now: u64) -> bool {
+        let reads_past = match r.action {
+            FinalAction::DoNotDecrypt => true,
+            FinalAction::Block | FinalAction::BlockWithReset => self.reads_past_blocks,
+        };
         if !self.full_handshake
-            || r.action != FinalAction::DoNotDecrypt
+            || !reads_past
             || !r.tls
             || r.cut_short.is_some()
             || seg.closed
@@ -1377,10 +1407,14 @@ impl Judge {
     fn observe(&mut self, s: &mut Session, seg: &Segment, now: u64) -> Step {
         self.read_facts(s, now);
         let done = s.flight_read || !s.observer.wants(Direction::ToClient);
-        if !done && !seg.closed {
-            return Step::Undecided(Verdict::Forward);
-        }
         let Phase::Observing { resolution, .. } = &mut s.phase else { return Step::Undecided(Verdict::Forward) };
+        if !done && !seg.closed {
+            if resolution.action == FinalAction::DoNotDecrypt {
+                return Step::Undecided(Verdict::Forward);
+            }
+            self.counters.blocked_packets += 1;
+            return Step::Undecided(Verdict::Drop(DropReason::Policy));
+        }
         let mut r = (**resolution).clone();
         if !done {
             r.cut_short = Some(FlowEnd::Closed);
