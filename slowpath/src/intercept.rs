@@ -87,10 +87,6 @@ pub struct Interception {
     /// Faces the server (we are the client).
     server: TcpEndpoint,
     relay: Relay,
-    /// TLS bytes from the relay not yet taken by an endpoint's send buffer.
-    to_client: Vec<u8>,
-    to_server: Vec<u8>,
-    scratch: Vec<u8>,
     keep_plaintext: bool,
     /// What happened.
     pub outcome: Outcome,
@@ -139,9 +135,6 @@ impl Interception {
             client: TcpEndpoint::takeover(client_facing, limits.clone(), now_ns),
             server: TcpEndpoint::takeover(server_facing, limits, now_ns),
             relay: relay.with_plaintext_copies(keep_plaintext),
-            to_client: Vec::new(),
-            to_server: Vec::new(),
-            scratch: Vec::new(),
             keep_plaintext,
             outcome: Outcome::default(),
             fin_to_server: false,
@@ -194,10 +187,18 @@ impl Interception {
 
     /// The next segment to send: (toward the client?, segment).
     pub fn poll_transmit(&mut self, now_ns: u64) -> Option<(bool, Segment)> {
-        if let Some(s) = self.client.poll_transmit(now_ns) {
-            return Some((true, s));
+        let mut seg = Segment::default();
+        self.poll_transmit_into(now_ns, &mut seg).map(|to_client| (to_client, seg))
+    }
+
+    /// [`Interception::poll_transmit`] into a segment the caller keeps (one
+    /// payload buffer for every segment); returns whether it goes toward the
+    /// client, `None` when there is nothing to send.
+    pub fn poll_transmit_into(&mut self, now_ns: u64, seg: &mut Segment) -> Option<bool> {
+        if self.client.poll_transmit_into(now_ns, seg) {
+            return Some(true);
         }
-        self.server.poll_transmit(now_ns).map(|s| (false, s))
+        self.server.poll_transmit_into(now_ns, seg).then_some(false)
     }
 
     /// The earliest time either endpoint wants [`Interception::on_timeout`].
@@ -267,18 +268,12 @@ impl Interception {
         (end(self.client.state()), end(self.server.state()))
     }
 
-    /// Bytes this session holds now: TLS waiting for a send buffer, plaintext
-    /// backlog, and what each TCP endpoint buffers (unacknowledged, unread).
+    /// Bytes this session holds now: plaintext backlog, and what each TCP
+    /// endpoint buffers (unacknowledged, unread). TLS bytes waiting for room
+    /// in a send buffer stay in their connection, within its buffer limit.
     pub fn buffered(&self) -> usize {
         let (a, b) = self.relay.backlog();
-        self.to_client.len()
-            + self.to_server.len()
-            + a
-            + b
-            + self.client.unacked()
-            + self.server.unacked()
-            + self.client.readable()
-            + self.server.readable()
+        a + b + self.client.unacked() + self.server.unacked() + self.client.readable() + self.server.readable()
     }
 
     /// Whether either peer reset its connection.
@@ -290,21 +285,21 @@ impl Interception {
         if self.relay.backlog().0 >= BACKLOG_LIMIT || self.client.readable() == 0 {
             return 0;
         }
-        self.scratch.clear();
-        let n = self.client.recv(&mut self.scratch);
+        let relay = &mut self.relay;
         // An error is also reported as a relay event (failure or close), handled there.
-        let _ = self.relay.from_client(&self.scratch);
-        n
+        self.client.recv_with(|bytes| {
+            let _ = relay.from_client(bytes);
+        })
     }
 
     fn server_to_relay(&mut self) -> usize {
         if self.relay.backlog().1 >= BACKLOG_LIMIT || self.server.readable() == 0 {
             return 0;
         }
-        self.scratch.clear();
-        let n = self.server.recv(&mut self.scratch);
-        let _ = self.relay.from_server(&self.scratch);
-        n
+        let relay = &mut self.relay;
+        self.server.recv_with(|bytes| {
+            let _ = relay.from_server(bytes);
+        })
     }
 
     fn relay_events(&mut self, now_ns: u64, forge: &mut CertificateFor<'_>, out: &mut Output) -> usize {
@@ -360,24 +355,8 @@ impl Interception {
 
     /// The relay's TLS output into the endpoints' send buffers, as far as they take it.
     fn relay_to_tcp(&mut self) -> usize {
-        let mut moved = 0;
-        if self.to_server.is_empty() {
-            self.relay.to_server(&mut self.to_server);
-        }
-        if !self.to_server.is_empty() {
-            let n = self.server.send(&self.to_server);
-            self.to_server.drain(..n);
-            moved += n;
-        }
-        if self.to_client.is_empty() {
-            self.relay.to_client(&mut self.to_client);
-        }
-        if !self.to_client.is_empty() {
-            let n = self.client.send(&self.to_client);
-            self.to_client.drain(..n);
-            moved += n;
-        }
-        moved
+        // Written straight into each endpoint's send buffer, as far as it has room.
+        self.relay.to_server(&mut self.server) + self.relay.to_client(&mut self.client)
     }
 
     /// A FIN from one side is passed on once what came before it has been
@@ -393,8 +372,9 @@ impl Interception {
             return;
         }
         let relay_ended = self.outcome.closed.is_some() || self.outcome.failed.is_some();
+        let (tls_to_client, tls_to_server) = self.relay.tls_waiting();
         if !self.fin_to_server
-            && self.to_server.is_empty()
+            && !tls_to_server
             && self.relay.backlog().0 == 0
             && (relay_ended || self.client.peer_closed())
         {
@@ -402,7 +382,7 @@ impl Interception {
             self.server.close();
         }
         if !self.fin_to_client
-            && self.to_client.is_empty()
+            && !tls_to_client
             && self.relay.backlog().1 == 0
             && (relay_ended || self.server.peer_closed())
         {
@@ -411,11 +391,13 @@ impl Interception {
         }
     }
 
-    /// Each side's window: what the other side has not taken yet holds it shut.
+    /// Each side's window: what the other side has not taken yet holds it
+    /// shut. (TLS records a full send buffer left in their connection are
+    /// not counted; rustls holds at most its buffer limit, 64 KiB, of them.)
     fn tie_windows(&mut self) {
         let (to_server_plain, to_client_plain) = self.relay.backlog();
-        let toward_server = to_server_plain + self.to_server.len() + self.server.unacked();
-        let toward_client = to_client_plain + self.to_client.len() + self.client.unacked();
+        let toward_server = to_server_plain + self.server.unacked();
+        let toward_client = to_client_plain + self.client.unacked();
         self.client.set_window_limit(IN_FLIGHT_LIMIT.saturating_sub(toward_server));
         self.server.set_window_limit(IN_FLIGHT_LIMIT.saturating_sub(toward_client));
     }

@@ -38,7 +38,8 @@ use crate::keys::{Accepts, KeyMaker, LeafKeyStats, LeafKeys};
 use crate::passive::live::LiveReader;
 use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, Relay, RelayConfig};
-use crate::wire::{segment_of, FlowTemplate};
+use crate::tcp::Segment;
+use crate::wire::{segment_into, segment_of, FlowTemplate};
 
 /// The slow path's configuration, shared by every slow-path lcore.
 #[derive(Clone)]
@@ -245,7 +246,9 @@ pub struct SlowLcore {
     index: usize,
     /// How many workers there are.
     workers: usize,
-    flows: HashMap<FlowKey, Flow, RandomState>,
+    /// Boxed: [`SlowLcore::drive`] takes a flow out and puts it back on every
+    /// burst, and a flow (two TLS connections, two TCP endpoints) is kilobytes.
+    flows: HashMap<FlowKey, Box<Flow>, RandomState>,
     forgers: HashMap<[u8; 32], Forger, RandomState>,
     /// The forged certificates' keys, shared by its forgers.
     keys: LeafKeys,
@@ -268,6 +271,8 @@ pub struct SlowLcore {
     passive: LiveReader,
     /// The frame being made (kept: one buffer for every segment sent).
     frame: Vec<u8>,
+    /// The segment being read or sent (kept: one payload buffer for all).
+    segment: Segment,
 }
 
 /// What an endpoint counted, as the event gives it.
@@ -305,6 +310,7 @@ impl SlowLcore {
         let keys = LeafKeys::new(cfg.keys.as_deref(), cfg.settings.leaf_key_lifetime);
         SlowLcore {
             frame: Vec::new(),
+            segment: Segment::default(),
             keys,
             cfg,
             index,
@@ -400,7 +406,7 @@ impl SlowLcore {
         let key = esc.key;
         self.flows.insert(
             esc.key,
-            Flow {
+            Box::new(Flow {
                 esc,
                 icpt,
                 template: None,
@@ -411,7 +417,7 @@ impl SlowLcore {
                 failure_action: None,
                 rejected_as_expected: false,
                 shown,
-            },
+            }),
         );
         // The ClientHello's first segments, held back by the worker, come first.
         for frame in &held {
@@ -512,11 +518,12 @@ impl SlowLcore {
         if flow.template.is_none() {
             return FrameOf::Unknown;
         }
-        let seg = segment_of(&t);
+        let seg = &mut self.segment;
+        segment_into(&t, seg);
         if from_client {
-            flow.icpt.on_client_segment(&seg, now);
+            flow.icpt.on_client_segment(seg, now);
         } else {
-            flow.icpt.on_server_segment(&seg, now);
+            flow.icpt.on_server_segment(seg, now);
         }
         FrameOf::Flow(key)
     }
@@ -718,7 +725,7 @@ impl SlowLcore {
             req.ipv6,
             (req.client_ip, port),
             (req.server_ip, req.server.port),
-            &crate::tcp::Segment {
+            &Segment {
                 seq: isn,
                 ack: 0,
                 flags: crate::tcp::flags::SYN,
@@ -782,13 +789,12 @@ impl SlowLcore {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
-        let mut frame = std::mem::take(&mut self.frame);
-        while let Some((to_client, seg)) = flow.icpt.poll_transmit(now) {
+        let (frame, seg) = (&mut self.frame, &mut self.segment);
+        while let Some(to_client) = flow.icpt.poll_transmit_into(now, seg) {
             let port = if to_client { client_port } else { server_port };
-            template.frame_into(to_client, &seg, &mut frame);
-            link.send_frame(port, &frame);
+            template.frame_into(to_client, seg, frame);
+            link.send_frame(port, frame);
         }
-        self.frame = frame;
     }
 
     /// A decrypted stream's frames: to the mirror port, and to the control thread for the pcap.

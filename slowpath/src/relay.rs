@@ -4,7 +4,7 @@
 //! a socket or a clock.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tlsgate_config::hex::hex;
@@ -317,10 +317,20 @@ impl Relay {
         (self.records.0.count, self.records.1.count)
     }
 
-    /// TLS bytes to send to the client, appended to `out`; returns how many.
-    pub fn to_client(&mut self, out: &mut Vec<u8>) -> usize {
-        let start = out.len();
-        out.append(&mut self.client_out);
+    /// TLS bytes to send to the client, written to `out` as far as it takes
+    /// them (a TCP endpoint's send buffer: no copy in between); what it does
+    /// not take waits in the connection (see [`Relay::tls_waiting`]). Returns
+    /// how many were written.
+    pub fn to_client(&mut self, out: &mut impl Write) -> usize {
+        let mut total = 0;
+        if !self.client_out.is_empty() {
+            let n = out.write(&self.client_out).unwrap_or(0);
+            self.client_out.drain(..n);
+            total += n;
+            if !self.client_out.is_empty() {
+                return total;
+            }
+        }
         loop {
             // Each flush frees room in the connection's buffers, which more backlog may take.
             let _ = self.pump();
@@ -331,20 +341,32 @@ impl Relay {
             if wrote == 0 {
                 break;
             }
+            total += wrote;
         }
-        out.len() - start
+        total
     }
 
-    /// TLS bytes to send to the server, appended to `out`; returns how many.
-    pub fn to_server(&mut self, out: &mut Vec<u8>) -> usize {
-        let start = out.len();
+    /// TLS bytes to send to the server, written to `out` as far as it takes
+    /// them; returns how many.
+    pub fn to_server(&mut self, out: &mut impl Write) -> usize {
+        let mut total = 0;
         loop {
             let _ = self.pump();
-            if self.upstream.as_mut().map_or(0, |conn| flush_tls(conn, out)) == 0 {
+            let wrote = self.upstream.as_mut().map_or(0, |conn| flush_tls(conn, out));
+            if wrote == 0 {
                 break;
             }
+            total += wrote;
         }
-        out.len() - start
+        total
+    }
+
+    /// Whether TLS bytes wait to be sent (to the client, to the server): made
+    /// and not yet taken by [`Relay::to_client`] / [`Relay::to_server`]'s writer.
+    pub fn tls_waiting(&self) -> (bool, bool) {
+        let client = !self.client_out.is_empty() || matches!(&self.client, ClientSide::Tls(c) if c.wants_write());
+        let server = self.upstream.as_ref().is_some_and(|c| c.wants_write());
+        (client, server)
     }
 
     /// For Resign: the certificate to show the client (the Forger makes it), after
@@ -840,8 +862,9 @@ impl Relay {
     }
 }
 
-/// Writes all TLS bytes a connection has queued into `out`. Returns how many.
-fn flush_tls<D>(conn: &mut rustls::ConnectionCommon<D>, out: &mut Vec<u8>) -> usize {
+/// Writes the TLS bytes a connection has queued into `out`, as far as it
+/// takes them. Returns how many.
+fn flush_tls<D>(conn: &mut rustls::ConnectionCommon<D>, out: &mut impl Write) -> usize {
     let mut total = 0;
     while conn.wants_write() {
         match conn.write_tls(out) {
@@ -927,20 +950,23 @@ fn read_plaintext(
     copies: bool,
     events: &mut VecDeque<RelayEvent>,
 ) -> bool {
-    let mut buf = [0u8; 16 * 1024];
+    // Straight from the connection's buffer (no scratch buffer to zero and copy through).
     while backlog.len() < BACKLOG_LIMIT {
-        let room = (BACKLOG_LIMIT - backlog.len()).min(buf.len());
-        match reader.read(&mut buf[..room]) {
-            Ok(0) => return true,
-            Ok(n) => {
-                backlog.extend(&buf[..n]);
-                let data = if copies { buf[..n].to_vec() } else { Vec::new() };
-                events.push_back(RelayEvent::Plaintext { from_client, len: n, data });
+        let room = BACKLOG_LIMIT - backlog.len();
+        let n = match reader.fill_buf() {
+            Ok([]) => return true,
+            Ok(chunk) => {
+                let chunk = &chunk[..chunk.len().min(room)];
+                backlog.extend(chunk);
+                let data = if copies { chunk.to_vec() } else { Vec::new() };
+                events.push_back(RelayEvent::Plaintext { from_client, len: chunk.len(), data });
+                chunk.len()
             }
             // WouldBlock: nothing more decrypted yet; UnexpectedEof cannot happen as the relay
             // never signals EOF to rustls.
             Err(_) => return false,
-        }
+        };
+        reader.consume(n);
     }
     false
 }
@@ -1039,6 +1065,7 @@ impl KeyLog for NssKeyLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn protected_records_are_counted_across_any_cut() {

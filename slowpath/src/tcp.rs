@@ -37,7 +37,7 @@ pub mod flags {
 }
 
 /// One TCP segment as the endpoint sees it: parsed header fields and payload, no addresses or ports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Segment {
     /// Sequence number of the first octet (or of the SYN/FIN).
     pub seq: u32,
@@ -439,6 +439,23 @@ impl TcpEndpoint {
         n
     }
 
+    /// Hands the in-order received bytes to `read` in place (one or two
+    /// slices, in order), then drops them; returns how many.
+    pub fn recv_with(&mut self, mut read: impl FnMut(&[u8])) -> usize {
+        let n = self.recv_buf.len();
+        let (a, b) = self.recv_buf.as_slices();
+        for part in [a, b] {
+            if !part.is_empty() {
+                read(part);
+            }
+        }
+        self.recv_buf.clear();
+        if n > 0 {
+            self.check_window_update();
+        }
+        n
+    }
+
     /// Moves in-order received bytes into `out`; returns how many.
     pub fn recv(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.recv_buf.len();
@@ -492,13 +509,22 @@ impl TcpEndpoint {
     /// The next segment to send, if any: RST, owed ACKs, retransmissions, zero-window probes, data within
     /// the peer's window and our congestion window, FIN, delayed or window-update ACKs.
     pub fn poll_transmit(&mut self, now_ns: u64) -> Option<Segment> {
+        let mut seg = Segment::default();
+        self.poll_transmit_into(now_ns, &mut seg).then_some(seg)
+    }
+
+    /// [`TcpEndpoint::poll_transmit`] into a segment the caller keeps, so a
+    /// busy session reuses one payload buffer instead of allocating one per
+    /// segment. Returns whether `out` now holds a segment to send.
+    pub fn poll_transmit_into(&mut self, now_ns: u64, out: &mut Segment) -> bool {
         if self.rst_pending {
             self.rst_pending = false;
             let seq = self.snd_max;
-            return Some(self.segment(seq, flags::RST | flags::ACK, Vec::new(), now_ns));
+            self.segment(seq, flags::RST | flags::ACK, 0..0, now_ns, out);
+            return true;
         }
         if self.reset || self.timed_out {
-            return None;
+            return false;
         }
         if self.kick {
             self.kick = false;
@@ -509,28 +535,27 @@ impl TcpEndpoint {
         }
         if self.acks_owed > 0 {
             self.acks_owed -= 1;
-            return Some(self.pure_ack(now_ns));
+            self.pure_ack(now_ns, out);
+            return true;
         }
-        let seg = if self.retransmit_now {
+        let mut sent = self.retransmit_now && {
             self.retransmit_now = false;
-            self.retransmit_first(now_ns)
-        } else {
-            None
+            self.retransmit_first(now_ns, out)
         };
-        let seg = seg.or_else(|| {
-            if self.probe_now {
-                self.probe_now = false;
-                self.stats.zero_window_probes += 1;
-                let seq = self.snd_una.wrapping_sub(1);
-                Some(self.segment(seq, flags::ACK, Vec::new(), now_ns))
-            } else {
-                None
-            }
-        });
-        let seg = seg.or_else(|| self.send_next(now_ns));
-        let seg = seg.or_else(|| if self.ack_now { Some(self.pure_ack(now_ns)) } else { None });
+        if !sent && self.probe_now {
+            self.probe_now = false;
+            self.stats.zero_window_probes += 1;
+            let seq = self.snd_una.wrapping_sub(1);
+            self.segment(seq, flags::ACK, 0..0, now_ns, out);
+            sent = true;
+        }
+        sent = sent || self.send_next(now_ns, out);
+        if !sent && self.ack_now {
+            self.pure_ack(now_ns, out);
+            sent = true;
+        }
         self.arm_timer(now_ns);
-        seg
+        sent
     }
 
     /// When the endpoint next needs `on_timeout` called even if nothing arrives (retransmission or
@@ -1010,16 +1035,15 @@ impl TcpEndpoint {
     }
 
     /// Fast retransmit or NewReno partial ACK: the first unacknowledged segment again.
-    fn retransmit_first(&mut self, now_ns: u64) -> Option<Segment> {
+    fn retransmit_first(&mut self, now_ns: u64, out: &mut Segment) -> bool {
         if !self.outstanding() {
-            return None;
+            return false;
         }
         let len = (self.mss as usize).min(self.send_buf.len());
         let with_fin = self.fin_sent && len == self.send_buf.len();
         if len == 0 && !with_fin {
-            return None;
+            return false;
         }
-        let payload = copy_out(&self.send_buf, 0, len);
         let flags = if with_fin { flags::ACK | flags::FIN } else { flags::ACK };
         let end = self.snd_una.wrapping_add(len as u32 + u32::from(with_fin));
         if seq_lt(self.snd_nxt, end) {
@@ -1028,11 +1052,12 @@ impl TcpEndpoint {
         self.stats.retransmissions += 1;
         self.rtt_probe = None;
         let seq = self.snd_una;
-        Some(self.segment(seq, flags, payload, now_ns))
+        self.segment(seq, flags, 0..len, now_ns, out);
+        true
     }
 
     /// Data from `snd_nxt` within the windows, with FIN after the last byte when closing.
-    fn send_next(&mut self, now_ns: u64) -> Option<Segment> {
+    fn send_next(&mut self, now_ns: u64, out: &mut Segment) -> bool {
         let off = self.snd_nxt.wrapping_sub(self.snd_una) as usize;
         let unsent = self.send_buf.len().saturating_sub(off);
         let mut len = 0usize;
@@ -1048,10 +1073,9 @@ impl TcpEndpoint {
         }
         let fin = self.fin_queued && !self.fin_acked && off + len == self.send_buf.len();
         if len == 0 && !fin {
-            return None;
+            return false;
         }
         let seq = self.snd_nxt;
-        let payload = copy_out(&self.send_buf, off, len);
         let end = seq.wrapping_add(len as u32 + u32::from(fin));
         if seq_lt(seq, self.snd_max) {
             self.stats.retransmissions += 1;
@@ -1074,16 +1098,19 @@ impl TcpEndpoint {
         if len > 0 && off + len == self.send_buf.len() {
             f |= flags::PSH;
         }
-        Some(self.segment(seq, f, payload, now_ns))
+        self.segment(seq, f, off..off + len, now_ns, out);
+        true
     }
 
-    fn pure_ack(&mut self, now_ns: u64) -> Segment {
+    fn pure_ack(&mut self, now_ns: u64, out: &mut Segment) {
         let seq = self.snd_nxt;
-        self.segment(seq, flags::ACK, Vec::new(), now_ns)
+        self.segment(seq, flags::ACK, 0..0, now_ns, out);
     }
 
-    /// Fills in ACK, window and timestamps; every segment we send acknowledges everything received.
-    fn segment(&mut self, seq: u32, flags: u8, payload: Vec<u8>, now_ns: u64) -> Segment {
+    /// Writes a segment into `out` carrying bytes `payload` of the send
+    /// buffer; fills in ACK, window and timestamps (every segment we send
+    /// acknowledges everything received).
+    fn segment(&mut self, seq: u32, flags: u8, payload: std::ops::Range<usize>, now_ns: u64, out: &mut Segment) {
         let window = self.advertise();
         let timestamps = self.ts.as_mut().map(|ts| (ts.next(now_ns), ts.recent));
         self.ack_now = false;
@@ -1091,7 +1118,25 @@ impl TcpEndpoint {
         self.unacked_segments = 0;
         self.last_ack_sent = self.rcv_nxt;
         self.stats.segments_sent += 1;
-        Segment { seq, ack: self.rcv_nxt, flags, window, timestamps, sack: Vec::new(), payload }
+        out.seq = seq;
+        out.ack = self.rcv_nxt;
+        out.flags = flags;
+        out.window = window;
+        out.timestamps = timestamps;
+        out.sack.clear();
+        copy_out(&self.send_buf, payload, &mut out.payload);
+    }
+}
+
+/// Writing to an endpoint queues bytes to send, as far as its send buffer
+/// has room (`Ok(0)` when full): a TLS connection writes its records straight in.
+impl std::io::Write for TcpEndpoint {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(self.send(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -1111,18 +1156,18 @@ fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
-/// Bytes `off..off + len` of a ring buffer, copied slice by slice (not byte by byte).
-fn copy_out(buf: &VecDeque<u8>, off: usize, len: usize) -> Vec<u8> {
+/// Bytes `range` of a ring buffer into `v` (replacing what it held), copied
+/// slice by slice (not byte by byte).
+fn copy_out(buf: &VecDeque<u8>, range: std::ops::Range<usize>, v: &mut Vec<u8>) {
     let (a, b) = buf.as_slices();
-    let mut v = Vec::with_capacity(len);
-    let end = off + len;
+    let (off, end) = (range.start, range.end);
+    v.clear();
     if off < a.len() {
         v.extend_from_slice(&a[off..end.min(a.len())]);
     }
     if end > a.len() {
         v.extend_from_slice(&b[off.saturating_sub(a.len())..end - a.len()]);
     }
-    v
 }
 
 #[cfg(test)]
@@ -1805,9 +1850,12 @@ mod tests {
         buf.extend(12..24u8); // wraps: the bytes are 8..24 in two slices
         assert!(!buf.as_slices().1.is_empty(), "the ring wraps");
         let all: Vec<u8> = buf.iter().copied().collect();
+        // One buffer for every copy: what a longer copy left must not show.
+        let mut v = vec![0xee; 64];
         for off in 0..all.len() {
             for len in 0..=all.len() - off {
-                assert_eq!(copy_out(&buf, off, len), all[off..off + len], "{off}+{len}");
+                copy_out(&buf, off..off + len, &mut v);
+                assert_eq!(v, all[off..off + len], "{off}+{len}");
             }
         }
     }

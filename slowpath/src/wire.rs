@@ -130,16 +130,21 @@ const IPPROTO_TCP: u8 = 6;
 
 /// The segment a frame carries, for a TCP endpoint.
 pub fn segment_of(t: &TcpFrame) -> Segment {
-    let o = t.options();
-    Segment {
-        seq: t.seq,
-        ack: t.ack,
-        flags: t.flags & (tcp_flags::FIN | tcp_flags::SYN | tcp_flags::RST | tcp_flags::PSH | tcp_flags::ACK),
-        window: t.window,
-        timestamps: o.timestamps,
-        sack: Vec::new(),
-        payload: t.payload().to_vec(),
-    }
+    let mut seg = Segment::default();
+    segment_into(t, &mut seg);
+    seg
+}
+
+/// [`segment_of`] into a segment the caller keeps, reusing its payload buffer.
+pub fn segment_into(t: &TcpFrame, seg: &mut Segment) {
+    seg.seq = t.seq;
+    seg.ack = t.ack;
+    seg.flags = t.flags & (tcp_flags::FIN | tcp_flags::SYN | tcp_flags::RST | tcp_flags::PSH | tcp_flags::ACK);
+    seg.window = t.window;
+    seg.timestamps = t.options().timestamps;
+    seg.sack.clear();
+    seg.payload.clear();
+    seg.payload.extend_from_slice(t.payload());
 }
 
 #[cfg(test)]
