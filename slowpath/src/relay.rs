@@ -178,9 +178,10 @@ pub struct Relay {
     shown: Option<Arc<CertifiedKey>>,
     /// The key types the client's ClientHello lets a server present.
     client_accepts: Accepts,
-    /// TLS bytes received and not yet processed, per side.
-    client_tls: Vec<u8>,
-    server_tls: Vec<u8>,
+    /// TLS bytes received and not yet processed, per side (a ring: rustls
+    /// takes them from the front a record or so at a time, nothing shifts).
+    client_tls: VecDeque<u8>,
+    server_tls: VecDeque<u8>,
     /// TLS bytes for the client written outside a connection (an alert from the Acceptor).
     client_out: Vec<u8>,
     /// Plaintext read from one side and not yet accepted by the other.
@@ -256,8 +257,8 @@ impl Relay {
             upstream_seen: Arc::new(Mutex::new(UpstreamSeen::default())),
             shown: None,
             client_accepts: Accepts::ANY,
-            client_tls: Vec::new(),
-            server_tls: Vec::new(),
+            client_tls: VecDeque::new(),
+            server_tls: VecDeque::new(),
             client_out: Vec::new(),
             to_server_plain: VecDeque::new(),
             to_client_plain: VecDeque::new(),
@@ -466,7 +467,7 @@ impl Relay {
         if pending.len() + bytes.len() > PENDING_TLS_LIMIT {
             return Err(RelayError::PendingOverflow { side, limit: PENDING_TLS_LIMIT });
         }
-        pending.extend_from_slice(bytes);
+        pending.extend(bytes);
         Ok(())
     }
 
@@ -495,13 +496,13 @@ impl Relay {
             ClientSide::Hello(acceptor) => {
                 let mut progress = false;
                 while !self.client_tls.is_empty() {
-                    let n = match acceptor.read_tls(&mut &self.client_tls[..]) {
+                    // Reading from the ring takes the bytes out of it.
+                    let n = match acceptor.read_tls(&mut self.client_tls) {
                         Ok(n) => n,
                         Err(e) => {
                             return Err(self.fail_by_client(FailReason::ProtocolError, format!("client hello: {e}")))
                         }
                     };
-                    self.client_tls.drain(..n);
                     if n == 0 {
                         break;
                     }
@@ -898,7 +899,7 @@ fn classify(e: &rustls::Error) -> FailReason {
 /// One direction's buffers, as [`pump`] feeds them.
 struct Side<'a> {
     /// TLS bytes received from the peer, not yet given to rustls.
-    tls: &'a mut Vec<u8>,
+    tls: &'a mut VecDeque<u8>,
     /// Plaintext decrypted and not yet passed on.
     plain: &'a mut VecDeque<u8>,
     from_client: bool,
@@ -930,8 +931,8 @@ fn pump<D>(
         if side.tls.is_empty() || side.plain.len() >= BACKLOG_LIMIT {
             return Ok(progress);
         }
-        let n = conn.read_tls(&mut &side.tls[..]).map_err(PumpError::Read)?;
-        side.tls.drain(..n);
+        // Reading from the ring takes the bytes out of it.
+        let n = conn.read_tls(side.tls).map_err(PumpError::Read)?;
         if n == 0 {
             return Ok(progress);
         }
