@@ -237,6 +237,11 @@ impl SlowLoop {
         let mut touched = Vec::new();
         for w in 0..self.packets.len() {
             work += self.packets[w].recv_burst(rx);
+            // The mbufs come from a worker's core: start every header's and
+            // packet's load before the first is needed.
+            for m in rx.as_slice() {
+                m.prefetch();
+            }
             for m in rx.drain() {
                 self.io.counters.packets_in += 1;
                 let data = if m.is_contiguous() { std::borrow::Cow::Borrowed(m.data()) } else { m.to_vec().into() };
