@@ -532,6 +532,10 @@ mod tests {
         read_paused: bool,
         closed: bool,
         error: Option<String>,
+        /// Sizes of the records it received (their headers read off the TCP stream).
+        records: Vec<usize>,
+        record_header: Vec<u8>,
+        record_left: usize,
     }
 
     impl Host {
@@ -546,6 +550,29 @@ mod tests {
                 read_paused: false,
                 closed: false,
                 error: None,
+                records: Vec::new(),
+                record_header: Vec::new(),
+                record_left: 0,
+            }
+        }
+
+        /// Notes the record headers crossing in `bytes` (received in order).
+        fn note_records(&mut self, mut bytes: &[u8]) {
+            while !bytes.is_empty() {
+                if self.record_left > 0 {
+                    let n = self.record_left.min(bytes.len());
+                    self.record_left -= n;
+                    bytes = &bytes[n..];
+                    continue;
+                }
+                let n = (5 - self.record_header.len()).min(bytes.len());
+                self.record_header.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+                if self.record_header.len() == 5 {
+                    self.record_left = usize::from(u16::from_be_bytes([self.record_header[3], self.record_header[4]]));
+                    self.records.push(self.record_left);
+                    self.record_header.clear();
+                }
             }
         }
 
@@ -553,6 +580,7 @@ mod tests {
             if !self.read_paused && self.error.is_none() {
                 let mut buf = Vec::new();
                 self.tcp.recv(&mut buf);
+                self.note_records(&buf);
                 let mut slice = &buf[..];
                 // rustls takes a bounded amount at a time: feed, process, drain, again.
                 for _ in 0..10_000 {
@@ -884,6 +912,35 @@ mod tests {
         w.client.read_paused = false;
         w.run_until(120_000, |w| w.client.got.len() >= down.len());
         assert_eq!(w.client.got, down, "everything arrives once the client reads again");
+    }
+
+    #[test]
+    fn records_toward_a_client_whose_reads_stall_are_as_full_as_the_servers() {
+        // The server writes 64 KiB at a time (full 16 KiB records); the client
+        // reads slowly now and then, so the send buffer toward it fills.
+        let down = data(4 << 20, 5);
+        let (mut w, _) = resign_world(0, Vec::new(), down.clone());
+        w.run_until(10_000, |w| w.icpt.outcome.established.is_some());
+        let handshake_records = w.client.records.len();
+        let mut step = 0u64;
+        w.run_until(200_000, |w| {
+            step += 1;
+            w.client.read_paused = step % 50 < 25;
+            w.client.got.len() >= down.len()
+        });
+        assert_eq!(w.client.got, down);
+        // TLS 1.3 with AES-GCM: 16 KiB of data, its content type and a 16-byte tag.
+        let data_records = &w.client.records[handshake_records..];
+        let full = data_records.iter().filter(|&&n| n == 16384 + 17).count();
+        // The server's own stack cuts a record short now and then; those pass as they came.
+        let least = down.len() / 16384;
+        assert!(
+            full >= least * 95 / 100 && data_records.len() <= least + 8,
+            "{} records for {} KiB, {full} of them full: {:?}",
+            data_records.len(),
+            down.len() >> 10,
+            &data_records[..data_records.len().min(40)]
+        );
     }
 
     #[test]
