@@ -647,6 +647,21 @@ pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
     !fold(parts.iter().fold(0, |acc, p| sum(acc, p)))
 }
 
+/// The Internet checksum of the concatenation of `parts`, whatever their
+/// lengths: a part that starts at an odd offset is summed as if it started
+/// at an even one and its sum byte-swapped (RFC 1071, 2(B)). For payloads
+/// read in place out of a ring, which may wrap at any byte.
+pub fn internet_checksum_unaligned(parts: &[&[u8]]) -> u16 {
+    let mut acc = 0u64;
+    let mut odd = false;
+    for p in parts {
+        let s = fold(sum(0, p));
+        acc += u64::from(if odd { s.swap_bytes() } else { s });
+        odd ^= p.len() % 2 == 1;
+    }
+    !fold(acc)
+}
+
 fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -869,6 +884,24 @@ mod tcp_frame_tests {
         }
         assert_eq!(fold(sum(0, &[0xff; 1500])), fold(sum_by_words(0, &[0xff; 1500])));
         assert_eq!(internet_checksum(&[&[], &[0; 3]]), 0xffff);
+    }
+
+    #[test]
+    fn parts_of_any_length_sum_as_their_concatenation() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let parts: Vec<Vec<u8>> =
+                (0..next() % 5).map(|_| (0..next() % 40).map(|_| next() as u8).collect()).collect();
+            let whole: Vec<u8> = parts.concat();
+            let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+            assert_eq!(internet_checksum_unaligned(&refs), !fold(sum_by_words(0, &whole)), "{parts:?}");
+        }
     }
 
     fn frame(vlan: bool, v6: bool, payload: &[u8]) -> Vec<u8> {

@@ -72,7 +72,11 @@ struct Mirror {
 
 impl Link for Io {
     fn send_frame(&mut self, port: usize, frame: &[u8]) {
-        let Some(m) = Mbuf::from_bytes(&self.pool, frame) else {
+        self.send_frame_parts(port, &[frame]);
+    }
+
+    fn send_frame_parts(&mut self, port: usize, parts: &[&[u8]]) {
+        let Some(m) = Mbuf::from_parts(&self.pool, parts) else {
             self.counters.tx_dropped += 1;
             return;
         };

@@ -201,6 +201,15 @@ impl Interception {
         self.server.poll_transmit_into(now_ns, seg).then_some(false)
     }
 
+    /// The next segment's header into `seg` and its payload read in place
+    /// (see [`TcpEndpoint::poll_transmit_ref`]): (toward the client?, payload).
+    pub fn poll_transmit_ref(&mut self, now_ns: u64, seg: &mut Segment) -> Option<(bool, [&[u8]; 2])> {
+        if let Some(payload) = self.client.poll_transmit_ref(now_ns, seg) {
+            return Some((true, payload));
+        }
+        self.server.poll_transmit_ref(now_ns, seg).map(|payload| (false, payload))
+    }
+
     /// The earliest time either endpoint wants [`Interception::on_timeout`].
     pub fn poll_timeout(&self) -> Option<u64> {
         match (self.client.poll_timeout(), self.server.poll_timeout()) {

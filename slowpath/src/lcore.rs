@@ -191,6 +191,12 @@ tlsgate_core::counters! {
 pub trait Link {
     /// Sends one frame out of port index `port`.
     fn send_frame(&mut self, port: usize, frame: &[u8]);
+    /// Sends one frame made of `parts` (headers, then payload read in place)
+    /// out of port index `port`: a link that builds frames in its own
+    /// buffers copies each part once, straight in.
+    fn send_frame_parts(&mut self, port: usize, parts: &[&[u8]]) {
+        self.send_frame(port, &parts.concat());
+    }
     /// Tells worker `worker` something.
     fn update(&mut self, worker: usize, update: SlowUpdate);
     /// Hands the control thread a record.
@@ -269,7 +275,7 @@ pub struct SlowLcore {
     rng: u64,
     /// Flows read passively (copies of their packets from the workers).
     passive: LiveReader,
-    /// The frame being made (kept: one buffer for every segment sent).
+    /// The headers of the frame being made (kept: one buffer for every segment sent).
     frame: Vec<u8>,
     /// The segment being read or sent (kept: one payload buffer for all).
     segment: Segment,
@@ -789,11 +795,12 @@ impl SlowLcore {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
-        let (frame, seg) = (&mut self.frame, &mut self.segment);
-        while let Some(to_client) = flow.icpt.poll_transmit_into(now, seg) {
+        let (headers, seg) = (&mut self.frame, &mut self.segment);
+        // The payload goes from the TCP endpoint's send buffer straight into the frame.
+        while let Some((to_client, [a, b])) = flow.icpt.poll_transmit_ref(now, seg) {
             let port = if to_client { client_port } else { server_port };
-            template.frame_into(to_client, seg, frame);
-            link.send_frame(port, frame);
+            template.headers_into(to_client, seg, [a, b], headers);
+            link.send_frame_parts(port, &[headers, a, b]);
         }
     }
 

@@ -517,14 +517,33 @@ impl TcpEndpoint {
     /// busy session reuses one payload buffer instead of allocating one per
     /// segment. Returns whether `out` now holds a segment to send.
     pub fn poll_transmit_into(&mut self, now_ns: u64, out: &mut Segment) -> bool {
+        let Some(payload) = self.next_segment(now_ns, out) else { return false };
+        copy_out(&self.send_buf, payload, &mut out.payload);
+        true
+    }
+
+    /// The next segment's header into `out` (its payload left empty) and its
+    /// payload read in place from the send buffer (one or two slices, in
+    /// order): the bytes go from here straight into the frame.
+    pub fn poll_transmit_ref(&mut self, now_ns: u64, out: &mut Segment) -> Option<[&[u8]; 2]> {
+        let range = self.next_segment(now_ns, out)?;
+        let (a, b) = self.send_buf.as_slices();
+        let (off, end) = (range.start, range.end);
+        let first = a.get(off.min(a.len())..end.min(a.len())).unwrap_or_default();
+        let second = b.get(off.saturating_sub(a.len())..end.saturating_sub(a.len())).unwrap_or_default();
+        Some([first, second])
+    }
+
+    /// The next segment's header into `out`, and which bytes of the send
+    /// buffer it carries.
+    fn next_segment(&mut self, now_ns: u64, out: &mut Segment) -> Option<std::ops::Range<usize>> {
         if self.rst_pending {
             self.rst_pending = false;
             let seq = self.snd_max;
-            self.segment(seq, flags::RST | flags::ACK, 0..0, now_ns, out);
-            return true;
+            return Some(self.segment(seq, flags::RST | flags::ACK, 0..0, now_ns, out));
         }
         if self.reset || self.timed_out {
-            return false;
+            return None;
         }
         if self.kick {
             self.kick = false;
@@ -535,24 +554,24 @@ impl TcpEndpoint {
         }
         if self.acks_owed > 0 {
             self.acks_owed -= 1;
-            self.pure_ack(now_ns, out);
-            return true;
+            return Some(self.pure_ack(now_ns, out));
         }
-        let mut sent = self.retransmit_now && {
+        let mut sent = None;
+        if self.retransmit_now {
             self.retransmit_now = false;
-            self.retransmit_first(now_ns, out)
-        };
-        if !sent && self.probe_now {
+            sent = self.retransmit_first(now_ns, out);
+        }
+        if sent.is_none() && self.probe_now {
             self.probe_now = false;
             self.stats.zero_window_probes += 1;
             let seq = self.snd_una.wrapping_sub(1);
-            self.segment(seq, flags::ACK, 0..0, now_ns, out);
-            sent = true;
+            sent = Some(self.segment(seq, flags::ACK, 0..0, now_ns, out));
         }
-        sent = sent || self.send_next(now_ns, out);
-        if !sent && self.ack_now {
-            self.pure_ack(now_ns, out);
-            sent = true;
+        if sent.is_none() {
+            sent = self.send_next(now_ns, out);
+        }
+        if sent.is_none() && self.ack_now {
+            sent = Some(self.pure_ack(now_ns, out));
         }
         self.arm_timer(now_ns);
         sent
@@ -1035,14 +1054,14 @@ impl TcpEndpoint {
     }
 
     /// Fast retransmit or NewReno partial ACK: the first unacknowledged segment again.
-    fn retransmit_first(&mut self, now_ns: u64, out: &mut Segment) -> bool {
+    fn retransmit_first(&mut self, now_ns: u64, out: &mut Segment) -> Option<std::ops::Range<usize>> {
         if !self.outstanding() {
-            return false;
+            return None;
         }
         let len = (self.mss as usize).min(self.send_buf.len());
         let with_fin = self.fin_sent && len == self.send_buf.len();
         if len == 0 && !with_fin {
-            return false;
+            return None;
         }
         let flags = if with_fin { flags::ACK | flags::FIN } else { flags::ACK };
         let end = self.snd_una.wrapping_add(len as u32 + u32::from(with_fin));
@@ -1052,12 +1071,11 @@ impl TcpEndpoint {
         self.stats.retransmissions += 1;
         self.rtt_probe = None;
         let seq = self.snd_una;
-        self.segment(seq, flags, 0..len, now_ns, out);
-        true
+        Some(self.segment(seq, flags, 0..len, now_ns, out))
     }
 
     /// Data from `snd_nxt` within the windows, with FIN after the last byte when closing.
-    fn send_next(&mut self, now_ns: u64, out: &mut Segment) -> bool {
+    fn send_next(&mut self, now_ns: u64, out: &mut Segment) -> Option<std::ops::Range<usize>> {
         let off = self.snd_nxt.wrapping_sub(self.snd_una) as usize;
         let unsent = self.send_buf.len().saturating_sub(off);
         let mut len = 0usize;
@@ -1073,7 +1091,7 @@ impl TcpEndpoint {
         }
         let fin = self.fin_queued && !self.fin_acked && off + len == self.send_buf.len();
         if len == 0 && !fin {
-            return false;
+            return None;
         }
         let seq = self.snd_nxt;
         let end = seq.wrapping_add(len as u32 + u32::from(fin));
@@ -1098,19 +1116,26 @@ impl TcpEndpoint {
         if len > 0 && off + len == self.send_buf.len() {
             f |= flags::PSH;
         }
-        self.segment(seq, f, off..off + len, now_ns, out);
-        true
+        Some(self.segment(seq, f, off..off + len, now_ns, out))
     }
 
-    fn pure_ack(&mut self, now_ns: u64, out: &mut Segment) {
+    fn pure_ack(&mut self, now_ns: u64, out: &mut Segment) -> std::ops::Range<usize> {
         let seq = self.snd_nxt;
-        self.segment(seq, flags::ACK, 0..0, now_ns, out);
+        self.segment(seq, flags::ACK, 0..0, now_ns, out)
     }
 
-    /// Writes a segment into `out` carrying bytes `payload` of the send
-    /// buffer; fills in ACK, window and timestamps (every segment we send
-    /// acknowledges everything received).
-    fn segment(&mut self, seq: u32, flags: u8, payload: std::ops::Range<usize>, now_ns: u64, out: &mut Segment) {
+    /// Writes a segment's header into `out` (its payload emptied); fills in
+    /// ACK, window and timestamps (every segment we send acknowledges
+    /// everything received). Returns `payload`, the bytes of the send buffer
+    /// it carries.
+    fn segment(
+        &mut self,
+        seq: u32,
+        flags: u8,
+        payload: std::ops::Range<usize>,
+        now_ns: u64,
+        out: &mut Segment,
+    ) -> std::ops::Range<usize> {
         let window = self.advertise();
         let timestamps = self.ts.as_mut().map(|ts| (ts.next(now_ns), ts.recent));
         self.ack_now = false;
@@ -1124,7 +1149,8 @@ impl TcpEndpoint {
         out.window = window;
         out.timestamps = timestamps;
         out.sack.clear();
-        copy_out(&self.send_buf, payload, &mut out.payload);
+        out.payload.clear();
+        payload
     }
 }
 
@@ -1311,10 +1337,16 @@ mod tests {
             Net::new(ta, tb, Limits::default(), Limits::default(), 7)
         }
 
+        /// A's segments are read in place (their payload as the slow path
+        /// frames it, out of the send ring), B's copied: every transfer
+        /// checks both ways of sending.
         fn flush(&mut self) {
             for _ in 0..100_000 {
-                if let Some(s) = self.a.poll_transmit(self.now) {
-                    self.ab.push(&mut self.rng, self.now, s);
+                let mut seg = Segment::default();
+                if let Some(parts) = self.a.poll_transmit_ref(self.now, &mut seg) {
+                    assert!(seg.payload.is_empty());
+                    seg.payload = parts.concat();
+                    self.ab.push(&mut self.rng, self.now, seg);
                 } else if let Some(s) = self.b.poll_transmit(self.now) {
                     self.ba.push(&mut self.rng, self.now, s);
                 } else {

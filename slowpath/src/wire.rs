@@ -2,7 +2,7 @@
 //! template that makes frames toward either end, and segments read out of
 //! frames. Sans-IO, like everything the slow path's lcores drive.
 
-use tlsgate_core::packet::{internet_checksum, tcp_flags, Addr, TcpFrame};
+use tlsgate_core::packet::{internet_checksum, internet_checksum_unaligned, tcp_flags, Addr, TcpFrame};
 
 use crate::tcp::{flags, Segment};
 
@@ -57,12 +57,26 @@ impl FlowTemplate {
     /// The same, written over `out` (a buffer kept across frames: no
     /// allocation per segment on the bulk path).
     pub fn frame_into(&self, to_client: bool, seg: &Segment, out: &mut Vec<u8>) {
-        let (l2, src, dst, sp, dp) = if to_client {
-            (&self.l2_to_client, self.server_ip, self.client_ip, self.server_port, self.client_port)
+        let (l2, src, dst) = self.ends(to_client);
+        frame_into(l2, self.ipv6, src, dst, seg, out);
+    }
+
+    /// The headers of the frame carrying `seg`'s header fields and `payload`
+    /// (read in place: one or two slices), written over `out`; the payload
+    /// follows them in the frame, copied once, where it is sent.
+    pub fn headers_into(&self, to_client: bool, seg: &Segment, payload: [&[u8]; 2], out: &mut Vec<u8>) {
+        let (l2, src, dst) = self.ends(to_client);
+        headers_into(l2, self.ipv6, src, dst, seg, payload, out);
+    }
+
+    /// Link-layer header, source and destination toward the client (else the server).
+    fn ends(&self, to_client: bool) -> (&[u8], (Addr, u16), (Addr, u16)) {
+        let (client, server) = ((self.client_ip, self.client_port), (self.server_ip, self.server_port));
+        if to_client {
+            (&self.l2_to_client, server, client)
         } else {
-            (&self.l2_to_server, self.client_ip, self.server_ip, self.client_port, self.server_port)
-        };
-        frame_into(l2, self.ipv6, (src, sp), (dst, dp), seg, out);
+            (&self.l2_to_server, client, server)
+        }
     }
 }
 
@@ -80,8 +94,24 @@ pub fn build_frame(l2: &[u8], ipv6: bool, src: (Addr, u16), dst: (Addr, u16), se
 /// DF set, ID 0; TCP: a timestamps option when the segment has one (kind 8,
 /// then two end-of-options bytes to the next 32-bit boundary).
 pub fn frame_into(l2: &[u8], ipv6: bool, src: (Addr, u16), dst: (Addr, u16), seg: &Segment, out: &mut Vec<u8>) {
+    headers_into(l2, ipv6, src, dst, seg, [&seg.payload, &[]], out);
+    out.extend_from_slice(&seg.payload);
+}
+
+/// The headers of [`frame_into`]'s frame for `seg`'s header fields and
+/// `payload` (its bytes in order, in two slices as a ring holds them; `seg`'s
+/// own payload is not read), without the payload.
+pub fn headers_into(
+    l2: &[u8],
+    ipv6: bool,
+    src: (Addr, u16),
+    dst: (Addr, u16),
+    seg: &Segment,
+    payload: [&[u8]; 2],
+    out: &mut Vec<u8>,
+) {
     let opts = if seg.timestamps.is_some() { 12 } else { 0 };
-    let tcp_len = 20 + opts + seg.payload.len();
+    let tcp_len = 20 + opts + payload[0].len() + payload[1].len();
     out.clear();
     out.reserve(l2.len() + 40 + tcp_len);
     out.extend_from_slice(l2);
@@ -117,12 +147,12 @@ pub fn frame_into(l2: &[u8], ipv6: bool, src: (Addr, u16), dst: (Addr, u16), seg
         out.extend_from_slice(&ecr.to_be_bytes());
         out.extend_from_slice(&[0, 0]);
     }
-    out.extend_from_slice(&seg.payload);
     let (s, d) = if ipv6 { (&src.0[..], &dst.0[..]) } else { (&src.0[12..], &dst.0[12..]) };
     let len = (tcp_len as u32).to_be_bytes();
     let pseudo: &[u8] =
         if ipv6 { &[len[0], len[1], len[2], len[3], 0, 0, 0, IPPROTO_TCP] } else { &[0, IPPROTO_TCP, len[2], len[3]] };
-    let c = internet_checksum(&[s, d, pseudo, &out[tcp_at..]]);
+    // The payload's first slice may end at an odd byte (a ring wraps anywhere).
+    let c = internet_checksum_unaligned(&[s, d, pseudo, &out[tcp_at..], payload[0], payload[1]]);
     out[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -264,6 +294,15 @@ mod tests {
             let t = TcpFrame::parse(&out).expect("a TCP frame");
             assert!(t.checksums_ok(), "frame {i}");
             assert_eq!(segment_of(&t).payload, seg.payload);
+            // Headers for a payload read in place, cut anywhere (odd cuts too):
+            // with the two parts after them, the same frame.
+            let cut = next() as usize % (seg.payload.len() + 1);
+            let (p, q) = seg.payload.split_at(cut);
+            let header_only = Segment { payload: b"not read".to_vec(), ..seg.clone() };
+            headers_into(&l2, ipv6, src, dst, &header_only, [p, q], &mut out);
+            out.extend_from_slice(p);
+            out.extend_from_slice(q);
+            assert_eq!(out, want, "frame {i}, its payload cut at {cut}");
         }
     }
 }

@@ -31,6 +31,13 @@ impl Mbuf {
         m.append(bytes).then_some(m)
     }
 
+    /// A new single-segment packet holding `parts` one after another; `None`
+    /// when the pool is empty or they do not fit.
+    pub fn from_parts(pool: &Mempool, parts: &[&[u8]]) -> Option<Mbuf> {
+        let mut m = Mbuf::alloc(pool)?;
+        parts.iter().all(|p| p.is_empty() || m.append(p)).then_some(m)
+    }
+
     /// Appends `bytes` to the packet's last segment; false if there is no room.
     pub fn append(&mut self, bytes: &[u8]) -> bool {
         let Ok(len) = u16::try_from(bytes.len()) else {

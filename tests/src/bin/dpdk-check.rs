@@ -79,6 +79,11 @@ fn wrappers() -> Result<String, String> {
     check!(pool.available() == full, "dropping an mbuf returns it");
     check!(Mbuf::from_bytes(&pool, &vec![0u8; 4000]).is_none(), "a frame larger than a segment is refused");
     check!(pool.available() == full, "a refused frame does not leak its mbuf");
+    let m = Mbuf::from_parts(&pool, &[&frame[..54], &[], &frame[54..155], &frame[155..]]).ok_or("alloc")?;
+    check!(m.data() == &frame[..] && m.is_contiguous(), "a frame from parts holds them in order, in one segment");
+    drop(m);
+    check!(Mbuf::from_parts(&pool, &[&frame, &vec![0u8; 2000]]).is_none(), "parts larger than a segment are refused");
+    check!(pool.available() == full, "parts refused do not leak their mbuf");
 
     // Bursts: push until full, give back the extra, free on drop.
     let mut b = Burst::new();
