@@ -154,14 +154,20 @@ impl Interception {
 
     /// A segment the client sent.
     pub fn on_client_segment(&mut self, seg: &Segment, now_ns: u64) {
-        self.last_activity_ns = now_ns;
-        self.client.on_segment(seg, now_ns);
+        self.on_segment_with(true, seg, &seg.payload, now_ns);
     }
 
     /// A segment the server sent.
     pub fn on_server_segment(&mut self, seg: &Segment, now_ns: u64) {
+        self.on_segment_with(false, seg, &seg.payload, now_ns);
+    }
+
+    /// A segment from the client (else the server) whose payload is read in
+    /// place, out of its frame (see [`TcpEndpoint::on_segment_with`]).
+    pub fn on_segment_with(&mut self, from_client: bool, seg: &Segment, payload: &[u8], now_ns: u64) {
         self.last_activity_ns = now_ns;
-        self.server.on_segment(seg, now_ns);
+        let side = if from_client { &mut self.client } else { &mut self.server };
+        side.on_segment_with(seg, payload, now_ns);
     }
 
     /// Moves bytes: TCP to the relay, the relay's output to TCP, closes and

@@ -39,7 +39,7 @@ use crate::passive::live::LiveReader;
 use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, Relay, RelayConfig};
 use crate::tcp::Segment;
-use crate::wire::{segment_into, segment_of, FlowTemplate};
+use crate::wire::{header_into, segment_of, FlowTemplate};
 
 /// The slow path's configuration, shared by every slow-path lcore.
 #[derive(Clone)]
@@ -524,13 +524,10 @@ impl SlowLcore {
         if flow.template.is_none() {
             return FrameOf::Unknown;
         }
+        // The payload is read in place, out of the frame.
         let seg = &mut self.segment;
-        segment_into(&t, seg);
-        if from_client {
-            flow.icpt.on_client_segment(seg, now);
-        } else {
-            flow.icpt.on_server_segment(seg, now);
-        }
+        header_into(&t, seg);
+        flow.icpt.on_segment_with(from_client, seg, t.payload(), now);
         FrameOf::Flow(key)
     }
 

@@ -167,6 +167,13 @@ pub fn segment_of(t: &TcpFrame) -> Segment {
 
 /// [`segment_of`] into a segment the caller keeps, reusing its payload buffer.
 pub fn segment_into(t: &TcpFrame, seg: &mut Segment) {
+    header_into(t, seg);
+    seg.payload.extend_from_slice(t.payload());
+}
+
+/// The segment's header fields into `seg`, its payload left empty (for an
+/// endpoint that reads the payload in place, out of the frame).
+pub fn header_into(t: &TcpFrame, seg: &mut Segment) {
     seg.seq = t.seq;
     seg.ack = t.ack;
     seg.flags = t.flags & (tcp_flags::FIN | tcp_flags::SYN | tcp_flags::RST | tcp_flags::PSH | tcp_flags::ACK);
@@ -174,7 +181,6 @@ pub fn segment_into(t: &TcpFrame, seg: &mut Segment) {
     seg.timestamps = t.options().timestamps;
     seg.sack.clear();
     seg.payload.clear();
-    seg.payload.extend_from_slice(t.payload());
 }
 
 #[cfg(test)]
