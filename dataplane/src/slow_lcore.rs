@@ -239,8 +239,11 @@ impl SlowLoop {
             }
         }
         let mut touched = Vec::new();
+        let mut more = false;
         for w in 0..self.packets.len() {
             work += self.packets[w].recv_burst(rx);
+            // A full burst: the ring may hold more.
+            more |= rx.is_full();
             // The mbufs come from a worker's core: start every header's and
             // packet's load before the first is needed.
             for m in rx.as_slice() {
@@ -265,7 +268,15 @@ impl SlowLoop {
         if self.lcore.tick(now, &mut self.io) {
             self.publish();
         }
-        self.flush();
+        // While a worker's ring still holds packets, what this poll made
+        // waits for the next (a port's burst goes out by itself when full):
+        // fewer, fuller sends, and the receiving host woken once per burst
+        // rather than once per handful of frames. Idle, all goes out now.
+        if more {
+            self.flush_others();
+        } else {
+            self.flush();
+        }
         work
     }
 
@@ -301,6 +312,11 @@ impl SlowLoop {
         for p in 0..self.io.tx.len() {
             self.io.send_port(p);
         }
+        self.flush_others();
+    }
+
+    /// Everything but the ports' bursts: the mirror's and the workers' rings.
+    fn flush_others(&mut self) {
         self.io.send_mirror();
         for (ring, staged) in &mut self.handed {
             if !staged.is_empty() {
