@@ -183,6 +183,9 @@ fn decrypt_object(r: &SessionReport) -> Value {
         if rep.early_data_refused_bytes > 0 {
             v["early_data_refused_bytes"] = json!(rep.early_data_refused_bytes);
         }
+        if rep.early_data_not_held_bytes > 0 {
+            v["early_data_not_held_bytes"] = json!(rep.early_data_not_held_bytes);
+        }
     }
     v
 }

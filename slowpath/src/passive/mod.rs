@@ -111,6 +111,10 @@ pub struct Report {
     pub early_data: Option<EarlyData>,
     /// Bytes of 0-RTT data the server refused (not in the plaintext: the server never read them).
     pub early_data_refused_bytes: u64,
+    /// Bytes of 0-RTT data opened past the 256 KiB held until the server's
+    /// answer shows whether it took them: in neither the plaintext nor the
+    /// refused bytes. Their records count as opened.
+    pub early_data_not_held_bytes: u64,
 }
 
 impl Report {
@@ -507,7 +511,8 @@ impl PassiveSession {
             self.report.records_to_server += 1;
             match content_type {
                 23 if early.held.len() + plaintext.len() <= MAX_EARLY_HELD => early.held.extend_from_slice(&plaintext),
-                23 => self.report.records_not_decrypted += 1,
+                // Opened (counted above), not kept: its bytes say so.
+                23 => self.report.early_data_not_held_bytes += plaintext.len() as u64,
                 // EndOfEarlyData: the server took the data; the handshake secret follows.
                 22 if plaintext.first() == Some(&5) => {
                     let Some(early) = self.early.take() else { return };
