@@ -549,8 +549,7 @@ mod tests {
         error: Option<String>,
         /// Sizes of the records it received (their headers read off the TCP stream).
         records: Vec<usize>,
-        record_header: Vec<u8>,
-        record_left: usize,
+        record_headers: crate::relay::RecordHeaders,
     }
 
     impl Host {
@@ -566,29 +565,14 @@ mod tests {
                 closed: false,
                 error: None,
                 records: Vec::new(),
-                record_header: Vec::new(),
-                record_left: 0,
+                record_headers: Default::default(),
             }
         }
 
         /// Notes the record headers crossing in `bytes` (received in order).
-        fn note_records(&mut self, mut bytes: &[u8]) {
-            while !bytes.is_empty() {
-                if self.record_left > 0 {
-                    let n = self.record_left.min(bytes.len());
-                    self.record_left -= n;
-                    bytes = &bytes[n..];
-                    continue;
-                }
-                let n = (5 - self.record_header.len()).min(bytes.len());
-                self.record_header.extend_from_slice(&bytes[..n]);
-                bytes = &bytes[n..];
-                if self.record_header.len() == 5 {
-                    self.record_left = usize::from(u16::from_be_bytes([self.record_header[3], self.record_header[4]]));
-                    self.records.push(self.record_left);
-                    self.record_header.clear();
-                }
-            }
+        fn note_records(&mut self, bytes: &[u8]) {
+            let records = &mut self.records;
+            self.record_headers.feed(bytes, |_, len| records.push(len));
         }
 
         fn pump(&mut self) {

@@ -202,21 +202,18 @@ pub struct Relay {
     records: (ProtectedRecords, ProtectedRecords),
 }
 
-/// Counts the protected records of one direction's TLS byte stream as it
-/// arrives (before rustls opens them): every record after the side's
-/// ChangeCipherSpec, and every application_data record (TLS 1.3 sends all its
-/// protected records as such), handshake and alerts included.
+/// Walks the record headers of a TLS byte stream fed in pieces cut anywhere.
 #[derive(Debug, Clone, Default)]
-struct ProtectedRecords {
+pub(crate) struct RecordHeaders {
     /// Header bytes of the record being crossed, and how much of its body is left.
     header: Vec<u8>,
     body_left: usize,
-    after_ccs: bool,
-    count: u64,
 }
 
-impl ProtectedRecords {
-    fn feed(&mut self, mut bytes: &[u8]) {
+impl RecordHeaders {
+    /// Calls `on_header` with (content type, body length) for each record
+    /// header completed in `bytes`.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut on_header: impl FnMut(u8, usize)) {
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
@@ -230,16 +227,33 @@ impl ProtectedRecords {
             if self.header.len() < 5 {
                 return;
             }
-            let kind = self.header[0];
             self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            on_header(self.header[0], self.body_left);
             self.header.clear();
-            match kind {
-                20 => self.after_ccs = true,
-                23 => self.count += 1,
-                21 | 22 if self.after_ccs => self.count += 1,
-                _ => {}
-            }
         }
+    }
+}
+
+/// Counts the protected records of one direction's TLS byte stream as it
+/// arrives (before rustls opens them): every record after the side's
+/// ChangeCipherSpec, and every application_data record (TLS 1.3 sends all its
+/// protected records as such), handshake and alerts included.
+#[derive(Debug, Clone, Default)]
+struct ProtectedRecords {
+    headers: RecordHeaders,
+    after_ccs: bool,
+    count: u64,
+}
+
+impl ProtectedRecords {
+    fn feed(&mut self, bytes: &[u8]) {
+        let (after_ccs, count) = (&mut self.after_ccs, &mut self.count);
+        self.headers.feed(bytes, |kind, _| match kind {
+            20 => *after_ccs = true,
+            23 => *count += 1,
+            21 | 22 if *after_ccs => *count += 1,
+            _ => {}
+        });
     }
 }
 
