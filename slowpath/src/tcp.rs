@@ -196,6 +196,8 @@ pub struct TcpEndpoint {
     our_wscale: u8,
     cwnd: u32,
     ssthresh: u32,
+    /// Bytes acknowledged since the window last grew in congestion avoidance.
+    ca_acked: u32,
     dup_acks: u32,
     /// Fast recovery in progress, until `snd_max` at its start is acknowledged.
     recover: Option<u32>,
@@ -311,6 +313,7 @@ impl TcpEndpoint {
             our_wscale: t.our_wscale.min(14),
             cwnd: 10 * mss,
             ssthresh: u32::MAX,
+            ca_acked: 0,
             dup_acks: 0,
             recover: None,
             srtt_ns: None,
@@ -618,6 +621,7 @@ impl TcpEndpoint {
                 self.stats.rto_expirations += 1;
                 let flight = self.snd_max.wrapping_sub(self.snd_una);
                 self.ssthresh = (flight / 2).max(2 * self.mss);
+                self.ca_acked = 0;
                 self.cwnd = self.mss;
                 self.recover = None;
                 self.dup_acks = 0;
@@ -951,6 +955,7 @@ impl TcpEndpoint {
             self.stats.fast_retransmits += 1;
             let flight = self.snd_max.wrapping_sub(self.snd_una);
             self.ssthresh = (flight / 2).max(2 * self.mss);
+            self.ca_acked = 0;
             self.cwnd = self.ssthresh + 3 * self.mss;
             self.recover = Some(self.snd_max);
             self.retransmit_now = true;
@@ -999,12 +1004,20 @@ impl TcpEndpoint {
                 self.retransmit_now = true;
                 self.cwnd = self.cwnd.saturating_sub(acked).saturating_add(self.mss).max(self.mss);
             }
+            // Grown by the bytes acknowledged, not by the ACKs (RFC 3465): a
+            // receiver that acknowledges many segments at once (GRO, LRO,
+            // ACK thinning) would otherwise hold the window back. Slow start
+            // takes at most two segments an ACK; congestion avoidance one
+            // segment a window's worth of bytes acknowledged.
             None if self.cwnd < self.ssthresh => {
-                self.cwnd = self.cwnd.saturating_add(acked.min(self.mss)).min(MAX_CWND);
+                self.cwnd = self.cwnd.saturating_add(acked.min(2 * self.mss)).min(MAX_CWND);
             }
             None => {
-                let inc = (u64::from(self.mss) * u64::from(self.mss) / u64::from(self.cwnd.max(1))).max(1);
-                self.cwnd = self.cwnd.saturating_add(inc as u32).min(MAX_CWND);
+                self.ca_acked = self.ca_acked.saturating_add(acked);
+                if self.ca_acked >= self.cwnd {
+                    self.ca_acked -= self.cwnd;
+                    self.cwnd = self.cwnd.saturating_add(self.mss).min(MAX_CWND);
+                }
             }
         }
         // Restart the retransmission timer for what is still outstanding.
@@ -1899,5 +1912,45 @@ mod tests {
                 assert_eq!(v, all[off..off + len], "{off}+{len}");
             }
         }
+    }
+
+    /// A receiver that acknowledges six segments at a time (as GRO makes
+    /// Linux do): slow start still grows two segments an ACK, and congestion
+    /// avoidance one segment a window, as with an ACK every segment or two.
+    #[test]
+    fn the_window_grows_by_bytes_acknowledged_not_by_acks() {
+        let mut a = lone_a(false);
+        let mss = a.mss;
+        a.snd_wnd = 1 << 24;
+        assert_eq!(a.send(&pattern(1 << 20, 3)), 256 * 1024);
+        let stretch = |a: &mut TcpEndpoint, now: u64| {
+            let mut sent = Vec::new();
+            while let Some(s) = a.poll_transmit(now) {
+                sent.push(s);
+            }
+            // One ACK per six segments sent (the last covers what is left).
+            let mut acked = a.snd_una;
+            for chunk in sent.chunks(6) {
+                let last = chunk.last().unwrap();
+                acked = last.seq.wrapping_add(last.payload.len() as u32);
+                let mut ack = from_b(ISS_B, flags::ACK, &[]);
+                ack.ack = acked;
+                ack.window = u16::MAX;
+                a.on_segment(&ack, now);
+            }
+            acked
+        };
+        // Slow start: ten segments' worth, two ACKs of six and four: +2 MSS each.
+        let before = a.cwnd;
+        stretch(&mut a, 1);
+        assert_eq!(a.cwnd, before + 4 * mss, "slow start");
+        // Congestion avoidance from 20 segments: a window's bytes acknowledged add one segment.
+        a.ssthresh = 10 * mss;
+        a.cwnd = 20 * mss;
+        a.ca_acked = 0;
+        stretch(&mut a, 2);
+        assert_eq!(a.cwnd, 21 * mss, "one segment a window");
+        stretch(&mut a, 3);
+        assert_eq!(a.cwnd, 22 * mss, "and again");
     }
 }
