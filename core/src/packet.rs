@@ -641,17 +641,11 @@ fn sum(acc: u64, bytes: &[u8]) -> u64 {
     acc + u64::from(fold(le).swap_bytes())
 }
 
-/// The Internet checksum (RFC 1071) of the concatenation of `parts`, each
-/// of even length but the last.
-pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
-    !fold(parts.iter().fold(0, |acc, p| sum(acc, p)))
-}
-
-/// The Internet checksum of the concatenation of `parts`, whatever their
+/// The Internet checksum (RFC 1071) of the concatenation of `parts`, of any
 /// lengths: a part that starts at an odd offset is summed as if it started
-/// at an even one and its sum byte-swapped (RFC 1071, 2(B)). For payloads
-/// read in place out of a ring, which may wrap at any byte.
-pub fn internet_checksum_unaligned(parts: &[&[u8]]) -> u16 {
+/// at an even one and its sum byte-swapped (RFC 1071, 2(B)). A payload read
+/// in place out of a ring may be cut at any byte.
+pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
     let mut acc = 0u64;
     let mut odd = false;
     for p in parts {
@@ -900,7 +894,7 @@ mod tcp_frame_tests {
                 (0..next() % 5).map(|_| (0..next() % 40).map(|_| next() as u8).collect()).collect();
             let whole: Vec<u8> = parts.concat();
             let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-            assert_eq!(internet_checksum_unaligned(&refs), !fold(sum_by_words(0, &whole)), "{parts:?}");
+            assert_eq!(internet_checksum(&refs), !fold(sum_by_words(0, &whole)), "{parts:?}");
         }
     }
 

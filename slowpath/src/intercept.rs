@@ -193,18 +193,10 @@ impl Interception {
 
     /// The next segment to send: (toward the client?, segment).
     pub fn poll_transmit(&mut self, now_ns: u64) -> Option<(bool, Segment)> {
-        let mut seg = Segment::default();
-        self.poll_transmit_into(now_ns, &mut seg).map(|to_client| (to_client, seg))
-    }
-
-    /// [`Interception::poll_transmit`] into a segment the caller keeps (one
-    /// payload buffer for every segment); returns whether it goes toward the
-    /// client, `None` when there is nothing to send.
-    pub fn poll_transmit_into(&mut self, now_ns: u64, seg: &mut Segment) -> Option<bool> {
-        if self.client.poll_transmit_into(now_ns, seg) {
-            return Some(true);
+        if let Some(s) = self.client.poll_transmit(now_ns) {
+            return Some((true, s));
         }
-        self.server.poll_transmit_into(now_ns, seg).then_some(false)
+        self.server.poll_transmit(now_ns).map(|s| (false, s))
     }
 
     /// The next segment's header into `seg` and its payload read in place

@@ -276,7 +276,7 @@ pub struct SlowLcore {
     /// Flows read passively (copies of their packets from the workers).
     passive: LiveReader,
     /// The headers of the frame being made (kept: one buffer for every segment sent).
-    frame: Vec<u8>,
+    headers: Vec<u8>,
     /// The segment being read or sent (kept: one payload buffer for all).
     segment: Segment,
 }
@@ -315,7 +315,7 @@ impl SlowLcore {
     pub fn new(cfg: Interceptor, index: usize, workers: usize, seed: u64) -> SlowLcore {
         let keys = LeafKeys::new(cfg.keys.as_deref(), cfg.settings.leaf_key_lifetime);
         SlowLcore {
-            frame: Vec::new(),
+            headers: Vec::new(),
             segment: Segment::default(),
             keys,
             cfg,
@@ -792,7 +792,7 @@ impl SlowLcore {
         let Some(template) = &flow.template else { return };
         let client_port = flow.esc.client_port;
         let server_port = client_port ^ 1;
-        let (headers, seg) = (&mut self.frame, &mut self.segment);
+        let (headers, seg) = (&mut self.headers, &mut self.segment);
         // The payload goes from the TCP endpoint's send buffer straight into the frame.
         while let Some((to_client, [a, b])) = flow.icpt.poll_transmit_ref(now, seg) {
             let port = if to_client { client_port } else { server_port };

@@ -467,17 +467,8 @@ impl TcpEndpoint {
 
     /// Moves in-order received bytes into `out`; returns how many.
     pub fn recv(&mut self, out: &mut Vec<u8>) -> usize {
-        let n = self.recv_buf.len();
         // Slice by slice: a byte-wise drain costs more than the AES-GCM of the same bytes.
-        let (a, b) = self.recv_buf.as_slices();
-        out.reserve(n);
-        out.extend_from_slice(a);
-        out.extend_from_slice(b);
-        self.recv_buf.clear();
-        if n > 0 {
-            self.check_window_update();
-        }
-        n
+        self.recv_with(|part| out.extend_from_slice(part))
     }
 
     /// Bytes received in order and not yet read (the relay uses it for back-pressure).
@@ -519,16 +510,9 @@ impl TcpEndpoint {
     /// the peer's window and our congestion window, FIN, delayed or window-update ACKs.
     pub fn poll_transmit(&mut self, now_ns: u64) -> Option<Segment> {
         let mut seg = Segment::default();
-        self.poll_transmit_into(now_ns, &mut seg).then_some(seg)
-    }
-
-    /// [`TcpEndpoint::poll_transmit`] into a segment the caller keeps, so a
-    /// busy session reuses one payload buffer instead of allocating one per
-    /// segment. Returns whether `out` now holds a segment to send.
-    pub fn poll_transmit_into(&mut self, now_ns: u64, out: &mut Segment) -> bool {
-        let Some(payload) = self.next_segment(now_ns, out) else { return false };
-        copy_out(&self.send_buf, payload, &mut out.payload);
-        true
+        let payload = self.next_segment(now_ns, &mut seg)?;
+        copy_out(&self.send_buf, payload, &mut seg.payload);
+        Some(seg)
     }
 
     /// The next segment's header into `out` (its payload left empty) and its
@@ -536,11 +520,7 @@ impl TcpEndpoint {
     /// order): the bytes go from here straight into the frame.
     pub fn poll_transmit_ref(&mut self, now_ns: u64, out: &mut Segment) -> Option<[&[u8]; 2]> {
         let range = self.next_segment(now_ns, out)?;
-        let (a, b) = self.send_buf.as_slices();
-        let (off, end) = (range.start, range.end);
-        let first = a.get(off.min(a.len())..end.min(a.len())).unwrap_or_default();
-        let second = b.get(off.saturating_sub(a.len())..end.saturating_sub(a.len())).unwrap_or_default();
-        Some([first, second])
+        Some(ring_slices(&self.send_buf, range))
     }
 
     /// The next segment's header into `out`, and which bytes of the send
@@ -1201,17 +1181,22 @@ fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
+/// Bytes `range` of a ring buffer, in place: the part in its first slice,
+/// then the part in its second (either may be empty).
+fn ring_slices(buf: &VecDeque<u8>, range: std::ops::Range<usize>) -> [&[u8]; 2] {
+    let (a, b) = buf.as_slices();
+    let (off, end) = (range.start, range.end);
+    let first = a.get(off.min(a.len())..end.min(a.len())).unwrap_or_default();
+    let second = b.get(off.saturating_sub(a.len())..end.saturating_sub(a.len())).unwrap_or_default();
+    [first, second]
+}
+
 /// Bytes `range` of a ring buffer into `v` (replacing what it held), copied
 /// slice by slice (not byte by byte).
 fn copy_out(buf: &VecDeque<u8>, range: std::ops::Range<usize>, v: &mut Vec<u8>) {
-    let (a, b) = buf.as_slices();
-    let (off, end) = (range.start, range.end);
     v.clear();
-    if off < a.len() {
-        v.extend_from_slice(&a[off..end.min(a.len())]);
-    }
-    if end > a.len() {
-        v.extend_from_slice(&b[off.saturating_sub(a.len())..end - a.len()]);
+    for part in ring_slices(buf, range) {
+        v.extend_from_slice(part);
     }
 }
 

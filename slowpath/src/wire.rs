@@ -2,7 +2,7 @@
 //! template that makes frames toward either end, and segments read out of
 //! frames. Sans-IO, like everything the slow path's lcores drive.
 
-use tlsgate_core::packet::{internet_checksum, internet_checksum_unaligned, tcp_flags, Addr, TcpFrame};
+use tlsgate_core::packet::{internet_checksum, tcp_flags, Addr, TcpFrame};
 
 use crate::tcp::{flags, Segment};
 
@@ -49,16 +49,8 @@ impl FlowTemplate {
 
     /// The whole frame carrying `seg` toward the client (else toward the server).
     pub fn frame(&self, to_client: bool, seg: &Segment) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.frame_into(to_client, seg, &mut out);
-        out
-    }
-
-    /// The same, written over `out` (a buffer kept across frames: no
-    /// allocation per segment on the bulk path).
-    pub fn frame_into(&self, to_client: bool, seg: &Segment, out: &mut Vec<u8>) {
         let (l2, src, dst) = self.ends(to_client);
-        frame_into(l2, self.ipv6, src, dst, seg, out);
+        build_frame(l2, self.ipv6, src, dst, seg)
     }
 
     /// The headers of the frame carrying `seg`'s header fields and `payload`
@@ -152,7 +144,7 @@ pub fn headers_into(
     let pseudo: &[u8] =
         if ipv6 { &[len[0], len[1], len[2], len[3], 0, 0, 0, IPPROTO_TCP] } else { &[0, IPPROTO_TCP, len[2], len[3]] };
     // The payload's first slice may end at an odd byte (a ring wraps anywhere).
-    let c = internet_checksum_unaligned(&[s, d, pseudo, &out[tcp_at..], payload[0], payload[1]]);
+    let c = internet_checksum(&[s, d, pseudo, &out[tcp_at..], payload[0], payload[1]]);
     out[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -161,14 +153,9 @@ const IPPROTO_TCP: u8 = 6;
 /// The segment a frame carries, for a TCP endpoint.
 pub fn segment_of(t: &TcpFrame) -> Segment {
     let mut seg = Segment::default();
-    segment_into(t, &mut seg);
-    seg
-}
-
-/// [`segment_of`] into a segment the caller keeps, reusing its payload buffer.
-pub fn segment_into(t: &TcpFrame, seg: &mut Segment) {
-    header_into(t, seg);
+    header_into(t, &mut seg);
     seg.payload.extend_from_slice(t.payload());
+    seg
 }
 
 /// The segment's header fields into `seg`, its payload left empty (for an
