@@ -237,7 +237,7 @@ pub fn run_until(
         format!("; lcores {sharing:?} share CPUs, so they yield when idle instead of spinning (give each its own core)")
     };
     eprintln!(
-        "tlsgate: bridging {} with {} worker(s) on lcores {:?} ({}){slow_text}{sharing_text}",
+        "tlsgate: bridging {} with {} worker(s) on lcores {:?} ({}){slow_text}{sharing_text}; mbufs on {}",
         settings
             .pairs
             .iter()
@@ -246,7 +246,8 @@ pub fn run_until(
             .join(", "),
         lcores.len(),
         lcores,
-        dp.steering().name()
+        dp.steering().name(),
+        dp.pool_handler()
     );
     let started = Instant::now();
     for (cmd, help) in TELEMETRY {

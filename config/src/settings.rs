@@ -249,6 +249,11 @@ pub struct MempoolSettings {
     /// Bytes per mbuf including the 128-byte headroom.
     #[serde(default = "default_data_room")]
     pub data_room: u16,
+    /// The DPDK mempool handler behind the per-lcore caches (`ring_mp_mc`,
+    /// `stack`, `lf_stack`, ...). Unset: `lf_stack`, else `ring_mp_mc` where
+    /// this DPDK has no lock-free stack.
+    #[serde(default)]
+    pub handler: Option<String>,
 }
 
 /// `[queues]`.
@@ -835,7 +840,12 @@ fn default_desc() -> u16 {
 
 impl Default for MempoolSettings {
     fn default() -> Self {
-        MempoolSettings { mbufs: default_mbufs(), cache: default_cache(), data_room: default_data_room() }
+        MempoolSettings {
+            mbufs: default_mbufs(),
+            cache: default_cache(),
+            data_room: default_data_room(),
+            handler: None,
+        }
     }
 }
 
@@ -1032,6 +1042,17 @@ impl Settings {
         if self.mempool.data_room < 1024 {
             return Err(self.err(text, None, "mempool.data_room", "at least 1024 bytes (128 of them headroom)"));
         }
+        if let Some(h) = &self.mempool.handler {
+            // RTE_MEMPOOL_OPS_NAMESIZE is 32 with its NUL.
+            if h.is_empty() || h.len() > 31 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(self.err(
+                    text,
+                    None,
+                    "mempool.handler",
+                    "a DPDK mempool handler name (letters, digits and _, at most 31), e.g. \"ring_mp_mc\" or \"lf_stack\"",
+                ));
+            }
+        }
         if self.queues.rx_descriptors == 0 || self.queues.tx_descriptors == 0 {
             return Err(self.err(text, None, "queues", "descriptor counts must be positive"));
         }
@@ -1196,6 +1217,17 @@ lcores = [1, 2]
         assert!(e.message.contains("more than one pair"), "{e}");
         let e = Settings::parse("this is not toml", None).unwrap_err();
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn the_mempool_handler_is_a_dpdk_name_or_unset() {
+        let with = |h: &str| Settings::parse(&format!("{GOOD}[mempool]\nhandler = {h}\n"), None);
+        assert_eq!(Settings::parse(GOOD, None).unwrap().mempool.handler, None);
+        assert_eq!(with("\"ring_mp_mc\"").unwrap().mempool.handler.as_deref(), Some("ring_mp_mc"));
+        for bad in ["\"\"", "\"ring mp\"", "\"../x\"", &format!("\"{}\"", "a".repeat(32))] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("mempool.handler"), "{bad}: {e}");
+        }
     }
 
     #[test]

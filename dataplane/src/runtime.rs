@@ -136,6 +136,11 @@ pub trait SlowPath: Send + Sync {
 /// Slots in each worker's event ring to the control thread.
 const EVENT_RING: u32 = 8192;
 
+/// The mbuf pool's handler when the settings name none, and the one taken
+/// where this DPDK lacks it (the lock-free stack needs a 128-bit CAS).
+const DEFAULT_POOL_HANDLER: &str = "lf_stack";
+const FALLBACK_POOL_HANDLER: &str = "ring_mp_mc";
+
 /// The running data plane.
 pub struct Dataplane {
     ports: Vec<Port>,
@@ -145,6 +150,7 @@ pub struct Dataplane {
     steering: FlowSteering,
     sharing: Vec<u32>,
     pool: Mempool,
+    pool_handler: String,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
     policy_updates: Arc<PolicyUpdates>,
     slow: SlowRuntime,
@@ -210,8 +216,18 @@ impl Dataplane {
         for name in settings.port_names() {
             ports.push(Port::by_name(&name)?);
         }
-        let pool =
-            Mempool::new("tlsgate_pkts", settings.mempool.mbufs, settings.mempool.cache, settings.mempool.data_room)?;
+        let m = &settings.mempool;
+        let pool_on = |handler: &str| Mempool::with_handler("tlsgate_pkts", m.mbufs, m.cache, m.data_room, handler);
+        let (pool, pool_handler) = match &m.handler {
+            Some(h) => (pool_on(h)?, h.clone()),
+            // Unset: a lock-free stack, so that mbufs an lcore frees and
+            // another takes (a worker's, freed by the slow path) come back
+            // while still in cache; a ring hands out the one freed longest ago.
+            None => match pool_on(DEFAULT_POOL_HANDLER) {
+                Ok(p) => (p, DEFAULT_POOL_HANDLER.to_owned()),
+                Err(_) => (pool_on(FALLBACK_POOL_HANDLER)?, FALLBACK_POOL_HANDLER.to_owned()),
+            },
+        };
         // With a slow path, RSS must leave the slow lcores' queues out (their
         // flows come through the rings): only a device whose redirection table
         // can be programmed will do; others are steered in software.
@@ -386,7 +402,20 @@ impl Dataplane {
         }
         slow.mirror = mirror;
         let sharing = lcores.iter().chain(&slow.lcores).zip(&sharing).filter(|(_, &s)| s).map(|(&l, _)| l).collect();
-        Ok(Prepared { ports, shared, running, workers, lcores, steering, sharing, pool, events, policy_updates, slow })
+        Ok(Prepared {
+            ports,
+            shared,
+            running,
+            workers,
+            lcores,
+            steering,
+            sharing,
+            pool,
+            pool_handler,
+            events,
+            policy_updates,
+            slow,
+        })
     }
 
     /// The slow-path lcores in use.
@@ -418,6 +447,11 @@ impl Dataplane {
     /// yield when idle instead of spinning.
     pub fn lcores_sharing_cpus(&self) -> &[u32] {
         &self.sharing
+    }
+
+    /// The DPDK mempool handler the mbuf pool runs on.
+    pub fn pool_handler(&self) -> &str {
+        &self.pool_handler
     }
 
     /// Puts a reloaded policy in force: sessions that begin after the workers
@@ -507,6 +541,7 @@ pub struct Prepared {
     steering: FlowSteering,
     sharing: Vec<u32>,
     pool: Mempool,
+    pool_handler: String,
     events: Vec<RingConsumer<Box<SessionEvent>>>,
     policy_updates: Arc<PolicyUpdates>,
     slow: SlowRuntime,
@@ -524,6 +559,7 @@ impl Prepared {
             steering,
             sharing,
             pool,
+            pool_handler,
             events,
             policy_updates,
             mut slow,
@@ -550,7 +586,19 @@ impl Prepared {
                 }
             }
         }
-        Ok(Dataplane { ports, shared, running, handles, steering, sharing, pool, events, policy_updates, slow })
+        Ok(Dataplane {
+            ports,
+            shared,
+            running,
+            handles,
+            steering,
+            sharing,
+            pool,
+            pool_handler,
+            events,
+            policy_updates,
+            slow,
+        })
     }
 
     /// Sends `pkts` out of port `port` on worker `worker`'s tx queue (before

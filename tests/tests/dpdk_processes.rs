@@ -134,14 +134,14 @@ fn null_forwarding_stops_on_sigint_with_one_worker() {
 /// no redirection table to program) with two workers, with or without a
 /// slow-path lcore, and returns the steering it chose.
 fn steering(pmd: &str, slow_path: bool) -> String {
-    let (_, c) = run_null_or_tap(pmd, slow_path, if slow_path { "(0-3)@(0-1)" } else { "(0-2)@(0-1)" });
+    let (_, c) = run_null_or_tap(pmd, slow_path, if slow_path { "(0-3)@(0-1)" } else { "(0-2)@(0-1)" }, "");
     c["steering"].as_str().unwrap_or_else(|| panic!("no steering in {c}")).to_owned()
 }
 
 /// `tlsgate run` on two ports of `pmd`, workers on lcores 1 and 2 (and a
-/// slow-path lcore 3), `--lcores` placing them; stopped by SIGTERM. Its
-/// output and final counters.
-fn run_null_or_tap(pmd: &str, slow_path: bool, lcores: &str) -> (std::process::Output, serde_json::Value) {
+/// slow-path lcore 3), `--lcores` placing them, `extra` settings after the
+/// rest; stopped by SIGTERM. Its output and final counters.
+fn run_null_or_tap(pmd: &str, slow_path: bool, lcores: &str, extra: &str) -> (std::process::Output, serde_json::Value) {
     let dir = Scratch::new(&format!("steer{pmd}{slow_path}"));
     let cfg = dir.path("steer.toml");
     let policy = dir.path("policy.toml");
@@ -167,7 +167,8 @@ b = "net_{pmd}1"
 
 [workers]
 lcores = [1, 2]
-{slow}"#
+{slow}
+{extra}"#
         ),
     )
     .unwrap();
@@ -188,16 +189,49 @@ fn rss_leaves_the_slow_path_queues_out_or_steering_falls_back_to_software() {
 }
 
 #[test]
+fn mbufs_come_from_a_lock_free_stack_unless_the_settings_name_a_handler() {
+    let _g = dpdk_lock();
+    let (o, _) = run_null_or_tap("null", true, "(0-3)@(0-1)", "");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("; mbufs on lf_stack"), "{}", text(&o));
+    let (o, _) = run_null_or_tap("null", true, "(0-3)@(0-1)", "[mempool]\nhandler = \"ring_mp_mc\"\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("; mbufs on ring_mp_mc"), "{}", text(&o));
+    // A handler this DPDK does not have: refused at start, by name.
+    let dir = Scratch::new("badhandler");
+    let cfg = dir.path("bad.toml");
+    std::fs::write(
+        &cfg,
+        r#"[eal]
+args = ["--no-huge", "--no-shconf", "--no-pci", "--no-telemetry", "-m", "256", "--lcores=(0-1)@(0-1)",
+        "--vdev=net_null0", "--vdev=net_null1"]
+
+[[pair]]
+a = "net_null0"
+b = "net_null1"
+
+[workers]
+lcores = [1]
+
+[mempool]
+handler = "no_such_handler"
+"#,
+    )
+    .unwrap();
+    let o = run_with_limit(Command::new(tlsgate()).args(["run", "--config"]).arg(&cfg), Duration::from_secs(30));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("handler \"no_such_handler\""), "{}", text(&o));
+}
+
+#[test]
 fn lcores_that_share_a_cpu_are_named_and_told_to_yield() {
     let _g = dpdk_lock();
     // Both workers on CPU 1, the slow-path lcore on CPU 0 beside the main
     // lcore (which polls nothing): the workers share.
-    let (o, c) = run_null_or_tap("null", true, "0@0,(1-2)@1,3@0");
+    let (o, c) = run_null_or_tap("null", true, "0@0,(1-2)@1,3@0", "");
     assert_eq!(c["lcores_sharing_cpus"], serde_json::json!([1, 2]), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("lcores [1, 2] share CPUs, so they yield when idle"), "{err}");
     // A CPU each: nobody shares, nothing said.
-    let (o, c) = run_null_or_tap("null", false, "0@0,1@1,2@0");
+    let (o, c) = run_null_or_tap("null", false, "0@0,1@1,2@0", "");
     assert_eq!(c["lcores_sharing_cpus"], serde_json::json!([]), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("share CPUs"), "{}", text(&o));
 }

@@ -28,16 +28,38 @@ unsafe impl Sync for Mempool {}
 
 impl Mempool {
     /// Creates a packet pool of `count` mbufs with `data_room` bytes each
-    /// (headroom included) and a per-lcore cache of `cache` mbufs.
+    /// (headroom included) and a per-lcore cache of `cache` mbufs, on DPDK's
+    /// default handler (a ring).
     pub fn new(name: &str, count: u32, cache: u32, data_room: u16) -> Result<Mempool, MempoolError> {
+        Mempool::with_handler(name, count, cache, data_room, "ring_mp_mc")
+    }
+
+    /// As [`Mempool::new`], on the mempool handler named `handler` (the
+    /// store behind the per-lcore caches: `ring_mp_mc`, `stack`, `lf_stack`...).
+    pub fn with_handler(
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+        handler: &str,
+    ) -> Result<Mempool, MempoolError> {
         let err = |reason: String| MempoolError { name: name.to_owned(), count, reason };
         let cname = CString::new(name).map_err(|_| err("name contains NUL".into()))?;
-        // SAFETY: cname is a valid C string; the EAL is initialised (a pool can
+        let chandler = CString::new(handler).map_err(|_| err("handler name contains NUL".into()))?;
+        // SAFETY: both are valid C strings; the EAL is initialised (a pool can
         // only be asked for by code holding configuration after Eal::init).
         let p = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, dpdk_sys::SOCKET_ID_ANY)
+            dpdk_sys::rte_pktmbuf_pool_create_by_ops(
+                cname.as_ptr(),
+                count,
+                cache,
+                0,
+                data_room,
+                dpdk_sys::SOCKET_ID_ANY,
+                chandler.as_ptr(),
+            )
         };
-        NonNull::new(p).map(Mempool).ok_or_else(|| err(super::errno_text().1))
+        NonNull::new(p).map(Mempool).ok_or_else(|| err(format!("handler {handler:?}: {}", super::errno_text().1)))
     }
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {

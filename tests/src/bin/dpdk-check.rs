@@ -85,6 +85,27 @@ fn wrappers() -> Result<String, String> {
     check!(Mbuf::from_parts(&pool, &[&frame, &vec![0u8; 2000]]).is_none(), "parts larger than a segment are refused");
     check!(pool.available() == full, "parts refused do not leak their mbuf");
 
+    // Handlers: the lock-free stack (the runtime's default) hands back the
+    // mbuf freed last, still in cache; the ring the one it has held longest.
+    // No per-lcore cache here, so each free and alloc reaches the handler.
+    for (handler, lifo) in [("lf_stack", true), ("ring_mp_mc", false)] {
+        let p =
+            Mempool::with_handler(&format!("check_{handler}"), 1023, 0, 2176, handler).map_err(|e| e.to_string())?;
+        let a = Mbuf::alloc(&p).ok_or("alloc")?;
+        let b = Mbuf::alloc(&p).ok_or("alloc")?;
+        let (pa, pb) = (a.data().as_ptr(), b.data().as_ptr());
+        drop(a);
+        drop(b);
+        let again = Mbuf::alloc(&p).ok_or("alloc")?;
+        let got = again.data().as_ptr();
+        let ok = if lifo { got == pb } else { got != pa && got != pb };
+        check!(ok, "{handler}: the mbuf handed back after two frees");
+        drop(again);
+        check!(p.available() == 1023, "{handler}: every mbuf back");
+    }
+    let e = Mempool::with_handler("check_bad", 1023, 0, 2176, "no_such_handler").err().ok_or("an unknown handler")?;
+    check!(e.to_string().contains("no_such_handler"), "the error names the handler: {e}");
+
     // Bursts: push until full, give back the extra, free on drop.
     let mut b = Burst::new();
     for i in 0..32u8 {

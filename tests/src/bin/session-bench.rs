@@ -73,6 +73,8 @@ fn main() {
             arg("--mib", "256").parse().unwrap_or(256),
             arg("--rounds", "3").parse().unwrap_or(3),
             &arg("--only", ""),
+            &arg("--parallel", "1,8").split(',').filter_map(|v| v.parse().ok()).collect::<Vec<usize>>(),
+            if arg("--cpus", "shared") == "split" { Cpus::Split } else { Cpus::Shared },
         ),
         Some("latency") => latency(
             arg("--sessions", "200").parse().unwrap_or(200),
@@ -81,7 +83,7 @@ fn main() {
             if arg("--cpus", "split") == "shared" { Cpus::Shared } else { Cpus::Split },
         ),
         _ => {
-            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] | latency [--sessions N] [--rounds N] [--gap-ms MS] [--cpus split|shared] | serve ... | load ... | probe ...");
+            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] [--only SETUP] [--parallel 1,8] [--cpus shared|split] | latency [--sessions N] [--rounds N] [--gap-ms MS] [--cpus split|shared] | serve ... | load ... | probe ...");
             std::process::exit(2);
         }
     }
@@ -746,8 +748,9 @@ fn fetch(connect: &str, dir: &Path, bytes: u64, parallel: usize) {
 /// server to the client, direct, through do-not-decrypt, decrypt-resign and
 /// sslsplit, alternating over `rounds`; Gbit/s (median) and, for tlsgate,
 /// the CPU cycles its process spent per byte moved (all its lcores).
-/// `only`: the setups whose name holds it (to profile one alone).
-fn bulk(mib: u64, rounds: usize, only: &str) {
+/// `only`: the setups whose name holds it, `parallel`: the session counts
+/// (to profile one alone).
+fn bulk(mib: u64, rounds: usize, only: &str, parallel: &[usize], cpus: Cpus) {
     let dir = Scratch::new("session-bench");
     make_pki(&dir.0);
     let me = std::env::current_exe().expect("own path");
@@ -759,41 +762,44 @@ fn bulk(mib: u64, rounds: usize, only: &str) {
     let hz = tsc_hz_estimate();
     // (setup, parallel) -> (Gbit/s samples, cycles/byte samples)
     let mut results: Vec<(Setup, usize, Vec<f64>, Vec<f64>)> =
-        setups.iter().flat_map(|s| [(*s, 1, Vec::new(), Vec::new()), (*s, 8, Vec::new(), Vec::new())]).collect();
+        setups.iter().flat_map(|s| parallel.iter().map(|p| (*s, *p, Vec::new(), Vec::new()))).collect();
     for round in 0..rounds {
         for (i, setup) in setups.iter().enumerate() {
             let tag = 40 + (round * setups.len() + i) as u8;
             // tlsgate's CPU time is its process's; sslsplit's is spread over its children.
             let tlsgate = !matches!(setup, Setup::Direct | Setup::Sslsplit);
-            let samples = in_setup(*setup, Cpus::Shared, &me, &dir.0, tag, |topo, connect, pid| {
+            let samples = in_setup(*setup, cpus, &me, &dir.0, tag, |topo, connect, pid| {
                 let pid = pid.filter(|_| tlsgate);
-                [1usize, 8].map(|parallel| {
-                    let cpu0 = pid.map(process_cpu_seconds);
-                    let o = run_with_limit(
-                        topo.exec(&topo.cli, me.to_str().unwrap())
-                            .args(["fetch", "--connect", connect, "--dir"])
-                            .arg(&dir.0)
-                            .args(["--bytes", &bytes.to_string(), "--parallel", &parallel.to_string()]),
-                        Duration::from_secs(300),
-                    );
-                    let cpu = pid.map(process_cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
-                    let out = String::from_utf8_lossy(&o.stdout);
-                    let mut it = out.split_whitespace();
-                    let got: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                    let secs: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-                    // Each answer's header comes on top of its body.
-                    if got < bytes * parallel as u64 {
-                        eprintln!(
-                            "{} x{parallel}: {got} of {} bytes: {}",
-                            setup.name(),
-                            bytes * parallel as u64,
-                            text(&o)
+                parallel
+                    .iter()
+                    .map(|&parallel| {
+                        let cpu0 = pid.map(process_cpu_seconds);
+                        let o = run_with_limit(
+                            cpus.hosts(topo, &topo.cli, &me)
+                                .args(["fetch", "--connect", connect, "--dir"])
+                                .arg(&dir.0)
+                                .args(["--bytes", &bytes.to_string(), "--parallel", &parallel.to_string()]),
+                            Duration::from_secs(300),
                         );
-                    }
-                    let gbps = got as f64 * 8.0 / secs.max(1e-3) / 1e9;
-                    let cpb = cpu.map_or(f64::NAN, |c| c * hz / got.max(1) as f64);
-                    (parallel, gbps, cpb)
-                })
+                        let cpu = pid.map(process_cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
+                        let out = String::from_utf8_lossy(&o.stdout);
+                        let mut it = out.split_whitespace();
+                        let got: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                        let secs: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+                        // Each answer's header comes on top of its body.
+                        if got < bytes * parallel as u64 {
+                            eprintln!(
+                                "{} x{parallel}: {got} of {} bytes: {}",
+                                setup.name(),
+                                bytes * parallel as u64,
+                                text(&o)
+                            );
+                        }
+                        let gbps = got as f64 * 8.0 / secs.max(1e-3) / 1e9;
+                        let cpb = cpu.map_or(f64::NAN, |c| c * hz / got.max(1) as f64);
+                        (parallel, gbps, cpb)
+                    })
+                    .collect::<Vec<_>>()
             });
             for (parallel, gbps, cpb) in samples {
                 eprintln!("round {} {} x{parallel}: {gbps:.2} Gbit/s, {cpb:.2} cycles/byte", round + 1, setup.name());
