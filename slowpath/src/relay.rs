@@ -315,14 +315,14 @@ impl Relay {
     /// upstream handshake has shown the server's certificate. The bytes are processed while the
     /// client-to-server backlog is under [`BACKLOG_LIMIT`], else queued (see [`Relay::backlog`]).
     pub fn from_client(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
-        self.accept_input(true, bytes)?;
+        self.take_input(true, bytes)?;
         self.pump()
     }
 
     /// TLS bytes from the server. Processed while the server-to-client backlog is under
     /// [`BACKLOG_LIMIT`], else queued (see [`Relay::backlog`]).
     pub fn from_server(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
-        self.accept_input(false, bytes)?;
+        self.take_input(false, bytes)?;
         self.pump()
     }
 
@@ -467,7 +467,10 @@ fn lock(seen: &Mutex<UpstreamSeen>) -> MutexGuard<'_, UpstreamSeen> {
 }
 
 impl Relay {
-    fn accept_input(&mut self, from_client: bool, bytes: &[u8]) -> Result<(), RelayError> {
+    /// A side's TLS bytes: with none pending before them, straight into its
+    /// connection (no copy through the pending ring); what it does not take
+    /// yet is queued.
+    fn take_input(&mut self, from_client: bool, bytes: &[u8]) -> Result<(), RelayError> {
         if self.ended {
             return Err(RelayError::Ended);
         }
@@ -476,12 +479,17 @@ impl Relay {
         } else {
             self.records.1.feed(bytes);
         }
+        let mut rest = bytes;
+        let none_pending = if from_client { self.client_tls.is_empty() } else { self.server_tls.is_empty() };
+        if none_pending {
+            self.feed_tls(from_client, Some(&mut rest))?;
+        }
         let (pending, side) =
             if from_client { (&mut self.client_tls, "client") } else { (&mut self.server_tls, "server") };
-        if pending.len() + bytes.len() > PENDING_TLS_LIMIT {
+        if pending.len() + rest.len() > PENDING_TLS_LIMIT {
             return Err(RelayError::PendingOverflow { side, limit: PENDING_TLS_LIMIT });
         }
-        pending.extend(bytes);
+        pending.extend(rest);
         Ok(())
     }
 
@@ -536,45 +544,61 @@ impl Relay {
                 }
                 Ok(progress)
             }
-            ClientSide::Tls(conn) => {
-                let side = Side {
-                    tls: &mut self.client_tls,
-                    plain: &mut self.to_server_plain,
-                    from_client: true,
-                    closed: &mut self.client_sent_close,
-                    copies: self.plaintext_copies,
-                };
-                match pump(conn, side, &mut self.events, || false) {
-                    Ok(progress) => Ok(progress),
-                    Err(PumpError::Read(e)) => {
-                        Err(self.fail_by_client(FailReason::ProtocolError, format!("from the client: {e}")))
-                    }
-                    Err(PumpError::Tls(e)) => Err(self.fail_client_tls(e)),
-                }
-            }
+            ClientSide::Tls(_) => self.feed_tls(true, None),
             ClientSide::Held(_) | ClientSide::Gone => Ok(false),
         }
     }
 
     /// Processes the server's queued TLS bytes. Returns whether anything moved.
     fn feed_server(&mut self) -> Result<bool, RelayError> {
-        let Some(conn) = &mut self.upstream else {
-            return Ok(false);
+        self.feed_tls(false, None)
+    }
+
+    /// Feeds a side's TLS bytes into its connection once it has one (the
+    /// client's: after its ClientHello was answered): `direct` bytes as far
+    /// as it takes them, else the pending ones. Returns whether anything moved.
+    fn feed_tls(&mut self, from_client: bool, direct: Option<&mut &[u8]>) -> Result<bool, RelayError> {
+        let copies = self.plaintext_copies;
+        let result = if from_client {
+            let ClientSide::Tls(conn) = &mut self.client else { return Ok(false) };
+            let side = Side {
+                tls: match direct {
+                    Some(d) => d,
+                    None => &mut self.client_tls,
+                },
+                plain: &mut self.to_server_plain,
+                from_client: true,
+                closed: &mut self.client_sent_close,
+                copies,
+            };
+            pump(conn, side, &mut self.events, || false)
+        } else {
+            let Some(conn) = &mut self.upstream else { return Ok(false) };
+            let seen = self.upstream_seen.clone();
+            let side = Side {
+                tls: match direct {
+                    Some(d) => d,
+                    None => &mut self.server_tls,
+                },
+                plain: &mut self.to_client_plain,
+                from_client: false,
+                closed: &mut self.server_sent_close,
+                copies,
+            };
+            // A CertificateRequest stops the feeding: it is reported before the
+            // client side goes any further.
+            pump(conn, side, &mut self.events, || lock(&seen).client_auth_requested)
         };
-        let seen = self.upstream_seen.clone();
-        let side = Side {
-            tls: &mut self.server_tls,
-            plain: &mut self.to_client_plain,
-            from_client: false,
-            closed: &mut self.server_sent_close,
-            copies: self.plaintext_copies,
-        };
-        // A CertificateRequest stops the feeding: it is reported before the
-        // client side goes any further.
-        match pump(conn, side, &mut self.events, || lock(&seen).client_auth_requested) {
-            Ok(progress) => Ok(progress),
-            Err(PumpError::Read(e)) => Err(self.fail(FailReason::ProtocolError, format!("from the server: {e}"))),
-            Err(PumpError::Tls(e)) => Err(self.fail_upstream_tls(e)),
+        match (result, from_client) {
+            (Ok(progress), _) => Ok(progress),
+            (Err(PumpError::Read(e)), true) => {
+                Err(self.fail_by_client(FailReason::ProtocolError, format!("from the client: {e}")))
+            }
+            (Err(PumpError::Read(e)), false) => {
+                Err(self.fail(FailReason::ProtocolError, format!("from the server: {e}")))
+            }
+            (Err(PumpError::Tls(e)), true) => Err(self.fail_client_tls(e)),
+            (Err(PumpError::Tls(e)), false) => Err(self.fail_upstream_tls(e)),
         }
     }
 
@@ -913,7 +937,7 @@ fn classify(e: &rustls::Error) -> FailReason {
 /// One direction's buffers, as [`pump`] feeds them.
 struct Side<'a> {
     /// TLS bytes received from the peer, not yet given to rustls.
-    tls: &'a mut VecDeque<u8>,
+    tls: &'a mut dyn TlsInput,
     /// Plaintext decrypted and not yet passed on.
     plain: &'a mut VecDeque<u8>,
     from_client: bool,
@@ -921,6 +945,23 @@ struct Side<'a> {
     closed: &'a mut bool,
     /// Copy the plaintext into the events.
     copies: bool,
+}
+
+/// TLS bytes for a connection: a side's pending ring, or bytes read in place.
+trait TlsInput: std::io::Read {
+    fn is_empty(&self) -> bool;
+}
+
+impl TlsInput for VecDeque<u8> {
+    fn is_empty(&self) -> bool {
+        VecDeque::is_empty(self)
+    }
+}
+
+impl TlsInput for &[u8] {
+    fn is_empty(&self) -> bool {
+        <[u8]>::is_empty(self)
+    }
 }
 
 enum PumpError {
