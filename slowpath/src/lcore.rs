@@ -235,6 +235,8 @@ struct Flow {
     /// would have done with the server's own, so no failure of ours.
     rejected_as_expected: bool,
     shown: Option<ShownCertificate>,
+    /// The forger of its CA (decrypt-resign), found once, not at every drive.
+    forger: Option<[u8; 32]>,
 }
 
 /// What a policy needs on this lcore: its trust store for the upstream
@@ -389,7 +391,7 @@ impl SlowLcore {
             self.refuse(esc, now, link);
             return;
         }
-        let Some(facing) = self.client_facing(&esc) else {
+        let Some((facing, forger)) = self.client_facing(&esc) else {
             // The policy's objects were checked at start; a reload is checked the same way.
             self.refuse(esc, now, link);
             return;
@@ -423,6 +425,7 @@ impl SlowLcore {
                 failure_action: None,
                 rejected_as_expected: false,
                 shown,
+                forger,
             }),
         );
         // The ClientHello's first segments, held back by the worker, come first.
@@ -450,7 +453,8 @@ impl SlowLcore {
         link.record(SlowRecord::Event(Box::new(ev)));
     }
 
-    fn client_facing(&mut self, esc: &Escalation) -> Option<ClientFacing> {
+    /// How the session shows itself to the client, and the forger it uses (by its CA's SHA-256).
+    fn client_facing(&mut self, esc: &Escalation) -> Option<(ClientFacing, Option<[u8; 32]>)> {
         match esc.decision.action {
             Action::DecryptResign { ca } => {
                 let ca = esc.policy.cas().get(ca)?;
@@ -460,16 +464,16 @@ impl SlowLcore {
                         Forger::new(&ca.cert_der, ca.private_key(), self.cfg.settings.forged_cache as usize).ok()?;
                     self.forgers.insert(id, f);
                 }
-                Some(ClientFacing::Resign)
+                Some((ClientFacing::Resign, Some(id)))
             }
             Action::DecryptKnownKey { known_key, .. } => {
                 let kk = esc.policy.known_keys().get(known_key)?;
                 if let Some(k) = self.known.get(&kk.cert_sha256) {
-                    return Some(ClientFacing::KnownKey(k.clone()));
+                    return Some((ClientFacing::KnownKey(k.clone()), None));
                 }
                 let k = certified_key(&kk.cert_der, kk.private_key()).ok()?;
                 self.known.insert(kk.cert_sha256, k.clone());
-                Some(ClientFacing::KnownKey(k))
+                Some((ClientFacing::KnownKey(k), None))
             }
             _ => None,
         }
@@ -502,31 +506,38 @@ impl SlowLcore {
     ) -> FrameOf {
         let Some(t) = TcpFrame::parse(data) else { return FrameOf::Unknown };
         let (key, _) = FlowKey::of(&t);
-        if !self.flows.contains_key(&key) {
-            while let Some(msg) = pending() {
-                self.take(msg, now, link);
-            }
+        // A session's frame (nearly all of them) costs one lookup.
+        if let Some(flow) = self.flows.get_mut(&key) {
+            return Self::session_frame(flow, &t, key, &mut self.segment, now);
+        }
+        while let Some(msg) = pending() {
+            self.take(msg, now, link);
         }
         if let Some(p) = self.probes.get_mut(&key) {
             p.probe.on_segment(&segment_of(&t), now);
             self.drive_probe(&key, now, link);
             return FrameOf::Probe;
         }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            self.counters.unknown_flow_packets += 1;
-            return FrameOf::Unknown;
-        };
+        match self.flows.get_mut(&key) {
+            Some(flow) => Self::session_frame(flow, &t, key, &mut self.segment, now),
+            None => {
+                self.counters.unknown_flow_packets += 1;
+                FrameOf::Unknown
+            }
+        }
+    }
+
+    /// A frame of a session taken over: into its endpoints, the payload read in place.
+    fn session_frame(flow: &mut Flow, t: &TcpFrame<'_>, key: FlowKey, seg: &mut Segment, now: u64) -> FrameOf {
         let from_client = (t.src, t.src_port) == flow.client;
         if from_client && flow.template.is_none() {
-            flow.template = Some(FlowTemplate::from_client_frame(&t));
+            flow.template = Some(FlowTemplate::from_client_frame(t));
         }
         // Nothing can be sent before the client's first frame shows the link layer.
         if flow.template.is_none() {
             return FrameOf::Unknown;
         }
-        // The payload is read in place, out of the frame.
-        let seg = &mut self.segment;
-        header_into(&t, seg);
+        header_into(t, seg);
         flow.icpt.on_segment_with(from_client, seg, t.payload(), now);
         FrameOf::Flow(key)
     }
@@ -536,15 +547,7 @@ impl SlowLcore {
         let Some(mut flow) = self.flows.remove(key) else { return };
         let mut out = Output::default();
         {
-            let mut forger = match flow.esc.decision.action {
-                Action::DecryptResign { ca } => flow
-                    .esc
-                    .policy
-                    .cas()
-                    .get(ca)
-                    .and_then(|ca| self.forgers.get_mut(&<[u8; 32]>::from(Sha256::digest(&ca.cert_der)))),
-                _ => None,
-            };
+            let mut forger = flow.forger.as_ref().and_then(|id| self.forgers.get_mut(id));
             let mut forged = 0u64;
             let mut shown = None;
             let keys = &mut self.keys;
