@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tlsgate_core::escalate::{SlowRecord, SlowUpdate, ToSlowPath};
+use tlsgate_core::flow::FlowKey;
 use tlsgate_core::packet::{flow_hash, worker_for};
 use tlsgate_slowpath::lcore::{FrameOf, Interceptor, Link, SlowLcore, SlowPathCounters};
 
@@ -44,6 +45,8 @@ struct SlowLoop {
     running: Arc<AtomicBool>,
     idle: tlsgate_config::IdleMode,
     shares_cpu: bool,
+    /// The flows a poll's frames touched, driven once each after the burst.
+    touched: Vec<FlowKey>,
 }
 
 /// What the sans-IO lcore sends through: tx queues, update rings, the record ring.
@@ -209,6 +212,7 @@ impl SlowLoop {
             running,
             idle,
             shares_cpu,
+            touched: Vec::new(),
         }
     }
 }
@@ -238,7 +242,8 @@ impl SlowLoop {
                 self.lcore.take(*msg, now, &mut self.io);
             }
         }
-        let mut touched = Vec::new();
+        // The flows this poll's frames touched (a kept buffer: no allocation per poll).
+        let mut touched = std::mem::take(&mut self.touched);
         let mut more = false;
         for w in 0..self.packets.len() {
             work += self.packets[w].recv_burst(rx);
@@ -262,9 +267,10 @@ impl SlowLoop {
             }
         }
         work += self.hand_rx_to_workers(rx);
-        for k in touched {
+        for k in touched.drain(..) {
             self.lcore.drive(&k, now, &mut self.io);
         }
+        self.touched = touched;
         if self.lcore.tick(now, &mut self.io) {
             self.publish();
         }

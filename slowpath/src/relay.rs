@@ -658,9 +658,11 @@ impl Relay {
     /// certificate to show, and connects the client side when it is known. Returns whether anything
     /// moved.
     fn advance_handshake(&mut self) -> Result<bool, RelayError> {
+        // Runs at every turn of the pump: the chain is copied out only until it is reported.
         let (chain, trusted, client_auth) = {
             let seen = lock(&self.upstream_seen);
-            (seen.chain.clone(), seen.trusted, seen.client_auth_requested)
+            let chain = if self.certificate_reported { None } else { seen.chain.clone() };
+            (chain, seen.trusted, seen.client_auth_requested)
         };
         if client_auth {
             return Err(self.fail(FailReason::ClientAuth, "the server asked for a client certificate".into()));
