@@ -574,7 +574,8 @@ impl Relay {
             pump(conn, side, &mut self.events, || false)
         } else {
             let Some(conn) = &mut self.upstream else { return Ok(false) };
-            let seen = self.upstream_seen.clone();
+            // Borrowed, not cloned: this runs for every read from the server.
+            let seen = &self.upstream_seen;
             let side = Side {
                 tls: match direct {
                     Some(d) => d,
@@ -587,7 +588,7 @@ impl Relay {
             };
             // A CertificateRequest stops the feeding: it is reported before the
             // client side goes any further.
-            pump(conn, side, &mut self.events, || lock(&seen).client_auth_requested)
+            pump(conn, side, &mut self.events, || lock(seen).client_auth_requested)
         };
         match (result, from_client) {
             (Ok(progress), _) => Ok(progress),
