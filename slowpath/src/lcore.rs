@@ -9,7 +9,7 @@
 //! Nothing here is shared with another lcore: forgers, known keys and trust
 //! stores are this lcore's own, built on first use.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -122,7 +122,9 @@ fn certified_key(cert_der: &[u8], key: rustls::pki_types::PrivateKeyDer<'static>
 }
 
 const NS: u64 = 1_000_000_000;
-/// How long a finished session is kept to answer a retransmitted FIN.
+/// How long a finished session is kept to answer a retransmitted FIN. Finished
+/// sessions do not count against `slowpath.sessions`; at most as many linger
+/// (the oldest goes first).
 const LINGER_NS: u64 = 2 * NS;
 /// How often sessions' timers are looked at.
 const SWEEP_NS: u64 = NS / 1000;
@@ -146,7 +148,7 @@ tlsgate_core::counters! {
         sessions_decrypted,
         /// Sessions taken over that could not be decrypted.
         sessions_undecryptable,
-        /// Sessions held now (a gauge).
+        /// Sessions open now (a gauge; finished ones lingering not counted).
         sessions_now,
         /// Re-signed certificates in the forged caches now (a gauge).
         forged_cached_now,
@@ -237,6 +239,33 @@ struct Flow {
     shown: Option<ShownCertificate>,
     /// The forger of its CA (decrypt-resign), found once, not at every drive.
     forger: Option<[u8; 32]>,
+    /// The deadline its entry in the timer heap is for (earlier entries of
+    /// the flow are stale), or None when it has none there.
+    armed: Option<u64>,
+}
+
+/// A flow's next timer in [`SlowLcore`]'s heap, the earliest on top.
+struct Due {
+    at: u64,
+    key: FlowKey,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    /// Reversed: `BinaryHeap` keeps the greatest on top.
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
 }
 
 /// What a policy needs on this lcore: its trust store for the upstream
@@ -257,6 +286,14 @@ pub struct SlowLcore {
     /// Boxed: [`SlowLcore::drive`] takes a flow out and puts it back on every
     /// burst, and a flow (two TLS connections, two TCP endpoints) is kilobytes.
     flows: HashMap<FlowKey, Box<Flow>, RandomState>,
+    /// The flows' next timers (TCP retransmission, delayed ACK, deadlines):
+    /// a tick looks at what is due, not at every flow.
+    timers: BinaryHeap<Due>,
+    /// Finished flows in the order they finished (when, which): they linger
+    /// for [`LINGER_NS`], then go.
+    lingering: VecDeque<(u64, FlowKey)>,
+    /// Flows due at this tick (kept: one buffer for every tick).
+    due: Vec<FlowKey>,
     forgers: HashMap<[u8; 32], Forger, RandomState>,
     /// The forged certificates' keys, shared by its forgers.
     keys: LeafKeys,
@@ -324,6 +361,9 @@ impl SlowLcore {
             index,
             workers,
             flows: HashMap::default(),
+            timers: BinaryHeap::new(),
+            lingering: VecDeque::new(),
+            due: Vec::new(),
             forgers: HashMap::default(),
             known: HashMap::default(),
             policies: HashMap::default(),
@@ -387,7 +427,7 @@ impl SlowLcore {
     }
 
     fn adopt(&mut self, mut esc: Box<Escalation>, now: u64, link: &mut dyn Link) {
-        if self.flows.len() >= self.cfg.settings.sessions as usize {
+        if self.live_sessions() >= self.cfg.settings.sessions as usize {
             self.refuse(esc, now, link);
             return;
         }
@@ -412,7 +452,7 @@ impl SlowLcore {
         self.counters.flows_taken_over += 1;
         let held = std::mem::take(&mut esc.held);
         let key = esc.key;
-        self.flows.insert(
+        let replaced = self.flows.insert(
             esc.key,
             Box::new(Flow {
                 esc,
@@ -426,8 +466,13 @@ impl SlowLcore {
                 rejected_as_expected: false,
                 shown,
                 forger,
+                armed: None,
             }),
         );
+        if replaced.is_some_and(|f| f.finished.is_some()) {
+            // A new connection on a lingering one's addresses and ports.
+            self.lingering.retain(|(_, k)| *k != key);
+        }
         // The ClientHello's first segments, held back by the worker, come first.
         for frame in &held {
             self.on_frame(frame, now, link, &mut || None);
@@ -435,7 +480,17 @@ impl SlowLcore {
         if !held.is_empty() {
             self.drive(&key, now, link);
         }
+        if let Some(f) = self.flows.get_mut(&key) {
+            arm(&mut self.timers, key, f);
+        }
         self.update_gauges();
+    }
+
+    /// Sessions open (finished ones lingering not counted). While a flow is
+    /// driven it is out of the map, so a lingering one may be counted in
+    /// `lingering` only.
+    fn live_sessions(&self) -> usize {
+        self.flows.len().saturating_sub(self.lingering.len())
     }
 
     /// At the session limit: the worker carries the decision out as
@@ -593,8 +648,10 @@ impl SlowLcore {
             if let Some(how) = flow.icpt.finished(now, self.cfg.idle_ns) {
                 self.transmit(&mut flow, now, link);
                 self.finish(&mut flow, Some(how), now, link);
+                self.lingering.push_back((now, *key));
             }
         }
+        arm(&mut self.timers, *key, &mut flow);
         self.flows.insert(*key, flow);
     }
 
@@ -706,7 +763,7 @@ impl SlowLcore {
 
     /// The gauges: sessions now, and what the forged caches hold.
     fn update_gauges(&mut self) {
-        self.counters.sessions_now = self.flows.len() as u64;
+        self.counters.sessions_now = self.live_sessions() as u64;
         self.counters.forged_cached_now = self.forgers.values().map(|f| f.stats().cached).sum();
         self.keys.receive();
         let LeafKeyStats { fallbacks, made_on_path, .. } = self.keys.stats();
@@ -909,33 +966,59 @@ impl SlowLcore {
         ev
     }
 
-    /// Timers; every [`FULL_SWEEP_NS`] idleness, deadlines and lingering sessions.
+    /// Timers: the flows whose deadline has come; finished flows past their
+    /// linger; every [`FULL_SWEEP_NS`], every open session (idleness,
+    /// handshake deadline).
     fn sweep(&mut self, now: u64, link: &mut dyn Link) {
         let full = now.saturating_sub(self.last_full_sweep) >= FULL_SWEEP_NS;
         if full {
             self.last_full_sweep = now;
         }
-        let keys: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| full || f.icpt.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
-            let (expired, due) = match self.flows.get(&k) {
-                Some(f) => (
-                    f.finished.is_some_and(|(at, _)| now.saturating_sub(at) > LINGER_NS),
-                    f.icpt.poll_timeout().is_some_and(|t| t <= now) || (full && f.finished.is_none()),
-                ),
-                None => continue,
-            };
-            if expired {
-                self.flows.remove(&k);
-                self.update_gauges();
-                continue;
+        let most = self.cfg.settings.sessions as usize;
+        let mut removed = false;
+        while let Some(&(at, key)) = self.lingering.front() {
+            if now.saturating_sub(at) <= LINGER_NS && self.lingering.len() <= most {
+                break;
             }
-            if due {
+            self.lingering.pop_front();
+            if self.flows.get(&key).is_some_and(|f| f.finished.is_some_and(|(t, _)| t == at)) {
+                self.flows.remove(&key);
+                removed = true;
+            }
+        }
+        if removed {
+            self.update_gauges();
+        }
+        let mut due = std::mem::take(&mut self.due);
+        while self.timers.peek().is_some_and(|d| d.at <= now) {
+            let Due { at, key } = self.timers.pop().expect("peeked");
+            // Gone, or armed again since for an earlier deadline: stale.
+            let Some(f) = self.flows.get_mut(&key) else { continue };
+            if f.armed == Some(at) {
+                f.armed = None;
+                due.push(key);
+            }
+        }
+        if full {
+            due.extend(self.flows.iter().filter(|(_, f)| f.finished.is_none()).map(|(k, _)| *k));
+        }
+        for k in due.drain(..) {
+            let Some(f) = self.flows.get_mut(&k) else { continue };
+            if f.icpt.poll_timeout().is_some_and(|t| t <= now) || (full && f.finished.is_none()) {
                 self.drive(&k, now, link);
+            } else {
+                // Its deadline moved later since it was armed.
+                arm(&mut self.timers, k, f);
+            }
+        }
+        self.due = due;
+        // Entries go stale when a deadline moves earlier; they leave as they
+        // come due, but a heap far larger than the flows is rebuilt.
+        if self.timers.len() > 4 * self.flows.len() + 4096 {
+            self.timers.clear();
+            for (k, f) in &mut self.flows {
+                f.armed = None;
+                arm(&mut self.timers, *k, f);
             }
         }
         let probes: Vec<FlowKey> = self.probes.keys().copied().collect();
@@ -976,7 +1059,20 @@ impl SlowLcore {
                 }
             }
         }
+        self.timers.clear();
+        self.lingering.clear();
         self.counters.sessions_now = 0;
+    }
+}
+
+/// Puts `flow`'s next deadline in the timer heap, unless an entry for it or
+/// for an earlier one is there (that one, when it comes, re-arms).
+fn arm(timers: &mut BinaryHeap<Due>, key: FlowKey, flow: &mut Flow) {
+    if let Some(at) = flow.icpt.poll_timeout() {
+        if flow.armed.is_none_or(|a| at < a) {
+            timers.push(Due { at, key });
+            flow.armed = Some(at);
+        }
     }
 }
 

@@ -597,3 +597,56 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
         assert_eq!(port["rx_packets"], port["driver"]["ipackets"], "{port}");
     }
 }
+
+/// A finished session lingers for a moment (to answer a retransmitted FIN)
+/// but no longer holds one of `slowpath.sessions`: with room for 4, a dozen
+/// sessions one after another, all within the linger, are all decrypted.
+#[test]
+fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
+    let _g = dpdk_lock();
+    let topo = Topology::new(6);
+    let scratch = Scratch::new("e2e-linger");
+    let dir = scratch.0.clone();
+    make_pki(&dir);
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<html>behind tlsgate</html>\n").unwrap();
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    let cfg = dir.join("tlsgate.toml");
+    let settings = topo.settings_with_slow_path(1, 1).replace("[slowpath]\n", "[slowpath]\nsessions = 4\n");
+    std::fs::write(&cfg, format!("policy = \"policy.toml\"\nevents = \"events.json\"\n{settings}")).unwrap();
+    let json = dir.join("counters.json");
+    let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
+    let _servers = start_servers(&topo, &dir, &www);
+    let client = Client { topo: &topo, dir: &dir };
+    let start = Instant::now();
+    loop {
+        let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &["--max-time", "3"]);
+        if o.status.success() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no page through tlsgate: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let burst = Instant::now();
+    for i in 0..12 {
+        let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &[]);
+        assert!(o.status.success(), "session {i} after {:?}: {}", burst.elapsed(), text(&o));
+    }
+    let took = burst.elapsed();
+    let child = gate.0.take().unwrap();
+    signal(&child, "TERM");
+    let o = wait_with_limit(child, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o));
+    let log = std::fs::read_to_string(dir.join("events.json")).unwrap();
+    let shop: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["tls"]["sni"] == "www.shop.test")
+        .collect();
+    let decrypted = shop.iter().filter(|e| e["policy"]["actual_action"] == "decrypt-resign").count();
+    assert!(decrypted >= 13, "{decrypted} decrypted; the dozen took {took:?}:\n{log}");
+    assert!(shop.iter().all(|e| e["policy"]["reason_code"] != "slowpath_full"), "{log}");
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(c["slow_path"][0]["flows_refused"], 0, "{c}");
+}

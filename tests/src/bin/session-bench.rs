@@ -81,9 +81,10 @@ fn main() {
             arg("--rounds", "3").parse().unwrap_or(3),
             arg("--gap-ms", "10").parse().unwrap_or(10),
             if arg("--cpus", "split") == "shared" { Cpus::Shared } else { Cpus::Split },
+            &arg("--only", ""),
         ),
         _ => {
-            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] [--only SETUP] [--parallel 1,8] [--cpus shared|split] | latency [--sessions N] [--rounds N] [--gap-ms MS] [--cpus split|shared] | serve ... | load ... | probe ...");
+            eprintln!("usage: session-bench run [--seconds S] [--rounds N] | bulk [--mib N] [--rounds N] [--only SETUP] [--parallel 1,8] [--cpus shared|split] | latency [--sessions N] [--rounds N] [--gap-ms MS] [--cpus split|shared] [--only SETUP] | serve ... | load ... | probe ...");
             std::process::exit(2);
         }
     }
@@ -364,10 +365,11 @@ impl Cpus {
     }
 }
 
+/// The median; NaN for no samples (a setup left out with `--only`).
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// `only`: one setup by name (direct, do-not-decrypt, decrypt-resign, sslsplit), to profile it alone.
@@ -434,12 +436,13 @@ fn run(seconds: f64, rounds: usize, only: &str, clients: usize) {
 
 /// Handshake time and time to first byte, p50/p90/p99 over every round's
 /// sessions (the first five of each round left out: they warm ARP and the
-/// forged cache).
-fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus) {
+/// forged cache). `only`: the setups whose name holds it (to profile one).
+fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus, only: &str) {
     let dir = Scratch::new("session-bench");
     make_pki(&dir.0);
     let me = std::env::current_exe().expect("own path");
-    let setups = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptAlone, Setup::DoNotDecryptPoll];
+    let all = [Setup::Direct, Setup::DoNotDecrypt, Setup::Resign, Setup::DoNotDecryptAlone, Setup::DoNotDecryptPoll];
+    let setups: Vec<Setup> = all.into_iter().filter(|s| s.name().contains(only)).collect();
     let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut results: Vec<(Setup, hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)> =
         setups.iter().map(|s| (*s, new_hist(), new_hist())).collect();
@@ -491,6 +494,9 @@ fn latency(sessions: usize, rounds: usize, gap_ms: u64, cpus: Cpus) {
             ms(ttfb, 0.9),
             ms(ttfb, 0.99)
         );
+    }
+    if setups.len() != all.len() {
+        return;
     }
     let p50 = |i: usize| ms(&results[i].2, 0.5);
     println!(
