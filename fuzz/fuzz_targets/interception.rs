@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let side = TcpSideSeen { syn: Some(opts), window: 500, window_on_syn: false, tsval: Some((1, 0)) };
     let seen = TcpSeen { client: side, server: side, client_seq: 1000, server_seq: 5000 };
     let relay = Relay::new(RelayConfig {
-        upstream_roots: rustls::RootCertStore::empty(),
+        trust: tlsgate_slowpath::ServerTrust::new(rustls::RootCertStore::empty()),
         client_facing: ClientFacing::Resign,
         keylog: true,
     });

@@ -765,8 +765,11 @@ mod tests {
     ) -> World {
         let s = seen();
         let (ct, st) = host_takeovers(&s);
-        let relay =
-            Relay::new(RelayConfig { upstream_roots: roots(&web.ca_cert_der()), client_facing: facing, keylog: false });
+        let relay = Relay::new(RelayConfig {
+            trust: crate::ServerTrust::new(roots(&web.ca_cert_der())),
+            client_facing: facing,
+            keylog: false,
+        });
         World {
             now: 0,
             client: Host::new(ct, client, up),
@@ -957,7 +960,7 @@ mod tests {
             Interception::new(
                 &seen(),
                 Relay::new(RelayConfig {
-                    upstream_roots: RootCertStore::empty(),
+                    trust: crate::ServerTrust::new(RootCertStore::empty()),
                     client_facing: ClientFacing::Resign,
                     keylog: false,
                 }),

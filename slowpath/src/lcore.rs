@@ -39,6 +39,7 @@ use crate::passive::live::LiveReader;
 use crate::probe::{Probe, ProbeResult};
 use crate::relay::{ClientFacing, Relay, RelayConfig};
 use crate::tcp::Segment;
+use crate::verify::ServerTrust;
 use crate::wire::{header_into, segment_of, FlowTemplate};
 
 /// The slow path's configuration, shared by every slow-path lcore.
@@ -272,7 +273,8 @@ impl Ord for Due {
 /// handshakes and for certificate status.
 struct PolicyMaterials {
     _policy: Arc<Policy>,
-    roots: RootCertStore,
+    /// The upstream handshakes' verifier and its verdicts, shared by the sessions.
+    trust: Arc<ServerTrust>,
     verifier: CertVerifier,
 }
 
@@ -436,8 +438,8 @@ impl SlowLcore {
             self.refuse(esc, now, link);
             return;
         };
-        let roots = self.materials(&esc.policy).roots.clone();
-        let relay = RelayConfig { upstream_roots: roots, client_facing: facing, keylog: self.cfg.keylog };
+        let trust = self.materials(&esc.policy).trust.clone();
+        let relay = RelayConfig { trust, client_facing: facing, keylog: self.cfg.keylog };
         let client =
             if esc.client_is_lo { (esc.key.lo_addr, esc.key.lo_port) } else { (esc.key.hi_addr, esc.key.hi_port) };
         let offered = esc.facts.client_hello.as_ref().map(|c| c.versions.clone()).unwrap_or_default();
@@ -544,7 +546,7 @@ impl SlowLcore {
             // Checked when the policy was loaded (the workers built the same store).
             let verifier = CertVerifier::new(&policy.trust().anchors, &policy.trust().crls)
                 .unwrap_or_else(|_| CertVerifier::new(&[], &[]).expect("an empty trust store always builds"));
-            PolicyMaterials { _policy: policy.clone(), roots, verifier }
+            PolicyMaterials { _policy: policy.clone(), trust: ServerTrust::new(roots), verifier }
         })
     }
 

@@ -23,4 +23,5 @@ pub mod probe;
 pub mod relay;
 pub mod tcp;
 mod verify;
+pub use verify::ServerTrust;
 pub mod wire;

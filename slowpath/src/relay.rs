@@ -10,18 +10,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tlsgate_config::hex::hex;
 
 use crate::keys::Accepts;
-use crate::verify::{ChainJudge, UpstreamVerifier};
+use crate::verify::{ChainJudge, ServerTrust, UpstreamVerifier};
 use tlsgate_core::outcome::{Side as Peer, TlsClose};
 
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
+use rustls::client::danger::ServerCertVerified;
+use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{Accepted, Acceptor, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, KeyLog, RootCertStore, ServerConfig,
-    ServerConnection, SignatureScheme,
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, KeyLog, ServerConfig, ServerConnection,
+    SignatureScheme,
 };
 
 /// Plaintext buffered per direction before the relay stops reading from the sending side.
@@ -53,10 +53,10 @@ pub enum ClientFacing {
 /// How one relayed session is set up.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Trust for the server's chain. Its result is reported, not enforced: the relay completes the
-    /// upstream handshake with an untrusted chain too and reports `trusted: false`, so that Resign can
-    /// sign with the untrusted CA.
-    pub upstream_roots: RootCertStore,
+    /// Trust for the server's chain (shared by the relays of one trust store). Its result is
+    /// reported, not enforced: the relay completes the upstream handshake with an untrusted chain too
+    /// and reports `trusted: false`, so that Resign can sign with the untrusted CA.
+    pub trust: Arc<ServerTrust>,
     /// What the client is shown.
     pub client_facing: ClientFacing,
     /// Collect NSS key log lines for both sessions (as [`RelayEvent::KeyLog`]).
@@ -79,7 +79,7 @@ pub enum RelayEvent {
     UpstreamCertificate {
         /// The server's chain, leaf first, DER.
         chain: Vec<Vec<u8>>,
-        /// The chain verified against `upstream_roots` for the SNI.
+        /// The chain verified against the relay's trust store for the SNI.
         trusted: bool,
     },
     /// Resign only: the certificate to show the client is wanted; answer with
@@ -87,7 +87,7 @@ pub enum RelayEvent {
     NeedCertificate {
         /// The server's chain, leaf first, DER.
         chain: Vec<Vec<u8>>,
-        /// The chain verified against `upstream_roots` for the SNI.
+        /// The chain verified against the relay's trust store for the SNI.
         trusted: bool,
         /// The key types the client accepts.
         accepts: Accepts,
@@ -168,7 +168,7 @@ pub struct Relay {
     provider: Arc<CryptoProvider>,
     /// Versions offered to the server.
     upstream_versions: &'static [&'static rustls::SupportedProtocolVersion],
-    roots: Arc<RootCertStore>,
+    trust: Arc<ServerTrust>,
     client_facing: ClientFacing,
     keylog: Option<Arc<NssKeyLog>>,
     client: ClientSide,
@@ -261,9 +261,9 @@ impl Relay {
     /// A relay waiting for the client's ClientHello.
     pub fn new(cfg: RelayConfig) -> Relay {
         Relay {
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            provider: cfg.trust.provider().clone(),
             upstream_versions: BOTH_VERSIONS,
-            roots: Arc::new(cfg.upstream_roots),
+            trust: cfg.trust,
             client_facing: cfg.client_facing,
             keylog: cfg.keylog.then(|| Arc::new(NssKeyLog::default())),
             client: ClientSide::Hello(Box::default()),
@@ -616,11 +616,7 @@ impl Relay {
             ClientFacing::KnownKey(key) => Some(key.cert.first().map(|c| c.to_vec()).unwrap_or_default()),
             ClientFacing::Resign => None,
         };
-        let judge = RecordingVerifier {
-            webpki: WebPkiServerVerifier::builder_with_provider(self.roots.clone(), self.provider.clone()).build().ok(),
-            expected_leaf,
-            seen: self.upstream_seen.clone(),
-        };
+        let judge = RecordingVerifier { trust: self.trust.clone(), expected_leaf, seen: self.upstream_seen.clone() };
         let verifier = UpstreamVerifier::new(judge, self.provider.clone());
         let builder = match ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(self.upstream_versions)
@@ -1078,7 +1074,7 @@ impl ResolvesClientCert for ClientAuthProbe {
 /// signatures are still verified: the server must hold the key of the certificate it shows.
 #[derive(Debug)]
 struct RecordingVerifier {
-    webpki: Option<Arc<WebPkiServerVerifier>>,
+    trust: Arc<ServerTrust>,
     expected_leaf: Option<Vec<u8>>,
     seen: Arc<Mutex<UpstreamSeen>>,
 }
@@ -1092,9 +1088,7 @@ impl ChainJudge for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let trusted = self.webpki.as_ref().is_some_and(|verifier| {
-            verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now).is_ok()
-        });
+        let trusted = self.trust.trusted(end_entity, intermediates, server_name, ocsp_response, now);
         let changed = self.expected_leaf.as_ref().is_some_and(|leaf| leaf.as_slice() != end_entity.as_ref());
         let mut seen = lock(&self.seen);
         let chain = std::iter::once(end_entity).chain(intermediates).map(|c| c.to_vec()).collect();
@@ -1124,6 +1118,7 @@ impl KeyLog for NssKeyLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::RootCertStore;
     use std::io::Read;
 
     #[test]
@@ -1432,8 +1427,11 @@ mod tests {
         let ca = InspectionCa::new();
         let client = test_client(v, &[ca.der()], &[], "a.test");
         let server = test_server(v, &leaf(&pki), &[], None);
-        let cfg =
-            RelayConfig { upstream_roots: roots(&[pki.ca_cert_der()]), client_facing: ClientFacing::Resign, keylog };
+        let cfg = RelayConfig {
+            trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
+            client_facing: ClientFacing::Resign,
+            keylog,
+        };
         Session::new(client, server, cfg, ca)
     }
 
@@ -1489,7 +1487,7 @@ mod tests {
         let client = test_client(v, &[ca.der()], &[b"h2", b"http/1.1"], "a.test");
         let server = test_server(v, &leaf(&pki), server_alpn, None);
         let cfg = RelayConfig {
-            upstream_roots: roots(&[pki.ca_cert_der()]),
+            trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
             client_facing: ClientFacing::Resign,
             keylog: false,
         };
@@ -1521,7 +1519,7 @@ mod tests {
         let server = test_server(v, &server_leaf, &[], None);
         let key = certified(server_leaf.cert_der.clone(), server_leaf.key_der.clone());
         let cfg = RelayConfig {
-            upstream_roots: roots(&[pki.ca_cert_der()]),
+            trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
             client_facing: ClientFacing::KnownKey(key),
             keylog: false,
         };
@@ -1545,7 +1543,7 @@ mod tests {
         let client = test_client(v, &[pki.ca_cert_der()], &[], "a.test");
         let server = test_server(v, &leaf(&pki), &[], None);
         let cfg = RelayConfig {
-            upstream_roots: roots(&[pki.ca_cert_der()]),
+            trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
             client_facing: ClientFacing::KnownKey(certified(imported.cert_der, imported.key_der)),
             keylog: false,
         };
@@ -1564,7 +1562,7 @@ mod tests {
         let server = test_server(v, &leaf(&pki), &[], None);
         let other = Pki::new("Some other CA");
         let cfg = RelayConfig {
-            upstream_roots: roots(&[other.ca_cert_der()]),
+            trust: ServerTrust::new(roots(&[other.ca_cert_der()])),
             client_facing: ClientFacing::Resign,
             keylog: false,
         };
@@ -1580,8 +1578,11 @@ mod tests {
         let ca = InspectionCa::new();
         let client = test_client(v, &[ca.der()], &[], "a.test");
         let server = test_server(v, &leaf(&pki), &[], None);
-        let cfg =
-            RelayConfig { upstream_roots: RootCertStore::empty(), client_facing: ClientFacing::Resign, keylog: false };
+        let cfg = RelayConfig {
+            trust: ServerTrust::new(RootCertStore::empty()),
+            client_facing: ClientFacing::Resign,
+            keylog: false,
+        };
         let mut s = Session::new(client, server, cfg, ca);
         s.run();
         assert_eq!(s.upstream_trusted(), Some(false));
@@ -1596,7 +1597,7 @@ mod tests {
             let client = test_client(v, &[ca.der()], &[], "a.test");
             let server = test_server(v, &leaf(&pki), &[], Some(pki.ca_cert_der()));
             let cfg = RelayConfig {
-                upstream_roots: roots(&[pki.ca_cert_der()]),
+                trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
                 client_facing: ClientFacing::Resign,
                 keylog: false,
             };
@@ -1616,7 +1617,7 @@ mod tests {
         let client = test_client(v, &[pki.ca_cert_der()], &[], "a.test");
         let server = test_server(v, &leaf(&pki), &[], None);
         let cfg = RelayConfig {
-            upstream_roots: roots(&[pki.ca_cert_der()]),
+            trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
             client_facing: ClientFacing::Resign,
             keylog: false,
         };
@@ -1726,7 +1727,7 @@ mod tests {
         let server_leaf = pki.issue(&["a.test", "192.0.2.7"], "Org", now() - DAY, now() + 365 * DAY);
         let server = test_server(v, &server_leaf, &[], None);
         let cfg = RelayConfig {
-            upstream_roots: roots(&[pki.ca_cert_der()]),
+            trust: ServerTrust::new(roots(&[pki.ca_cert_der()])),
             client_facing: ClientFacing::Resign,
             keylog: false,
         };
@@ -1750,7 +1751,7 @@ mod tests {
     #[test]
     fn garbage_from_the_client_fails_without_panic() {
         let mut relay = Relay::new(RelayConfig {
-            upstream_roots: RootCertStore::empty(),
+            trust: ServerTrust::new(RootCertStore::empty()),
             client_facing: ClientFacing::Resign,
             keylog: false,
         });
@@ -1765,7 +1766,7 @@ mod tests {
 
         // Not TLS at all.
         let mut relay = Relay::new(RelayConfig {
-            upstream_roots: RootCertStore::empty(),
+            trust: ServerTrust::new(RootCertStore::empty()),
             client_facing: ClientFacing::Resign,
             keylog: false,
         });

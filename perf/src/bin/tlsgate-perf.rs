@@ -936,6 +936,7 @@ fn forge(servers: usize, sessions: usize, cache: usize, rsa: usize) {
     let started = std::time::Instant::now();
     let mut hit_ns = 0u128;
     let mut hits = 0u64;
+    let mut picks = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         x ^= x << 13;
         x ^= x >> 7;
@@ -946,6 +947,7 @@ fn forge(servers: usize, sessions: usize, cache: usize, rsa: usize) {
             pick -= weights[i];
             i += 1;
         }
+        picks.push(i);
         let before = forger.stats().hits;
         let t = std::time::Instant::now();
         forger.forge(&mut keys, &leaves[i].cert_der, true, Accepts::ANY).expect("forging a well-formed leaf");
@@ -965,6 +967,47 @@ fn forge(servers: usize, sessions: usize, cache: usize, rsa: usize) {
     println!("  one forge (ECDSA P-256 leaf, P-256 CA): {:.1} us", st.forge_ns as f64 / st.forged.max(1) as f64 / 1e3);
     println!("  one cache hit: {:.2} us", hit_ns as f64 / hits.max(1) as f64 / 1e3);
     println!("  total: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    // The same sessions' upstream chains (each leaf signed by the origin CA),
+    // verified afresh every time as each session once did, and by a slow
+    // lcore's ServerTrust, which reuses a verdict while the chain is valid.
+    {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(origin.ca_cert_der())).expect("the origin CA is a certificate");
+        let trust = tlsgate_slowpath::ServerTrust::new(roots.clone());
+        let fresh = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .expect("a verifier over one root");
+        let at = UnixTime::since_unix_epoch(Duration::from_secs(now as u64));
+        let chains: Vec<(CertificateDer<'static>, ServerName<'static>)> = (0..servers)
+            .map(|i| {
+                let name = ServerName::try_from(format!("server{i}.example")).expect("a DNS name");
+                (CertificateDer::from(leaves[i].cert_der.clone()), name)
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        for &i in &picks {
+            let (leaf, name) = &chains[i];
+            assert!(fresh.verify_server_cert(leaf, &[], name, &[], at).is_ok());
+        }
+        let fresh_ns = t.elapsed().as_nanos() as f64 / picks.len().max(1) as f64;
+        let t = std::time::Instant::now();
+        for &i in &picks {
+            let (leaf, name) = &chains[i];
+            assert!(trust.trusted(leaf, &[], name, &[], at));
+        }
+        let kept_ns = t.elapsed().as_nanos() as f64 / picks.len().max(1) as f64;
+        let (reused, verified) = trust.stats();
+        println!(
+            "  the server's chain, per session: verified afresh {:.1} us, with verdicts reused {:.1} us ({reused} reused, {verified} verified)",
+            fresh_ns / 1e3,
+            kept_ns / 1e3
+        );
+    }
     if rsa > 0 {
         let originals: Vec<_> = (0..rsa)
             .map(|i| {
