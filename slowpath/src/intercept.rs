@@ -283,6 +283,22 @@ impl Interception {
         a + b + self.client.unacked() + self.server.unacked() + self.client.readable() + self.server.readable()
     }
 
+    /// Lets go of what a finished session no longer needs (see
+    /// [`Relay::release`], [`TcpEndpoint::shrink`]): it lingers only so that
+    /// a retransmitted FIN is still answered.
+    pub fn release(&mut self) {
+        self.relay.release();
+        self.client.shrink();
+        self.server.shrink();
+    }
+
+    /// Bytes of buffer room held (both TCP endpoints and the relay's queues),
+    /// and whether a TLS connection is still held.
+    pub fn held(&self) -> (usize, bool) {
+        let (room, tls) = self.relay.held();
+        (room + self.client.capacity() + self.server.capacity(), tls)
+    }
+
     /// Whether either peer reset its connection.
     pub fn reset_by_a_peer(&self) -> bool {
         self.client.state() == TcpState::Reset || self.server.state() == TcpState::Reset
@@ -846,6 +862,16 @@ mod tests {
         assert_eq!(done, Some(Finished::Closed));
         assert_eq!(w.icpt.outcome.bytes_to_server, up.len() as u64);
         assert_eq!(w.icpt.outcome.bytes_to_client, down.len() as u64);
+        // Finished, it lingers with nothing but its TCP state: no TLS
+        // connection, no buffer room; and driven on, it stays finished.
+        let (room, tls) = w.icpt.held();
+        assert!(room >= 64 << 10 && tls, "before: {room} bytes of room, TLS held: {tls}");
+        w.icpt.release();
+        assert_eq!(w.icpt.held(), (0, false));
+        let released_at = w.now;
+        w.run_until(3_100, |w| w.now >= released_at + 3_000 * MS);
+        assert_eq!(w.icpt.finished(w.now, u64::MAX), Some(Finished::Closed));
+        assert_eq!(w.icpt.held(), (0, false));
     }
 
     #[test]

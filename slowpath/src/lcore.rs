@@ -123,9 +123,10 @@ fn certified_key(cert_der: &[u8], key: rustls::pki_types::PrivateKeyDer<'static>
 }
 
 const NS: u64 = 1_000_000_000;
-/// How long a finished session is kept to answer a retransmitted FIN. Finished
-/// sessions do not count against `slowpath.sessions`; at most as many linger
-/// (the oldest goes first).
+/// How long a finished session is kept to answer a retransmitted FIN. It keeps
+/// its TCP state only (its TLS connections and buffers are let go), does not
+/// count against `slowpath.sessions`, and at most as many linger (the oldest
+/// goes first).
 const LINGER_NS: u64 = 2 * NS;
 /// How often sessions' timers are looked at.
 const SWEEP_NS: u64 = NS / 1000;
@@ -650,6 +651,8 @@ impl SlowLcore {
             if let Some(how) = flow.icpt.finished(now, self.cfg.idle_ns) {
                 self.transmit(&mut flow, now, link);
                 self.finish(&mut flow, Some(how), now, link);
+                // It lingers with its TCP state only.
+                flow.icpt.release();
                 self.lingering.push_back((now, *key));
             }
         }

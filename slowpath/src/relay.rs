@@ -406,6 +406,32 @@ impl Relay {
         (self.to_server_plain.len(), self.to_client_plain.len())
     }
 
+    /// Lets go of what a finished session no longer needs: both TLS
+    /// connections and every buffer. It stays ended: what comes after is
+    /// not read.
+    pub fn release(&mut self) {
+        self.client = ClientSide::Gone;
+        self.upstream = None;
+        self.ended = true;
+        self.client_tls = VecDeque::new();
+        self.server_tls = VecDeque::new();
+        self.client_out = Vec::new();
+        self.to_server_plain = VecDeque::new();
+        self.to_client_plain = VecDeque::new();
+        self.events = VecDeque::new();
+    }
+
+    /// Bytes of buffer room the relay's own queues hold (not the TLS
+    /// connections' own), and whether it still holds a TLS connection.
+    pub fn held(&self) -> (usize, bool) {
+        let room = self.client_tls.capacity()
+            + self.server_tls.capacity()
+            + self.client_out.capacity()
+            + self.to_server_plain.capacity()
+            + self.to_client_plain.capacity();
+        (room, self.upstream.is_some() || !matches!(self.client, ClientSide::Gone))
+    }
+
     /// Close both sides cleanly (close_notify), as far as they are connected. Plaintext still in the
     /// backlog (see [`Relay::backlog`]) is dropped; TLS already queued is still sent by
     /// [`Relay::to_client`] and [`Relay::to_server`].

@@ -470,6 +470,18 @@ impl TcpEndpoint {
         // Slice by slice: a byte-wise drain costs more than the AES-GCM of the same bytes.
         self.recv_with(|part| out.extend_from_slice(part))
     }
+    /// Gives back the buffers' spare room (a finished connection lingers
+    /// only to answer a retransmitted FIN); what they hold stays.
+    pub fn shrink(&mut self) {
+        self.send_buf.shrink_to_fit();
+        self.recv_buf.shrink_to_fit();
+        self.ooo.shrink_to_fit();
+    }
+
+    /// Bytes of buffer room held (send, receive and out of order).
+    pub fn capacity(&self) -> usize {
+        self.send_buf.capacity() + self.recv_buf.capacity() + self.ooo.iter().map(|(_, v)| v.capacity()).sum::<usize>()
+    }
 
     /// Bytes received in order and not yet read (the relay uses it for back-pressure).
     pub fn readable(&self) -> usize {
