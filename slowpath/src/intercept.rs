@@ -216,6 +216,18 @@ impl Interception {
         }
     }
 
+    /// The earliest time [`Interception::finished`] (with `idle_ns`) or an
+    /// endpoint's timer may have something to do: TCP timers, the idle
+    /// deadline, the handshake deadline while the handshakes are not done,
+    /// the close deadline after a failure.
+    pub fn next_deadline(&self, idle_ns: u64) -> Option<u64> {
+        let idle = self.last_activity_ns.saturating_add(idle_ns).saturating_add(1);
+        let handshake = (self.outcome.established.is_none() && self.outcome.failed.is_none())
+            .then(|| self.handshake_deadline_ns.saturating_add(1));
+        let failed = self.failed_deadline_ns.map(|d| d.saturating_add(1));
+        [self.poll_timeout(), Some(idle), handshake, failed].into_iter().flatten().min()
+    }
+
     /// Runs the endpoints' timers.
     pub fn on_timeout(&mut self, now_ns: u64) {
         self.client.on_timeout(now_ns);
@@ -1008,5 +1020,38 @@ mod tests {
         });
         assert_eq!(done, Some(Finished::HandshakeTimeout));
         assert!(w.now <= 3_000 * MS, "reset at the deadline, not later: {} ms", w.now / MS);
+    }
+
+    /// What a slow-path lcore's timer heap is told: the earliest of the TCP
+    /// timers and the session's own deadlines, each the first moment
+    /// `finished` acts on it.
+    #[test]
+    fn the_next_deadline_is_the_first_moment_finished_acts() {
+        let fresh = || {
+            Interception::new(
+                &seen(),
+                Relay::new(RelayConfig {
+                    trust: crate::ServerTrust::new(RootCertStore::empty()),
+                    client_facing: ClientFacing::Resign,
+                    keylog: false,
+                }),
+                false,
+                0,
+            )
+            .with_handshake_timeout(0, 2_000 * MS)
+        };
+        // Nothing sent: no TCP timer; the handshake deadline comes before a long idle one.
+        let mut icpt = fresh();
+        assert_eq!(icpt.poll_timeout(), None);
+        let at = icpt.next_deadline(60_000 * MS).expect("a deadline");
+        assert_eq!(at, 2_000 * MS + 1);
+        assert_eq!(icpt.finished(at - 1, 60_000 * MS), None);
+        assert_eq!(icpt.finished(at, 60_000 * MS), Some(Finished::HandshakeTimeout));
+        // A short idle timeout comes first.
+        let mut icpt = fresh();
+        let at = icpt.next_deadline(500 * MS).expect("a deadline");
+        assert_eq!(at, 500 * MS + 1);
+        assert_eq!(icpt.finished(at - 1, 500 * MS), None);
+        assert_eq!(icpt.finished(at, 500 * MS), Some(Finished::Idle));
     }
 }

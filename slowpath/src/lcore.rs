@@ -134,8 +134,6 @@ const SWEEP_NS: u64 = NS / 1000;
 /// and how far each direction may be reordered: at most 2 GiB held out of order.
 const PASSIVE_FLOWS: usize = 8_192;
 const PASSIVE_WINDOW: usize = 128 << 10;
-/// How often every session is looked at (idle, handshake deadline).
-const FULL_SWEEP_NS: u64 = NS / 10;
 /// Servers whose last certificate this lcore remembers.
 const LEARNED_CAPACITY: usize = 16_384;
 
@@ -306,7 +304,6 @@ pub struct SlowLcore {
     /// Its counters (the data plane adds what its I/O counts).
     pub counters: SlowPathCounters,
     last_sweep: u64,
-    last_full_sweep: u64,
     /// What each server was last seen presenting (leaf SHA-256) and its facts:
     /// servers present the same certificate session after session, so the
     /// workers are told only of changes and the leaf is parsed once.
@@ -372,7 +369,6 @@ impl SlowLcore {
             policies: HashMap::default(),
             counters: SlowPathCounters::default(),
             last_sweep: 0,
-            last_full_sweep: 0,
             learned: HashMap::default(),
             probes: HashMap::default(),
             rng: seed | 1,
@@ -484,7 +480,7 @@ impl SlowLcore {
             self.drive(&key, now, link);
         }
         if let Some(f) = self.flows.get_mut(&key) {
-            arm(&mut self.timers, key, f);
+            arm(&mut self.timers, key, f, self.cfg.idle_ns);
         }
         self.update_gauges();
     }
@@ -656,7 +652,7 @@ impl SlowLcore {
                 self.lingering.push_back((now, *key));
             }
         }
-        arm(&mut self.timers, *key, &mut flow);
+        arm(&mut self.timers, *key, &mut flow, self.cfg.idle_ns);
         self.flows.insert(*key, flow);
     }
 
@@ -971,14 +967,10 @@ impl SlowLcore {
         ev
     }
 
-    /// Timers: the flows whose deadline has come; finished flows past their
-    /// linger; every [`FULL_SWEEP_NS`], every open session (idleness,
-    /// handshake deadline).
+    /// Timers: the flows whose deadline has come (TCP timers, idleness,
+    /// handshake and close deadlines: see [`arm`]), and finished flows past
+    /// their linger. What it does grows with what is due, not with the flows.
     fn sweep(&mut self, now: u64, link: &mut dyn Link) {
-        let full = now.saturating_sub(self.last_full_sweep) >= FULL_SWEEP_NS;
-        if full {
-            self.last_full_sweep = now;
-        }
         let most = self.cfg.settings.sessions as usize;
         let mut removed = false;
         while let Some(&(at, key)) = self.lingering.front() {
@@ -994,6 +986,7 @@ impl SlowLcore {
         if removed {
             self.update_gauges();
         }
+        let idle_ns = self.cfg.idle_ns;
         let mut due = std::mem::take(&mut self.due);
         while self.timers.peek().is_some_and(|d| d.at <= now) {
             let Due { at, key } = self.timers.pop().expect("peeked");
@@ -1004,16 +997,14 @@ impl SlowLcore {
                 due.push(key);
             }
         }
-        if full {
-            due.extend(self.flows.iter().filter(|(_, f)| f.finished.is_none()).map(|(k, _)| *k));
-        }
         for k in due.drain(..) {
             let Some(f) = self.flows.get_mut(&k) else { continue };
-            if f.icpt.poll_timeout().is_some_and(|t| t <= now) || (full && f.finished.is_none()) {
+            let next = if f.finished.is_none() { f.icpt.next_deadline(idle_ns) } else { f.icpt.poll_timeout() };
+            if next.is_some_and(|t| t <= now) {
                 self.drive(&k, now, link);
             } else {
                 // Its deadline moved later since it was armed.
-                arm(&mut self.timers, k, f);
+                arm(&mut self.timers, k, f, idle_ns);
             }
         }
         self.due = due;
@@ -1023,7 +1014,7 @@ impl SlowLcore {
             self.timers.clear();
             for (k, f) in &mut self.flows {
                 f.armed = None;
-                arm(&mut self.timers, *k, f);
+                arm(&mut self.timers, *k, f, idle_ns);
             }
         }
         let probes: Vec<FlowKey> = self.probes.keys().copied().collect();
@@ -1071,9 +1062,12 @@ impl SlowLcore {
 }
 
 /// Puts `flow`'s next deadline in the timer heap, unless an entry for it or
-/// for an earlier one is there (that one, when it comes, re-arms).
-fn arm(timers: &mut BinaryHeap<Due>, key: FlowKey, flow: &mut Flow) {
-    if let Some(at) = flow.icpt.poll_timeout() {
+/// for an earlier one is there (that one, when it comes, re-arms): TCP
+/// timers, and while the session is open its idle, handshake and close
+/// deadlines (`idle_ns` of silence ends it).
+fn arm(timers: &mut BinaryHeap<Due>, key: FlowKey, flow: &mut Flow, idle_ns: u64) {
+    let next = if flow.finished.is_none() { flow.icpt.next_deadline(idle_ns) } else { flow.icpt.poll_timeout() };
+    if let Some(at) = next {
         if flow.armed.is_none_or(|a| at < a) {
             timers.push(Due { at, key });
             flow.armed = Some(at);

@@ -601,6 +601,8 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
 /// A finished session lingers for a moment (to answer a retransmitted FIN)
 /// but no longer holds one of `slowpath.sessions`: with room for 4, a dozen
 /// sessions one after another, all within the linger, are all decrypted.
+/// Beside them a client stalls after its ClientHello: its session is reset
+/// at the handshake deadline (1 s), long before the client gives up.
 #[test]
 fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
     let _g = dpdk_lock();
@@ -613,7 +615,8 @@ fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
     std::fs::write(www.join("index.html"), "<html>behind tlsgate</html>\n").unwrap();
     std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
     let cfg = dir.join("tlsgate.toml");
-    let settings = topo.settings_with_slow_path(1, 1).replace("[slowpath]\n", "[slowpath]\nsessions = 4\n");
+    let settings = topo.settings_with_slow_path(1, 1).replace("[slowpath]\n", "[slowpath]\nsessions = 4\n")
+        + "\n[flows]\ninspecting_timeout = 1\n";
     std::fs::write(&cfg, format!("policy = \"policy.toml\"\nevents = \"events.json\"\n{settings}")).unwrap();
     let json = dir.join("counters.json");
     let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
@@ -628,12 +631,39 @@ fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
         assert!(start.elapsed() < Duration::from_secs(30), "no page through tlsgate: {}", text(&o));
         std::thread::sleep(Duration::from_millis(300));
     }
+    let stall = topo
+        .exec(&topo.cli, "python3")
+        .arg(repo().join("tests/e2e/rude_client.py"))
+        .args(["--connect", &format!("{}:8443", topo.srv_ip), "--sni", "stall.shop.test", "--mode", "stall"])
+        .args(["--seconds", "6"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stall = Reaper(Some(stall));
+    let stalled_at = Instant::now();
     let burst = Instant::now();
     for i in 0..12 {
         let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &[]);
         assert!(o.status.success(), "session {i} after {:?}: {}", burst.elapsed(), text(&o));
     }
     let took = burst.elapsed();
+    // Before the stalling client gives up (6 s), its session has ended: the
+    // event is in the log (written as it comes).
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(stalled_at.elapsed()));
+    let early = std::fs::read_to_string(dir.join("events.json")).unwrap_or_default();
+    assert!(stalled_at.elapsed() < Duration::from_millis(5500), "the sessions took too long: {took:?}");
+    let stalled: Vec<serde_json::Value> = early
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["tls"]["sni"] == "stall.shop.test")
+        .collect();
+    assert_eq!(stalled.len(), 1, "the stalled session ended at its deadline:\n{early}");
+    let ended = stalled[0]["decrypt"]["ended"].as_str().unwrap_or_default();
+    assert!(ended.contains("did not complete in time"), "{}", stalled[0]);
+    let o = wait_with_limit(stall.0.take().unwrap(), Duration::from_secs(30));
+    assert!(o.status.success(), "the stalling client ran to its end: {}", text(&o));
     let child = gate.0.take().unwrap();
     signal(&child, "TERM");
     let o = wait_with_limit(child, Duration::from_secs(30));
