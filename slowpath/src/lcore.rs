@@ -148,7 +148,7 @@ tlsgate_core::counters! {
         sessions_decrypted,
         /// Sessions taken over that could not be decrypted.
         sessions_undecryptable,
-        /// Sessions open now (a gauge; finished ones lingering not counted).
+        /// Sessions open now (a gauge; finished ones lingering 2 s to answer a retransmitted FIN not counted).
         sessions_now,
         /// Re-signed certificates in the forged caches now (a gauge).
         forged_cached_now,
