@@ -990,23 +990,20 @@ mod tests {
         assert!(w.server.got.is_empty());
     }
 
+    /// An interception of the usual TCP handshake, resigning, trusting nothing.
+    fn bare_interception() -> Interception {
+        let relay = Relay::new(RelayConfig {
+            trust: crate::ServerTrust::new(RootCertStore::empty()),
+            client_facing: ClientFacing::Resign,
+            keylog: false,
+        });
+        Interception::new(&seen(), relay, false, 0)
+    }
+
     #[test]
     fn a_stalled_handshake_is_reset_at_its_deadline() {
         let (mut w, ca) = resign_world(0, Vec::new(), Vec::new());
-        w.icpt = std::mem::replace(
-            &mut w.icpt,
-            Interception::new(
-                &seen(),
-                Relay::new(RelayConfig {
-                    trust: crate::ServerTrust::new(RootCertStore::empty()),
-                    client_facing: ClientFacing::Resign,
-                    keylog: false,
-                }),
-                false,
-                0,
-            ),
-        )
-        .with_handshake_timeout(0, 2_000 * MS);
+        w.icpt = std::mem::replace(&mut w.icpt, bare_interception()).with_handshake_timeout(0, 2_000 * MS);
         // Half a ClientHello, then nothing.
         let mut hello = Vec::new();
         w.client.tls.write_tls(&mut hello).unwrap();
@@ -1027,19 +1024,7 @@ mod tests {
     /// `finished` acts on it.
     #[test]
     fn the_next_deadline_is_the_first_moment_finished_acts() {
-        let fresh = || {
-            Interception::new(
-                &seen(),
-                Relay::new(RelayConfig {
-                    trust: crate::ServerTrust::new(RootCertStore::empty()),
-                    client_facing: ClientFacing::Resign,
-                    keylog: false,
-                }),
-                false,
-                0,
-            )
-            .with_handshake_timeout(0, 2_000 * MS)
-        };
+        let fresh = || bare_interception().with_handshake_timeout(0, 2_000 * MS);
         // Nothing sent: no TCP timer; the handshake deadline comes before a long idle one.
         let mut icpt = fresh();
         assert_eq!(icpt.poll_timeout(), None);

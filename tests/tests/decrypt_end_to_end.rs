@@ -228,12 +228,38 @@ fn start_servers(topo: &Topology, dir: &Path, www: &Path) -> Servers {
 }
 
 /// The client's view.
+/// A scratch folder with the PKI and a web root holding index.html: (the
+/// scratch, kept while the test runs; its folder; the web root).
+fn site(name: &str) -> (Scratch, std::path::PathBuf, std::path::PathBuf) {
+    let scratch = Scratch::new(name);
+    let dir = scratch.0.clone();
+    make_pki(&dir);
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<html>behind tlsgate</html>\n").unwrap();
+    (scratch, dir, www)
+}
+
 struct Client<'a> {
     topo: &'a Topology,
     dir: &'a Path,
 }
 
 impl Client<'_> {
+    /// Resign's page, retried while everything comes up (30 s at most).
+    fn first_page(&self) {
+        let start = Instant::now();
+        loop {
+            let o = self.curl("www.shop.test", 8443, "/index.html", "corpca", &["--max-time", "3"]);
+            if o.status.success() {
+                assert_eq!(String::from_utf8_lossy(&o.stdout), "<html>behind tlsgate</html>\n");
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no page through tlsgate: {}", text(&o));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// curl to `https://NAME:PORT/PATH`, trusting `ca`.pem only.
     fn curl(&self, name: &str, port: u16, path: &str, ca: &str, extra: &[&str]) -> Output {
         run_with_limit(
@@ -295,12 +321,7 @@ fn der_of(pem: &Path) -> Vec<u8> {
 fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() {
     let _g = dpdk_lock();
     let topo = Topology::new(5);
-    let scratch = Scratch::new("e2e-decrypt");
-    let dir = scratch.0.clone();
-    make_pki(&dir);
-    let www = dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("index.html"), "<html>behind tlsgate</html>\n").unwrap();
+    let (_scratch, dir, www) = site("e2e-decrypt");
     let down = payload(20 << 20, 3);
     let up = payload(20 << 20, 5);
     let small = payload(1 << 20, 9);
@@ -319,17 +340,8 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     let _servers = start_servers(&topo, &dir, &www);
     let client = Client { topo: &topo, dir: &dir };
 
-    // Resign, HTTP/1.1, TLS 1.3: the page (retried while everything comes up).
-    let start = Instant::now();
-    loop {
-        let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &["--max-time", "3"]);
-        if o.status.success() {
-            assert_eq!(String::from_utf8_lossy(&o.stdout), "<html>behind tlsgate</html>\n");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no page through tlsgate: {}", text(&o));
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    // Resign, HTTP/1.1, TLS 1.3: the page.
+    client.first_page();
     // The certificate the client sees: issued by our CA, the server's subject and SAN.
     let (cert, _, verified) = client.shown("www.shop.test", 8443, "corpca");
     assert!(verified, "the re-signed certificate verifies against the resigning CA:\n{cert}");
@@ -607,12 +619,7 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
 fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
     let _g = dpdk_lock();
     let topo = Topology::new(6);
-    let scratch = Scratch::new("e2e-linger");
-    let dir = scratch.0.clone();
-    make_pki(&dir);
-    let www = dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("index.html"), "<html>behind tlsgate</html>\n").unwrap();
+    let (_scratch, dir, www) = site("e2e-linger");
     std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
     let cfg = dir.join("tlsgate.toml");
     let settings = topo.settings_with_slow_path(1, 1).replace("[slowpath]\n", "[slowpath]\nsessions = 4\n")
@@ -622,15 +629,7 @@ fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
     let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
     let _servers = start_servers(&topo, &dir, &www);
     let client = Client { topo: &topo, dir: &dir };
-    let start = Instant::now();
-    loop {
-        let o = client.curl("www.shop.test", 8443, "/index.html", "corpca", &["--max-time", "3"]);
-        if o.status.success() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no page through tlsgate: {}", text(&o));
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    client.first_page();
     let stall = topo
         .exec(&topo.cli, "python3")
         .arg(repo().join("tests/e2e/rude_client.py"))
