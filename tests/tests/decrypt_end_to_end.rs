@@ -240,6 +240,16 @@ fn site(name: &str) -> (Scratch, std::path::PathBuf, std::path::PathBuf) {
     (scratch, dir, www)
 }
 
+/// `tlsgate run` in the rig with POLICY, `settings`, the event log in
+/// events.json and the final counters in the returned path.
+fn start_gate(topo: &Topology, dir: &std::path::Path, settings: &str) -> (Reaper, std::path::PathBuf) {
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    let cfg = dir.join("tlsgate.toml");
+    std::fs::write(&cfg, format!("policy = \"policy.toml\"\nevents = \"events.json\"\n{settings}")).unwrap();
+    let json = dir.join("counters.json");
+    (start_tlsgate(topo, &cfg, &["--counters-json", json.to_str().unwrap()]), json)
+}
+
 struct Client<'a> {
     topo: &'a Topology,
     dir: &'a Path,
@@ -329,14 +339,10 @@ fn decrypt_resign_and_known_key_through_tlsgate_with_real_clients_and_servers() 
     std::fs::write(www.join("small.bin"), &small).unwrap();
     let up_file = dir.join("up.bin");
     std::fs::write(&up_file, &up).unwrap();
-    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
-    let cfg = dir.join("tlsgate.toml");
     let settings = topo
         .settings_with_slow_path(2, 1)
         .replace("[slowpath]\n", "[slowpath]\nkeylog = \"keys.log\"\ndecrypted_pcap = \"decrypted.pcap\"\n");
-    std::fs::write(&cfg, format!("policy = \"policy.toml\"\nevents = \"events.json\"\n{settings}")).unwrap();
-    let json = dir.join("counters.json");
-    let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
+    let (mut gate, json) = start_gate(&topo, &dir, &settings);
     let _servers = start_servers(&topo, &dir, &www);
     let client = Client { topo: &topo, dir: &dir };
 
@@ -620,13 +626,9 @@ fn finished_sessions_do_not_hold_session_slots_while_they_linger() {
     let _g = dpdk_lock();
     let topo = Topology::new(6);
     let (_scratch, dir, www) = site("e2e-linger");
-    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
-    let cfg = dir.join("tlsgate.toml");
     let settings = topo.settings_with_slow_path(1, 1).replace("[slowpath]\n", "[slowpath]\nsessions = 4\n")
         + "\n[flows]\ninspecting_timeout = 1\n";
-    std::fs::write(&cfg, format!("policy = \"policy.toml\"\nevents = \"events.json\"\n{settings}")).unwrap();
-    let json = dir.join("counters.json");
-    let mut gate = start_tlsgate(&topo, &cfg, &["--counters-json", json.to_str().unwrap()]);
+    let (mut gate, json) = start_gate(&topo, &dir, &settings);
     let _servers = start_servers(&topo, &dir, &www);
     let client = Client { topo: &topo, dir: &dir };
     client.first_page();
