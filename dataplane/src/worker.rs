@@ -13,7 +13,7 @@ use crate::dpdk::{
     pause, precise_sleeps, tsc, tsc_hz, Burst, Clock, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue,
 };
 use crate::metrics::{Latencies, LATENCY_PUBLISH_NS};
-use crate::stats::{DropReason, SharedCounters, WorkerCounters};
+use crate::stats::{DropReason, PortCounters, SharedCounters, WorkerCounters};
 use tlsgate_config::IdleMode;
 use tlsgate_core::escalate::{SlowUpdate, ToSlowPath};
 use tlsgate_core::event::SessionEvent;
@@ -246,8 +246,9 @@ impl Worker {
         self.clock = Clock::new();
         let housekeeping_ticks = (tsc_hz() / (1_000_000_000 / HOUSEKEEPING_NS)).max(1);
         let mut next_housekeeping = tsc();
+        let plain = self.is_plain();
         while self.running.load(Ordering::Relaxed) {
-            let work = self.poll_once(&mut rx);
+            let work = if plain { self.bridge_once() } else { self.poll_once(&mut rx) };
             if work > 0 {
                 self.counters.lcore.busy_polls += 1;
                 if self.counters.lcore.busy_polls.is_multiple_of(HOUSEKEEPING_CHECK_EVERY) {
@@ -322,113 +323,12 @@ impl Worker {
         if !self.slow.updates.is_empty() {
             work += self.receive_updates();
         }
+        let looks = self.dispatch.is_some() || self.inspection.is_some();
         for p in 0..self.ports.len() {
-            // Its own queue, then any slow-path lcore's it polls too.
-            for q in 0..=self.ports[p].also_rx.len() {
-                let out = self.ports[p].peer;
-                let (ingress, egress) = two_mut(&mut self.ports, p, out);
-                if egress.pending.is_full() {
-                    send_counted(egress, &mut self.counters.ports[out]);
-                }
-                let start = egress.pending.len();
-                let rx = if q == 0 { &mut ingress.rx } else { &mut ingress.also_rx[q - 1] };
-                let n = rx.recv(&mut egress.pending);
-                if n == 0 {
-                    continue;
-                }
-                work += n;
-                let mut bytes = 0u64;
-                for m in egress.pending.tail(start) {
-                    bytes += m.pkt_len() as u64;
-                }
-                let c = &mut self.counters.ports[p];
-                c.rx_packets += n as u64;
-                c.rx_bytes += bytes;
-                if self.dispatch.is_some() || self.inspection.is_some() {
-                    // The hash and the inspector read each packet's headers: start
-                    // those loads for the whole burst before the first one is needed.
-                    for m in egress.pending.tail(start) {
-                        m.prefetch();
-                    }
-                    let (me, nworkers) = (self.index, self.workers);
-                    let mut removed_bytes = 0u64;
-                    let fate = Cell::new(Fate::Keep);
-                    let dispatch = &mut self.dispatch;
-                    let inspection = &mut self.inspection;
-                    let SlowLinks { flows: slow_flows, packets: slow_packets, .. } = &mut self.slow;
-                    let out = &mut self.out;
-                    let clock = &self.clock;
-                    let last_ns = &mut self.last_ns;
-                    let counters = &mut self.counters;
-                    let c_dispatched = Cell::new(0u64);
-                    let dispatching = dispatch.is_some();
-                    // One clock read per burst: the packets of a burst arrived together.
-                    let burst_now = clock.now_ns();
-                    egress.pending.retain_from(
-                        start,
-                        |m| {
-                            if dispatching {
-                                let owner = flow_hash(m.data()).map_or(me, |h| worker_for(h, nworkers));
-                                if owner != me {
-                                    fate.set(Fate::Dispatch(owner));
-                                    return false;
-                                }
-                            }
-                            if let Some(ins) = inspection.as_mut() {
-                                let f = inspect(ins, slow_flows, burst_now, last_ns, m, p, out);
-                                fate.set(f);
-                                return f == Fate::Keep;
-                            }
-                            fate.set(Fate::Keep);
-                            true
-                        },
-                        |mut m| {
-                            removed_bytes += m.pkt_len() as u64;
-                            match fate.get() {
-                                Fate::Drop(r) => {
-                                    counters.ports[p].dropped[r as usize] += 1;
-                                    drop(m);
-                                }
-                                Fate::Replaced => drop(m),
-                                Fate::Dispatch(owner) => {
-                                    m.set_port(p as u16);
-                                    if let Some((ring, staged)) = dispatch.as_mut().and_then(|d| d.to[owner].as_mut()) {
-                                        c_dispatched.set(c_dispatched.get() + 1);
-                                        if let Err(m) = staged.push(m) {
-                                            ring.send_burst(staged);
-                                            if let Err(m) = staged.push(m) {
-                                                drop(m);
-                                                c_dispatched.set(c_dispatched.get() - 1);
-                                                counters.ports[p].dropped[DropReason::DispatchFull as usize] += 1;
-                                            }
-                                        }
-                                    }
-                                }
-                                Fate::Escalate(lcore) => {
-                                    m.set_port(p as u16);
-                                    if let Err(r) = stage_for_slow_path(slow_packets, lcore, m) {
-                                        counters.ports[p].dropped[r as usize] += 1;
-                                    } else {
-                                        counters.lcore.escalated_out += 1;
-                                    }
-                                }
-                                Fate::Keep => {}
-                            }
-                        },
-                    );
-                    self.counters.lcore.dispatched_out += c_dispatched.get();
-                    bytes -= removed_bytes;
-                    if !self.out.resets.is_empty() || !self.out.released.is_empty() {
-                        self.send_resets(p);
-                    }
-                    if !self.out.redirected.is_empty() {
-                        self.redirect(p);
-                    }
-                }
-                let egress = &mut self.ports[out];
-                egress.pending_bytes += bytes;
-                // Send at once, while the mbufs are hot in this core's cache.
-                send_counted(egress, &mut self.counters.ports[out]);
+            work += if looks { self.receive::<true>(p, None) } else { self.receive::<false>(p, None) };
+            // Any slow-path lcore's queues this worker polls too.
+            for q in 0..self.ports[p].also_rx.len() {
+                work += self.receive::<true>(p, Some(q));
             }
         }
         if self.dispatch.is_some() {
@@ -439,6 +339,146 @@ impl Worker {
         }
         self.flush();
         work
+    }
+
+    /// Whether this worker has nothing to look into and no one to hand
+    /// packets to or take them from: no policy, no software dispatch, no
+    /// slow path. It then only bridges its port pairs (see
+    /// [`Worker::bridge_once`]).
+    fn is_plain(&self) -> bool {
+        let SlowLinks { flows, packets, updates, handed } = &self.slow;
+        self.dispatch.is_none()
+            && self.inspection.is_none()
+            && flows.is_empty()
+            && packets.is_empty()
+            && updates.is_empty()
+            && handed.is_empty()
+            && self.ports.len() == self.counters.ports.len()
+            && self.ports.iter().enumerate().all(|(i, p)| p.peer == i ^ 1 && p.also_rx.is_empty())
+    }
+
+    /// [`Worker::poll_once`] for a plain worker: each port's burst is
+    /// counted and sent out of its peer, nothing else. The per-packet work is
+    /// the reading of each packet's length; per burst it is the bare loop's
+    /// and four counters. What a full tx queue refused is sent again with the
+    /// next burst, or on its own when none comes.
+    #[inline]
+    pub fn bridge_once(&mut self) -> usize {
+        let mut work = 0;
+        let pairs = self.ports.as_chunks_mut::<2>().0.iter_mut().zip(self.counters.ports.as_chunks_mut::<2>().0);
+        for ([a, b], [ca, cb]) in pairs {
+            work += bridge(a, b, ca, cb) + bridge(b, a, cb, ca);
+        }
+        work
+    }
+
+    /// One rx burst from port index `p` (its own queue, or the `also` one it
+    /// polls), counted, looked into when `LOOKS`, and sent out of its peer.
+    /// What looking into packets takes is out of line, so that the
+    /// forwarding path stays short.
+    #[inline(always)]
+    fn receive<const LOOKS: bool>(&mut self, p: usize, also: Option<usize>) -> usize {
+        let out = self.ports[p].peer;
+        let (ingress, egress) = two_mut(&mut self.ports, p, out);
+        let (c, c_out) = two_mut(&mut self.counters.ports, p, out);
+        let rx = match also {
+            None => &mut ingress.rx,
+            Some(q) => &mut ingress.also_rx[q],
+        };
+        let Some((start, n, mut bytes)) = take_burst(rx, egress, c, c_out) else { return 0 };
+        if LOOKS {
+            bytes -= self.look_into(p, out, start);
+        }
+        send_on(&mut self.ports[out], &mut self.counters.ports[out], n, bytes)
+    }
+
+    /// Runs the dispatch hash and the inspector over the packets just
+    /// received from port index `p` into its peer's staging burst (from
+    /// index `start` on): what stays goes out of the peer; the rest is
+    /// dropped, replaced, or staged for another worker or a slow-path lcore.
+    /// Returns the bytes taken out of the burst.
+    #[inline(never)]
+    fn look_into(&mut self, p: usize, peer: usize, start: usize) -> u64 {
+        let egress = &mut self.ports[peer];
+        // The hash and the inspector read each packet's headers: start
+        // those loads for the whole burst before the first one is needed.
+        for m in egress.pending.tail(start) {
+            m.prefetch();
+        }
+        let (me, nworkers) = (self.index, self.workers);
+        let mut removed_bytes = 0u64;
+        let fate = Cell::new(Fate::Keep);
+        let dispatch = &mut self.dispatch;
+        let inspection = &mut self.inspection;
+        let SlowLinks { flows: slow_flows, packets: slow_packets, .. } = &mut self.slow;
+        let out = &mut self.out;
+        let clock = &self.clock;
+        let last_ns = &mut self.last_ns;
+        let counters = &mut self.counters;
+        let c_dispatched = Cell::new(0u64);
+        let dispatching = dispatch.is_some();
+        // One clock read per burst: the packets of a burst arrived together.
+        let burst_now = clock.now_ns();
+        egress.pending.retain_from(
+            start,
+            |m| {
+                if dispatching {
+                    let owner = flow_hash(m.data()).map_or(me, |h| worker_for(h, nworkers));
+                    if owner != me {
+                        fate.set(Fate::Dispatch(owner));
+                        return false;
+                    }
+                }
+                if let Some(ins) = inspection.as_mut() {
+                    let f = inspect(ins, slow_flows, burst_now, last_ns, m, p, out);
+                    fate.set(f);
+                    return f == Fate::Keep;
+                }
+                fate.set(Fate::Keep);
+                true
+            },
+            |mut m| {
+                removed_bytes += m.pkt_len() as u64;
+                match fate.get() {
+                    Fate::Drop(r) => {
+                        counters.ports[p].dropped[r as usize] += 1;
+                        drop(m);
+                    }
+                    Fate::Replaced => drop(m),
+                    Fate::Dispatch(owner) => {
+                        m.set_port(p as u16);
+                        if let Some((ring, staged)) = dispatch.as_mut().and_then(|d| d.to[owner].as_mut()) {
+                            c_dispatched.set(c_dispatched.get() + 1);
+                            if let Err(m) = staged.push(m) {
+                                ring.send_burst(staged);
+                                if let Err(m) = staged.push(m) {
+                                    drop(m);
+                                    c_dispatched.set(c_dispatched.get() - 1);
+                                    counters.ports[p].dropped[DropReason::DispatchFull as usize] += 1;
+                                }
+                            }
+                        }
+                    }
+                    Fate::Escalate(lcore) => {
+                        m.set_port(p as u16);
+                        if let Err(r) = stage_for_slow_path(slow_packets, lcore, m) {
+                            counters.ports[p].dropped[r as usize] += 1;
+                        } else {
+                            counters.lcore.escalated_out += 1;
+                        }
+                    }
+                    Fate::Keep => {}
+                }
+            },
+        );
+        self.counters.lcore.dispatched_out += c_dispatched.get();
+        if !self.out.resets.is_empty() || !self.out.released.is_empty() {
+            self.send_resets(p);
+        }
+        if !self.out.redirected.is_empty() {
+            self.redirect(p);
+        }
+        removed_bytes
     }
 
     /// Queues `m` (received on port index `p`, handed over by another worker)
@@ -594,8 +634,27 @@ impl Worker {
 
     /// Pushes out everything staged: dispatch bursts, then tx bursts. What a
     /// full tx queue refuses stays staged for the next pass (back-pressure).
-    #[inline]
+    #[inline(always)]
     fn flush(&mut self) {
+        if !self.slow.packets.is_empty() || self.dispatch.is_some() {
+            self.flush_rings();
+        }
+        self.flush_ports();
+    }
+
+    /// What a full tx queue refused earlier, sent again.
+    #[inline(always)]
+    fn flush_ports(&mut self) {
+        for (port, c) in self.ports.iter_mut().zip(self.counters.ports.iter_mut()) {
+            if !port.pending.is_empty() {
+                send_counted(port, c);
+            }
+        }
+    }
+
+    /// The staged bursts for slow-path lcores and other workers, onto their rings.
+    #[inline(never)]
+    fn flush_rings(&mut self) {
         let c = &mut self.counters;
         for (ring, staged) in &mut self.slow.packets {
             let refused = send_staged(ring, staged, &mut c.ports, DropReason::SlowPathFull);
@@ -605,11 +664,6 @@ impl Worker {
             for (ring, staged) in d.to.iter_mut().flatten() {
                 let refused = send_staged(ring, staged, &mut c.ports, DropReason::DispatchFull);
                 c.lcore.dispatched_out -= refused;
-            }
-        }
-        for (port, c) in self.ports.iter_mut().zip(self.counters.ports.iter_mut()) {
-            if !port.pending.is_empty() {
-                send_counted(port, c);
             }
         }
     }
@@ -764,7 +818,7 @@ fn stage_for_slow_path(links: &mut [(RingProducer<Mbuf>, Burst)], lcore: u8, m: 
 fn send_staged(
     ring: &mut RingProducer<Mbuf>,
     staged: &mut Burst,
-    ports: &mut [crate::stats::PortCounters],
+    ports: &mut [PortCounters],
     reason: DropReason,
 ) -> u64 {
     if staged.is_empty() {
@@ -793,14 +847,62 @@ fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
     }
 }
 
+/// Receives a burst from `rx` into `egress`'s staging burst (first sending
+/// what is staged there if it is full, counted on `out`) and counts it on the
+/// ingress port's counters `c`. Returns where the new packets start in the
+/// staging burst, how many came and their bytes; None if none came.
+#[inline(always)]
+fn take_burst(
+    rx: &mut RxQueue,
+    egress: &mut WorkerPort,
+    c: &mut PortCounters,
+    out: &mut PortCounters,
+) -> Option<(usize, usize, u64)> {
+    if egress.pending.is_full() {
+        send_counted(egress, out);
+    }
+    let start = egress.pending.len();
+    let n = rx.recv(&mut egress.pending);
+    if n == 0 {
+        return None;
+    }
+    let bytes = egress.pending.bytes_from(start);
+    c.rx_packets += n as u64;
+    c.rx_bytes += bytes;
+    Some((start, n, bytes))
+}
+
+/// A plain worker's step: a burst from `from`'s rx queue out of `to`,
+/// counted on `c_from` and `c_to`; returns the packets received.
+#[inline(always)]
+fn bridge(from: &mut WorkerPort, to: &mut WorkerPort, c_from: &mut PortCounters, c_to: &mut PortCounters) -> usize {
+    match take_burst(&mut from.rx, to, c_from, c_to) {
+        Some((_, n, bytes)) => send_on(to, c_to, n, bytes),
+        None => {
+            if !to.pending.is_empty() {
+                send_counted(to, c_to);
+            }
+            0
+        }
+    }
+}
+
+/// Sends what `egress` has staged, `bytes` of it just added, at once, while
+/// the mbufs are hot in this core's cache; returns `n` (the packets received).
+#[inline(always)]
+fn send_on(egress: &mut WorkerPort, c: &mut PortCounters, n: usize, bytes: u64) -> usize {
+    egress.pending_bytes += bytes;
+    send_counted(egress, c);
+    n
+}
+
 /// Sends a port's pending burst and counts what left. Bytes staged are kept
 /// as a running sum, so the common case (all sent) reads no mbuf again.
-#[inline]
-fn send_counted(port: &mut WorkerPort, c: &mut crate::stats::PortCounters) -> usize {
+#[inline(always)]
+fn send_counted(port: &mut WorkerPort, c: &mut PortCounters) -> usize {
     let n = port.tx.send(&mut port.pending);
     c.tx_packets += n as u64;
-    let unsent: u64 =
-        if port.pending.is_empty() { 0 } else { port.pending.as_slice().iter().map(|m| m.pkt_len() as u64).sum() };
+    let unsent = if port.pending.is_empty() { 0 } else { port.pending.bytes_from(0) };
     c.tx_bytes += port.pending_bytes - unsent;
     port.pending_bytes = unsent;
     n

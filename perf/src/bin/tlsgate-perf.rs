@@ -46,6 +46,11 @@ enum Cmd {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Also count, under `valgrind --tool=callgrind`, the instructions
+        /// the forwarding threads spend per packet, bare loop and tlsgate (no
+        /// policy): one run of each, repeatable where the rates are not.
+        #[arg(long)]
+        instructions: bool,
     },
     /// Handshake inspection: sessions decided and packets per second on one
     /// worker with a 1,000-rule policy, beside the bare loop, on a capture
@@ -149,6 +154,10 @@ enum Cmd {
         /// With a do-not-decrypt policy: every packet through the inspector.
         #[arg(long)]
         policy: bool,
+        /// Plain memory even when hugepages are reserved (valgrind cannot
+        /// map hugepages).
+        #[arg(long)]
+        no_huge: bool,
         #[arg(long)]
         mode: Mode,
         #[arg(long)]
@@ -187,6 +196,9 @@ struct Sample {
     seconds: f64,
     mpps: f64,
     cycles_per_packet: f64,
+    /// Packets the forwarding threads received in their whole run, warm-up
+    /// and stop included (what an instruction count over the run divides by).
+    total_packets: u64,
 }
 
 /// Frames in flight per port per worker: well under the ring PMD's 1024 slots.
@@ -203,7 +215,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Forward { workers, seconds, rounds, pmd, json } => forward(&pmd, &workers, seconds, rounds.max(1), json),
+        Cmd::Forward { workers, seconds, rounds, pmd, json, instructions: counted } => {
+            forward(&pmd, &workers, seconds, rounds.max(1), json);
+            if counted {
+                instructions(&pmd, &workers);
+            }
+        }
         Cmd::Forge { servers, sessions, cache, rsa } => forge(servers, sessions, cache, rsa),
         Cmd::Passive { mib, rounds } => passive(mib, rounds),
         Cmd::Handshakes { pcap, rules, seconds, rounds, json } => {
@@ -219,8 +236,8 @@ fn main() {
                 }
             }
         }
-        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics, spin, policy } => {
-            match child(pmd, mode, workers, seconds, metrics, spin, policy) {
+        Cmd::ForwardChild { mode, workers, seconds, pmd, metrics, spin, policy, no_huge } => {
+            match child(pmd, mode, workers, seconds, ChildOptions { metrics, spin, with_policy: policy, no_huge }) {
                 Ok(s) => println!("{}", serde_json::to_string(&s).expect("plain struct serialises")),
                 Err(e) => {
                     eprintln!("tlsgate-perf: {e}");
@@ -326,10 +343,74 @@ fn forward(pmds: &[Pmd], workers: &[usize], seconds: f64, rounds: usize, json: O
     }
 }
 
+/// Instructions per packet of the forwarding threads, bare loop against
+/// tlsgate without a policy, each counted over one run of `forward-child`
+/// under callgrind (one file per thread; the forwarding threads are the
+/// busiest). A count, unlike a rate, is the same from run to run on a shared
+/// machine.
+fn instructions(pmds: &[Pmd], workers: &[usize]) {
+    let exe = std::env::current_exe().expect("own path");
+    println!("instructions per packet, forwarding threads (valgrind --tool=callgrind, one run each, no policy)");
+    println!("{:>4} {:>7} {:>12} {:>15} {:>7}", "pmd", "workers", "bare Ir/pkt", "tlsgate Ir/pkt", "ratio");
+    for (&pmd, &w) in pmds.iter().flat_map(|p| workers.iter().map(move |w| (p, w))) {
+        let per_packet = |mode: Mode| -> Result<f64, String> {
+            let dir = tempdir().map_err(|e| e.to_string())?;
+            let out = dir.join("cg.out");
+            let o = Command::new("valgrind")
+                .args(["--tool=callgrind", "--separate-threads=yes"])
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(&exe)
+                .args(["forward-child", "--no-huge", "--mode", if mode == Mode::Bare { "bare" } else { "tlsgate" }])
+                .args(["--workers", &w.to_string(), "--seconds", "2", "--pmd", pmd.name()])
+                .output()
+                .map_err(|e| format!("valgrind (scripts/setup installs it): {e}"))?;
+            if !o.status.success() {
+                return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+            }
+            let s: Sample =
+                serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).map_err(|e| e.to_string())?;
+            let mut threads: Vec<u64> = std::fs::read_dir(&dir)
+                .map_err(|e| e.to_string())?
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .filter_map(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:"))?.trim().parse().ok())
+                })
+                .collect();
+            threads.sort_unstable_by(|a, b| b.cmp(a));
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(threads.iter().take(w).sum::<u64>() as f64 / s.total_packets.max(1) as f64)
+        };
+        match (per_packet(Mode::Bare), per_packet(Mode::Tlsgate)) {
+            (Ok(b), Ok(t)) => println!("{:>4} {:>7} {:>12.1} {:>15.1} {:>6.1}%", pmd.name(), w, b, t, b / t * 100.0),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("tlsgate-perf: instruction count on {}: {e}", pmd.name());
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// A fresh directory under the system's temporary one.
+fn tempdir() -> std::io::Result<std::path::PathBuf> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let d = std::env::temp_dir().join(format!("tlsgate-perf-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 fn median(v: &[Sample]) -> Sample {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
     v[v.len() / 2]
+}
+
+/// What a `forward-child` runs beside (or instead of) plain forwarding.
+struct ChildOptions {
+    metrics: bool,
+    spin: bool,
+    with_policy: bool,
+    no_huge: bool,
 }
 
 fn child(
@@ -337,14 +418,12 @@ fn child(
     mode: Mode,
     workers: usize,
     seconds: f64,
-    metrics: bool,
-    spin: bool,
-    with_policy: bool,
+    ChildOptions { metrics, spin, with_policy, no_huge }: ChildOptions,
 ) -> Result<Sample, String> {
     let lcores: Vec<u32> = (1..=workers as u32).collect();
     // Hugepages when the machine has them reserved (TLB misses on 4 KiB pages
     // would otherwise dominate what is measured), else plain memory.
-    let mem: &[&str] = if hugepages_reserved() { &["--in-memory"] } else { &["--no-huge", "--no-shconf"] };
+    let mem: &[&str] = if hugepages_reserved() && !no_huge { &["--in-memory"] } else { &["--no-huge", "--no-shconf"] };
     let settings = Settings::from_parts(
         mem.iter()
             .chain(&["--no-pci", "--no-telemetry", "--log-level=warning", "-m", "512"])
@@ -387,7 +466,7 @@ fn child(
     let hz = tsc_hz() as f64;
     let warmup = Duration::from_millis(300);
     let run = Duration::from_secs_f64(seconds);
-    let (packets, cycles) = match mode {
+    let (packets, cycles, total_packets) = match mode {
         Mode::Tlsgate => {
             let mut dp = prep.launch().map_err(|e| e.to_string())?;
             let rx = |dp: &Dataplane| dp.counters().iter().map(|w| w.total().rx_packets).sum::<u64>();
@@ -420,11 +499,11 @@ fn child(
             if let Some(s) = spinner {
                 let _ = s.join();
             }
-            dp.stop();
+            let report = dp.stop();
             if let Some(l) = load {
                 l.finish()?;
             }
-            (p1 - p0, t1 - t0)
+            (p1 - p0, t1 - t0, report.workers.iter().map(|w| w.total().rx_packets).sum())
         }
         Mode::Bare => {
             let (queues, _ports) = prep.into_queues();
@@ -447,7 +526,7 @@ fn child(
             for h in handles {
                 h.wait();
             }
-            (p1 - p0, t1 - t0)
+            (p1 - p0, t1 - t0, rx())
         }
     };
     drop(eal);
@@ -457,6 +536,7 @@ fn child(
         seconds: secs,
         mpps: packets as f64 / secs / 1e6,
         cycles_per_packet: cycles as f64 * workers as f64 / packets.max(1) as f64,
+        total_packets,
     })
 }
 

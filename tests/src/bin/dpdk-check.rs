@@ -112,6 +112,7 @@ fn wrappers() -> Result<String, String> {
         check!(b.push(Mbuf::from_bytes(&pool, &[i; 60]).ok_or("alloc")?).is_ok(), "push {i}");
     }
     check!(b.is_full(), "32 mbufs fill a burst");
+    check!(b.bytes_from(0) == 32 * 60, "a full burst's bytes: {}", b.bytes_from(0));
     let extra = Mbuf::alloc(&pool).ok_or("alloc")?;
     check!(b.push(extra).is_err(), "a full burst refuses a 33rd mbuf");
     b.retain_from(0, |m| m.data()[0] % 2 == 0, drop);
@@ -125,6 +126,21 @@ fn wrappers() -> Result<String, String> {
     }
     drop(b);
     check!(pool.available() == full, "bursts free what they hold ({} of {full} back)", pool.available());
+
+    // Byte sums (four at a step, the rest one by one) of every fill and every
+    // starting index, over lengths that all differ.
+    let mut b = Burst::new();
+    let mut lens = Vec::new();
+    for n in 0..=32usize {
+        for from in 0..=n + 1 {
+            let want: u64 = lens.iter().skip(from).sum();
+            check!(b.bytes_from(from) == want, "bytes of {n} mbufs from {from}: {} for {want}", b.bytes_from(from));
+        }
+        let len = 60 + 37 * n;
+        let _ = b.push(Mbuf::from_bytes(&pool, &vec![0u8; len]).ok_or("alloc")?);
+        lens.push(len as u64);
+    }
+    drop(b);
 
     // Rings: SPSC order, full rings refuse, dropped rings free their items.
     let (mut tx, mut rx) = ring_pair::<Box<u64>>("check_ring", 8).map_err(|e| e.to_string())?;
@@ -219,12 +235,16 @@ fn ring_bridge(workers: usize) -> Result<String, String> {
     let report = dp.stop();
     let rx: u64 = report.workers.iter().map(|w| w.total().rx_packets).sum();
     let tx: u64 = report.workers.iter().map(|w| w.total().tx_packets).sum();
+    let rx_bytes: u64 = report.workers.iter().map(|w| w.total().rx_bytes).sum();
+    let tx_bytes: u64 = report.workers.iter().map(|w| w.total().tx_bytes).sum();
     let dropped: u64 = report.workers.iter().map(|w| w.total().dropped_total()).sum();
     let dispatched: u64 = report.workers.iter().map(|w| w.lcore.dispatched_out).sum();
     check!(report.exit_codes.iter().all(|&c| c == 0), "workers exit cleanly: {:?}", report.exit_codes);
     check!(dropped == 0, "no drops in a closed loop, got {dropped}");
     check!(rx > mid && mid > seeded * 10, "traffic keeps circulating (rx {mid} then {rx})");
     check!(rx.abs_diff(tx) <= seeded, "rx {rx} and tx {tx} differ by at most what is in flight");
+    // Every frame is FRAME bytes long: the byte counters follow the packets.
+    check!(rx_bytes == rx * FRAME && tx_bytes == tx * FRAME, "bytes: rx {rx_bytes} for {rx}, tx {tx_bytes} for {tx}");
     if workers > 1 {
         check!(dispatched > 0, "frames seeded on the wrong worker are handed over");
     }
@@ -236,6 +256,10 @@ fn ring_bridge(workers: usize) -> Result<String, String> {
         "ring-bridge: {workers} workers, {seeded} frames seeded, {rx} received, {tx} sent, {dispatched} handed over, 0 dropped"
     ))
 }
+
+/// The length of each of [`tlsgate_perf_frames`]' frames: Ethernet, IPv4
+/// and TCP headers and 100 bytes.
+const FRAME: u64 = 14 + 20 + 20 + 100;
 
 /// TCP frames of many flows, like the perf harness's load.
 fn tlsgate_perf_frames(n: usize) -> Vec<Vec<u8>> {
